@@ -1,0 +1,216 @@
+//! The registry's own small HTTP model, independent of any runtime. The Worker glue converts
+//! to and from workers-rs types; native tests build these directly.
+#![allow(async_fn_in_trait)]
+
+use crate::error::RegistryError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Other,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+    /// Whether the method changes the registry (refused in read-only mode).
+    pub fn writes(self) -> bool {
+        matches!(self, Method::Post | Method::Put | Method::Patch | Method::Delete)
+    }
+}
+
+/// Request headers, names lower-cased. Repeated headers stay separate entries: Accept
+/// negotiation reads all of them.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn append(&mut self, name: &str, value: &str) {
+        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+    }
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.append(name, value);
+        self
+    }
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A request body read in chunks as they arrive, never whole.
+pub trait BodyReader {
+    /// The next chunk, or `None` at the end. An error means the client's stream broke.
+    async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// A body held in memory, for tests and empty bodies.
+#[derive(Debug, Default)]
+pub struct MemoryBody(Vec<Vec<u8>>);
+
+impl MemoryBody {
+    pub fn empty() -> Self {
+        Self(Vec::new())
+    }
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(vec![bytes.into()])
+    }
+    /// A body delivered in the given chunks.
+    pub fn from_chunks(chunks: Vec<Vec<u8>>) -> Self {
+        let mut chunks = chunks;
+        chunks.reverse();
+        Self(chunks)
+    }
+}
+
+impl BodyReader for MemoryBody {
+    async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.pop())
+    }
+}
+
+#[derive(Debug)]
+pub struct Request<B> {
+    pub method: Method,
+    /// Percent-decoded path.
+    pub path: String,
+    /// Percent-decoded query parameters in order; keys may repeat.
+    pub query: Vec<(String, String)>,
+    pub headers: Headers,
+    pub body: B,
+}
+
+impl<B> Request<B> {
+    /// Builds a request from a raw path-and-query as it appears on the wire.
+    pub fn new(method: Method, path_and_query: &str, headers: Headers, body: B) -> Self {
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        Self { method, path: percent_decode(path), query: parse_query(query), headers, body }
+    }
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses `a=1&b=2`, decoding `%XX` and `+`.
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")))
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes; invalid escapes and non-UTF-8 results are kept literally, and then
+/// fail the grammar checks of the newtypes that read them.
+pub fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = crate::hex::decode(&s[i + 1..i + 3].to_ascii_lowercase()) {
+                out.push(v[0]);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+/// A response body: nothing, bytes wharf produced, or an object streamed from storage
+/// without passing through wharf.
+pub enum Body<S> {
+    Empty,
+    Bytes(Vec<u8>),
+    Stream(S),
+}
+
+pub struct Response<S> {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body<S>,
+}
+
+impl<S> Response<S> {
+    pub fn new(status: u16) -> Self {
+        Self { status, headers: Vec::new(), body: Body::Empty }
+    }
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+    pub fn body(mut self, body: Body<S>) -> Self {
+        self.body = body;
+        self
+    }
+    pub fn get_header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl<S> From<RegistryError> for Response<S> {
+    fn from(e: RegistryError) -> Self {
+        let body = e.body();
+        Response::new(e.status())
+            .header("Content-Type", "application/json")
+            .header("Content-Length", body.len().to_string())
+            .body(Body::Bytes(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_split_and_decoded() {
+        let q = parse_query("digest=sha256%3Aab&tag=a&tag=b&empty=&flag");
+        assert_eq!(q[0], ("digest".into(), "sha256:ab".into()));
+        assert_eq!(q[1].1, "a");
+        assert_eq!(q[2].1, "b");
+        assert_eq!(q[3], ("empty".into(), "".into()));
+        assert_eq!(q[4], ("flag".into(), "".into()));
+    }
+
+    #[test]
+    fn percent_decoding_keeps_invalid_escapes() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%ff"), "%ff");
+    }
+
+    #[test]
+    fn headers_are_case_insensitive_and_keep_repeats() {
+        let h = Headers::new().with("Accept", "a").with("accept", "b");
+        assert_eq!(h.get("ACCEPT"), Some("a"));
+        assert_eq!(h.get_all("accept").collect::<Vec<_>>(), ["a", "b"]);
+    }
+}

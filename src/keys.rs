@@ -1,0 +1,88 @@
+//! Every R2 and KV key wharf reads or writes is built here, and only here.
+//!
+//! ```text
+//! R2 bucket (binding BUCKET)
+//! ├── repositories/<name>/
+//! │   ├── _manifests/<alg>/<hex>   manifest bytes exactly as pushed; httpMetadata.contentType
+//! │   │                            is the pushed media type
+//! │   └── _layers/<alg>/<hex>      blob link: empty body; customMetadata {object, size} names
+//! │                                the object holding the bytes. Its presence is what "this
+//! │                                repository holds the blob" means.
+//! ├── blobs/
+//! │   ├── <alg>/<hex>              blob bytes written by a single put after their digest was
+//! │   │                            verified (blobs smaller than one multipart part)
+//! │   └── by-upload/<id>           blob bytes written by upload session <id> as an R2 multipart
+//! │                                upload; completed only after the digest verified, so never
+//! │                                visible half-written. Completing in place means no copy.
+//! └── uploads/<id>/state           upload session: a JSON line (see uploads::SessionState),
+//!                                  then the bytes received but not yet cut into a part
+//!
+//! KV namespace (binding TAGS)
+//! └── tags/<name>:<tag>            value: the digest; metadata {digest, mediaType, size}
+//! ```
+//!
+//! Names never contain `:` and tags never contain `/` or `:`, so `tags/<name>:` is a prefix that
+//! lists one repository's tags and nothing else; name components start with `[a-z0-9]`, so
+//! `_manifests` and `_layers` cannot collide with a nested repository.
+
+use crate::names::{Digest, RepositoryName, Tag, UploadId};
+
+fn digest_path(d: &Digest) -> String {
+    format!("{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+pub fn manifest(name: &RepositoryName, d: &Digest) -> String {
+    format!("repositories/{name}/_manifests/{}", digest_path(d))
+}
+
+pub fn blob_link(name: &RepositoryName, d: &Digest) -> String {
+    format!("repositories/{name}/_layers/{}", digest_path(d))
+}
+
+pub fn blob_by_digest(d: &Digest) -> String {
+    format!("blobs/{}", digest_path(d))
+}
+
+pub fn blob_by_upload(id: &UploadId) -> String {
+    format!("blobs/by-upload/{id}")
+}
+
+pub fn upload_state(id: &UploadId) -> String {
+    format!("uploads/{id}/state")
+}
+
+pub fn tag(name: &RepositoryName, tag: &Tag) -> String {
+    format!("{}{tag}", tag_prefix(name))
+}
+
+/// The KV prefix under which all of one repository's tags are listed.
+pub fn tag_prefix(name: &RepositoryName) -> String {
+    format!("tags/{name}:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_the_documented_tree() {
+        let name = RepositoryName::parse("a/b").unwrap();
+        let d = Digest::sha256_of(b"x");
+        let hex = d.hex().to_owned();
+        let id = UploadId::parse(&"0".repeat(32)).unwrap();
+        assert_eq!(manifest(&name, &d), format!("repositories/a/b/_manifests/sha256/{hex}"));
+        assert_eq!(blob_link(&name, &d), format!("repositories/a/b/_layers/sha256/{hex}"));
+        assert_eq!(blob_by_digest(&d), format!("blobs/sha256/{hex}"));
+        assert_eq!(blob_by_upload(&id), format!("blobs/by-upload/{}", "0".repeat(32)));
+        assert_eq!(upload_state(&id), format!("uploads/{}/state", "0".repeat(32)));
+        assert_eq!(tag(&name, &Tag::parse("v1").unwrap()), "tags/a/b:v1");
+    }
+
+    #[test]
+    fn a_repository_tag_prefix_does_not_cover_nested_repositories() {
+        let parent = RepositoryName::parse("a").unwrap();
+        let child = RepositoryName::parse("a/b").unwrap();
+        let t = Tag::parse("v1").unwrap();
+        assert!(!tag(&child, &t).starts_with(&tag_prefix(&parent)));
+    }
+}

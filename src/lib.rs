@@ -1,0 +1,30 @@
+//! wharf: an OCI Distribution registry for Cloudflare Workers, with manifests and blobs in R2
+//! and tags in KV.
+//!
+//! Everything but [`worker`] is platform-free and tested natively: the HTTP model ([`http`]),
+//! routing ([`router`]), the identifiers ([`names`]), the error table ([`error`]), storage keys
+//! ([`keys`]) and contracts ([`storage`]), and one module per OCI resource ([`manifests`],
+//! [`blobs`], [`uploads`], [`tags`]). [`worker`] adapts it to the Workers runtime and is compiled
+//! only for wasm32.
+
+pub mod blobs;
+pub mod config;
+pub mod error;
+pub mod hashing;
+pub mod hex;
+pub mod http;
+pub mod keys;
+pub mod log;
+pub mod manifests;
+pub mod names;
+pub mod registry;
+pub mod router;
+pub mod storage;
+pub mod tags;
+pub mod uploads;
+
+#[cfg(target_arch = "wasm32")]
+mod worker;
+
+pub use config::Config;
+pub use registry::Registry;

@@ -1,0 +1,100 @@
+//! The registry: storage, configuration and the dispatch from routes to the handlers of each
+//! resource (manifests, blobs, uploads, tags). Handlers return typed errors; this is the one
+//! place they become HTTP responses.
+
+use crate::config::Config;
+use crate::error::{ErrorCode, RegistryError};
+use crate::http::{Body, BodyReader, Method, Request, Response};
+use crate::router::Route;
+use crate::storage::{KeyValueStore, ObjectStore};
+
+pub type Result<T> = std::result::Result<T, RegistryError>;
+
+/// Path of the storage self-test (see [`crate::storage::suite`]); outside `/v2/` on purpose.
+pub const SELFTEST_PATH: &str = "/_wharf/selftest";
+
+pub struct Registry<O, K> {
+    pub objects: O,
+    pub kv: K,
+    pub config: Config,
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    pub fn new(objects: O, kv: K, config: Config) -> Self {
+        Self { objects, kv, config }
+    }
+
+    /// Answers one request. Never fails: every error becomes an OCI error response.
+    pub async fn handle<B: BodyReader>(&self, req: Request<B>) -> Response<O::Body> {
+        let response = match self.dispatch(req).await {
+            Ok(r) => r,
+            Err(e) => e.into(),
+        };
+        // Distribution sends the API version on every response; clients use it to detect a
+        // registry behind a proxy.
+        response.header("Docker-Distribution-API-Version", "registry/2.0")
+    }
+
+    async fn dispatch<B: BodyReader>(&self, req: Request<B>) -> Result<Response<O::Body>> {
+        let Request { method, path, query, headers: h, body } = req;
+        if path == SELFTEST_PATH && self.config.selftest && method == Method::Post {
+            return self.selftest().await;
+        }
+        let route = Route::parse(&path)?;
+        if self.config.read_only && method.writes() {
+            return Err(RegistryError::new(ErrorCode::Unsupported).with_message("the registry is read-only"));
+        }
+        let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        use Method::*;
+        match (route, method) {
+            (Route::Base, Get | Head) => Ok(json_response(b"{}".to_vec(), method == Head)),
+            (Route::Manifest(n, r), Get | Head) => self.get_manifest(&n, &r, &h, method == Head).await,
+            (Route::Manifest(n, r), Put) => self.put_manifest(&n, &r, &h, body).await,
+            (Route::Manifest(n, r), Delete) => self.delete_manifest(&n, &r).await,
+            (Route::Blob(n, d), Get | Head) => self.get_blob(&n, &d, method == Head).await,
+            (Route::Blob(n, d), Delete) => self.delete_blob(&n, &d).await,
+            (Route::UploadStart(n), Post) => self.start_upload(&n, param("digest"), body).await,
+            (Route::Upload(n, id), Get) => self.upload_status(&n, &id).await,
+            (Route::Upload(n, id), Patch) => self.patch_upload(&n, &id, &h, body).await,
+            (Route::Upload(n, id), Put) => self.finish_upload(&n, &id, param("digest"), body).await,
+            (Route::Upload(n, id), Delete) => self.cancel_upload(&n, &id).await,
+            (Route::TagsList(_) | Route::Referrers(..), Get) => {
+                Err(RegistryError::new(ErrorCode::Unsupported).with_message("not implemented yet"))
+            }
+            _ => Err(RegistryError::new(ErrorCode::Unsupported).with_message("method not allowed on this endpoint")),
+        }
+    }
+
+    /// Runs the storage contract suite against this registry's own backends.
+    async fn selftest(&self) -> Result<Response<O::Body>> {
+        let run = crate::names::UploadId::random()?;
+        let prefix = format!("selftest/{run}/");
+        let objects = crate::storage::suite::run_objects(&self.objects, &prefix).await;
+        let kv = crate::storage::suite::run_kv(&self.kv, &prefix).await;
+        let body = serde_json::to_vec(&serde_json::json!({ "objects": objects, "kv": kv })).map_err(RegistryError::internal)?;
+        Ok(json_response(body, false))
+    }
+}
+
+/// A 200 JSON response; for HEAD the length without the body.
+pub fn json_response<S>(body: Vec<u8>, head: bool) -> Response<S> {
+    let r = Response::new(200).header("Content-Type", "application/json").header("Content-Length", body.len().to_string());
+    if head { r } else { r.body(Body::Bytes(body)) }
+}
+
+/// Reads a whole request body of at most `limit` bytes (manifests); larger -> 413.
+pub async fn read_limited<B: BodyReader>(body: &mut B, limit: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.chunk().await.map_err(body_error)? {
+        if out.len() + chunk.len() > limit {
+            return Err(RegistryError::new(ErrorCode::PayloadTooLarge).with_detail(serde_json::json!({ "limit": limit })));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The client's request body broke off mid-way.
+pub fn body_error(e: String) -> RegistryError {
+    RegistryError::new(ErrorCode::BlobUploadInvalid).with_message("the request body could not be read").with_detail(e)
+}

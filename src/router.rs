@@ -1,0 +1,145 @@
+//! Hand-written routing. Repository names contain slashes, so each route is recognised by
+//! splitting the path from the right on its marker (`/manifests/`, `/blobs/uploads/`, ...):
+//! the part after the marker never contains `/`, the part before is the name. The same
+//! module builds the Location URLs, so parsing and building cannot drift apart.
+
+use crate::error::{ErrorCode, RegistryError};
+use crate::names::{Digest, Reference, RepositoryName, UploadId};
+
+#[derive(Debug, PartialEq)]
+pub enum Route {
+    /// `/v2/`
+    Base,
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest(RepositoryName, Reference),
+    /// `/v2/<name>/blobs/<digest>`
+    Blob(RepositoryName, Digest),
+    /// `/v2/<name>/blobs/uploads/`
+    UploadStart(RepositoryName),
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload(RepositoryName, UploadId),
+    /// `/v2/<name>/tags/list`
+    TagsList(RepositoryName),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(RepositoryName, Digest),
+}
+
+fn not_found(path: &str) -> RegistryError {
+    RegistryError::new(ErrorCode::RouteUnknown).with_detail(serde_json::json!({ "path": path }))
+}
+
+/// Splits `rest` at the last `marker` whose tail has no `/`.
+fn split<'a>(rest: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
+    rest.rsplit_once(marker).filter(|(_, tail)| !tail.contains('/'))
+}
+
+impl Route {
+    /// Parses a percent-decoded path. Unknown shapes are RouteUnknown; a known shape with an
+    /// invalid name, reference or digest gets that identifier's own error.
+    pub fn parse(path: &str) -> Result<Route, RegistryError> {
+        if path == "/v2/" || path == "/v2" {
+            return Ok(Route::Base);
+        }
+        let rest = path.strip_prefix("/v2/").ok_or_else(|| not_found(path))?;
+        if let Some(name) = rest.strip_suffix("/tags/list") {
+            return Ok(Route::TagsList(RepositoryName::parse(name)?));
+        }
+        if let Some((name, reference)) = split(rest, "/manifests/") {
+            let name = RepositoryName::parse(name)?;
+            return Ok(Route::Manifest(name, Reference::parse(reference)?));
+        }
+        if let Some((name, id)) = split(rest, "/blobs/uploads/") {
+            let name = RepositoryName::parse(name)?;
+            if id.is_empty() {
+                return Ok(Route::UploadStart(name));
+            }
+            return Ok(Route::Upload(name, UploadId::parse(id)?));
+        }
+        if let Some(name) = rest.strip_suffix("/blobs/uploads") {
+            return Ok(Route::UploadStart(RepositoryName::parse(name)?));
+        }
+        if let Some((name, digest)) = split(rest, "/blobs/") {
+            let name = RepositoryName::parse(name)?;
+            return Ok(Route::Blob(name, Digest::parse(digest)?));
+        }
+        if let Some((name, digest)) = split(rest, "/referrers/") {
+            let name = RepositoryName::parse(name)?;
+            return Ok(Route::Referrers(name, Digest::parse(digest)?));
+        }
+        Err(not_found(path))
+    }
+}
+
+/// Location of a manifest by digest (relative URLs: the spec allows them, and the Host header
+/// is not to be trusted for building absolute ones).
+pub fn manifest_url(name: &RepositoryName, digest: &Digest) -> String {
+    format!("/v2/{name}/manifests/{digest}")
+}
+
+pub fn blob_url(name: &RepositoryName, digest: &Digest) -> String {
+    format!("/v2/{name}/blobs/{digest}")
+}
+
+pub fn upload_url(name: &RepositoryName, id: &UploadId) -> String {
+    format!("/v2/{name}/blobs/uploads/{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> RepositoryName {
+        RepositoryName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn routes_split_names_with_slashes_from_the_right() {
+        let d = Digest::sha256_of(b"a");
+        let id = "0123456789abcdef0123456789abcdef";
+        let cases = vec![
+            ("/v2/".to_string(), Route::Base),
+            ("/v2".to_string(), Route::Base),
+            ("/v2/a/b/c/d/manifests/latest".to_string(), Route::Manifest(name("a/b/c/d"), Reference::parse("latest").unwrap())),
+            (format!("/v2/x/manifests/{d}"), Route::Manifest(name("x"), Reference::Digest(d.clone()))),
+            (format!("/v2/manifests/blobs/{d}"), Route::Blob(name("manifests"), d.clone())),
+            (format!("/v2/a/manifests/b/blobs/{d}"), Route::Blob(name("a/manifests/b"), d.clone())),
+            ("/v2/a/blobs/uploads/".to_string(), Route::UploadStart(name("a"))),
+            ("/v2/a/blobs/uploads".to_string(), Route::UploadStart(name("a"))),
+            (format!("/v2/a/b/blobs/uploads/{id}"), Route::Upload(name("a/b"), UploadId::parse(id).unwrap())),
+            ("/v2/a/b/tags/list".to_string(), Route::TagsList(name("a/b"))),
+            (format!("/v2/a/referrers/{d}"), Route::Referrers(name("a"), d.clone())),
+            ("/v2/tags/manifests/list".to_string(), Route::Manifest(name("tags"), Reference::parse("list").unwrap())),
+        ];
+        for (path, route) in cases {
+            assert_eq!(Route::parse(&path).unwrap(), route, "{path}");
+        }
+    }
+
+    #[test]
+    fn bad_paths_get_the_error_of_the_bad_part() {
+        let cases = [
+            ("/", ErrorCode::RouteUnknown),
+            ("/v2/a", ErrorCode::RouteUnknown),
+            ("/v2/a/manifests/", ErrorCode::TagInvalid),
+            ("/v2/A/manifests/latest", ErrorCode::NameInvalid),
+            ("/v2/a/manifests/sha256:bad", ErrorCode::DigestInvalid),
+            ("/v2/a/blobs/nope", ErrorCode::DigestInvalid),
+            ("/v2/a/blobs/uploads/../x", ErrorCode::RouteUnknown),
+            ("/v2/a/blobs/uploads/xyz", ErrorCode::BlobUploadUnknown),
+            ("/v2//manifests/latest", ErrorCode::NameInvalid),
+        ];
+        for (path, code) in cases {
+            assert_eq!(Route::parse(path).unwrap_err().code, code, "{path}");
+        }
+    }
+
+    #[test]
+    fn location_urls_parse_back_to_their_routes() {
+        let n = name("a/b");
+        let d = Digest::sha256_of(b"z");
+        let id = UploadId::random().unwrap();
+        assert_eq!(Route::parse(&manifest_url(&n, &d)).unwrap(), Route::Manifest(n.clone(), Reference::Digest(d.clone())));
+        assert_eq!(Route::parse(&blob_url(&n, &d)).unwrap(), Route::Blob(n.clone(), d));
+        assert_eq!(Route::parse(&upload_url(&n, &id)).unwrap(), Route::Upload(n, id));
+    }
+}

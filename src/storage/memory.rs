@@ -1,0 +1,215 @@
+//! In-memory twins of R2 and KV for native tests. Cloning shares the same store, so a test can
+//! keep a handle and inspect what a request left behind.
+
+use super::*;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+#[derive(Debug, Clone)]
+struct StoredObject {
+    bytes: Vec<u8>,
+    meta: ObjectMeta,
+}
+
+#[derive(Debug, Default)]
+struct ObjectsInner {
+    objects: BTreeMap<String, StoredObject>,
+    /// upload id -> (key, parts by number)
+    uploads: HashMap<String, (String, PutOptions, BTreeMap<u16, (String, Vec<u8>)>)>,
+    next_etag: u64,
+}
+
+/// The in-memory object store.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryObjects(Rc<RefCell<ObjectsInner>>);
+
+impl MemoryObjects {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Every stored object's key and bytes, for "nothing changed" assertions.
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        self.0.borrow().objects.iter().map(|(k, v)| (k.clone(), v.bytes.clone())).collect()
+    }
+    /// Number of multipart uploads started and neither completed nor aborted.
+    pub fn open_multipart_uploads(&self) -> usize {
+        self.0.borrow().uploads.len()
+    }
+}
+
+fn etag(inner: &mut ObjectsInner) -> String {
+    inner.next_etag += 1;
+    format!("m{}", inner.next_etag)
+}
+
+fn page<T: Clone>(items: impl Iterator<Item = (String, T)>, cursor: Option<&str>, limit: u32) -> (Vec<T>, Option<String>) {
+    let limit = limit.clamp(1, 1000) as usize;
+    let mut out = Vec::new();
+    let mut last = None;
+    let mut more = false;
+    for (k, v) in items.filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c)) {
+        if out.len() == limit {
+            more = true;
+            break;
+        }
+        last = Some(k);
+        out.push(v);
+    }
+    (out, if more { last } else { None })
+}
+
+impl ObjectStore for MemoryObjects {
+    type Body = Vec<u8>;
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        Ok(self.0.borrow().objects.get(key).map(|o| o.meta.clone()))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
+        self.get_bytes(key).await
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
+        Ok(self.0.borrow().objects.get(key).map(|o| (o.meta.clone(), o.bytes.clone())))
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
+        let mut inner = self.0.borrow_mut();
+        if let Some(expected) = &options.if_etag_matches {
+            if inner.objects.get(key).map(|o| &o.meta.etag) != Some(expected) {
+                return Ok(None);
+            }
+        }
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size: bytes.len() as u64,
+            etag: etag(&mut inner),
+            content_type: options.content_type,
+            custom: options.custom,
+        };
+        inner.objects.insert(key.to_owned(), StoredObject { bytes, meta: meta.clone() });
+        Ok(Some(meta))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.0.borrow_mut().objects.remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<ObjectPage> {
+        let inner = self.0.borrow();
+        let items = inner.objects.range(prefix.to_owned()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, o)| (k.clone(), o.meta.clone()));
+        let (objects, cursor) = page(items, cursor, limit);
+        Ok(ObjectPage { objects, cursor })
+    }
+
+    async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String> {
+        let mut inner = self.0.borrow_mut();
+        let id = etag(&mut inner);
+        inner.uploads.insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
+        Ok(id)
+    }
+
+    async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> Result<Part> {
+        let mut inner = self.0.borrow_mut();
+        let etag = etag(&mut inner);
+        match inner.uploads.get_mut(upload_id) {
+            Some((k, _, parts)) if k == key && number >= 1 => {
+                parts.insert(number, (etag.clone(), bytes));
+                Ok(Part { number, etag })
+            }
+            _ => Err(StorageError(format!("no multipart upload {upload_id} for {key}"))),
+        }
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta> {
+        let mut inner = self.0.borrow_mut();
+        let Some((k, options, stored)) = inner.uploads.get(upload_id) else {
+            return Err(StorageError(format!("no multipart upload {upload_id}")));
+        };
+        if k != key || parts.is_empty() {
+            return Err(StorageError("multipart completion with no parts or the wrong key".into()));
+        }
+        let mut bytes = Vec::new();
+        let mut first_size = None;
+        for (i, p) in parts.iter().enumerate() {
+            let Some((etag, data)) = stored.get(&p.number).filter(|(e, _)| *e == p.etag) else {
+                return Err(StorageError(format!("part {} unknown or etag mismatch", p.number)));
+            };
+            let _ = etag;
+            let last = i + 1 == parts.len();
+            // R2: all parts but the last are equal and at least MIN_PART_SIZE.
+            if !last && (data.len() < MIN_PART_SIZE || first_size.is_some_and(|s| s != data.len())) {
+                return Err(StorageError(format!("part {} has an invalid size {}", p.number, data.len())));
+            }
+            if last && first_size.is_some_and(|s| data.len() > s) {
+                return Err(StorageError("last part larger than the others".into()));
+            }
+            first_size.get_or_insert(data.len());
+            bytes.extend_from_slice(data);
+        }
+        let options = options.clone();
+        inner.uploads.remove(upload_id);
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size: bytes.len() as u64,
+            etag: etag(&mut inner),
+            content_type: options.content_type,
+            custom: options.custom,
+        };
+        inner.objects.insert(key.to_owned(), StoredObject { bytes, meta: meta.clone() });
+        Ok(meta)
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
+        self.0.borrow_mut().uploads.remove(upload_id);
+        Ok(())
+    }
+}
+
+/// The in-memory KV store. Strongly consistent, unlike real KV: tests of staleness must
+/// not rely on it.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryKv(Rc<RefCell<BTreeMap<String, KvEntry>>>);
+
+impl MemoryKv {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn snapshot(&self) -> BTreeMap<String, String> {
+        self.0.borrow().iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
+    }
+}
+
+impl KeyValueStore for MemoryKv {
+    async fn get(&self, key: &str) -> Result<Option<KvEntry>> {
+        Ok(self.0.borrow().get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<()> {
+        if let Some(m) = metadata {
+            let len = serde_json::to_string(m).map_err(|e| StorageError(e.to_string()))?.len();
+            if len > KV_MAX_METADATA {
+                return Err(StorageError(format!("KV metadata of {len} bytes exceeds {KV_MAX_METADATA}")));
+            }
+        }
+        self.0.borrow_mut().insert(key.to_owned(), KvEntry { value: value.to_owned(), metadata: metadata.cloned() });
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.0.borrow_mut().remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage> {
+        let map = self.0.borrow();
+        let items = map
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), KvKey { name: k.clone(), metadata: v.metadata.clone() }));
+        let (keys, cursor) = page(items, cursor, limit);
+        Ok(KvPage { keys, cursor })
+    }
+}

@@ -1,0 +1,149 @@
+//! The two storage contracts wharf is written against, shaped like R2 and Workers KV.
+//!
+//! Both are deliberately narrow: what R2 and KV do, and nothing a backend would have to emulate.
+//! [`memory`] is the in-memory twin for native tests; the Worker implements them over the R2
+//! and KV bindings (`src/worker.rs`). [`suite`] is the one contract test suite both run.
+//!
+//! No `Send` bounds: a Worker isolate is single-threaded, and the futures of the JS bindings are
+//! not `Send`.
+#![allow(async_fn_in_trait)]
+
+pub mod memory;
+pub mod suite;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A backend failure. Never a client's fault: it surfaces as 500 UNKNOWN and is logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageError(pub String);
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage: {}", self.0)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// What an object store knows about an object without reading its body.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Changes whenever the object is rewritten; used for conditional puts.
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub custom: BTreeMap<String, String>,
+}
+
+/// Options of a put: HTTP content type and custom metadata (R2: at most 8 KiB together), and
+/// an optional condition.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub custom: BTreeMap<String, String>,
+    /// Write only if the object currently has this etag (R2 `onlyIf.etagMatches`).
+    pub if_etag_matches: Option<String>,
+}
+
+/// One page of a listing, in lexicographic key order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObjectPage {
+    pub objects: Vec<ObjectMeta>,
+    /// Present when more keys follow; pass it back to continue.
+    pub cursor: Option<String>,
+}
+
+/// A finished part of a multipart upload; both fields are needed to complete it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub number: u16,
+    pub etag: String,
+}
+
+/// Smallest size R2 accepts for every part of a multipart upload except the last.
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// An object store shaped like R2.
+///
+/// # Contract
+/// - Strongly consistent: once a put, delete or multipart completion returns, every later call
+///   anywhere sees it (R2's read-after-write and list-after-write guarantee).
+/// - A put is atomic: readers see the previous object or the whole new one, never a mix.
+/// - A multipart upload is invisible under its key until [`complete_multipart`] returns; parts
+///   other than the last must all have the same size, at least [`MIN_PART_SIZE`]; part numbers
+///   start at 1. An aborted or never-completed upload leaves nothing visible.
+/// - Missing objects are `Ok(None)`, never an error; deleting a missing object succeeds.
+///
+/// [`complete_multipart`]: ObjectStore::complete_multipart
+pub trait ObjectStore {
+    /// A streamed object body, handed to the HTTP layer without being read by wharf.
+    type Body;
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+    /// The object with its body as a stream, for responses.
+    async fn get(&self, key: &str) -> Result<Option<(ObjectMeta, Self::Body)>>;
+    /// The object read whole; only for small objects wharf itself wrote (state, manifests).
+    async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>>;
+    /// Writes the object. `Ok(None)` when `if_etag_matches` was given and did not hold (nothing
+    /// written), else the new object's metadata.
+    async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>>;
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Keys starting with `prefix`, at most `limit` of them, after `cursor`, with their
+    /// content type and custom metadata.
+    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<ObjectPage>;
+
+    /// Starts a multipart upload to `key`; returns its upload id.
+    async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String>;
+    async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> Result<Part>;
+    /// Makes the object visible under `key` from the given parts, in order.
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta>;
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
+}
+
+/// A value read from KV with its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEntry {
+    pub value: String,
+    pub metadata: Option<Value>,
+}
+
+/// A listed KV key with its metadata (KV returns metadata with list results, value not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvKey {
+    pub name: String,
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KvPage {
+    pub keys: Vec<KvKey>,
+    /// Present when more keys follow.
+    pub cursor: Option<String>,
+}
+
+/// Largest metadata Workers KV stores with a key, serialised as JSON.
+pub const KV_MAX_METADATA: usize = 1024;
+
+/// A key-value store shaped like Workers KV.
+///
+/// # Contract
+/// - Eventually consistent: a write is visible at once in the location that made it, but other
+///   locations may read the old value (or a cached miss) for 60 s or more. Lists lag the same way.
+///   No compare-and-swap, and about one write per second per key.
+/// - List returns keys in lexicographic byte order with their metadata, at most `limit` (<= 1000)
+///   per page.
+/// - Missing keys are `Ok(None)`; deleting a missing key succeeds.
+/// - Metadata is JSON of at most [`KV_MAX_METADATA`] bytes.
+///
+/// wharf therefore keeps only tag -> digest here: a stale tag read serves an older, still valid
+/// manifest, never a broken one, because R2 bytes are written before the tag.
+pub trait KeyValueStore {
+    async fn get(&self, key: &str) -> Result<Option<KvEntry>>;
+    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<()>;
+    async fn delete(&self, key: &str) -> Result<()>;
+    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage>;
+}

@@ -1,0 +1,308 @@
+//! `/v2/<name>/blobs/uploads/`: blob uploads, monolithic (POST ?digest=) and in sessions
+//! (POST, PATCH..., PUT ?digest=), as docker, skopeo and containerd do them.
+//!
+//! Bytes stream through in chunks and never sit whole in memory: they are hashed as they
+//! pass and cut into fixed [`PART_SIZE`] parts of one R2 multipart upload; what is left over
+//! after a request (less than a part) is carried in the session object to the next one. The
+//! digest is checked before the blob becomes visible: a mismatch aborts the multipart upload,
+//! so nothing is ever readable under a wrong digest. Blobs smaller than a part are written with
+//! one put once verified.
+//!
+//! The session (R2 object `uploads/<id>/state`: a JSON line, then the carried bytes) lives in
+//! strongly consistent R2, so any isolate in any location can continue it; it is rewritten
+//! only if unchanged since it was read (conditional put), so two racing requests cannot both
+//! extend it.
+
+use crate::blobs::BlobLink;
+use crate::error::{ErrorCode, RegistryError};
+use crate::hashing::Hasher;
+use crate::http::{BodyReader, Headers, Response};
+use crate::keys;
+use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
+use crate::registry::{Registry, Result, body_error};
+use crate::router::{blob_url, upload_url};
+use crate::storage::{KeyValueStore, MIN_PART_SIZE, ObjectStore, Part, PutOptions};
+use serde::{Deserialize, Serialize};
+
+/// Size of every multipart part but the last: R2's minimum, which also bounds the memory one
+/// upload request holds.
+pub const PART_SIZE: usize = MIN_PART_SIZE;
+
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// What an upload session remembers between requests.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionState {
+    repository: String,
+    /// Bytes received so far.
+    size: u64,
+    /// Hash state of everything received (hashing::Hasher::save).
+    hash: String,
+    /// R2 multipart upload id, once the first full part was written.
+    multipart: Option<String>,
+    parts: Vec<Part>,
+}
+
+/// The bytes on their way to R2: hashed, buffered up to one part, then written as a part.
+struct Writer<'a, O> {
+    objects: &'a O,
+    id: UploadId,
+    hasher: Hasher,
+    size: u64,
+    buffer: Vec<u8>,
+    multipart: Option<String>,
+    parts: Vec<Part>,
+}
+
+impl<'a, O: ObjectStore> Writer<'a, O> {
+    fn new(objects: &'a O, id: UploadId, algorithm: Algorithm) -> Self {
+        Self { objects, id, hasher: Hasher::new(algorithm), size: 0, buffer: Vec::new(), multipart: None, parts: Vec::new() }
+    }
+
+    async fn write<B: BodyReader>(&mut self, body: &mut B) -> Result<()> {
+        while let Some(chunk) = body.chunk().await.map_err(body_error)? {
+            self.hasher.update(&chunk);
+            self.size += chunk.len() as u64;
+            self.buffer.extend_from_slice(&chunk);
+            while self.buffer.len() >= PART_SIZE {
+                let rest = self.buffer.split_off(PART_SIZE);
+                let part = std::mem::replace(&mut self.buffer, rest);
+                self.write_part(part).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_part(&mut self, bytes: Vec<u8>) -> Result<()> {
+        let key = keys::blob_by_upload(&self.id);
+        let upload = match &self.multipart {
+            Some(u) => u.clone(),
+            None => {
+                let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
+                let u = self.objects.create_multipart(&key, options).await?;
+                self.multipart = Some(u.clone());
+                u
+            }
+        };
+        let number = u16::try_from(self.parts.len() + 1).map_err(|_| RegistryError::new(ErrorCode::PayloadTooLarge).with_message("blob too large"))?;
+        self.parts.push(self.objects.upload_part(&key, &upload, number, bytes).await?);
+        Ok(())
+    }
+
+    /// Verifies the digest and, only if it matches, makes the bytes visible. Returns where they
+    /// are. On a mismatch the multipart upload is aborted and nothing is written.
+    async fn finish(mut self, expected: &Digest) -> Result<BlobLink> {
+        let actual = self.hasher.clone().finish();
+        if actual != *expected {
+            self.discard().await?;
+            let detail = serde_json::json!({ "expected": expected.to_string(), "computed": actual.to_string() });
+            return Err(RegistryError::new(ErrorCode::DigestInvalid).with_detail(detail));
+        }
+        let size = self.size;
+        let object = match self.multipart.clone() {
+            Some(upload) => {
+                if !self.buffer.is_empty() {
+                    let last = std::mem::take(&mut self.buffer);
+                    self.write_part(last).await?;
+                }
+                let key = keys::blob_by_upload(&self.id);
+                self.objects.complete_multipart(&key, &upload, &self.parts).await?;
+                key
+            }
+            None => {
+                let key = keys::blob_by_digest(expected);
+                let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
+                self.objects.put(&key, std::mem::take(&mut self.buffer), options).await?;
+                key
+            }
+        };
+        Ok(BlobLink { object, size })
+    }
+
+    async fn discard(self) -> Result<()> {
+        if let Some(upload) = &self.multipart {
+            self.objects.abort_multipart(&keys::blob_by_upload(&self.id), upload).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A loaded session: its writer, and the etag of the state object it was read from.
+struct Session<'a, O> {
+    writer: Writer<'a, O>,
+    etag: String,
+}
+
+/// The `Range` header of an upload: inclusive, "0-0" before the first byte (as Distribution).
+fn range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn upload_unknown(id: &UploadId) -> RegistryError {
+    RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(serde_json::json!({ "upload": id.as_str() }))
+}
+
+fn parse_digest_param(digest: Option<&str>) -> Result<Digest> {
+    let d = digest.ok_or_else(|| RegistryError::new(ErrorCode::DigestInvalid).with_message("digest parameter missing"))?;
+    Digest::parse(d)
+}
+
+/// The start offset of a `Content-Range: <start>-<end>` header (a `bytes ` prefix is
+/// tolerated); `Err` when the header is not a range.
+fn content_range_start(value: &str) -> std::result::Result<u64, ()> {
+    let v = value.trim();
+    let v = v.strip_prefix("bytes").map(|r| r.trim_start_matches([' ', '='])).unwrap_or(v);
+    let (start, end) = v.split_once('-').ok_or(())?;
+    let (start, end): (u64, u64) = (start.trim().parse().map_err(|_| ())?, end.trim().parse().map_err(|_| ())?);
+    if end < start {
+        return Err(());
+    }
+    Ok(start)
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// POST: with `?digest=` the body is the whole blob (monolithic upload, 201); without, a
+    /// new session (202). Cross-repository mount requests are answered with a session too, which
+    /// the spec allows ("the registry MAY ... fall back to a session").
+    pub(crate) async fn start_upload<B: BodyReader>(&self, name: &RepositoryName, digest: Option<&str>, mut body: B) -> Result<Response<O::Body>> {
+        let id = UploadId::random()?;
+        if let Some(digest) = digest {
+            let digest = Digest::parse(digest)?;
+            let mut writer = Writer::new(&self.objects, id, digest.algorithm());
+            if let Err(e) = writer.write(&mut body).await {
+                writer.discard().await?;
+                return Err(e);
+            }
+            return self.complete(name, &digest, writer).await;
+        }
+        let writer = Writer::new(&self.objects, id.clone(), Algorithm::Sha256);
+        self.save_session(name, &writer, None).await?;
+        Ok(self.session_response(202, name, &id, 0))
+    }
+
+    pub(crate) async fn upload_status(&self, name: &RepositoryName, id: &UploadId) -> Result<Response<O::Body>> {
+        let session = self.load_session(name, id).await?;
+        Ok(self.session_response(204, name, id, session.writer.size))
+    }
+
+    /// PATCH: append the body. With Content-Range, the chunk must start where the upload
+    /// stands (spec: an out-of-order chunk MUST get 416).
+    pub(crate) async fn patch_upload<B: BodyReader>(&self, name: &RepositoryName, id: &UploadId, headers: &Headers, mut body: B) -> Result<Response<O::Body>> {
+        let Session { mut writer, etag } = self.load_session(name, id).await?;
+        if let Some(range) = headers.get("content-range") {
+            let start = content_range_start(range).map_err(|_| RegistryError::new(ErrorCode::RangeInvalid).with_detail(range.to_owned()))?;
+            if start != writer.size {
+                let detail = serde_json::json!({ "expectedStart": writer.size, "contentRange": range });
+                return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
+            }
+        }
+        writer.write(&mut body).await?;
+        self.save_session(name, &writer, Some(etag)).await?;
+        Ok(self.session_response(202, name, id, writer.size))
+    }
+
+    /// PUT ?digest=: append the body if any, verify, and make the blob part of the repository.
+    pub(crate) async fn finish_upload<B: BodyReader>(&self, name: &RepositoryName, id: &UploadId, digest: Option<&str>, mut body: B) -> Result<Response<O::Body>> {
+        let digest = parse_digest_param(digest)?;
+        let Session { mut writer, .. } = self.load_session(name, id).await?;
+        if digest.algorithm() != writer.hasher.algorithm() {
+            // Sessions hash sha256 only (the algorithm is not known before the final PUT).
+            let e = RegistryError::new(ErrorCode::DigestInvalid).with_message("upload sessions are verified with sha256 digests only");
+            return Err(e.with_detail(digest.to_string()));
+        }
+        writer.write(&mut body).await?;
+        let result = self.complete(name, &digest, writer).await;
+        // Finished or failed verification, the session is over (Distribution cancels the
+        // upload on a digest mismatch too).
+        self.objects.delete(&keys::upload_state(id)).await?;
+        result
+    }
+
+    /// DELETE: cancel the session and drop what it wrote.
+    pub(crate) async fn cancel_upload(&self, name: &RepositoryName, id: &UploadId) -> Result<Response<O::Body>> {
+        let session = self.load_session(name, id).await?;
+        session.writer.discard().await?;
+        self.objects.delete(&keys::upload_state(id)).await?;
+        Ok(Response::new(204).header("Content-Length", "0"))
+    }
+
+    async fn complete(&self, name: &RepositoryName, digest: &Digest, writer: Writer<'_, O>) -> Result<Response<O::Body>> {
+        let link = writer.finish(digest).await?;
+        self.link_blob(name, digest, &link).await?;
+        Ok(Response::new(201)
+            .header("Location", blob_url(name, digest))
+            .header("Docker-Content-Digest", digest.to_string())
+            .header("Content-Length", "0"))
+    }
+
+    fn session_response(&self, status: u16, name: &RepositoryName, id: &UploadId, size: u64) -> Response<O::Body> {
+        Response::new(status)
+            .header("Location", upload_url(name, id))
+            .header("Range", range(size))
+            .header("Docker-Upload-UUID", id.as_str())
+            .header("Content-Length", "0")
+    }
+
+    async fn load_session(&self, name: &RepositoryName, id: &UploadId) -> Result<Session<'_, O>> {
+        let (meta, bytes) = self.objects.get_bytes(&keys::upload_state(id)).await?.ok_or_else(|| upload_unknown(id))?;
+        let newline = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| RegistryError::internal("upload state without header line"))?;
+        let state: SessionState = serde_json::from_slice(&bytes[..newline]).map_err(RegistryError::internal)?;
+        if state.repository != name.as_str() {
+            // A session belongs to the repository that started it.
+            return Err(upload_unknown(id));
+        }
+        let hasher = Hasher::restore(&state.hash).ok_or_else(|| RegistryError::internal("upload state with a bad hash state"))?;
+        let writer = Writer {
+            objects: &self.objects,
+            id: id.clone(),
+            hasher,
+            size: state.size,
+            buffer: bytes[newline + 1..].to_vec(),
+            multipart: state.multipart,
+            parts: state.parts,
+        };
+        Ok(Session { writer, etag: meta.etag })
+    }
+
+    /// Writes the session: only if it is still the version read (`etag`), so a concurrent
+    /// request on the same session makes this one fail with 416 instead of losing data.
+    async fn save_session(&self, name: &RepositoryName, writer: &Writer<'_, O>, etag: Option<String>) -> Result<()> {
+        let state = SessionState {
+            repository: name.as_str().to_owned(),
+            size: writer.size,
+            hash: writer.hasher.save(),
+            multipart: writer.multipart.clone(),
+            parts: writer.parts.clone(),
+        };
+        let mut bytes = serde_json::to_vec(&state).map_err(RegistryError::internal)?;
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&writer.buffer);
+        let options = PutOptions { if_etag_matches: etag, ..Default::default() };
+        match self.objects.put(&keys::upload_state(&writer.id), bytes, options).await? {
+            Some(_) => Ok(()),
+            None => Err(RegistryError::new(ErrorCode::RangeInvalid).with_message("the upload was changed by a concurrent request")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges_are_inclusive_pairs() {
+        assert_eq!(content_range_start("0-99"), Ok(0));
+        assert_eq!(content_range_start("bytes 100-199"), Ok(100));
+        assert_eq!(content_range_start("bytes=5-5"), Ok(5));
+        assert!(content_range_start("5-4").is_err());
+        assert!(content_range_start("x-1").is_err());
+        assert!(content_range_start("10").is_err());
+    }
+
+    #[test]
+    fn upload_ranges_start_at_zero_and_are_inclusive() {
+        assert_eq!(range(0), "0-0");
+        assert_eq!(range(1), "0-0");
+        assert_eq!(range(100), "0-99");
+    }
+}
