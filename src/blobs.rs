@@ -20,10 +20,16 @@ pub(crate) struct BlobLink {
 
 impl BlobLink {
     fn to_metadata(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("object".to_owned(), self.object.clone()), ("size".to_owned(), self.size.to_string())])
+        BTreeMap::from([
+            ("object".to_owned(), self.object.clone()),
+            ("size".to_owned(), self.size.to_string()),
+        ])
     }
     fn from_metadata(m: &BTreeMap<String, String>) -> Option<Self> {
-        Some(Self { object: m.get("object")?.clone(), size: m.get("size")?.parse().ok()? })
+        Some(Self {
+            object: m.get("object")?.clone(),
+            size: m.get("size")?.parse().ok()?,
+        })
     }
 }
 
@@ -33,7 +39,9 @@ fn blob_unknown(digest: &Digest) -> RegistryError {
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub(crate) async fn blob_link(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<BlobLink>> {
-        let Some(meta) = self.objects.head(&keys::blob_link(name, digest)).await? else { return Ok(None) };
+        let Some(meta) = self.objects.head(&keys::blob_link(name, digest)).await? else {
+            return Ok(None);
+        };
         BlobLink::from_metadata(&meta.custom)
             .map(Some)
             .ok_or_else(|| RegistryError::internal(format!("blob link {} has no object metadata", meta.key)))
@@ -41,13 +49,26 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     /// Makes the blob part of the repository.
     pub(crate) async fn link_blob(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
-        let options = PutOptions { custom: link.to_metadata(), ..Default::default() };
-        self.objects.put(&keys::blob_link(name, digest), Vec::new(), options).await?;
+        let options = PutOptions {
+            custom: link.to_metadata(),
+            ..Default::default()
+        };
+        self.objects
+            .put(&keys::blob_link(name, digest), Vec::new(), options)
+            .await?;
         Ok(())
     }
 
-    pub(crate) async fn get_blob(&self, name: &RepositoryName, digest: &Digest, head: bool) -> Result<Response<O::Body>> {
-        let link = self.blob_link(name, digest).await?.ok_or_else(|| blob_unknown(digest))?;
+    pub(crate) async fn get_blob(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<Response<O::Body>> {
+        let link = self
+            .blob_link(name, digest)
+            .await?
+            .ok_or_else(|| blob_unknown(digest))?;
         let response = |size: u64| {
             Response::new(200)
                 // An explicit type: without it workerd and Cloudflare's edge compress the blob
@@ -62,14 +83,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         match self.objects.get(&link.object).await? {
             Some((meta, body)) => Ok(response(meta.size).body(Body::Stream(body))),
-            None => Err(RegistryError::internal(format!("blob {digest} of {name} links to missing {}", link.object))),
+            None => Err(RegistryError::internal(format!(
+                "blob {digest} of {name} links to missing {}",
+                link.object
+            ))),
         }
     }
 
     /// DELETE removes the repository's link; the bytes stay for other repositories.
     pub(crate) async fn delete_blob(&self, name: &RepositoryName, digest: &Digest) -> Result<Response<O::Body>> {
         if !self.config.delete_enabled {
-            return Err(RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry"));
+            return Err(
+                RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry")
+            );
         }
         let key = keys::blob_link(name, digest);
         if self.objects.head(&key).await?.is_none() {

@@ -22,7 +22,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { read_only: false, delete_enabled: false, allowed_classes: Vec::new(), selftest: false }
+        Self {
+            read_only: false,
+            delete_enabled: false,
+            allowed_classes: Vec::new(),
+            selftest: false,
+        }
     }
 }
 
@@ -46,7 +51,9 @@ impl Config {
             .filter(|c| !c.is_empty())
             .collect();
         if let Some(bad) = allowed_classes.iter().find(|c| *c != "image" && *c != "plugin") {
-            return Err(format!("WHARF_ALLOWED_CLASSES: unknown class {bad:?} (known: image, plugin)"));
+            return Err(format!(
+                "WHARF_ALLOWED_CLASSES: unknown class {bad:?} (known: image, plugin)"
+            ));
         }
         Ok(Self {
             read_only: flag("WHARF_READ_ONLY", false)?,
@@ -73,14 +80,27 @@ mod tests {
 
     #[test]
     fn variables_are_parsed() {
-        let c = from(&[("WHARF_READ_ONLY", "true"), ("WHARF_DELETE_ENABLED", "1"), ("WHARF_ALLOWED_CLASSES", "image, plugin")]).unwrap();
+        let c = from(&[
+            ("WHARF_READ_ONLY", "true"),
+            ("WHARF_DELETE_ENABLED", "1"),
+            ("WHARF_ALLOWED_CLASSES", "image, plugin"),
+        ])
+        .unwrap();
         assert!(c.read_only && c.delete_enabled);
         assert_eq!(c.allowed_classes, ["image", "plugin"]);
     }
 
     #[test]
     fn unreadable_values_are_errors_naming_the_variable() {
-        assert!(from(&[("WHARF_READ_ONLY", "maybe")]).unwrap_err().contains("WHARF_READ_ONLY"));
-        assert!(from(&[("WHARF_ALLOWED_CLASSES", "image,weird")]).unwrap_err().contains("weird"));
+        assert!(
+            from(&[("WHARF_READ_ONLY", "maybe")])
+                .unwrap_err()
+                .contains("WHARF_READ_ONLY")
+        );
+        assert!(
+            from(&[("WHARF_ALLOWED_CLASSES", "image,weird")])
+                .unwrap_err()
+                .contains("weird")
+        );
     }
 }

@@ -58,8 +58,12 @@ impl Hasher {
         let (alg, hex) = saved.split_once(':')?;
         let bytes = crate::hex::decode(hex)?;
         match alg {
-            "sha256" => Some(Hasher::Sha256(Sha256::deserialize(bytes.as_slice().try_into().ok()?).ok()?)),
-            "sha512" => Some(Hasher::Sha512(Sha512::deserialize(bytes.as_slice().try_into().ok()?).ok()?)),
+            "sha256" => Some(Hasher::Sha256(
+                Sha256::deserialize(bytes.as_slice().try_into().ok()?).ok()?,
+            )),
+            "sha512" => Some(Hasher::Sha512(
+                Sha512::deserialize(bytes.as_slice().try_into().ok()?).ok()?,
+            )),
             _ => None,
         }
     }
@@ -78,7 +82,13 @@ mod tests {
                 h.update(&data[..cut]);
                 let mut resumed = Hasher::restore(&h.save()).unwrap();
                 resumed.update(&data[cut..]);
-                let expected = Digest::parse(&format!("{}:{}", alg.as_str(), "0".repeat(if alg == Algorithm::Sha256 { 64 } else { 128 }))).unwrap().recompute(&data);
+                let expected = Digest::parse(&format!(
+                    "{}:{}",
+                    alg.as_str(),
+                    "0".repeat(if alg == Algorithm::Sha256 { 64 } else { 128 })
+                ))
+                .unwrap()
+                .recompute(&data);
                 assert_eq!(resumed.finish(), expected, "{alg:?} cut at {cut}");
             }
         }

@@ -36,7 +36,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     async fn dispatch<B: BodyReader>(&self, req: Request<B>) -> Result<Response<O::Body>> {
-        let Request { method, path, query, headers: h, body } = req;
+        let Request {
+            method,
+            path,
+            query,
+            headers: h,
+            body,
+        } = req;
         if path == SELFTEST_PATH && self.config.selftest && method == Method::Post {
             return self.selftest().await;
         }
@@ -71,14 +77,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let prefix = format!("selftest/{run}/");
         let objects = crate::storage::suite::run_objects(&self.objects, &prefix).await;
         let kv = crate::storage::suite::run_kv(&self.kv, &prefix).await;
-        let body = serde_json::to_vec(&serde_json::json!({ "objects": objects, "kv": kv })).map_err(RegistryError::internal)?;
+        let body = serde_json::to_vec(&serde_json::json!({ "objects": objects, "kv": kv }))
+            .map_err(RegistryError::internal)?;
         Ok(json_response(body, false))
     }
 }
 
 /// A 200 JSON response; for HEAD the length without the body.
 pub fn json_response<S>(body: Vec<u8>, head: bool) -> Response<S> {
-    let r = Response::new(200).header("Content-Type", "application/json").header("Content-Length", body.len().to_string());
+    let r = Response::new(200)
+        .header("Content-Type", "application/json")
+        .header("Content-Length", body.len().to_string());
     if head { r } else { r.body(Body::Bytes(body)) }
 }
 
@@ -87,7 +96,9 @@ pub async fn read_limited<B: BodyReader>(body: &mut B, limit: usize) -> Result<V
     let mut out = Vec::new();
     while let Some(chunk) = body.chunk().await.map_err(body_error)? {
         if out.len() + chunk.len() > limit {
-            return Err(RegistryError::new(ErrorCode::PayloadTooLarge).with_detail(serde_json::json!({ "limit": limit })));
+            return Err(
+                RegistryError::new(ErrorCode::PayloadTooLarge).with_detail(serde_json::json!({ "limit": limit }))
+            );
         }
         out.extend_from_slice(&chunk);
     }
@@ -96,5 +107,7 @@ pub async fn read_limited<B: BodyReader>(body: &mut B, limit: usize) -> Result<V
 
 /// The client's request body broke off mid-way.
 pub fn body_error(e: String) -> RegistryError {
-    RegistryError::new(ErrorCode::BlobUploadInvalid).with_message("the request body could not be read").with_detail(e)
+    RegistryError::new(ErrorCode::BlobUploadInvalid)
+        .with_message("the request body could not be read")
+        .with_detail(e)
 }

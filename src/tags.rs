@@ -21,8 +21,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// The digest a tag points at, if the tag exists. (KV is eventually consistent: another
     /// location may still see the previous digest for up to a minute.)
     pub(crate) async fn resolve_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<Option<Digest>> {
-        let Some(entry) = self.kv.get(&keys::tag(name, tag)).await? else { return Ok(None) };
-        Digest::parse(&entry.value).map(Some).map_err(|_| RegistryError::internal(format!("tag {name}:{tag} holds a malformed digest")))
+        let Some(entry) = self.kv.get(&keys::tag(name, tag)).await? else {
+            return Ok(None);
+        };
+        Digest::parse(&entry.value)
+            .map(Some)
+            .map_err(|_| RegistryError::internal(format!("tag {name}:{tag} holds a malformed digest")))
     }
 
     pub(crate) async fn put_tag(&self, name: &RepositoryName, tag: &Tag, record: &TagRecord) -> Result<()> {
@@ -42,7 +46,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         loop {
             let page = self.kv.list(&prefix, cursor.as_deref(), 1000).await?;
             for key in page.keys {
-                let digest = key.metadata.and_then(|m| serde_json::from_value::<TagRecord>(m).ok()).map(|r| r.digest);
+                let digest = key
+                    .metadata
+                    .and_then(|m| serde_json::from_value::<TagRecord>(m).ok())
+                    .map(|r| r.digest);
                 let Ok(tag) = Tag::parse(&key.name[prefix.len()..]) else {
                     crate::log::error(&format!("ignoring KV key {} with an invalid tag", key.name));
                     continue;

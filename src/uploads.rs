@@ -56,7 +56,15 @@ struct Writer<'a, O> {
 
 impl<'a, O: ObjectStore> Writer<'a, O> {
     fn new(objects: &'a O, id: UploadId, algorithm: Algorithm) -> Self {
-        Self { objects, id, hasher: Hasher::new(algorithm), size: 0, buffer: Vec::new(), multipart: None, parts: Vec::new() }
+        Self {
+            objects,
+            id,
+            hasher: Hasher::new(algorithm),
+            size: 0,
+            buffer: Vec::new(),
+            multipart: None,
+            parts: Vec::new(),
+        }
     }
 
     async fn write<B: BodyReader>(&mut self, body: &mut B) -> Result<()> {
@@ -78,14 +86,19 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
         let upload = match &self.multipart {
             Some(u) => u.clone(),
             None => {
-                let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
+                let options = PutOptions {
+                    content_type: Some(OCTET_STREAM.into()),
+                    ..Default::default()
+                };
                 let u = self.objects.create_multipart(&key, options).await?;
                 self.multipart = Some(u.clone());
                 u
             }
         };
-        let number = u16::try_from(self.parts.len() + 1).map_err(|_| RegistryError::new(ErrorCode::PayloadTooLarge).with_message("blob too large"))?;
-        self.parts.push(self.objects.upload_part(&key, &upload, number, bytes).await?);
+        let number = u16::try_from(self.parts.len() + 1)
+            .map_err(|_| RegistryError::new(ErrorCode::PayloadTooLarge).with_message("blob too large"))?;
+        self.parts
+            .push(self.objects.upload_part(&key, &upload, number, bytes).await?);
         Ok(())
     }
 
@@ -111,8 +124,13 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
             }
             None => {
                 let key = keys::blob_by_digest(expected);
-                let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
-                self.objects.put(&key, std::mem::take(&mut self.buffer), options).await?;
+                let options = PutOptions {
+                    content_type: Some(OCTET_STREAM.into()),
+                    ..Default::default()
+                };
+                self.objects
+                    .put(&key, std::mem::take(&mut self.buffer), options)
+                    .await?;
                 key
             }
         };
@@ -121,7 +139,9 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
 
     async fn discard(self) -> Result<()> {
         if let Some(upload) = &self.multipart {
-            self.objects.abort_multipart(&keys::blob_by_upload(&self.id), upload).await?;
+            self.objects
+                .abort_multipart(&keys::blob_by_upload(&self.id), upload)
+                .await?;
         }
         Ok(())
     }
@@ -143,7 +163,8 @@ fn upload_unknown(id: &UploadId) -> RegistryError {
 }
 
 fn parse_digest_param(digest: Option<&str>) -> Result<Digest> {
-    let d = digest.ok_or_else(|| RegistryError::new(ErrorCode::DigestInvalid).with_message("digest parameter missing"))?;
+    let d =
+        digest.ok_or_else(|| RegistryError::new(ErrorCode::DigestInvalid).with_message("digest parameter missing"))?;
     Digest::parse(d)
 }
 
@@ -151,9 +172,15 @@ fn parse_digest_param(digest: Option<&str>) -> Result<Digest> {
 /// tolerated); `Err` when the header is not a range.
 fn content_range_start(value: &str) -> std::result::Result<u64, ()> {
     let v = value.trim();
-    let v = v.strip_prefix("bytes").map(|r| r.trim_start_matches([' ', '='])).unwrap_or(v);
+    let v = v
+        .strip_prefix("bytes")
+        .map(|r| r.trim_start_matches([' ', '=']))
+        .unwrap_or(v);
     let (start, end) = v.split_once('-').ok_or(())?;
-    let (start, end): (u64, u64) = (start.trim().parse().map_err(|_| ())?, end.trim().parse().map_err(|_| ())?);
+    let (start, end): (u64, u64) = (
+        start.trim().parse().map_err(|_| ())?,
+        end.trim().parse().map_err(|_| ())?,
+    );
     if end < start {
         return Err(());
     }
@@ -164,7 +191,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// POST: with `?digest=` the body is the whole blob (monolithic upload, 201); without, a
     /// new session (202). Cross-repository mount requests are answered with a session too, which
     /// the spec allows ("the registry MAY ... fall back to a session").
-    pub(crate) async fn start_upload<B: BodyReader>(&self, name: &RepositoryName, digest: Option<&str>, mut body: B) -> Result<Response<O::Body>> {
+    pub(crate) async fn start_upload<B: BodyReader>(
+        &self,
+        name: &RepositoryName,
+        digest: Option<&str>,
+        mut body: B,
+    ) -> Result<Response<O::Body>> {
         let id = UploadId::random()?;
         if let Some(digest) = digest {
             let digest = Digest::parse(digest)?;
@@ -187,10 +219,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     /// PATCH: append the body. With Content-Range, the chunk must start where the upload
     /// stands (spec: an out-of-order chunk MUST get 416).
-    pub(crate) async fn patch_upload<B: BodyReader>(&self, name: &RepositoryName, id: &UploadId, headers: &Headers, mut body: B) -> Result<Response<O::Body>> {
+    pub(crate) async fn patch_upload<B: BodyReader>(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        headers: &Headers,
+        mut body: B,
+    ) -> Result<Response<O::Body>> {
         let Session { mut writer, etag } = self.load_session(name, id).await?;
         if let Some(range) = headers.get("content-range") {
-            let start = content_range_start(range).map_err(|_| RegistryError::new(ErrorCode::RangeInvalid).with_detail(range.to_owned()))?;
+            let start = content_range_start(range)
+                .map_err(|_| RegistryError::new(ErrorCode::RangeInvalid).with_detail(range.to_owned()))?;
             if start != writer.size {
                 let detail = serde_json::json!({ "expectedStart": writer.size, "contentRange": range });
                 return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
@@ -202,12 +241,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// PUT ?digest=: append the body if any, verify, and make the blob part of the repository.
-    pub(crate) async fn finish_upload<B: BodyReader>(&self, name: &RepositoryName, id: &UploadId, digest: Option<&str>, mut body: B) -> Result<Response<O::Body>> {
+    pub(crate) async fn finish_upload<B: BodyReader>(
+        &self,
+        name: &RepositoryName,
+        id: &UploadId,
+        digest: Option<&str>,
+        mut body: B,
+    ) -> Result<Response<O::Body>> {
         let digest = parse_digest_param(digest)?;
         let Session { mut writer, .. } = self.load_session(name, id).await?;
         if digest.algorithm() != writer.hasher.algorithm() {
             // Sessions hash sha256 only (the algorithm is not known before the final PUT).
-            let e = RegistryError::new(ErrorCode::DigestInvalid).with_message("upload sessions are verified with sha256 digests only");
+            let e = RegistryError::new(ErrorCode::DigestInvalid)
+                .with_message("upload sessions are verified with sha256 digests only");
             return Err(e.with_detail(digest.to_string()));
         }
         writer.write(&mut body).await?;
@@ -226,7 +272,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(Response::new(204).header("Content-Length", "0"))
     }
 
-    async fn complete(&self, name: &RepositoryName, digest: &Digest, writer: Writer<'_, O>) -> Result<Response<O::Body>> {
+    async fn complete(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        writer: Writer<'_, O>,
+    ) -> Result<Response<O::Body>> {
         let link = writer.finish(digest).await?;
         self.link_blob(name, digest, &link).await?;
         Ok(Response::new(201)
@@ -244,14 +295,22 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     async fn load_session(&self, name: &RepositoryName, id: &UploadId) -> Result<Session<'_, O>> {
-        let (meta, bytes) = self.objects.get_bytes(&keys::upload_state(id)).await?.ok_or_else(|| upload_unknown(id))?;
-        let newline = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| RegistryError::internal("upload state without header line"))?;
+        let (meta, bytes) = self
+            .objects
+            .get_bytes(&keys::upload_state(id))
+            .await?
+            .ok_or_else(|| upload_unknown(id))?;
+        let newline = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| RegistryError::internal("upload state without header line"))?;
         let state: SessionState = serde_json::from_slice(&bytes[..newline]).map_err(RegistryError::internal)?;
         if state.repository != name.as_str() {
             // A session belongs to the repository that started it.
             return Err(upload_unknown(id));
         }
-        let hasher = Hasher::restore(&state.hash).ok_or_else(|| RegistryError::internal("upload state with a bad hash state"))?;
+        let hasher = Hasher::restore(&state.hash)
+            .ok_or_else(|| RegistryError::internal("upload state with a bad hash state"))?;
         let writer = Writer {
             objects: &self.objects,
             id: id.clone(),
@@ -261,7 +320,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             multipart: state.multipart,
             parts: state.parts,
         };
-        Ok(Session { writer, etag: meta.etag })
+        Ok(Session {
+            writer,
+            etag: meta.etag,
+        })
     }
 
     /// Writes the session: only if it is still the version read (`etag`), so a concurrent
@@ -277,10 +339,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut bytes = serde_json::to_vec(&state).map_err(RegistryError::internal)?;
         bytes.push(b'\n');
         bytes.extend_from_slice(&writer.buffer);
-        let options = PutOptions { if_etag_matches: etag, ..Default::default() };
-        match self.objects.put(&keys::upload_state(&writer.id), bytes, options).await? {
+        let options = PutOptions {
+            if_etag_matches: etag,
+            ..Default::default()
+        };
+        match self
+            .objects
+            .put(&keys::upload_state(&writer.id), bytes, options)
+            .await?
+        {
             Some(_) => Ok(()),
-            None => Err(RegistryError::new(ErrorCode::RangeInvalid).with_message("the upload was changed by a concurrent request")),
+            None => Err(RegistryError::new(ErrorCode::RangeInvalid)
+                .with_message("the upload was changed by a concurrent request")),
         }
     }
 }

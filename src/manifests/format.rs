@@ -18,7 +18,12 @@ pub enum MediaType {
 }
 
 impl MediaType {
-    pub const ALL: [MediaType; 4] = [MediaType::OciManifest, MediaType::OciIndex, MediaType::DockerManifest, MediaType::DockerManifestList];
+    pub const ALL: [MediaType; 4] = [
+        MediaType::OciManifest,
+        MediaType::OciIndex,
+        MediaType::DockerManifest,
+        MediaType::DockerManifestList,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -32,7 +37,9 @@ impl MediaType {
     /// Parses a media type, ignoring parameters and surrounding space (`mime.ParseMediaType`).
     pub fn parse(value: &str) -> Option<Self> {
         let essence = value.split(';').next().unwrap_or("").trim();
-        MediaType::ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(essence))
+        MediaType::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(essence))
     }
 
     fn is_list(self) -> bool {
@@ -136,9 +143,13 @@ fn invalid(detail: impl Into<serde_json::Value>) -> RegistryError {
 }
 
 fn descriptor(raw: RawDescriptor) -> Result<Descriptor, RegistryError> {
-    let digest = Digest::parse(&raw.digest)
-        .map_err(|e| e.with_message("manifest refers to an invalid digest"))?;
-    Ok(Descriptor { media_type: raw.media_type, digest, size: raw.size, platform: raw.platform })
+    let digest = Digest::parse(&raw.digest).map_err(|e| e.with_message("manifest refers to an invalid digest"))?;
+    Ok(Descriptor {
+        media_type: raw.media_type,
+        digest,
+        size: raw.size,
+        platform: raw.platform,
+    })
 }
 
 impl Manifest {
@@ -152,13 +163,15 @@ impl Manifest {
     ///   (Distribution's ValidateUnambiguousManifestFormat).
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, RegistryError> {
         let ct = content_type.unwrap_or("");
-        let media_type = MediaType::parse(ct).ok_or_else(|| {
-            invalid(json!({ "reason": "unsupported manifest media type", "contentType": ct }))
+        let media_type = MediaType::parse(ct)
+            .ok_or_else(|| invalid(json!({ "reason": "unsupported manifest media type", "contentType": ct })))?;
+        let raw: RawManifest = serde_json::from_slice(body).map_err(|e| {
+            invalid(json!({ "reason": format!("manifest is not valid JSON of the expected shape: {e}") }))
         })?;
-        let raw: RawManifest = serde_json::from_slice(body)
-            .map_err(|e| invalid(json!({ "reason": format!("manifest is not valid JSON of the expected shape: {e}") })))?;
         if raw.schema_version != Some(2) {
-            return Err(invalid(json!({ "reason": "schemaVersion must be 2", "schemaVersion": raw.schema_version })));
+            return Err(invalid(
+                json!({ "reason": "schemaVersion must be 2", "schemaVersion": raw.schema_version }),
+            ));
         }
         match (&raw.media_type, media_type) {
             (None, MediaType::OciManifest | MediaType::OciIndex) => {}
@@ -172,16 +185,26 @@ impl Manifest {
         }
         let (config, references) = if media_type.is_list() {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(invalid(json!({ "reason": "an index or manifest list must not have config or layers" })));
+                return Err(invalid(
+                    json!({ "reason": "an index or manifest list must not have config or layers" }),
+                ));
             }
-            let children = raw.manifests.ok_or_else(|| invalid(json!({ "reason": "manifests field missing" })))?;
+            let children = raw
+                .manifests
+                .ok_or_else(|| invalid(json!({ "reason": "manifests field missing" })))?;
             (None, children)
         } else {
             if raw.manifests.is_some() {
-                return Err(invalid(json!({ "reason": "an image manifest must not have a manifests field" })));
+                return Err(invalid(
+                    json!({ "reason": "an image manifest must not have a manifests field" }),
+                ));
             }
-            let config = raw.config.ok_or_else(|| invalid(json!({ "reason": "config field missing" })))?;
-            let layers = raw.layers.ok_or_else(|| invalid(json!({ "reason": "layers field missing" })))?;
+            let config = raw
+                .config
+                .ok_or_else(|| invalid(json!({ "reason": "config field missing" })))?;
+            let layers = raw
+                .layers
+                .ok_or_else(|| invalid(json!({ "reason": "layers field missing" })))?;
             (Some(config), layers)
         };
         Ok(Manifest {
@@ -197,12 +220,20 @@ impl Manifest {
     /// The blobs this manifest needs in the repository: config and layers. (Lists and indexes
     /// need manifests instead: see [`Manifest::child_manifests`].)
     pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
-        let layers = if self.media_type.is_list() { &[][..] } else { &self.references[..] };
+        let layers = if self.media_type.is_list() {
+            &[][..]
+        } else {
+            &self.references[..]
+        };
         self.config.iter().chain(layers).map(|d| &d.digest)
     }
 
     pub fn child_manifests(&self) -> impl Iterator<Item = &Descriptor> {
-        let children = if self.media_type.is_list() { &self.references[..] } else { &[][..] };
+        let children = if self.media_type.is_list() {
+            &self.references[..]
+        } else {
+            &[][..]
+        };
         children.iter()
     }
 
@@ -210,7 +241,9 @@ impl Manifest {
     /// applyResourcePolicy decides it. `Ok(None)`: lists and indexes have no class.
     /// `Err`: an image manifest whose class is unknown (DENIED when a policy is configured).
     pub fn class(&self) -> Result<Option<&'static str>, String> {
-        let Some(config) = &self.config else { return Ok(None) };
+        let Some(config) = &self.config else {
+            return Ok(None);
+        };
         match (self.media_type, config.media_type.as_str()) {
             (MediaType::DockerManifest, "application/vnd.docker.container.image.v1+json") => Ok(Some("image")),
             (MediaType::DockerManifest, "application/vnd.docker.plugin.v1+json") => Ok(Some("plugin")),
@@ -226,7 +259,11 @@ pub fn default_platform_child(list_body: &[u8]) -> Option<Digest> {
     let raw: RawManifest = serde_json::from_slice(list_body).ok()?;
     raw.manifests?
         .into_iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.architecture == "amd64" && p.os == "linux"))
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.architecture == "amd64" && p.os == "linux")
+        })
         .and_then(|d| Digest::parse(&d.digest).ok())
 }
 
@@ -241,7 +278,11 @@ mod tests {
     #[test]
     fn accept_headers_are_split_on_commas_and_parameters_ignored() {
         let a = Accepted::from_headers(
-            ["application/vnd.oci.image.manifest.v1+json; q=0.5, text/plain", "application/vnd.docker.distribution.manifest.list.v2+json"].into_iter(),
+            [
+                "application/vnd.oci.image.manifest.v1+json; q=0.5, text/plain",
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+            ]
+            .into_iter(),
         );
         assert!(a.accepts(MediaType::OciManifest));
         assert!(a.accepts(MediaType::DockerManifestList));
@@ -252,7 +293,10 @@ mod tests {
 
     #[test]
     fn content_type_parameters_are_stripped() {
-        assert_eq!(MediaType::parse("application/vnd.oci.image.index.v1+json; charset=utf-8"), Some(MediaType::OciIndex));
+        assert_eq!(
+            MediaType::parse("application/vnd.oci.image.index.v1+json; charset=utf-8"),
+            Some(MediaType::OciIndex)
+        );
         assert_eq!(MediaType::parse("application/json"), None);
     }
 
@@ -283,21 +327,49 @@ mod tests {
             (Some("application/json"), oci_manifest(""), ErrorCode::ManifestInvalid),
             (Some(oci), "not json".into(), ErrorCode::ManifestInvalid),
             (Some(oci), "[]".into(), ErrorCode::ManifestInvalid),
-            (Some(oci), oci_manifest("").replace("\"schemaVersion\":2", "\"schemaVersion\":1"), ErrorCode::ManifestInvalid),
+            (
+                Some(oci),
+                oci_manifest("").replace("\"schemaVersion\":2", "\"schemaVersion\":1"),
+                ErrorCode::ManifestInvalid,
+            ),
             (Some(index), oci_manifest(""), ErrorCode::ManifestInvalid),
-            (Some(oci), oci_manifest(r#","manifests":[]"#), ErrorCode::ManifestInvalid),
-            (Some(list), r#"{"schemaVersion":2,"manifests":[]}"#.into(), ErrorCode::ManifestInvalid),
-            (Some(oci), oci_manifest("").replace(&d(2), "sha256:nothex"), ErrorCode::DigestInvalid),
-            (Some(oci), oci_manifest("").replace("\"size\":1}]", "\"size\":-1}]"), ErrorCode::ManifestInvalid),
+            (
+                Some(oci),
+                oci_manifest(r#","manifests":[]"#),
+                ErrorCode::ManifestInvalid,
+            ),
+            (
+                Some(list),
+                r#"{"schemaVersion":2,"manifests":[]}"#.into(),
+                ErrorCode::ManifestInvalid,
+            ),
+            (
+                Some(oci),
+                oci_manifest("").replace(&d(2), "sha256:nothex"),
+                ErrorCode::DigestInvalid,
+            ),
+            (
+                Some(oci),
+                oci_manifest("").replace("\"size\":1}]", "\"size\":-1}]"),
+                ErrorCode::ManifestInvalid,
+            ),
         ];
         for (ct, body, code) in cases {
-            assert_eq!(Manifest::parse(ct, body.as_bytes()).unwrap_err().code, code, "{ct:?} {body}");
+            assert_eq!(
+                Manifest::parse(ct, body.as_bytes()).unwrap_err().code,
+                code,
+                "{ct:?} {body}"
+            );
         }
     }
 
     #[test]
     fn an_oci_index_may_omit_its_media_type_but_a_docker_list_may_not() {
-        let body = format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":3}}]}}"#, MediaType::OciManifest.as_str(), d(3));
+        let body = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":3}}]}}"#,
+            MediaType::OciManifest.as_str(),
+            d(3)
+        );
         let m = Manifest::parse(Some(MediaType::OciIndex.as_str()), body.as_bytes()).unwrap();
         assert_eq!(m.child_manifests().count(), 1);
         assert_eq!(m.blobs().count(), 0);
@@ -306,10 +378,21 @@ mod tests {
 
     #[test]
     fn classes_follow_the_config_media_type() {
-        let plugin = oci_manifest("").replace("application/vnd.oci.image.manifest.v1+json", MediaType::DockerManifest.as_str()).replace("application/vnd.oci.image.config.v1+json", "application/vnd.docker.plugin.v1+json");
+        let plugin = oci_manifest("")
+            .replace(
+                "application/vnd.oci.image.manifest.v1+json",
+                MediaType::DockerManifest.as_str(),
+            )
+            .replace(
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.docker.plugin.v1+json",
+            );
         let m = Manifest::parse(Some(MediaType::DockerManifest.as_str()), plugin.as_bytes()).unwrap();
         assert_eq!(m.class(), Ok(Some("plugin")));
-        let artifact = oci_manifest("").replace("application/vnd.oci.image.config.v1+json", "application/vnd.example+json");
+        let artifact = oci_manifest("").replace(
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.example+json",
+        );
         let m = Manifest::parse(Some(MediaType::OciManifest.as_str()), artifact.as_bytes()).unwrap();
         assert_eq!(m.class(), Err("application/vnd.example+json".to_owned()));
     }

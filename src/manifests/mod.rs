@@ -33,37 +33,59 @@ fn etag_matches(headers: &Headers, digest: &Digest) -> bool {
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// GET and HEAD.
-    pub(crate) async fn get_manifest(&self, name: &RepositoryName, reference: &Reference, headers: &Headers, head: bool) -> Result<Response<O::Body>> {
+    pub(crate) async fn get_manifest(
+        &self,
+        name: &RepositoryName,
+        reference: &Reference,
+        headers: &Headers,
+        head: bool,
+    ) -> Result<Response<O::Body>> {
         let accepted = Accepted::from_headers(headers.get_all("accept"));
         let (mut digest, by_tag) = match reference {
             Reference::Tag(tag) => (self.resolve_tag(name, tag).await?.ok_or_else(manifest_unknown)?, true),
             Reference::Digest(d) => (d.clone(), false),
         };
         if etag_matches(headers, &digest) {
-            return Ok(Response::new(304).header("Docker-Content-Digest", digest.to_string()).header("ETag", format!("\"{digest}\"")));
+            return Ok(Response::new(304)
+                .header("Docker-Content-Digest", digest.to_string())
+                .header("ETag", format!("\"{digest}\"")));
         }
-        let (mut meta, mut body) = self.load_manifest(name, &digest, head).await?.ok_or_else(manifest_unknown)?;
+        let (mut meta, mut body) = self
+            .load_manifest(name, &digest, head)
+            .await?
+            .ok_or_else(manifest_unknown)?;
         let mut media_type = stored_media_type(&meta)?;
 
         match media_type {
             MediaType::OciManifest if !accepted.accepts(MediaType::OciManifest) => {
-                return Err(manifest_unknown().with_message("OCI manifest found, but accept header does not support OCI manifests"));
+                return Err(manifest_unknown()
+                    .with_message("OCI manifest found, but accept header does not support OCI manifests"));
             }
             // Distribution v3 never reaches its matching check for indexes (its index type is
             // no longer a manifest list) and serves them to anyone. wharf applies the check:
             // the spec leaves the choice open, and an index sent to a client that did not ask
             // for one is as unreadable to it as an OCI manifest would be.
             MediaType::OciIndex if !accepted.accepts(MediaType::OciIndex) => {
-                return Err(manifest_unknown().with_message("OCI index found, but accept header does not support OCI indexes"));
+                return Err(
+                    manifest_unknown().with_message("OCI index found, but accept header does not support OCI indexes")
+                );
             }
             // A client that cannot read manifest lists gets, by tag, the linux/amd64 image.
             MediaType::DockerManifestList if by_tag && !accepted.accepts(MediaType::DockerManifestList) => {
-                let (_, list) = self.objects.get_bytes(&keys::manifest(name, &digest)).await?.ok_or_else(manifest_unknown)?;
+                let (_, list) = self
+                    .objects
+                    .get_bytes(&keys::manifest(name, &digest))
+                    .await?
+                    .ok_or_else(manifest_unknown)?;
                 let child = default_platform_child(&list).ok_or_else(manifest_unknown)?;
-                (meta, body) = self.load_manifest(name, &child, head).await?.ok_or_else(manifest_unknown)?;
+                (meta, body) = self
+                    .load_manifest(name, &child, head)
+                    .await?
+                    .ok_or_else(manifest_unknown)?;
                 media_type = stored_media_type(&meta)?;
                 if media_type == MediaType::DockerManifest && !accepted.accepts(MediaType::DockerManifest) {
-                    return Err(RegistryError::new(ErrorCode::ManifestInvalid).with_message("Schema 2 manifest not supported by client"));
+                    return Err(RegistryError::new(ErrorCode::ManifestInvalid)
+                        .with_message("Schema 2 manifest not supported by client"));
                 }
                 digest = child;
             }
@@ -82,7 +104,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// The manifest's metadata, and for GET its streamed body.
-    async fn load_manifest(&self, name: &RepositoryName, digest: &Digest, head: bool) -> Result<Option<(ObjectMeta, Option<O::Body>)>> {
+    async fn load_manifest(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<Option<(ObjectMeta, Option<O::Body>)>> {
         let key = keys::manifest(name, digest);
         Ok(if head {
             self.objects.head(&key).await?.map(|m| (m, None))
@@ -92,18 +119,30 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// PUT: verify, store the bytes in R2, then point the tag at them in KV.
-    pub(crate) async fn put_manifest<B: BodyReader>(&self, name: &RepositoryName, reference: &Reference, headers: &Headers, mut body: B) -> Result<Response<O::Body>> {
+    pub(crate) async fn put_manifest<B: BodyReader>(
+        &self,
+        name: &RepositoryName,
+        reference: &Reference,
+        headers: &Headers,
+        mut body: B,
+    ) -> Result<Response<O::Body>> {
         // spec: "accept at least 4 MB, reject larger with 413". Refuse early when the client
         // announces the size; read_limited enforces it for chunked bodies.
-        if headers.get("content-length").and_then(|l| l.trim().parse::<u64>().ok()).is_some_and(|l| l > MAX_MANIFEST_SIZE as u64) {
-            return Err(RegistryError::new(ErrorCode::PayloadTooLarge).with_detail(serde_json::json!({ "limit": MAX_MANIFEST_SIZE })));
+        if headers
+            .get("content-length")
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .is_some_and(|l| l > MAX_MANIFEST_SIZE as u64)
+        {
+            return Err(RegistryError::new(ErrorCode::PayloadTooLarge)
+                .with_detail(serde_json::json!({ "limit": MAX_MANIFEST_SIZE })));
         }
         let bytes = read_limited(&mut body, MAX_MANIFEST_SIZE).await?;
         let manifest = Manifest::parse(headers.get("content-type"), &bytes)?;
         let digest = match reference {
             Reference::Digest(expected) => {
                 if expected.recompute(&bytes) != *expected {
-                    return Err(RegistryError::new(ErrorCode::DigestInvalid).with_detail(serde_json::json!({ "expected": expected.to_string() })));
+                    return Err(RegistryError::new(ErrorCode::DigestInvalid)
+                        .with_detail(serde_json::json!({ "expected": expected.to_string() })));
                 }
                 expected.clone()
             }
@@ -113,10 +152,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         self.verify_references(name, &manifest).await?;
 
         let size = bytes.len() as u64;
-        let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
+        let options = PutOptions {
+            content_type: Some(manifest.media_type.as_str().to_owned()),
+            ..Default::default()
+        };
         self.objects.put(&keys::manifest(name, &digest), bytes, options).await?;
         if let Reference::Tag(tag) = reference {
-            let record = TagRecord { digest: digest.to_string(), media_type: manifest.media_type.as_str().to_owned(), size };
+            let record = TagRecord {
+                digest: digest.to_string(),
+                media_type: manifest.media_type.as_str().to_owned(),
+                size,
+            };
             self.put_tag(name, tag, &record).await?;
         }
 
@@ -152,7 +198,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// spec: the `subject` is not checked, it MAY not exist yet.
     async fn verify_references(&self, name: &RepositoryName, manifest: &Manifest) -> Result<()> {
         let blob_keys = manifest.blobs().map(|d| (d, keys::blob_link(name, d)));
-        let child_keys = manifest.child_manifests().map(|c| (&c.digest, keys::manifest(name, &c.digest)));
+        let child_keys = manifest
+            .child_manifests()
+            .map(|c| (&c.digest, keys::manifest(name, &c.digest)));
         let lookups: Vec<_> = blob_keys.chain(child_keys).collect();
         let found = join_all(lookups.iter().map(|(_, key)| self.objects.head(key))).await;
         for ((digest, _), meta) in lookups.iter().zip(found) {
@@ -164,9 +212,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// DELETE by tag untags; by digest removes the manifest and every tag pointing at it.
-    pub(crate) async fn delete_manifest(&self, name: &RepositoryName, reference: &Reference) -> Result<Response<O::Body>> {
+    pub(crate) async fn delete_manifest(
+        &self,
+        name: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Response<O::Body>> {
         if !self.config.delete_enabled {
-            return Err(RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry"));
+            return Err(
+                RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry")
+            );
         }
         match reference {
             Reference::Tag(tag) => {

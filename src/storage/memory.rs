@@ -30,7 +30,12 @@ impl MemoryObjects {
     }
     /// Every stored object's key and bytes, for "nothing changed" assertions.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        self.0.borrow().objects.iter().map(|(k, v)| (k.clone(), v.bytes.clone())).collect()
+        self.0
+            .borrow()
+            .objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.bytes.clone()))
+            .collect()
     }
     /// Number of multipart uploads started and neither completed nor aborted.
     pub fn open_multipart_uploads(&self) -> usize {
@@ -43,7 +48,11 @@ fn etag(inner: &mut ObjectsInner) -> String {
     format!("m{}", inner.next_etag)
 }
 
-fn page<T: Clone>(items: impl Iterator<Item = (String, T)>, cursor: Option<&str>, limit: u32) -> (Vec<T>, Option<String>) {
+fn page<T: Clone>(
+    items: impl Iterator<Item = (String, T)>,
+    cursor: Option<&str>,
+    limit: u32,
+) -> (Vec<T>, Option<String>) {
     let limit = limit.clamp(1, 1000) as usize;
     let mut out = Vec::new();
     let mut last = None;
@@ -71,7 +80,12 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
-        Ok(self.0.borrow().objects.get(key).map(|o| (o.meta.clone(), o.bytes.clone())))
+        Ok(self
+            .0
+            .borrow()
+            .objects
+            .get(key)
+            .map(|o| (o.meta.clone(), o.bytes.clone())))
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
@@ -88,7 +102,13 @@ impl ObjectStore for MemoryObjects {
             content_type: options.content_type,
             custom: options.custom,
         };
-        inner.objects.insert(key.to_owned(), StoredObject { bytes, meta: meta.clone() });
+        inner.objects.insert(
+            key.to_owned(),
+            StoredObject {
+                bytes,
+                meta: meta.clone(),
+            },
+        );
         Ok(Some(meta))
     }
 
@@ -99,7 +119,11 @@ impl ObjectStore for MemoryObjects {
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<ObjectPage> {
         let inner = self.0.borrow();
-        let items = inner.objects.range(prefix.to_owned()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, o)| (k.clone(), o.meta.clone()));
+        let items = inner
+            .objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, o)| (k.clone(), o.meta.clone()));
         let (objects, cursor) = page(items, cursor, limit);
         Ok(ObjectPage { objects, cursor })
     }
@@ -107,7 +131,9 @@ impl ObjectStore for MemoryObjects {
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String> {
         let mut inner = self.0.borrow_mut();
         let id = etag(&mut inner);
-        inner.uploads.insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
+        inner
+            .uploads
+            .insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
         Ok(id)
     }
 
@@ -129,7 +155,9 @@ impl ObjectStore for MemoryObjects {
             return Err(StorageError(format!("no multipart upload {upload_id}")));
         };
         if k != key || parts.is_empty() {
-            return Err(StorageError("multipart completion with no parts or the wrong key".into()));
+            return Err(StorageError(
+                "multipart completion with no parts or the wrong key".into(),
+            ));
         }
         let mut bytes = Vec::new();
         let mut first_size = None;
@@ -141,7 +169,11 @@ impl ObjectStore for MemoryObjects {
             let last = i + 1 == parts.len();
             // R2: all parts but the last are equal and at least MIN_PART_SIZE.
             if !last && (data.len() < MIN_PART_SIZE || first_size.is_some_and(|s| s != data.len())) {
-                return Err(StorageError(format!("part {} has an invalid size {}", p.number, data.len())));
+                return Err(StorageError(format!(
+                    "part {} has an invalid size {}",
+                    p.number,
+                    data.len()
+                )));
             }
             if last && first_size.is_some_and(|s| data.len() > s) {
                 return Err(StorageError("last part larger than the others".into()));
@@ -158,7 +190,13 @@ impl ObjectStore for MemoryObjects {
             content_type: options.content_type,
             custom: options.custom,
         };
-        inner.objects.insert(key.to_owned(), StoredObject { bytes, meta: meta.clone() });
+        inner.objects.insert(
+            key.to_owned(),
+            StoredObject {
+                bytes,
+                meta: meta.clone(),
+            },
+        );
         Ok(meta)
     }
 
@@ -178,7 +216,11 @@ impl MemoryKv {
         Self::default()
     }
     pub fn snapshot(&self) -> BTreeMap<String, String> {
-        self.0.borrow().iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
+        self.0
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect()
     }
 }
 
@@ -191,10 +233,18 @@ impl KeyValueStore for MemoryKv {
         if let Some(m) = metadata {
             let len = serde_json::to_string(m).map_err(|e| StorageError(e.to_string()))?.len();
             if len > KV_MAX_METADATA {
-                return Err(StorageError(format!("KV metadata of {len} bytes exceeds {KV_MAX_METADATA}")));
+                return Err(StorageError(format!(
+                    "KV metadata of {len} bytes exceeds {KV_MAX_METADATA}"
+                )));
             }
         }
-        self.0.borrow_mut().insert(key.to_owned(), KvEntry { value: value.to_owned(), metadata: metadata.cloned() });
+        self.0.borrow_mut().insert(
+            key.to_owned(),
+            KvEntry {
+                value: value.to_owned(),
+                metadata: metadata.cloned(),
+            },
+        );
         Ok(())
     }
 
@@ -208,7 +258,15 @@ impl KeyValueStore for MemoryKv {
         let items = map
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), KvKey { name: k.clone(), metadata: v.metadata.clone() }));
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    KvKey {
+                        name: k.clone(),
+                        metadata: v.metadata.clone(),
+                    },
+                )
+            });
         let (keys, cursor) = page(items, cursor, limit);
         Ok(KvPage { keys, cursor })
     }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds the Worker (build/index.js + build/index_bg.wasm) with worker-build, pointing it at
+# locally installed tools so that it downloads nothing (see .ci/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${WHARF_SKIP_BUILD:-}" = 1 ]; then
+  exit 0
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
+export WASM_BINDGEN_BIN
+export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
+export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
+worker-build --release

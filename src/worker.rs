@@ -1,0 +1,257 @@
+//! The Workers glue, compiled only for wasm32: the fetch entry point, configuration from the
+//! environment, and the R2 and KV implementations of the storage contracts. Nothing here
+//! makes a protocol decision.
+
+use crate::http::{self, Body, BodyReader, Headers, Method};
+use crate::storage::{
+    self, KeyValueStore, KvEntry, KvKey, KvPage, ObjectMeta, ObjectPage, ObjectStore, Part, PutOptions, StorageError,
+};
+use crate::{Config, Registry};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use worker::{
+    Bucket, ByteStream, Conditional, Context, Data, Env, HttpMetadata, Include, KvStore, Object, Request, Response,
+    ResponseBody, UploadedPart, console_error, event,
+};
+
+fn se(e: impl std::fmt::Display) -> StorageError {
+    StorageError(e.to_string())
+}
+
+/// The R2 bucket bound as `BUCKET`.
+struct R2(Bucket);
+
+fn meta(o: &Object) -> storage::Result<ObjectMeta> {
+    Ok(ObjectMeta {
+        key: o.key(),
+        size: o.size(),
+        etag: o.etag(),
+        content_type: o.http_metadata().content_type,
+        custom: o.custom_metadata().map_err(se)?.into_iter().collect(),
+    })
+}
+
+fn http_metadata(content_type: Option<String>) -> HttpMetadata {
+    HttpMetadata {
+        content_type,
+        ..Default::default()
+    }
+}
+
+impl ObjectStore for R2 {
+    /// R2's body stream, handed to the Response as is: the bytes never enter wasm.
+    type Body = ResponseBody;
+
+    async fn head(&self, key: &str) -> storage::Result<Option<ObjectMeta>> {
+        self.0.head(key).await.map_err(se)?.as_ref().map(meta).transpose()
+    }
+
+    async fn get(&self, key: &str) -> storage::Result<Option<(ObjectMeta, ResponseBody)>> {
+        let Some(object) = self.0.get(key).execute().await.map_err(se)? else {
+            return Ok(None);
+        };
+        let body = object
+            .body()
+            .ok_or_else(|| se("R2 object without a body"))?
+            .response_body()
+            .map_err(se)?;
+        Ok(Some((meta(&object)?, body)))
+    }
+
+    async fn get_bytes(&self, key: &str) -> storage::Result<Option<(ObjectMeta, Vec<u8>)>> {
+        let Some(object) = self.0.get(key).execute().await.map_err(se)? else {
+            return Ok(None);
+        };
+        let bytes = match object.body() {
+            Some(body) => body.bytes().await.map_err(se)?,
+            None => Vec::new(),
+        };
+        Ok(Some((meta(&object)?, bytes)))
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> storage::Result<Option<ObjectMeta>> {
+        let mut put = self
+            .0
+            .put(key, Data::Bytes(bytes))
+            .http_metadata(http_metadata(options.content_type));
+        if !options.custom.is_empty() {
+            put = put.custom_metadata(options.custom.into_iter().collect::<std::collections::HashMap<_, _>>());
+        }
+        if let Some(etag) = options.if_etag_matches {
+            put = put.only_if(Conditional {
+                etag_matches: Some(etag),
+                ..Default::default()
+            });
+        }
+        put.execute().await.map_err(se)?.as_ref().map(meta).transpose()
+    }
+
+    async fn delete(&self, key: &str) -> storage::Result<()> {
+        self.0.delete(key).await.map_err(se)
+    }
+
+    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> storage::Result<ObjectPage> {
+        let mut list = self
+            .0
+            .list()
+            .prefix(prefix)
+            .limit(limit)
+            .include(vec![Include::HttpMetadata, Include::CustomMetadata]);
+        if let Some(c) = cursor {
+            list = list.cursor(c);
+        }
+        let page = list.execute().await.map_err(se)?;
+        let objects = page.objects().iter().map(meta).collect::<storage::Result<_>>()?;
+        Ok(ObjectPage {
+            objects,
+            cursor: if page.truncated() { page.cursor() } else { None },
+        })
+    }
+
+    async fn create_multipart(&self, key: &str, options: PutOptions) -> storage::Result<String> {
+        let mut create = self
+            .0
+            .create_multipart_upload(key)
+            .http_metadata(http_metadata(options.content_type));
+        if !options.custom.is_empty() {
+            create = create.custom_metadata(options.custom.into_iter().collect::<std::collections::HashMap<_, _>>());
+        }
+        Ok(create.execute().await.map_err(se)?.upload_id().await)
+    }
+
+    async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> storage::Result<Part> {
+        let upload = self.0.resume_multipart_upload(key, upload_id).map_err(se)?;
+        let part = upload.upload_part(number, Data::Bytes(bytes)).await.map_err(se)?;
+        Ok(Part {
+            number: part.part_number(),
+            etag: part.etag(),
+        })
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> storage::Result<ObjectMeta> {
+        let upload = self.0.resume_multipart_upload(key, upload_id).map_err(se)?;
+        let parts = parts.iter().map(|p| UploadedPart::new(p.number, p.etag.clone()));
+        let object = upload.complete(parts).await.map_err(se)?;
+        meta(&object)
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> storage::Result<()> {
+        self.0
+            .resume_multipart_upload(key, upload_id)
+            .map_err(se)?
+            .abort()
+            .await
+            .map_err(se)
+    }
+}
+
+/// The KV namespace bound as `TAGS`.
+struct Kv(KvStore);
+
+impl KeyValueStore for Kv {
+    async fn get(&self, key: &str) -> storage::Result<Option<KvEntry>> {
+        let (value, metadata) = self.0.get(key).text_with_metadata::<Value>().await.map_err(se)?;
+        Ok(value.map(|value| KvEntry { value, metadata }))
+    }
+
+    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> storage::Result<()> {
+        let mut put = self.0.put(key, value).map_err(se)?;
+        if let Some(m) = metadata {
+            put = put.metadata(m).map_err(se)?;
+        }
+        put.execute().await.map_err(se)
+    }
+
+    async fn delete(&self, key: &str) -> storage::Result<()> {
+        self.0.delete(key).await.map_err(se)
+    }
+
+    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> storage::Result<KvPage> {
+        let mut list = self.0.list().prefix(prefix.to_owned()).limit(limit.into());
+        if let Some(c) = cursor {
+            list = list.cursor(c.to_owned());
+        }
+        let page = list.execute().await.map_err(se)?;
+        let keys = page
+            .keys
+            .into_iter()
+            .map(|k| KvKey {
+                name: k.name,
+                metadata: k.metadata,
+            })
+            .collect();
+        Ok(KvPage {
+            keys,
+            cursor: if page.list_complete {
+                None
+            } else {
+                page.cursor.filter(|c| !c.is_empty())
+            },
+        })
+    }
+}
+
+/// The request body as it streams in from the client.
+struct RequestBody(Option<ByteStream>);
+
+impl BodyReader for RequestBody {
+    async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+        match &mut self.0 {
+            None => Ok(None),
+            Some(stream) => stream.next().await.transpose().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+fn log_sink(message: &str) {
+    console_error!("{message}");
+}
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    crate::log::set_sink(log_sink);
+    let config = match Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string())) {
+        Ok(c) => c,
+        Err(e) => {
+            return to_worker(crate::error::RegistryError::internal(format!("configuration: {e}")).into());
+        }
+    };
+    let registry = Registry::new(R2(env.bucket("BUCKET")?), Kv(env.kv("TAGS")?), config);
+
+    let url = req.url()?;
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let mut headers = Headers::new();
+    for (name, value) in req.headers().entries() {
+        headers.append(&name, &value);
+    }
+    let method = Method::parse(req.method().as_ref());
+    // GET and HEAD carry no body; asking workerd for their stream would fail.
+    let body = RequestBody(if matches!(method, Method::Get | Method::Head) {
+        None
+    } else {
+        req.stream().ok()
+    });
+    let response = registry
+        .handle(http::Request::new(method, &path_and_query, headers, body))
+        .await;
+    to_worker(response)
+}
+
+fn to_worker(response: http::Response<ResponseBody>) -> worker::Result<Response> {
+    let body = match response.body {
+        Body::Empty => ResponseBody::Empty,
+        Body::Bytes(b) => ResponseBody::Body(b),
+        Body::Stream(s) => s,
+    };
+    let headers = worker::Headers::new();
+    for (name, value) in &response.headers {
+        headers.append(name, value)?;
+    }
+    Ok(Response::from_body(body)?
+        .with_status(response.status)
+        .with_headers(headers))
+}
