@@ -5,7 +5,7 @@
 /// reject larger ones with 413).
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// `WHARF_READ_ONLY`: refuse every write with 405 UNSUPPORTED. Default false.
     pub read_only: bool,
@@ -18,17 +18,6 @@ pub struct Config {
     /// `WHARF_SELFTEST`: expose `POST /_wharf/selftest`, which runs the storage contract suite
     /// against the real bindings. For the end-to-end tests only. Default false.
     pub selftest: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            read_only: false,
-            delete_enabled: false,
-            allowed_classes: Vec::new(),
-            selftest: false,
-        }
-    }
 }
 
 impl Config {

@@ -146,12 +146,11 @@ pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = crate::hex::decode(&s[i + 1..i + 3].to_ascii_lowercase()) {
-                out.push(v[0]);
-                i += 3;
-                continue;
-            }
+        let hex = |j: usize| b.get(j).and_then(|c| crate::hex::nibble(c.to_ascii_lowercase()));
+        if let (b'%', Some(hi), Some(lo)) = (b[i], hex(i + 1), hex(i + 2)) {
+            out.push(hi << 4 | lo);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -227,6 +226,8 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%ff"), "%ff");
+        assert_eq!(percent_decode("%é%"), "%é%");
+        assert_eq!(percent_decode("%3a%3A"), "::");
     }
 
     #[test]

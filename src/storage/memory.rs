@@ -12,11 +12,13 @@ struct StoredObject {
     meta: ObjectMeta,
 }
 
+/// A multipart upload in progress: its key, options, and parts by number (etag, bytes).
+type PendingUpload = (String, PutOptions, BTreeMap<u16, (String, Vec<u8>)>);
+
 #[derive(Debug, Default)]
 struct ObjectsInner {
     objects: BTreeMap<String, StoredObject>,
-    /// upload id -> (key, parts by number)
-    uploads: HashMap<String, (String, PutOptions, BTreeMap<u16, (String, Vec<u8>)>)>,
+    uploads: HashMap<String, PendingUpload>,
     next_etag: u64,
 }
 
@@ -90,10 +92,10 @@ impl ObjectStore for MemoryObjects {
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
         let mut inner = self.0.borrow_mut();
-        if let Some(expected) = &options.if_etag_matches {
-            if inner.objects.get(key).map(|o| &o.meta.etag) != Some(expected) {
-                return Ok(None);
-            }
+        if let Some(expected) = &options.if_etag_matches
+            && inner.objects.get(key).map(|o| &o.meta.etag) != Some(expected)
+        {
+            return Ok(None);
         }
         let meta = ObjectMeta {
             key: key.to_owned(),

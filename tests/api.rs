@@ -1,0 +1,1104 @@
+//! Native integration tests of the registry API over the in-memory backends, one behaviour per
+//! test, named after it. The bad-input catalogue is at the end.
+
+mod common;
+
+use common::*;
+use wharf::Config;
+use wharf::http::{MemoryBody, Method};
+use wharf::names::Digest;
+use wharf::uploads::PART_SIZE;
+
+// ---------------------------------------------------------------- base
+
+#[test]
+fn base_endpoint_answers_200_with_the_api_version() {
+    let t = TestRegistry::new();
+    let r = t.get("/v2/", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Docker-Distribution-API-Version"), Some("registry/2.0"));
+}
+
+#[test]
+fn unknown_paths_get_an_oci_error_body() {
+    let t = TestRegistry::new();
+    let r = t.get("/v3/", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(r.error_code(), "UNSUPPORTED");
+}
+
+// ---------------------------------------------------------------- manifest GET / HEAD
+
+#[test]
+fn get_by_tag_returns_the_pushed_bytes_and_headers() {
+    let t = TestRegistry::new();
+    let (body, digest) = t.push_image("a/b/c/d", "v1", OCI_MANIFEST, "x");
+    let r = t.get("/v2/a/b/c/d/manifests/v1", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, body);
+    assert_eq!(r.header("Content-Type"), Some(OCI_MANIFEST));
+    assert_eq!(r.header("Content-Length"), Some(body.len().to_string().as_str()));
+    assert_eq!(r.header("Docker-Content-Digest"), Some(digest.to_string().as_str()));
+    assert_eq!(r.header("ETag"), Some(format!("\"{digest}\"").as_str()));
+}
+
+#[test]
+fn get_by_digest_returns_the_pushed_bytes() {
+    let t = TestRegistry::new();
+    let (body, digest) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let r = t.get(&format!("/v2/r/manifests/{digest}"), &[("Accept", OCI_MANIFEST)]);
+    assert_eq!((r.status, r.body), (200, body));
+}
+
+#[test]
+fn head_has_the_headers_of_get_and_no_body() {
+    let t = TestRegistry::new();
+    let (body, digest) = t.push_image("r", "v1", DOCKER_MANIFEST, "x");
+    let r = t.head("/v2/r/manifests/v1", &[("Accept", DOCKER_MANIFEST)]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("Content-Length"), Some(body.len().to_string().as_str()));
+    assert_eq!(r.header("Docker-Content-Digest"), Some(digest.to_string().as_str()));
+    assert_eq!(r.header("Content-Type"), Some(DOCKER_MANIFEST));
+}
+
+#[test]
+fn unknown_tag_or_digest_is_manifest_unknown() {
+    let t = TestRegistry::new();
+    t.push_image("r", "v1", OCI_MANIFEST, "x");
+    for path in [
+        "/v2/r/manifests/nope".to_string(),
+        format!("/v2/r/manifests/{}", Digest::sha256_of(b"none")),
+    ] {
+        let r = t.get(&path, &[("Accept", OCI_MANIFEST)]);
+        assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"), "{path}");
+    }
+    let r = t.head("/v2/other/manifests/v1", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn manifests_are_scoped_to_their_repository() {
+    let t = TestRegistry::new();
+    let (_, digest) = t.push_image("r1", "v1", OCI_MANIFEST, "x");
+    let r = t.get(&format!("/v2/r2/manifests/{digest}"), &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn oci_manifest_not_accepted_is_manifest_unknown_with_distributions_message() {
+    let t = TestRegistry::new();
+    t.push_image("r", "v1", OCI_MANIFEST, "x");
+    for accept in [
+        vec![],
+        vec![("Accept", DOCKER_MANIFEST)],
+        vec![("Accept", "application/json")],
+    ] {
+        let r = t.get("/v2/r/manifests/v1", &accept);
+        assert_eq!(r.status, 404);
+        assert_eq!(r.error_code(), "MANIFEST_UNKNOWN");
+        assert_eq!(
+            r.json()["errors"][0]["message"],
+            "OCI manifest found, but accept header does not support OCI manifests"
+        );
+    }
+}
+
+#[test]
+fn accept_is_read_from_every_header_and_every_comma_separated_entry() {
+    let t = TestRegistry::new();
+    t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let headers = [
+        ("Accept", "text/html"),
+        (
+            "Accept",
+            "application/json;q=0.9, application/vnd.oci.image.manifest.v1+json; q=0.1",
+        ),
+    ];
+    assert_eq!(t.get("/v2/r/manifests/v1", &headers).status, 200);
+}
+
+fn push_index(
+    t: &TestRegistry,
+    repo: &str,
+    tag: &str,
+    list_type: &str,
+    child_type: &str,
+    archs: &[&str],
+) -> (Vec<u8>, Vec<Digest>) {
+    let mut children = Vec::new();
+    for arch in archs {
+        let body = t.image_manifest(repo, child_type, arch);
+        let d = Digest::sha256_of(&body);
+        assert_eq!(t.put_manifest(repo, &d.to_string(), child_type, &body).status, 201);
+        children.push((d, body.len()));
+    }
+    let refs: Vec<_> = children
+        .iter()
+        .zip(archs)
+        .map(|((d, n), a)| (d, *n, child_type, *a))
+        .collect();
+    let body = list_body(list_type, &refs);
+    let r = t.put_manifest(repo, tag, list_type, &body);
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    (body, children.into_iter().map(|(d, _)| d).collect())
+}
+
+#[test]
+fn oci_index_not_accepted_is_manifest_unknown() {
+    let t = TestRegistry::new();
+    push_index(&t, "r", "multi", OCI_INDEX, OCI_MANIFEST, &["amd64", "arm64"]);
+    let r = t.get("/v2/r/manifests/multi", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json()["errors"][0]["message"],
+        "OCI index found, but accept header does not support OCI indexes"
+    );
+    assert_eq!(t.get("/v2/r/manifests/multi", &[("Accept", OCI_INDEX)]).status, 200);
+}
+
+#[test]
+fn manifest_list_by_tag_for_a_client_without_list_support_serves_the_linux_amd64_child() {
+    let t = TestRegistry::new();
+    let (_, children) = push_index(&t, "r", "multi", DOCKER_LIST, DOCKER_MANIFEST, &["arm64", "amd64"]);
+    let r = t.get("/v2/r/manifests/multi", &[("Accept", DOCKER_MANIFEST)]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Docker-Content-Digest"),
+        Some(children[1].to_string().as_str())
+    );
+    assert_eq!(r.header("Content-Type"), Some(DOCKER_MANIFEST));
+    assert_eq!(Digest::sha256_of(&r.body), children[1]);
+    let head = t.head("/v2/r/manifests/multi", &[("Accept", DOCKER_MANIFEST)]);
+    assert_eq!(
+        head.header("Docker-Content-Digest"),
+        Some(children[1].to_string().as_str())
+    );
+}
+
+#[test]
+fn manifest_list_is_served_as_is_to_clients_that_accept_lists() {
+    let t = TestRegistry::new();
+    let (body, _) = push_index(&t, "r", "multi", DOCKER_LIST, DOCKER_MANIFEST, &["amd64"]);
+    let r = t.get("/v2/r/manifests/multi", &[("Accept", ACCEPT_ALL)]);
+    assert_eq!((r.status, r.body), (200, body));
+}
+
+#[test]
+fn manifest_list_by_digest_is_never_rewritten() {
+    let t = TestRegistry::new();
+    let (body, _) = push_index(&t, "r", "multi", DOCKER_LIST, DOCKER_MANIFEST, &["amd64"]);
+    let r = t.get(
+        &format!("/v2/r/manifests/{}", Digest::sha256_of(&body)),
+        &[("Accept", DOCKER_MANIFEST)],
+    );
+    assert_eq!((r.status, r.body), (200, body));
+}
+
+#[test]
+fn manifest_list_without_a_linux_amd64_child_is_manifest_unknown_for_list_unaware_clients() {
+    let t = TestRegistry::new();
+    push_index(&t, "r", "multi", DOCKER_LIST, DOCKER_MANIFEST, &["arm64", "s390x"]);
+    let r = t.get("/v2/r/manifests/multi", &[("Accept", DOCKER_MANIFEST)]);
+    assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"));
+}
+
+#[test]
+fn manifest_list_rewrite_to_schema2_for_a_client_without_schema2_support_is_manifest_invalid() {
+    let t = TestRegistry::new();
+    push_index(&t, "r", "multi", DOCKER_LIST, DOCKER_MANIFEST, &["amd64"]);
+    let r = t.get("/v2/r/manifests/multi", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_INVALID"));
+}
+
+#[test]
+fn if_none_match_with_the_digest_quoted_or_bare_is_304() {
+    let t = TestRegistry::new();
+    let (_, digest) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    for etag in [digest.to_string(), format!("\"{digest}\"")] {
+        let r = t.get(
+            "/v2/r/manifests/v1",
+            &[("Accept", OCI_MANIFEST), ("If-None-Match", &etag)],
+        );
+        assert_eq!(r.status, 304, "{etag}");
+        assert!(r.body.is_empty());
+    }
+    let other = t.get(
+        "/v2/r/manifests/v1",
+        &[("Accept", OCI_MANIFEST), ("If-None-Match", "\"sha256:other\"")],
+    );
+    assert_eq!(other.status, 200);
+}
+
+// ---------------------------------------------------------------- manifest PUT
+
+#[test]
+fn put_answers_201_with_location_and_digest() {
+    let t = TestRegistry::new();
+    let body = t.image_manifest("r", OCI_MANIFEST, "x");
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, &body);
+    let d = Digest::sha256_of(&body);
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("Location"), Some(format!("/v2/r/manifests/{d}").as_str()));
+    assert_eq!(r.header("Docker-Content-Digest"), Some(d.to_string().as_str()));
+}
+
+#[test]
+fn put_by_digest_stores_without_a_tag() {
+    let t = TestRegistry::new();
+    let body = t.image_manifest("r", OCI_MANIFEST, "x");
+    let d = Digest::sha256_of(&body);
+    assert_eq!(t.put_manifest("r", &d.to_string(), OCI_MANIFEST, &body).status, 201);
+    assert!(t.kv.snapshot().is_empty());
+    assert_eq!(
+        t.get(&format!("/v2/r/manifests/{d}"), &[("Accept", OCI_MANIFEST)]).body,
+        body
+    );
+}
+
+#[test]
+fn put_by_sha512_digest_is_verified_with_sha512() {
+    let t = TestRegistry::new();
+    let body = t.image_manifest("r", OCI_MANIFEST, "x");
+    let d512 = Digest::parse(&format!("sha512:{}", "0".repeat(128)))
+        .unwrap()
+        .recompute(&body);
+    let r = t.put_manifest("r", &d512.to_string(), OCI_MANIFEST, &body);
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
+    assert_eq!(
+        t.get(&format!("/v2/r/manifests/{d512}"), &[("Accept", OCI_MANIFEST)])
+            .body,
+        body
+    );
+}
+
+#[test]
+fn put_with_content_type_parameters_stores_the_bare_media_type() {
+    let t = TestRegistry::new();
+    let body = t.image_manifest("r", OCI_MANIFEST, "x");
+    let r = t.put_manifest("r", "v1", &format!("{OCI_MANIFEST}; charset=utf-8"), &body);
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        t.get("/v2/r/manifests/v1", &[("Accept", OCI_MANIFEST)])
+            .header("Content-Type"),
+        Some(OCI_MANIFEST)
+    );
+}
+
+#[test]
+fn re_put_of_the_same_bytes_is_idempotent_and_a_second_tag_is_added() {
+    let t = TestRegistry::new();
+    let (body, d) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let before = t.snapshot();
+    assert_eq!(t.put_manifest("r", "v1", OCI_MANIFEST, &body).status, 201);
+    assert_eq!(t.get("/v2/r/manifests/v1", &[("Accept", OCI_MANIFEST)]).body, body);
+    assert_eq!(t.snapshot(), before);
+    assert_eq!(t.put_manifest("r", "v2", OCI_MANIFEST, &body).status, 201);
+    for tag in ["v1", "v2"] {
+        let r = t.head(&format!("/v2/r/manifests/{tag}"), &[("Accept", OCI_MANIFEST)]);
+        assert_eq!(r.header("Docker-Content-Digest"), Some(d.to_string().as_str()));
+    }
+}
+
+#[test]
+fn a_tag_moves_to_the_latest_push() {
+    let t = TestRegistry::new();
+    t.push_image("r", "latest", OCI_MANIFEST, "one");
+    let (body, _) = t.push_image("r", "latest", OCI_MANIFEST, "two");
+    assert_eq!(t.get("/v2/r/manifests/latest", &[("Accept", OCI_MANIFEST)]).body, body);
+}
+
+#[test]
+fn put_with_a_missing_layer_is_manifest_blob_unknown_naming_the_digest() {
+    let t = TestRegistry::new();
+    let body = t.image_manifest("r", OCI_MANIFEST, "x");
+    // The same manifest in another repository: its blobs are not there.
+    let before = t.snapshot();
+    let r = t.put_manifest("elsewhere", "v1", OCI_MANIFEST, &body);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    let detail = r.json()["errors"][0]["detail"].as_str().unwrap().to_owned();
+    assert!(String::from_utf8_lossy(&body).contains(&detail));
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn put_of_an_index_with_a_missing_child_is_manifest_blob_unknown() {
+    let t = TestRegistry::new();
+    let ghost = Digest::sha256_of(b"ghost");
+    let body = list_body(OCI_INDEX, &[(&ghost, 10, OCI_MANIFEST, "amd64")]);
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "v1", OCI_INDEX, &body);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    assert_eq!(r.json()["errors"][0]["detail"], ghost.to_string());
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn put_with_a_subject_that_does_not_exist_is_accepted_and_answers_oci_subject() {
+    let t = TestRegistry::new();
+    let body = t.image_manifest("r", OCI_MANIFEST, "x");
+    let subject = Digest::sha256_of(b"not pushed yet");
+    let text = String::from_utf8(body).unwrap();
+    let with_subject = format!(
+        r#"{},"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":10}}}}"#,
+        &text[..text.len() - 1]
+    );
+    let r = t.put_manifest("r", "sig", OCI_MANIFEST, with_subject.as_bytes());
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("OCI-Subject"), Some(subject.to_string().as_str()));
+}
+
+#[test]
+fn put_of_a_manifest_larger_than_4_mib_is_413() {
+    let t = TestRegistry::new();
+    let mut body = t.image_manifest("r", OCI_MANIFEST, "x");
+    body.pop();
+    body.extend_from_slice(format!(r#","annotations":{{"pad":"{}"}}}}"#, "x".repeat(4 * 1024 * 1024)).as_bytes());
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "big", OCI_MANIFEST, &body);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.error_code(), "SIZE_INVALID");
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn put_of_a_manifest_of_exactly_4_mib_is_accepted() {
+    let t = TestRegistry::new();
+    let mut body = t.image_manifest("r", OCI_MANIFEST, "x");
+    body.pop();
+    let head = r#","annotations":{"pad":""#;
+    let pad = 4 * 1024 * 1024 - body.len() - head.len() - 3;
+    body.extend_from_slice(format!(r#"{head}{}"}}}}"#, "x".repeat(pad)).as_bytes());
+    assert_eq!(body.len(), 4 * 1024 * 1024);
+    assert_eq!(t.put_manifest("r", "big", OCI_MANIFEST, &body).status, 201);
+}
+
+#[test]
+fn resource_class_policy_denies_classes_not_allowed() {
+    let t = TestRegistry::with_config(Config {
+        allowed_classes: vec!["plugin".into()],
+        ..Config::default()
+    });
+    let body = t.image_manifest("r", OCI_MANIFEST, "x");
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, &body);
+    assert_eq!((r.status, r.error_code().as_str()), (403, "DENIED"));
+    assert_eq!(
+        r.json()["errors"][0]["message"],
+        "registry does not allow image manifest"
+    );
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn resource_class_policy_allows_configured_classes_and_denies_unknown_ones() {
+    let t = TestRegistry::with_config(Config {
+        allowed_classes: vec!["image".into()],
+        ..Config::default()
+    });
+    let body = t.image_manifest("r", DOCKER_MANIFEST, "x");
+    assert_eq!(t.put_manifest("r", "v1", DOCKER_MANIFEST, &body).status, 201);
+    let artifact = String::from_utf8(t.image_manifest("r", OCI_MANIFEST, "y"))
+        .unwrap()
+        .replace(
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.example.config+json",
+        );
+    let r = t.put_manifest("r", "art", OCI_MANIFEST, artifact.as_bytes());
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json()["errors"][0]["message"],
+        "unknown manifest class for application/vnd.example.config+json"
+    );
+}
+
+#[test]
+fn without_a_class_policy_artifacts_are_accepted() {
+    let t = TestRegistry::new();
+    let artifact = String::from_utf8(t.image_manifest("r", OCI_MANIFEST, "y"))
+        .unwrap()
+        .replace(
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.example.config+json",
+        );
+    assert_eq!(
+        t.put_manifest("r", "art", OCI_MANIFEST, artifact.as_bytes()).status,
+        201
+    );
+}
+
+// ---------------------------------------------------------------- manifest DELETE
+
+#[test]
+fn delete_by_tag_untags_and_keeps_the_manifest() {
+    let t = TestRegistry::new();
+    let (_, d) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let r = t.delete("/v2/r/manifests/v1");
+    assert_eq!(r.status, 202);
+    assert_eq!(t.get("/v2/r/manifests/v1", &[("Accept", OCI_MANIFEST)]).status, 404);
+    assert_eq!(
+        t.get(&format!("/v2/r/manifests/{d}"), &[("Accept", OCI_MANIFEST)])
+            .status,
+        200
+    );
+}
+
+#[test]
+fn delete_of_an_unknown_tag_is_manifest_unknown() {
+    let t = TestRegistry::new();
+    let r = t.delete("/v2/r/manifests/nope");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"));
+}
+
+#[test]
+fn delete_by_digest_removes_the_manifest_and_every_tag_pointing_at_it() {
+    let t = TestRegistry::new();
+    let (body, d) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    assert_eq!(t.put_manifest("r", "v2", OCI_MANIFEST, &body).status, 201);
+    t.push_image("r", "other", OCI_MANIFEST, "y");
+    let r = t.delete(&format!("/v2/r/manifests/{d}"));
+    assert_eq!(r.status, 202);
+    for path in [
+        "/v2/r/manifests/v1".to_string(),
+        "/v2/r/manifests/v2".to_string(),
+        format!("/v2/r/manifests/{d}"),
+    ] {
+        assert_eq!(t.get(&path, &[("Accept", OCI_MANIFEST)]).status, 404, "{path}");
+    }
+    assert_eq!(t.get("/v2/r/manifests/other", &[("Accept", OCI_MANIFEST)]).status, 200);
+}
+
+#[test]
+fn delete_of_an_unknown_digest_is_manifest_unknown_and_a_malformed_one_digest_invalid() {
+    let t = TestRegistry::new();
+    let r = t.delete(&format!("/v2/r/manifests/{}", Digest::sha256_of(b"x")));
+    assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"));
+    let r = t.delete("/v2/r/manifests/sha256:123");
+    assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+}
+
+#[test]
+fn deletes_are_unsupported_unless_enabled() {
+    let t = TestRegistry::with_config(Config::default());
+    let (_, d) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let before = t.snapshot();
+    for path in ["/v2/r/manifests/v1".to_string(), format!("/v2/r/manifests/{d}")] {
+        let r = t.delete(&path);
+        assert_eq!((r.status, r.error_code().as_str()), (405, "UNSUPPORTED"), "{path}");
+    }
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn read_only_mode_refuses_every_write_with_405() {
+    let t = TestRegistry::new();
+    let (body, d) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let ro = TestRegistry::with_config(Config {
+        read_only: true,
+        delete_enabled: true,
+        ..Config::default()
+    });
+    let before = ro.snapshot();
+    let cases = [
+        (Method::Put, "/v2/r/manifests/v1".to_string()),
+        (Method::Delete, "/v2/r/manifests/v1".to_string()),
+        (Method::Delete, format!("/v2/r/blobs/{d}")),
+        (Method::Post, "/v2/r/blobs/uploads/".to_string()),
+        (Method::Patch, format!("/v2/r/blobs/uploads/{}", "0".repeat(32))),
+    ];
+    for (method, path) in cases {
+        let r = ro.send(
+            method,
+            &path,
+            &[("Content-Type", OCI_MANIFEST)],
+            MemoryBody::from_bytes(body.clone()),
+        );
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (405, "UNSUPPORTED"),
+            "{method:?} {path}"
+        );
+    }
+    assert_eq!(ro.snapshot(), before);
+    assert_eq!(ro.get("/v2/", &[]).status, 200);
+}
+
+// ---------------------------------------------------------------- blobs
+
+#[test]
+fn blob_get_and_head_return_the_bytes_and_headers() {
+    let t = TestRegistry::new();
+    let d = t.push_blob("r", b"some bytes");
+    let r = t.get(&format!("/v2/r/blobs/{d}"), &[]);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"some bytes"[..]));
+    assert_eq!(r.header("Content-Length"), Some("10"));
+    assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
+    assert_eq!(r.header("Docker-Content-Digest"), Some(d.to_string().as_str()));
+    let h = t.head(&format!("/v2/r/blobs/{d}"), &[]);
+    assert_eq!((h.status, h.body.len()), (200, 0));
+    assert_eq!(h.header("Content-Length"), Some("10"));
+}
+
+#[test]
+fn unknown_blob_is_blob_unknown_and_blobs_are_scoped_to_their_repository() {
+    let t = TestRegistry::new();
+    let d = t.push_blob("r", b"x");
+    for path in [
+        format!("/v2/r/blobs/{}", Digest::sha256_of(b"y")),
+        format!("/v2/other/blobs/{d}"),
+    ] {
+        let r = t.get(&path, &[]);
+        assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UNKNOWN"), "{path}");
+        assert_eq!(t.head(&path, &[]).status, 404);
+    }
+}
+
+#[test]
+fn blob_delete_unlinks_it_from_the_repository() {
+    let t = TestRegistry::new();
+    let d = t.push_blob("r", b"x");
+    t.push_blob("s", b"x");
+    assert_eq!(t.delete(&format!("/v2/r/blobs/{d}")).status, 202);
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).status, 404);
+    assert_eq!(t.get(&format!("/v2/s/blobs/{d}"), &[]).status, 200);
+    assert_eq!(t.delete(&format!("/v2/r/blobs/{d}")).status, 404);
+}
+
+// ---------------------------------------------------------------- uploads
+
+fn start_session(t: &TestRegistry, repo: &str) -> String {
+    let r = t.send(
+        Method::Post,
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        MemoryBody::empty(),
+    );
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("Range"), Some("0-0"));
+    assert!(r.header("Docker-Upload-UUID").is_some());
+    r.header("Location").unwrap().to_owned()
+}
+
+#[test]
+fn session_upload_post_patch_put_makes_the_blob_visible_only_at_the_end() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    assert!(location.starts_with("/v2/r/blobs/uploads/"));
+    let data = b"streamed layer".to_vec();
+    let d = Digest::sha256_of(&data);
+    let r = t.send(
+        Method::Patch,
+        &location,
+        &[],
+        MemoryBody::from_chunks(vec![data[..5].to_vec(), data[5..].to_vec()]),
+    );
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("Range"), Some("0-13"));
+    assert_eq!(t.head(&format!("/v2/r/blobs/{d}"), &[]).status, 404);
+    let status = t.get(&location, &[]);
+    assert_eq!((status.status, status.header("Range")), (204, Some("0-13")));
+    let r = t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty());
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("Location"), Some(format!("/v2/r/blobs/{d}").as_str()));
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
+    // The session is gone.
+    assert_eq!(t.get(&location, &[]).status, 404);
+}
+
+#[test]
+fn session_upload_with_the_body_in_the_final_put() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    let d = Digest::sha256_of(b"all in the put");
+    let r = t.send(
+        Method::Put,
+        &format!("{location}?digest={d}"),
+        &[],
+        MemoryBody::from_bytes(&b"all in the put"[..]),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, b"all in the put");
+}
+
+#[test]
+fn chunks_across_requests_are_hashed_and_cut_into_parts() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    // 2.5 parts in three PATCHes of uneven size: parts are re-cut, the remainder carried.
+    let data: Vec<u8> = (0..(PART_SIZE * 5 / 2)).map(|i| (i % 251) as u8).collect();
+    let cuts = [0, PART_SIZE / 3, PART_SIZE * 3 / 2, data.len()];
+    for w in cuts.windows(2) {
+        let range = format!("{}-{}", w[0], w[1] - 1);
+        let r = t.send(
+            Method::Patch,
+            &location,
+            &[("Content-Range", &range)],
+            MemoryBody::from_bytes(data[w[0]..w[1]].to_vec()),
+        );
+        assert_eq!(r.status, 202, "{range}");
+        assert_eq!(r.header("Range"), Some(format!("0-{}", w[1] - 1).as_str()));
+    }
+    assert_eq!(t.objects.open_multipart_uploads(), 1);
+    let d = Digest::sha256_of(&data);
+    assert_eq!(
+        t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty())
+            .status,
+        201
+    );
+    assert_eq!(t.objects.open_multipart_uploads(), 0);
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
+}
+
+#[test]
+fn an_out_of_order_chunk_is_416_and_changes_nothing() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    t.send(
+        Method::Patch,
+        &location,
+        &[("Content-Range", "0-2")],
+        MemoryBody::from_bytes(&b"abc"[..]),
+    );
+    let before = t.snapshot();
+    for range in ["0-2", "5-7", "junk"] {
+        let r = t.send(
+            Method::Patch,
+            &location,
+            &[("Content-Range", range)],
+            MemoryBody::from_bytes(&b"def"[..]),
+        );
+        assert_eq!((r.status, r.error_code().as_str()), (416, "RANGE_INVALID"), "{range}");
+    }
+    assert_eq!(t.snapshot(), before);
+    let ok = t.send(
+        Method::Patch,
+        &location,
+        &[("Content-Range", "3-5")],
+        MemoryBody::from_bytes(&b"def"[..]),
+    );
+    assert_eq!(ok.status, 202);
+}
+
+#[test]
+fn a_digest_mismatch_is_digest_invalid_and_leaves_nothing_visible() {
+    let t = TestRegistry::new();
+    let before = t.snapshot();
+    // Session upload larger than one part, so a multipart upload is in flight.
+    let location = start_session(&t, "r");
+    let data = vec![1u8; PART_SIZE + 10];
+    t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(data));
+    let wrong = Digest::sha256_of(b"something else");
+    let r = t.send(
+        Method::Put,
+        &format!("{location}?digest={wrong}"),
+        &[],
+        MemoryBody::empty(),
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+    assert_eq!(t.snapshot(), before);
+    assert_eq!(t.get(&location, &[]).status, 404);
+    // Monolithic upload with a wrong digest.
+    let r = t.send(
+        Method::Post,
+        &format!("/v2/r/blobs/uploads/?digest={wrong}"),
+        &[],
+        MemoryBody::from_bytes(vec![2u8; 10]),
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+    assert_eq!(t.snapshot(), before);
+    assert_eq!(t.head(&format!("/v2/r/blobs/{wrong}"), &[]).status, 404);
+}
+
+#[test]
+fn a_large_monolithic_upload_goes_through_multipart_and_verifies() {
+    let t = TestRegistry::new();
+    let data: Vec<u8> = (0..(PART_SIZE * 2 + 7)).map(|i| (i % 13) as u8).collect();
+    let d = Digest::sha256_of(&data);
+    let chunks: Vec<Vec<u8>> = data.chunks(64 * 1024).map(|c| c.to_vec()).collect();
+    let r = t.send(
+        Method::Post,
+        &format!("/v2/r/blobs/uploads/?digest={d}"),
+        &[],
+        MemoryBody::from_chunks(chunks),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
+    assert_eq!(t.objects.open_multipart_uploads(), 0);
+}
+
+#[test]
+fn a_sha512_monolithic_upload_is_verified_with_sha512() {
+    let t = TestRegistry::new();
+    let d = Digest::parse(&format!("sha512:{}", "0".repeat(128)))
+        .unwrap()
+        .recompute(b"512");
+    let r = t.send(
+        Method::Post,
+        &format!("/v2/r/blobs/uploads/?digest={d}"),
+        &[],
+        MemoryBody::from_bytes(&b"512"[..]),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, b"512");
+}
+
+#[test]
+fn an_empty_blob_can_be_uploaded() {
+    let t = TestRegistry::new();
+    let d = Digest::sha256_of(b"");
+    let location = start_session(&t, "r");
+    assert_eq!(
+        t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty())
+            .status,
+        201
+    );
+    let r = t.get(&format!("/v2/r/blobs/{d}"), &[]);
+    assert_eq!((r.status, r.header("Content-Length")), (200, Some("0")));
+}
+
+#[test]
+fn cancelling_a_session_drops_it_and_its_parts() {
+    let t = TestRegistry::new();
+    let before = t.snapshot();
+    let location = start_session(&t, "r");
+    t.send(
+        Method::Patch,
+        &location,
+        &[],
+        MemoryBody::from_bytes(vec![0u8; PART_SIZE + 1]),
+    );
+    assert_eq!(t.delete(&location).status, 204);
+    assert_eq!(t.snapshot(), before);
+    let r = t.get(&location, &[]);
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
+}
+
+#[test]
+fn a_session_belongs_to_the_repository_that_started_it() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    let id = location.rsplit('/').next().unwrap();
+    let r = t.send(
+        Method::Patch,
+        &format!("/v2/other/blobs/uploads/{id}"),
+        &[],
+        MemoryBody::from_bytes(&b"x"[..]),
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
+}
+
+#[test]
+fn mount_requests_fall_back_to_a_session() {
+    let t = TestRegistry::new();
+    let d = t.push_blob("src", b"shared");
+    let r = t.send(
+        Method::Post,
+        &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"),
+        &[],
+        MemoryBody::empty(),
+    );
+    assert_eq!(r.status, 202);
+    assert!(r.header("Location").unwrap().starts_with("/v2/dst/blobs/uploads/"));
+}
+
+#[test]
+fn storage_self_test_is_hidden_unless_enabled() {
+    let t = TestRegistry::new();
+    assert_eq!(
+        t.send(Method::Post, "/_wharf/selftest", &[], MemoryBody::empty())
+            .status,
+        404
+    );
+    let on = TestRegistry::with_config(Config {
+        selftest: true,
+        ..Config::default()
+    });
+    let r = on.send(Method::Post, "/_wharf/selftest", &[], MemoryBody::empty());
+    assert_eq!(r.status, 200);
+    assert!(
+        r.json()["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["error"].is_null())
+    );
+}
+
+// ---------------------------------------------------------------- bad input catalogue
+//
+// Each case: a request that must get a given status and OCI code, and must change nothing.
+
+#[test]
+fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
+    let t = TestRegistry::new();
+    let (good, _) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let session = start_session(&t, "r");
+    let good = String::from_utf8(good).unwrap();
+    let missing = Digest::sha256_of(b"missing");
+    let zero = "0".repeat(64);
+    let index_without_manifests = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}"}}"#);
+    let bad_layer_digest = good.replacen("sha256:", "sha256:X", 2);
+    let wrong_body_media = good.replace(OCI_MANIFEST, DOCKER_MANIFEST);
+    let schema1 = good.replace("\"schemaVersion\":2", "\"schemaVersion\":1");
+    let no_layers = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"a","digest":"{missing}","size":1}}}}"#
+    );
+    let docker_without_media = good.replace(&format!(r#""mediaType":"{OCI_MANIFEST}","#), "");
+    let with_missing_config = good.replace(
+        &serde_json::from_str::<serde_json::Value>(&good).unwrap()["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        &missing.to_string(),
+    );
+    let long_name = format!("/v2/{}/manifests/v1", "a".repeat(256));
+    let long_tag = format!("/v2/r/manifests/{}", "t".repeat(129));
+
+    type Case<'a> = (Method, String, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let put = |path: &str, ct: &'static str, body: &str| -> Case<'static> {
+        (
+            Method::Put,
+            path.to_owned(),
+            vec![("Content-Type", ct)],
+            body.as_bytes().to_vec(),
+            0,
+            "",
+        )
+    };
+    let mut cases: Vec<Case> = Vec::new();
+    let mut add = |mut c: Case<'static>, status: u16, code: &'static str| {
+        c.4 = status;
+        c.5 = code;
+        cases.push(c);
+    };
+    // names
+    add(put("/v2/UPPER/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
+    add(put("/v2/a..b/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
+    add(put("/v2/a//b/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
+    add(put("/v2/-a/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
+    add(put(&long_name, OCI_MANIFEST, &good), 400, "NAME_INVALID");
+    add(
+        (Method::Get, "/v2/a%20b/blobs/uploads/".into(), vec![], vec![], 0, ""),
+        400,
+        "NAME_INVALID",
+    );
+    // tags and references
+    add(put("/v2/r/manifests/-bad", OCI_MANIFEST, &good), 400, "TAG_INVALID");
+    add(put("/v2/r/manifests/.hidden", OCI_MANIFEST, &good), 400, "TAG_INVALID");
+    add(put(&long_tag, OCI_MANIFEST, &good), 400, "TAG_INVALID");
+    // digests
+    add(
+        put(&format!("/v2/r/manifests/sha256:{zero}"), OCI_MANIFEST, &good),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(
+        put("/v2/r/manifests/sha256:abc", OCI_MANIFEST, &good),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(
+        put(&format!("/v2/r/manifests/md5:{zero}"), OCI_MANIFEST, &good),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(
+        put(
+            &format!("/v2/r/manifests/sha256:{}", zero.to_uppercase()),
+            OCI_MANIFEST,
+            &good,
+        ),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(
+        (Method::Get, "/v2/r/blobs/sha256:xyz".into(), vec![], vec![], 0, ""),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(
+        (
+            Method::Put,
+            format!("{session}?digest=nope"),
+            vec![],
+            b"x".to_vec(),
+            0,
+            "",
+        ),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(
+        (Method::Put, session.clone(), vec![], b"x".to_vec(), 0, ""),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(
+        (
+            Method::Post,
+            "/v2/r/blobs/uploads/?digest=sha256:1".into(),
+            vec![],
+            b"x".to_vec(),
+            0,
+            "",
+        ),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(
+        put("/v2/r/manifests/v9", OCI_MANIFEST, &bad_layer_digest),
+        400,
+        "DIGEST_INVALID",
+    );
+    // media types and JSON
+    add(
+        put("/v2/r/manifests/v9", "application/json", &good),
+        400,
+        "MANIFEST_INVALID",
+    );
+    add(put("/v2/r/manifests/v9", "", &good), 400, "MANIFEST_INVALID");
+    add(put("/v2/r/manifests/v9", OCI_INDEX, &good), 400, "MANIFEST_INVALID");
+    add(
+        put("/v2/r/manifests/v9", DOCKER_MANIFEST, &good),
+        400,
+        "MANIFEST_INVALID",
+    );
+    add(
+        put("/v2/r/manifests/v9", OCI_MANIFEST, &wrong_body_media),
+        400,
+        "MANIFEST_INVALID",
+    );
+    add(
+        put("/v2/r/manifests/v9", DOCKER_MANIFEST, &docker_without_media),
+        400,
+        "MANIFEST_INVALID",
+    );
+    add(
+        put("/v2/r/manifests/v9", OCI_MANIFEST, "{not json"),
+        400,
+        "MANIFEST_INVALID",
+    );
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, ""), 400, "MANIFEST_INVALID");
+    add(
+        put("/v2/r/manifests/v9", OCI_MANIFEST, "[1,2]"),
+        400,
+        "MANIFEST_INVALID",
+    );
+    add(
+        put("/v2/r/manifests/v9", OCI_MANIFEST, &schema1),
+        400,
+        "MANIFEST_INVALID",
+    );
+    add(
+        put("/v2/r/manifests/v9", OCI_MANIFEST, &no_layers),
+        400,
+        "MANIFEST_INVALID",
+    );
+    add(
+        put("/v2/r/manifests/v9", OCI_INDEX, &index_without_manifests),
+        400,
+        "MANIFEST_INVALID",
+    );
+    add(
+        put(
+            "/v2/r/manifests/v9",
+            OCI_MANIFEST,
+            &good.replace("\"size\":", "\"size\":\""),
+        ),
+        400,
+        "MANIFEST_INVALID",
+    );
+    // references
+    add(
+        put("/v2/r/manifests/v9", OCI_MANIFEST, &with_missing_config),
+        400,
+        "MANIFEST_BLOB_UNKNOWN",
+    );
+    add(
+        put(&format!("/v2/r/manifests/{missing}"), OCI_MANIFEST, &good),
+        400,
+        "DIGEST_INVALID",
+    );
+    // sizes
+    add(
+        (
+            Method::Put,
+            "/v2/r/manifests/v9".into(),
+            vec![("Content-Type", OCI_MANIFEST), ("Content-Length", "4194305")],
+            b"{}".to_vec(),
+            0,
+            "",
+        ),
+        413,
+        "SIZE_INVALID",
+    );
+    // uploads
+    add(
+        (
+            Method::Patch,
+            format!("/v2/r/blobs/uploads/{}", "f".repeat(32)),
+            vec![],
+            b"x".to_vec(),
+            0,
+            "",
+        ),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    add(
+        (
+            Method::Patch,
+            "/v2/r/blobs/uploads/not-an-id".into(),
+            vec![],
+            b"x".to_vec(),
+            0,
+            "",
+        ),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    );
+    add(
+        (
+            Method::Patch,
+            session.clone(),
+            vec![("Content-Range", "9-10")],
+            b"xy".to_vec(),
+            0,
+            "",
+        ),
+        416,
+        "RANGE_INVALID",
+    );
+    // methods
+    add(
+        (Method::Post, "/v2/r/manifests/v1".into(), vec![], vec![], 0, ""),
+        405,
+        "UNSUPPORTED",
+    );
+    add(
+        (Method::Other, "/v2/".into(), vec![], vec![], 0, ""),
+        405,
+        "UNSUPPORTED",
+    );
+    add(
+        (Method::Patch, "/v2/r/blobs/uploads/".into(), vec![], vec![], 0, ""),
+        405,
+        "UNSUPPORTED",
+    );
+
+    assert!(cases.len() >= 25, "{} cases", cases.len());
+    for (method, path, headers, body, status, code) in cases {
+        let before = t.snapshot();
+        let r = t.send(method, &path, &headers, MemoryBody::from_bytes(body));
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (status, code),
+            "{method:?} {path}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.header("Content-Type"), Some("application/json"), "{path}");
+        assert_eq!(t.snapshot(), before, "{method:?} {path} changed storage");
+    }
+}

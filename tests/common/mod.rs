@@ -1,0 +1,184 @@
+//! Shared helpers of the native integration tests: a registry over the in-memory backends,
+//! requests in one line, and fixtures that build images the way clients push them.
+#![allow(dead_code)]
+
+use futures_executor::block_on;
+use wharf::http::{Body, Headers, MemoryBody, Method, Request};
+use wharf::names::Digest;
+use wharf::storage::memory::{MemoryKv, MemoryObjects};
+use wharf::{Config, Registry};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+pub struct TestRegistry {
+    pub registry: Registry<MemoryObjects, MemoryKv>,
+    pub objects: MemoryObjects,
+    pub kv: MemoryKv,
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The code of the first error of an OCI error body.
+    pub fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Storage as a comparable value, to assert that a refused request changed nothing.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    objects: std::collections::BTreeMap<String, Vec<u8>>,
+    kv: std::collections::BTreeMap<String, String>,
+    open_uploads: usize,
+}
+
+impl TestRegistry {
+    pub fn new() -> Self {
+        Self::with_config(Config {
+            delete_enabled: true,
+            ..Config::default()
+        })
+    }
+
+    pub fn with_config(config: Config) -> Self {
+        let objects = MemoryObjects::new();
+        let kv = MemoryKv::new();
+        Self {
+            registry: Registry::new(objects.clone(), kv.clone(), config),
+            objects,
+            kv,
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            objects: self.objects.snapshot(),
+            kv: self.kv.snapshot(),
+            open_uploads: self.objects.open_multipart_uploads(),
+        }
+    }
+
+    pub fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: MemoryBody) -> TestResponse {
+        let mut h = Headers::new();
+        for (n, v) in headers {
+            h.append(n, v);
+        }
+        let response = block_on(self.registry.handle(Request::new(method, path, h, body)));
+        let body = match response.body {
+            Body::Empty => Vec::new(),
+            Body::Bytes(b) | Body::Stream(b) => b,
+        };
+        TestResponse {
+            status: response.status,
+            headers: response.headers,
+            body,
+        }
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+        self.send(Method::Get, path, headers, MemoryBody::empty())
+    }
+
+    pub fn head(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+        self.send(Method::Head, path, headers, MemoryBody::empty())
+    }
+
+    pub fn delete(&self, path: &str) -> TestResponse {
+        self.send(Method::Delete, path, &[], MemoryBody::empty())
+    }
+
+    /// Monolithic blob upload; returns the digest.
+    pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let d = Digest::sha256_of(bytes);
+        let r = self.send(
+            Method::Post,
+            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            &[],
+            MemoryBody::from_bytes(bytes.to_vec()),
+        );
+        assert_eq!(r.status, 201, "blob push: {:?}", String::from_utf8_lossy(&r.body));
+        d
+    }
+
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> TestResponse {
+        self.send(
+            Method::Put,
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            MemoryBody::from_bytes(body.to_vec()),
+        )
+    }
+
+    /// Pushes config + layers and an image manifest of `media_type` (OCI or Docker schema2)
+    /// under `reference`; returns the manifest bytes and digest.
+    pub fn push_image(&self, repo: &str, reference: &str, media_type: &str, seed: &str) -> (Vec<u8>, Digest) {
+        let body = self.image_manifest(repo, media_type, seed);
+        let r = self.put_manifest(repo, reference, media_type, &body);
+        assert_eq!(r.status, 201, "manifest push: {:?}", String::from_utf8_lossy(&r.body));
+        let d = Digest::sha256_of(&body);
+        (body, d)
+    }
+
+    /// Pushes the blobs of an image and returns its manifest bytes, without pushing them.
+    pub fn image_manifest(&self, repo: &str, media_type: &str, seed: &str) -> Vec<u8> {
+        let (config_type, layer_type) = if media_type == DOCKER_MANIFEST {
+            (
+                "application/vnd.docker.container.image.v1+json",
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            )
+        } else {
+            (
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+        };
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        let layer1 = format!("layer one of {seed}");
+        let layer2 = format!("layer two of {seed}");
+        let c = self.push_blob(repo, config.as_bytes());
+        let l1 = self.push_blob(repo, layer1.as_bytes());
+        let l2 = self.push_blob(repo, layer2.as_bytes());
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{media_type}","config":{{"mediaType":"{config_type}","digest":"{c}","size":{}}},"layers":[{{"mediaType":"{layer_type}","digest":"{l1}","size":{}}},{{"mediaType":"{layer_type}","digest":"{l2}","size":{}}}]}}"#,
+            config.len(),
+            layer1.len(),
+            layer2.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// A list or index body over the given (digest, size, media type, arch) children.
+pub fn list_body(media_type: &str, children: &[(&Digest, usize, &str, &str)]) -> Vec<u8> {
+    let manifests: Vec<String> = children
+        .iter()
+        .map(|(d, size, mt, arch)| {
+            format!(r#"{{"mediaType":"{mt}","digest":"{d}","size":{size},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#)
+        })
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{media_type}","manifests":[{}]}}"#,
+        manifests.join(",")
+    )
+    .into_bytes()
+}
