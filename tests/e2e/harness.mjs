@@ -1,0 +1,133 @@
+// Shared set-up of the end-to-end tests: start the built Worker under `wrangler dev` (workerd
+// with local R2 and KV, the bindings of wrangler.toml) on a free port, optionally with extra
+// [vars], and stop it afterwards. The Worker must already be built (.ci/build.sh).
+
+import { spawn, execFile, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import net from "node:net";
+import tls from "node:tls";
+import { createHash } from "node:crypto";
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
+export const DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json";
+export const DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
+export const ACCEPT_ALL = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
+
+export const sha256 = (bytes) => "sha256:" + createHash("sha256").update(bytes).digest("hex");
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+/** Starts wharf; resolves to { base, host, stop } once GET /v2/ answers. */
+export async function startWharf({ vars = {} } = {}) {
+  if (!existsSync(join(ROOT, "build", "index.js"))) {
+    throw new Error("build/index.js is missing: run .ci/build.sh first");
+  }
+  const port = await freePort();
+  const state = mkdtempSync(join(tmpdir(), "wharf-e2e-"));
+  const args = [
+    "dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", "0",
+    "--persist-to", state, "--show-interactive-dev-session=false", "--log-level", "warn",
+  ];
+  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
+  const child = spawn(join(ROOT, "node_modules", ".bin", "wrangler"), args, {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+    env: {
+      ...process.env, CI: "true", WHARF_SKIP_BUILD: "1", WRANGLER_SEND_METRICS: "false",
+      CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_HIDE_BANNER: "true",
+    },
+  });
+  let log = "";
+  child.stdout.on("data", (d) => (log += d));
+  child.stderr.on("data", (d) => (log += d));
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${log}`);
+    try {
+      const r = await fetch(`${base}/v2/`);
+      if (r.status === 200) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`wrangler dev did not answer in 60 s: ${log}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    base,
+    host: `127.0.0.1:${port}`,
+    log: () => log,
+    stop: () => {
+      try { process.kill(-child.pid, "SIGTERM"); } catch {}
+    },
+  };
+}
+
+/**
+ * A TLS front for `target` (host:port) with a throw-away self-signed certificate. skopeo tries
+ * HTTPS first and waits ~10 s for workerd's plain port to fail the handshake; through this
+ * front, with --tls-verify=false, it gets an answer at once.
+ */
+export async function startTlsFront(target) {
+  const dir = mkdtempSync(join(tmpdir(), "wharf-tls-"));
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1",
+    "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
+  ], { stdio: "ignore" });
+  const [host, port] = target.split(":");
+  const server = tls.createServer(
+    { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) },
+    (client) => {
+      const upstream = net.connect(Number(port), host);
+      client.pipe(upstream).pipe(client);
+      const close = () => { client.destroy(); upstream.destroy(); };
+      client.on("error", close);
+      upstream.on("error", close);
+    },
+  );
+  const listenPort = await freePort();
+  await new Promise((r) => server.listen(listenPort, "127.0.0.1", r));
+  return { host: `127.0.0.1:${listenPort}`, stop: () => server.close() };
+}
+
+/** fetch against wharf returning { status, headers, body (Buffer), json() }. */
+export async function request(base, method, path, { headers = {}, body } = {}) {
+  const r = await fetch(base + path, { method, headers, body, redirect: "manual" });
+  const buf = Buffer.from(await r.arrayBuffer());
+  return {
+    status: r.status,
+    headers: r.headers,
+    body: buf,
+    json: () => JSON.parse(buf.toString("utf8")),
+    code: () => { try { return JSON.parse(buf.toString("utf8")).errors[0].code; } catch { return undefined; } },
+  };
+}
+
+/**
+ * Runs a command asynchronously (the TLS front lives in this process: a synchronous child
+ * would block it), resolving to stdout; rejects with stderr on failure.
+ */
+export function run(cmd, args, { timeout = 120_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { encoding: "utf8", timeout, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${cmd} ${args.join(" ")} failed: ${stderr || err.message}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+export { writeFileSync };
