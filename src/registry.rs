@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
-use crate::http::{Body, BodyReader, Method, Request, Response};
+use crate::http::{Body, BodyReader, Headers, Method, Request, Response};
 use crate::router::Route;
 use crate::storage::{KeyValueStore, ObjectStore};
 
@@ -26,27 +26,37 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     /// Answers one request. Never fails: every error becomes an OCI error response.
     pub async fn handle<B: BodyReader>(&self, req: Request<B>) -> Response<O::Body> {
-        let response = match self.dispatch(req).await {
+        let Request {
+            method,
+            path,
+            query,
+            headers,
+            mut body,
+        } = req;
+        let response = match self.dispatch(method, &path, &query, &headers, &mut body).await {
             Ok(r) => r,
-            Err(e) => e.into(),
+            Err(e) => {
+                drain(&mut body).await;
+                e.into()
+            }
         };
         // Distribution sends the API version on every response; clients use it to detect a
         // registry behind a proxy.
         response.header("Docker-Distribution-API-Version", "registry/2.0")
     }
 
-    async fn dispatch<B: BodyReader>(&self, req: Request<B>) -> Result<Response<O::Body>> {
-        let Request {
-            method,
-            path,
-            query,
-            headers: h,
-            body,
-        } = req;
+    async fn dispatch<B: BodyReader>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        h: &Headers,
+        body: &mut B,
+    ) -> Result<Response<O::Body>> {
         if path == SELFTEST_PATH && self.config.selftest && method == Method::Post {
             return self.selftest().await;
         }
-        let route = Route::parse(&path)?;
+        let route = Route::parse(path)?;
         if self.config.read_only && method.writes() {
             return Err(RegistryError::new(ErrorCode::Unsupported).with_message("the registry is read-only"));
         }
@@ -54,14 +64,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         use Method::*;
         match (route, method) {
             (Route::Base, Get | Head) => Ok(json_response(b"{}".to_vec(), method == Head)),
-            (Route::Manifest(n, r), Get | Head) => self.get_manifest(&n, &r, &h, method == Head).await,
-            (Route::Manifest(n, r), Put) => self.put_manifest(&n, &r, &h, body).await,
+            (Route::Manifest(n, r), Get | Head) => self.get_manifest(&n, &r, h, method == Head).await,
+            (Route::Manifest(n, r), Put) => self.put_manifest(&n, &r, h, body).await,
             (Route::Manifest(n, r), Delete) => self.delete_manifest(&n, &r).await,
             (Route::Blob(n, d), Get | Head) => self.get_blob(&n, &d, method == Head).await,
             (Route::Blob(n, d), Delete) => self.delete_blob(&n, &d).await,
             (Route::UploadStart(n), Post) => self.start_upload(&n, param("digest"), body).await,
             (Route::Upload(n, id), Get) => self.upload_status(&n, &id).await,
-            (Route::Upload(n, id), Patch) => self.patch_upload(&n, &id, &h, body).await,
+            (Route::Upload(n, id), Patch) => self.patch_upload(&n, &id, h, body).await,
             (Route::Upload(n, id), Put) => self.finish_upload(&n, &id, param("digest"), body).await,
             (Route::Upload(n, id), Delete) => self.cancel_upload(&n, &id).await,
             (Route::TagsList(_) | Route::Referrers(..), Get) => {
@@ -103,6 +113,21 @@ pub async fn read_limited<B: BodyReader>(body: &mut B, limit: usize) -> Result<V
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Most a refused request's body is read before answering.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads what is left of a refused request's body (up to [`DRAIN_LIMIT`]) and drops it: a
+/// client still sending would otherwise see the connection reset instead of the OCI error.
+async fn drain<B: BodyReader>(body: &mut B) {
+    let mut read = 0;
+    while read < DRAIN_LIMIT {
+        match body.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            _ => return,
+        }
+    }
 }
 
 /// The client's request body broke off mid-way.

@@ -195,13 +195,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         &self,
         name: &RepositoryName,
         digest: Option<&str>,
-        mut body: B,
+        body: &mut B,
     ) -> Result<Response<O::Body>> {
         let id = UploadId::random()?;
         if let Some(digest) = digest {
             let digest = Digest::parse(digest)?;
             let mut writer = Writer::new(&self.objects, id, digest.algorithm());
-            if let Err(e) = writer.write(&mut body).await {
+            if let Err(e) = writer.write(body).await {
                 writer.discard().await?;
                 return Err(e);
             }
@@ -224,7 +224,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         name: &RepositoryName,
         id: &UploadId,
         headers: &Headers,
-        mut body: B,
+        body: &mut B,
     ) -> Result<Response<O::Body>> {
         let Session { mut writer, etag } = self.load_session(name, id).await?;
         if let Some(range) = headers.get("content-range") {
@@ -235,7 +235,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
             }
         }
-        writer.write(&mut body).await?;
+        writer.write(body).await?;
         self.save_session(name, &writer, Some(etag)).await?;
         Ok(self.session_response(202, name, id, writer.size))
     }
@@ -246,7 +246,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         name: &RepositoryName,
         id: &UploadId,
         digest: Option<&str>,
-        mut body: B,
+        body: &mut B,
     ) -> Result<Response<O::Body>> {
         let digest = parse_digest_param(digest)?;
         let Session { mut writer, .. } = self.load_session(name, id).await?;
@@ -256,7 +256,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .with_message("upload sessions are verified with sha256 digests only");
             return Err(e.with_detail(digest.to_string()));
         }
-        writer.write(&mut body).await?;
+        writer.write(body).await?;
         let result = self.complete(name, &digest, writer).await;
         // Finished or failed verification, the session is over (Distribution cancels the
         // upload on a digest mismatch too).

@@ -124,7 +124,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         name: &RepositoryName,
         reference: &Reference,
         headers: &Headers,
-        mut body: B,
+        body: &mut B,
     ) -> Result<Response<O::Body>> {
         // spec: "accept at least 4 MB, reject larger with 413". Refuse early when the client
         // announces the size; read_limited enforces it for chunked bodies.
@@ -136,7 +136,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             return Err(RegistryError::new(ErrorCode::PayloadTooLarge)
                 .with_detail(serde_json::json!({ "limit": MAX_MANIFEST_SIZE })));
         }
-        let bytes = read_limited(&mut body, MAX_MANIFEST_SIZE).await?;
+        let bytes = read_limited(body, MAX_MANIFEST_SIZE).await?;
         let manifest = Manifest::parse(headers.get("content-type"), &bytes)?;
         let digest = match reference {
             Reference::Digest(expected) => {

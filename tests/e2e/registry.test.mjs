@@ -1,0 +1,201 @@
+// The registry API over HTTP against the built Worker on workerd with real local R2 and KV:
+// the storage contract suite on the real bindings, headers and statuses of the manifest, blob
+// and upload endpoints, and the configuration modes.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { startWharf, request, sha256, OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, ACCEPT_ALL } from "./harness.mjs";
+
+let wharf, defaults, readOnly;
+
+before(async () => {
+  wharf = await startWharf({ vars: { WHARF_DELETE_ENABLED: "true", WHARF_SELFTEST: "true" } });
+  defaults = await startWharf();
+  readOnly = await startWharf({ vars: { WHARF_READ_ONLY: "true", WHARF_DELETE_ENABLED: "true" } });
+});
+
+after(() => {
+  for (const w of [wharf, defaults, readOnly]) w?.stop();
+});
+
+const req = (method, path, opts) => request(wharf.base, method, path, opts);
+
+async function pushBlob(base, repo, bytes) {
+  const d = sha256(bytes);
+  const r = await request(base, "POST", `/v2/${repo}/blobs/uploads/?digest=${d}`, { body: bytes });
+  assert.equal(r.status, 201, r.body.toString());
+  return { digest: d, size: bytes.length };
+}
+
+async function pushImage(base, repo, tag) {
+  const config = await pushBlob(base, repo, Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", n: Math.random() })));
+  const layer = await pushBlob(base, repo, randomBytes(1000));
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...layer }],
+  }));
+  const r = await request(base, "PUT", `/v2/${repo}/manifests/${tag}`, { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
+  assert.equal(r.status, 201, r.body.toString());
+  return { manifest, digest: sha256(manifest) };
+}
+
+test("the storage contract suite passes on real R2 and KV", async () => {
+  const r = await req("POST", "/_wharf/selftest");
+  assert.equal(r.status, 200);
+  const report = r.json();
+  const cases = [...report.objects, ...report.kv];
+  assert.ok(cases.length >= 9, `${cases.length} cases`);
+  for (const c of cases) assert.equal(c.error, null, `${c.name}: ${c.error}`);
+});
+
+test("GET /v2/ answers 200 with the API version header", async () => {
+  const r = await req("GET", "/v2/");
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get("docker-distribution-api-version"), "registry/2.0");
+});
+
+test("manifest GET and HEAD carry type, length, digest and ETag; HEAD has no body", async () => {
+  const { manifest, digest } = await pushImage(wharf.base, "e2e/http/a/b", "v1");
+  for (const method of ["GET", "HEAD"]) {
+    for (const ref of ["v1", digest]) {
+      const r = await req(method, `/v2/e2e/http/a/b/manifests/${ref}`, { headers: { Accept: OCI_MANIFEST } });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get("content-type"), OCI_MANIFEST);
+      assert.equal(r.headers.get("content-length"), String(manifest.length));
+      assert.equal(r.headers.get("docker-content-digest"), digest);
+      assert.equal(r.headers.get("etag"), `"${digest}"`);
+      if (method === "GET") assert.ok(r.body.equals(manifest));
+      else assert.equal(r.body.length, 0);
+    }
+  }
+  const notModified = await req("GET", "/v2/e2e/http/a/b/manifests/v1", { headers: { Accept: OCI_MANIFEST, "If-None-Match": `"${digest}"` } });
+  assert.equal(notModified.status, 304);
+});
+
+test("an OCI manifest is not served to a client that does not accept it", async () => {
+  await pushImage(wharf.base, "e2e/http/accept", "v1");
+  const r = await req("GET", "/v2/e2e/http/accept/manifests/v1", { headers: { Accept: DOCKER_MANIFEST } });
+  assert.equal(r.status, 404);
+  assert.equal(r.json().errors[0].message, "OCI manifest found, but accept header does not support OCI manifests");
+});
+
+test("a manifest PUT checks digest, references, size and media type", async () => {
+  const { manifest } = await pushImage(wharf.base, "e2e/http/put", "v1");
+  const put = (ref, body, type = OCI_MANIFEST, repo = "e2e/http/put") =>
+    req("PUT", `/v2/${repo}/manifests/${ref}`, { headers: { "Content-Type": type }, body });
+  const wrongDigest = await put(sha256(Buffer.from("other")), manifest);
+  assert.deepEqual([wrongDigest.status, wrongDigest.code()], [400, "DIGEST_INVALID"]);
+  const elsewhere = await put("v1", manifest, OCI_MANIFEST, "e2e/http/elsewhere");
+  assert.deepEqual([elsewhere.status, elsewhere.code()], [400, "MANIFEST_BLOB_UNKNOWN"]);
+  const wrongType = await put("v2", manifest, OCI_INDEX);
+  assert.deepEqual([wrongType.status, wrongType.code()], [400, "MANIFEST_INVALID"]);
+  const big = Buffer.concat([manifest.subarray(0, -1), Buffer.from(`,"annotations":{"x":"${"x".repeat(4 << 20)}"}}`)]);
+  const tooBig = await put("big", big);
+  assert.deepEqual([tooBig.status, tooBig.code()], [413, "SIZE_INVALID"]);
+  const badTag = await put("-x", manifest);
+  assert.deepEqual([badTag.status, badTag.code()], [400, "TAG_INVALID"]);
+  const badName = await put("v1", manifest, OCI_MANIFEST, "Bad");
+  assert.deepEqual([badName.status, badName.code()], [400, "NAME_INVALID"]);
+  for (const tag of ["v2", "big", "-x"]) {
+    const r = await req("HEAD", `/v2/e2e/http/put/manifests/${tag}`, { headers: { Accept: ACCEPT_ALL } });
+    assert.equal(r.status, tag === "-x" ? 400 : 404, tag);
+  }
+});
+
+test("a blob upload in uneven chunks crosses R2 multipart parts and verifies its digest", async () => {
+  const data = randomBytes(11 * 1024 * 1024 + 123);
+  const start = await req("POST", "/v2/e2e/http/chunks/blobs/uploads/");
+  assert.equal(start.status, 202);
+  assert.equal(start.headers.get("range"), "0-0");
+  const location = start.headers.get("location");
+  const cuts = [0, 3 << 20, 9 << 20, data.length];
+  for (let i = 0; i + 1 < cuts.length; i++) {
+    const r = await req("PATCH", location, {
+      headers: { "Content-Range": `${cuts[i]}-${cuts[i + 1] - 1}`, "Content-Type": "application/octet-stream" },
+      body: data.subarray(cuts[i], cuts[i + 1]),
+    });
+    assert.equal(r.status, 202, r.body.toString());
+    assert.equal(r.headers.get("range"), `0-${cuts[i + 1] - 1}`);
+  }
+  const outOfOrder = await req("PATCH", location, { headers: { "Content-Range": "0-9" }, body: data.subarray(0, 10) });
+  assert.deepEqual([outOfOrder.status, outOfOrder.code()], [416, "RANGE_INVALID"]);
+  const status = await req("GET", location);
+  assert.deepEqual([status.status, status.headers.get("range")], [204, `0-${data.length - 1}`]);
+  const d = sha256(data);
+  assert.equal((await req("HEAD", `/v2/e2e/http/chunks/blobs/${d}`)).status, 404, "invisible before the final PUT");
+  const done = await req("PUT", `${location}?digest=${d}`);
+  assert.equal(done.status, 201);
+  const got = await req("GET", `/v2/e2e/http/chunks/blobs/${d}`, { headers: { "Accept-Encoding": "gzip" } });
+  assert.equal(got.status, 200);
+  assert.equal(got.headers.get("content-type"), "application/octet-stream");
+  assert.equal(got.headers.get("content-encoding"), null, "blobs are not recompressed");
+  assert.equal(got.headers.get("content-length"), String(data.length));
+  assert.ok(got.body.equals(data));
+});
+
+test("a digest mismatch leaves nothing under either digest, and a cancelled session is gone", async () => {
+  const data = randomBytes(6 * 1024 * 1024);
+  const start = await req("POST", "/v2/e2e/http/bad/blobs/uploads/");
+  const location = start.headers.get("location");
+  assert.equal((await req("PATCH", location, { body: data })).status, 202);
+  const claimed = sha256(Buffer.from("claimed"));
+  const r = await req("PUT", `${location}?digest=${claimed}`);
+  assert.deepEqual([r.status, r.code()], [400, "DIGEST_INVALID"]);
+  for (const d of [claimed, sha256(data)]) assert.equal((await req("HEAD", `/v2/e2e/http/bad/blobs/${d}`)).status, 404);
+  const mono = await req("POST", `/v2/e2e/http/bad/blobs/uploads/?digest=${claimed}`, { body: Buffer.from("not it") });
+  assert.deepEqual([mono.status, mono.code()], [400, "DIGEST_INVALID"]);
+  assert.equal((await req("HEAD", `/v2/e2e/http/bad/blobs/${claimed}`)).status, 404);
+
+  const s = await req("POST", "/v2/e2e/http/bad/blobs/uploads/");
+  assert.equal((await req("DELETE", s.headers.get("location"))).status, 204);
+  const gone = await req("GET", s.headers.get("location"));
+  assert.deepEqual([gone.status, gone.code()], [404, "BLOB_UPLOAD_UNKNOWN"]);
+});
+
+test("blob HEAD gives the length; unknown blobs are BLOB_UNKNOWN", async () => {
+  const { digest } = await pushBlob(wharf.base, "e2e/http/blob", Buffer.from("twelve bytes"));
+  const head = await req("HEAD", `/v2/e2e/http/blob/blobs/${digest}`);
+  assert.deepEqual([head.status, head.headers.get("content-length"), head.headers.get("docker-content-digest")], [200, "12", digest]);
+  const unknown = await req("GET", `/v2/e2e/http/blob/blobs/${sha256(Buffer.from("nope"))}`);
+  assert.deepEqual([unknown.status, unknown.code()], [404, "BLOB_UNKNOWN"]);
+});
+
+test("deletes by tag and by digest", async () => {
+  const { digest } = await pushImage(wharf.base, "e2e/http/del", "v1");
+  const again = await req("GET", `/v2/e2e/http/del/manifests/${digest}`, { headers: { Accept: OCI_MANIFEST } });
+  await req("PUT", "/v2/e2e/http/del/manifests/v2", { headers: { "Content-Type": OCI_MANIFEST }, body: again.body });
+  assert.equal((await req("DELETE", "/v2/e2e/http/del/manifests/v1")).status, 202);
+  assert.equal((await req("HEAD", "/v2/e2e/http/del/manifests/v1", { headers: { Accept: OCI_MANIFEST } })).status, 404);
+  assert.equal((await req("DELETE", `/v2/e2e/http/del/manifests/${digest}`)).status, 202);
+  for (const ref of ["v2", digest]) {
+    assert.equal((await req("HEAD", `/v2/e2e/http/del/manifests/${ref}`, { headers: { Accept: OCI_MANIFEST } })).status, 404, ref);
+  }
+  const unknown = await req("DELETE", "/v2/e2e/http/del/manifests/nope");
+  assert.deepEqual([unknown.status, unknown.code()], [404, "MANIFEST_UNKNOWN"]);
+});
+
+test("with the default configuration deletes are UNSUPPORTED and change nothing", async () => {
+  const { digest } = await pushImage(defaults.base, "e2e/http/keep", "v1");
+  for (const ref of ["v1", digest]) {
+    const r = await request(defaults.base, "DELETE", `/v2/e2e/http/keep/manifests/${ref}`);
+    assert.deepEqual([r.status, r.code()], [405, "UNSUPPORTED"]);
+  }
+  const still = await request(defaults.base, "HEAD", "/v2/e2e/http/keep/manifests/v1", { headers: { Accept: OCI_MANIFEST } });
+  assert.equal(still.headers.get("docker-content-digest"), digest);
+});
+
+test("a read-only registry refuses every write with 405 UNSUPPORTED", async () => {
+  const attempts = [
+    ["POST", "/v2/e2e/ro/blobs/uploads/"],
+    ["PUT", "/v2/e2e/ro/manifests/v1"],
+    ["DELETE", "/v2/e2e/ro/manifests/v1"],
+    ["PATCH", `/v2/e2e/ro/blobs/uploads/${"0".repeat(32)}`],
+  ];
+  for (const [method, path] of attempts) {
+    const r = await request(readOnly.base, method, path, { headers: { "Content-Type": OCI_MANIFEST }, body: "{}" });
+    assert.deepEqual([r.status, r.code()], [405, "UNSUPPORTED"], `${method} ${path}`);
+  }
+  assert.equal((await request(readOnly.base, "GET", "/v2/")).status, 200);
+});
