@@ -121,10 +121,10 @@ export async function request(base, method, path, { headers = {}, body } = {}) {
  * Runs a command asynchronously (the TLS front lives in this process: a synchronous child
  * would block it), resolving to stdout; rejects with stderr on failure.
  */
-export function run(cmd, args, { timeout = 120_000 } = {}) {
+export function run(cmd, args, { timeout = 120_000, env = process.env } = {}) {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { encoding: "utf8", timeout, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${cmd} ${args.join(" ")} failed: ${stderr || err.message}`));
+    execFile(cmd, args, { encoding: "utf8", timeout, env, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${cmd} ${args.join(" ")} failed: ${stdout}\n${stderr || err.message}`));
       else resolve(stdout);
     });
   });
