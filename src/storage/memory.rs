@@ -50,6 +50,25 @@ fn etag(inner: &mut ObjectsInner) -> String {
     format!("m{}", inner.next_etag)
 }
 
+/// Writes an object with a fresh etag and returns its metadata.
+fn store(inner: &mut ObjectsInner, key: &str, bytes: Vec<u8>, options: PutOptions) -> ObjectMeta {
+    let meta = ObjectMeta {
+        key: key.to_owned(),
+        size: bytes.len() as u64,
+        etag: etag(inner),
+        content_type: options.content_type,
+        custom: options.custom,
+    };
+    inner.objects.insert(
+        key.to_owned(),
+        StoredObject {
+            bytes,
+            meta: meta.clone(),
+        },
+    );
+    meta
+}
+
 fn page<T: Clone>(
     items: impl Iterator<Item = (String, T)>,
     cursor: Option<&str>,
@@ -97,20 +116,7 @@ impl ObjectStore for MemoryObjects {
         {
             return Ok(None);
         }
-        let meta = ObjectMeta {
-            key: key.to_owned(),
-            size: bytes.len() as u64,
-            etag: etag(&mut inner),
-            content_type: options.content_type,
-            custom: options.custom,
-        };
-        inner.objects.insert(
-            key.to_owned(),
-            StoredObject {
-                bytes,
-                meta: meta.clone(),
-            },
-        );
+        let meta = store(&mut inner, key, bytes, options);
         Ok(Some(meta))
     }
 
@@ -164,10 +170,9 @@ impl ObjectStore for MemoryObjects {
         let mut bytes = Vec::new();
         let mut first_size = None;
         for (i, p) in parts.iter().enumerate() {
-            let Some((etag, data)) = stored.get(&p.number).filter(|(e, _)| *e == p.etag) else {
+            let Some((_, data)) = stored.get(&p.number).filter(|(e, _)| *e == p.etag) else {
                 return Err(StorageError(format!("part {} unknown or etag mismatch", p.number)));
             };
-            let _ = etag;
             let last = i + 1 == parts.len();
             // R2: all parts but the last are equal and at least MIN_PART_SIZE.
             if !last && (data.len() < MIN_PART_SIZE || first_size.is_some_and(|s| s != data.len())) {
@@ -185,20 +190,7 @@ impl ObjectStore for MemoryObjects {
         }
         let options = options.clone();
         inner.uploads.remove(upload_id);
-        let meta = ObjectMeta {
-            key: key.to_owned(),
-            size: bytes.len() as u64,
-            etag: etag(&mut inner),
-            content_type: options.content_type,
-            custom: options.custom,
-        };
-        inner.objects.insert(
-            key.to_owned(),
-            StoredObject {
-                bytes,
-                meta: meta.clone(),
-            },
-        );
+        let meta = store(&mut inner, key, bytes, options);
         Ok(meta)
     }
 
