@@ -34,4 +34,6 @@ if [ "${1:-}" = --with-test-tools ]; then
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   fi
+  # oras-py: a real chunked-upload client for the end-to-end tests.
+  python3 -c 'import oras.provider' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'oras==0.2.43'
 fi

@@ -5,7 +5,7 @@
 /// reject larger ones with 413).
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `WHARF_READ_ONLY`: refuse every write with 405 UNSUPPORTED. Default false.
     pub read_only: bool,
@@ -18,6 +18,26 @@ pub struct Config {
     /// `WHARF_SELFTEST`: expose `POST /_wharf/selftest`, which runs the storage contract suite
     /// against the real bindings. For the end-to-end tests only. Default false.
     pub selftest: bool,
+    /// `WHARF_MAX_CHUNK_SIZE`: most bytes one upload request (POST, PATCH or PUT) may carry;
+    /// more is 413. Default 512 MiB, above every Cloudflare plan's own body limit. At least one
+    /// multipart part (5 MiB), which is the chunk size wharf advertises.
+    pub max_chunk_size: u64,
+    /// `WHARF_UPLOAD_MAX_AGE_SECONDS`: an upload session idle this long is aborted by the
+    /// scheduled cleanup. Default one day.
+    pub upload_max_age_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            read_only: false,
+            delete_enabled: false,
+            allowed_classes: Vec::new(),
+            selftest: false,
+            max_chunk_size: 512 * 1024 * 1024,
+            upload_max_age_secs: 24 * 60 * 60,
+        }
+    }
 }
 
 impl Config {
@@ -40,15 +60,26 @@ impl Config {
             .filter(|c| !c.is_empty())
             .collect();
         if let Some(bad) = allowed_classes.iter().find(|c| *c != "image" && *c != "plugin") {
-            return Err(format!(
-                "WHARF_ALLOWED_CLASSES: unknown class {bad:?} (known: image, plugin)"
-            ));
+            return Err(format!("WHARF_ALLOWED_CLASSES: unknown class {bad:?} (known: image, plugin)"));
+        }
+        let defaults = Config::default();
+        let number = |name: &str, default: u64| -> Result<u64, String> {
+            match var(name).as_deref().map(str::trim) {
+                None | Some("") => Ok(default),
+                Some(v) => v.parse().map_err(|_| format!("{name}: expected a whole number, got {v:?}")),
+            }
+        };
+        let max_chunk_size = number("WHARF_MAX_CHUNK_SIZE", defaults.max_chunk_size)?;
+        if max_chunk_size < crate::uploads::PART_SIZE as u64 {
+            return Err(format!("WHARF_MAX_CHUNK_SIZE: at least {} (one multipart part)", crate::uploads::PART_SIZE));
         }
         Ok(Self {
             read_only: flag("WHARF_READ_ONLY", false)?,
             delete_enabled: flag("WHARF_DELETE_ENABLED", false)?,
             allowed_classes,
             selftest: flag("WHARF_SELFTEST", false)?,
+            max_chunk_size,
+            upload_max_age_secs: number("WHARF_UPLOAD_MAX_AGE_SECONDS", defaults.upload_max_age_secs)?,
         })
     }
 }
@@ -77,19 +108,16 @@ mod tests {
         .unwrap();
         assert!(c.read_only && c.delete_enabled);
         assert_eq!(c.allowed_classes, ["image", "plugin"]);
+        let c = from(&[("WHARF_MAX_CHUNK_SIZE", "10485760"), ("WHARF_UPLOAD_MAX_AGE_SECONDS", "60")]).unwrap();
+        assert_eq!((c.max_chunk_size, c.upload_max_age_secs), (10 * 1024 * 1024, 60));
     }
 
     #[test]
     fn unreadable_values_are_errors_naming_the_variable() {
-        assert!(
-            from(&[("WHARF_READ_ONLY", "maybe")])
-                .unwrap_err()
-                .contains("WHARF_READ_ONLY")
-        );
-        assert!(
-            from(&[("WHARF_ALLOWED_CLASSES", "image,weird")])
-                .unwrap_err()
-                .contains("weird")
-        );
+        assert!(from(&[("WHARF_READ_ONLY", "maybe")]).unwrap_err().contains("WHARF_READ_ONLY"));
+        assert!(from(&[("WHARF_ALLOWED_CLASSES", "image,weird")]).unwrap_err().contains("weird"));
+        assert!(from(&[("WHARF_MAX_CHUNK_SIZE", "lots")]).unwrap_err().contains("WHARF_MAX_CHUNK_SIZE"));
+        assert!(from(&[("WHARF_MAX_CHUNK_SIZE", "1024")]).unwrap_err().contains("at least"));
+        assert!(from(&[("WHARF_UPLOAD_MAX_AGE_SECONDS", "-1")]).is_err());
     }
 }

@@ -91,11 +91,7 @@ pub struct RegistryError {
 
 impl RegistryError {
     pub fn new(code: ErrorCode) -> Self {
-        Self {
-            code,
-            message: None,
-            detail: None,
-        }
+        Self { code, message: None, detail: None }
     }
     pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
         self.message = Some(message.into());
@@ -131,11 +127,7 @@ impl RegistryError {
             errors: [Entry<'a>; 1],
         }
         let envelope = Envelope {
-            errors: [Entry {
-                code: self.code.code(),
-                message: self.message(),
-                detail: self.detail.as_ref(),
-            }],
+            errors: [Entry { code: self.code.code(), message: self.message(), detail: self.detail.as_ref() }],
         };
         serde_json::to_vec(&envelope).unwrap_or_default()
     }

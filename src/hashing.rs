@@ -58,12 +58,8 @@ impl Hasher {
         let (alg, hex) = saved.split_once(':')?;
         let bytes = crate::hex::decode(hex)?;
         match alg {
-            "sha256" => Some(Hasher::Sha256(
-                Sha256::deserialize(bytes.as_slice().try_into().ok()?).ok()?,
-            )),
-            "sha512" => Some(Hasher::Sha512(
-                Sha512::deserialize(bytes.as_slice().try_into().ok()?).ok()?,
-            )),
+            "sha256" => Some(Hasher::Sha256(Sha256::deserialize(bytes.as_slice().try_into().ok()?).ok()?)),
+            "sha512" => Some(Hasher::Sha512(Sha512::deserialize(bytes.as_slice().try_into().ok()?).ok()?)),
             _ => None,
         }
     }

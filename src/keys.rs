@@ -14,6 +14,8 @@
 //! │   └── by-upload/<id>           blob bytes written by upload session <id> as an R2 multipart
 //! │                                upload; completed only after the digest verified, so never
 //! │                                visible half-written. Completing in place means no copy.
+//! ├── digests/<alg>/<hex>          registry-wide record of a blob: empty body, customMetadata
+//! │                                {object, size} as a link; lets a mount without `from` find it
 //! └── uploads/<id>/state           upload session: a JSON line (see uploads::SessionState),
 //!                                  then the bytes received but not yet cut into a part
 //!
@@ -47,8 +49,23 @@ pub fn blob_by_upload(id: &UploadId) -> String {
     format!("blobs/by-upload/{id}")
 }
 
+/// Prefix of every upload session object.
+pub const UPLOADS_PREFIX: &str = "uploads/";
+
 pub fn upload_state(id: &UploadId) -> String {
-    format!("uploads/{id}/state")
+    format!("{UPLOADS_PREFIX}{id}/state")
+}
+
+/// The session id of an upload state key (for the cleanup, which finds them by listing).
+pub fn upload_of_state(key: &str) -> Option<UploadId> {
+    let id = key.strip_prefix(UPLOADS_PREFIX)?.strip_suffix("/state")?;
+    UploadId::parse(id).ok()
+}
+
+/// Registry-wide record of a blob (empty body; customMetadata {object, size}): where its
+/// bytes are, for mounts that do not name a source repository.
+pub fn blob_index(d: &Digest) -> String {
+    format!("digests/{}", digest_path(d))
 }
 
 pub fn tag(name: &RepositoryName, tag: &Tag) -> String {
@@ -75,6 +92,9 @@ mod tests {
         assert_eq!(blob_by_digest(&d), format!("blobs/sha256/{hex}"));
         assert_eq!(blob_by_upload(&id), format!("blobs/by-upload/{}", "0".repeat(32)));
         assert_eq!(upload_state(&id), format!("uploads/{}/state", "0".repeat(32)));
+        assert_eq!(upload_of_state(&upload_state(&id)), Some(id));
+        assert_eq!(upload_of_state("uploads/x/state"), None);
+        assert_eq!(blob_index(&d), format!("digests/sha256/{hex}"));
         assert_eq!(tag(&name, &Tag::parse("v1").unwrap()), "tags/a/b:v1");
     }
 

@@ -131,18 +131,12 @@ impl Digest {
         if hex.len() != algorithm.hex_len() || !hex.bytes().all(lower_hex) {
             return Err(invalid());
         }
-        Ok(Self {
-            algorithm,
-            hex: hex.to_owned(),
-        })
+        Ok(Self { algorithm, hex: hex.to_owned() })
     }
 
     /// Builds a digest from a finished hash.
     pub fn from_hash(algorithm: Algorithm, bytes: &[u8]) -> Self {
-        Self {
-            algorithm,
-            hex: crate::hex::encode(bytes),
-        }
+        Self { algorithm, hex: crate::hex::encode(bytes) }
     }
 
     /// The sha256 digest of `bytes`.
@@ -196,11 +190,7 @@ pub enum Reference {
 
 impl Reference {
     pub fn parse(s: &str) -> Result<Self, RegistryError> {
-        if s.contains(':') {
-            Digest::parse(s).map(Reference::Digest)
-        } else {
-            Tag::parse(s).map(Reference::Tag)
-        }
+        if s.contains(':') { Digest::parse(s).map(Reference::Digest) } else { Tag::parse(s).map(Reference::Tag) }
     }
 }
 
@@ -314,10 +304,7 @@ mod tests {
     #[test]
     fn digest_round_trips_and_hashes() {
         let d = Digest::sha256_of(b"");
-        assert_eq!(
-            d.to_string(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(d.to_string(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
     }
 
@@ -326,10 +313,7 @@ mod tests {
         assert!(matches!(Reference::parse("latest"), Ok(Reference::Tag(_))));
         let d = format!("sha256:{}", "b".repeat(64));
         assert!(matches!(Reference::parse(&d), Ok(Reference::Digest(_))));
-        assert_eq!(
-            Reference::parse("sha256:zz").unwrap_err().code,
-            ErrorCode::DigestInvalid
-        );
+        assert_eq!(Reference::parse("sha256:zz").unwrap_err().code, ErrorCode::DigestInvalid);
         assert_eq!(Reference::parse("a/b").unwrap_err().code, ErrorCode::TagInvalid);
     }
 

@@ -7,6 +7,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response};
 use crate::router::Route;
 use crate::storage::{KeyValueStore, ObjectStore};
+use crate::uploads::StartUpload;
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -26,13 +27,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     /// Answers one request. Never fails: every error becomes an OCI error response.
     pub async fn handle<B: BodyReader>(&self, req: Request<B>) -> Response<O::Body> {
-        let Request {
-            method,
-            path,
-            query,
-            headers,
-            mut body,
-        } = req;
+        let Request { method, path, query, headers, mut body } = req;
         let response = match self.dispatch(method, &path, &query, &headers, &mut body).await {
             Ok(r) => r,
             Err(e) => {
@@ -67,12 +62,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Route::Manifest(n, r), Get | Head) => self.get_manifest(&n, &r, h, method == Head).await,
             (Route::Manifest(n, r), Put) => self.put_manifest(&n, &r, h, body).await,
             (Route::Manifest(n, r), Delete) => self.delete_manifest(&n, &r).await,
-            (Route::Blob(n, d), Get | Head) => self.get_blob(&n, &d, method == Head).await,
+            (Route::Blob(n, d), Get | Head) => self.get_blob(&n, &d, h, method == Head).await,
             (Route::Blob(n, d), Delete) => self.delete_blob(&n, &d).await,
-            (Route::UploadStart(n), Post) => self.start_upload(&n, param("digest"), body).await,
+            (Route::UploadStart(n), Post) => {
+                let params = StartUpload { digest: param("digest"), mount: param("mount"), from: param("from") };
+                self.start_upload(&n, &params, h, body).await
+            }
             (Route::Upload(n, id), Get) => self.upload_status(&n, &id).await,
             (Route::Upload(n, id), Patch) => self.patch_upload(&n, &id, h, body).await,
-            (Route::Upload(n, id), Put) => self.finish_upload(&n, &id, param("digest"), body).await,
+            (Route::Upload(n, id), Put) => self.finish_upload(&n, &id, param("digest"), h, body).await,
             (Route::Upload(n, id), Delete) => self.cancel_upload(&n, &id).await,
             (Route::TagsList(_) | Route::Referrers(..), Get) => {
                 Err(RegistryError::new(ErrorCode::Unsupported).with_message("not implemented yet"))
@@ -95,9 +93,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
 /// A 200 JSON response; for HEAD the length without the body.
 pub fn json_response<S>(body: Vec<u8>, head: bool) -> Response<S> {
-    let r = Response::new(200)
-        .header("Content-Type", "application/json")
-        .header("Content-Length", body.len().to_string());
+    let r =
+        Response::new(200).header("Content-Type", "application/json").header("Content-Length", body.len().to_string());
     if head { r } else { r.body(Body::Bytes(body)) }
 }
 
@@ -132,7 +129,5 @@ async fn drain<B: BodyReader>(body: &mut B) {
 
 /// The client's request body broke off mid-way.
 pub fn body_error(e: String) -> RegistryError {
-    RegistryError::new(ErrorCode::BlobUploadInvalid)
-        .with_message("the request body could not be read")
-        .with_detail(e)
+    RegistryError::new(ErrorCode::BlobUploadInvalid).with_message("the request body could not be read").with_detail(e)
 }

@@ -103,30 +103,15 @@ mod tests {
                 "/v2/a/b/c/d/manifests/latest".to_string(),
                 Route::Manifest(name("a/b/c/d"), Reference::parse("latest").unwrap()),
             ),
-            (
-                format!("/v2/x/manifests/{d}"),
-                Route::Manifest(name("x"), Reference::Digest(d.clone())),
-            ),
-            (
-                format!("/v2/manifests/blobs/{d}"),
-                Route::Blob(name("manifests"), d.clone()),
-            ),
-            (
-                format!("/v2/a/manifests/b/blobs/{d}"),
-                Route::Blob(name("a/manifests/b"), d.clone()),
-            ),
+            (format!("/v2/x/manifests/{d}"), Route::Manifest(name("x"), Reference::Digest(d.clone()))),
+            (format!("/v2/manifests/blobs/{d}"), Route::Blob(name("manifests"), d.clone())),
+            (format!("/v2/a/manifests/b/blobs/{d}"), Route::Blob(name("a/manifests/b"), d.clone())),
             ("/v2/a/blobs/uploads/".to_string(), Route::UploadStart(name("a"))),
             ("/v2/a/blobs/uploads".to_string(), Route::UploadStart(name("a"))),
-            (
-                format!("/v2/a/b/blobs/uploads/{id}"),
-                Route::Upload(name("a/b"), UploadId::parse(id).unwrap()),
-            ),
+            (format!("/v2/a/b/blobs/uploads/{id}"), Route::Upload(name("a/b"), UploadId::parse(id).unwrap())),
             ("/v2/a/b/tags/list".to_string(), Route::TagsList(name("a/b"))),
             (format!("/v2/a/referrers/{d}"), Route::Referrers(name("a"), d.clone())),
-            (
-                "/v2/tags/manifests/list".to_string(),
-                Route::Manifest(name("tags"), Reference::parse("list").unwrap()),
-            ),
+            ("/v2/tags/manifests/list".to_string(), Route::Manifest(name("tags"), Reference::parse("list").unwrap())),
         ];
         for (path, route) in cases {
             assert_eq!(Route::parse(&path).unwrap(), route, "{path}");

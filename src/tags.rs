@@ -46,10 +46,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         loop {
             let page = self.kv.list(&prefix, cursor.as_deref(), 1000).await?;
             for key in page.keys {
-                let digest = key
-                    .metadata
-                    .and_then(|m| serde_json::from_value::<TagRecord>(m).ok())
-                    .map(|r| r.digest);
+                let digest = key.metadata.and_then(|m| serde_json::from_value::<TagRecord>(m).ok()).map(|r| r.digest);
                 let Ok(tag) = Tag::parse(&key.name[prefix.len()..]) else {
                     crate::log::error(&format!("ignoring KV key {} with an invalid tag", key.name));
                     continue;

@@ -22,6 +22,7 @@ use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::registry::{Registry, Result, body_error};
 use crate::router::{blob_url, upload_url};
 use crate::storage::{KeyValueStore, MIN_PART_SIZE, ObjectStore, Part, PutOptions};
+use futures_util::future::join;
 use serde::{Deserialize, Serialize};
 
 /// Size of every multipart part but the last: R2's minimum, which also bounds the memory one
@@ -29,6 +30,9 @@ use serde::{Deserialize, Serialize};
 pub const PART_SIZE: usize = MIN_PART_SIZE;
 
 const OCTET_STREAM: &str = "application/octet-stream";
+
+/// Custom metadata of a session object naming its R2 multipart upload.
+const MULTIPART_META: &str = "multipart";
 
 /// What an upload session remembers between requests.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +56,8 @@ struct Writer<'a, O> {
     buffer: Vec<u8>,
     multipart: Option<String>,
     parts: Vec<Part>,
+    /// Whether this request started the multipart upload (and must abort it if it fails).
+    started_multipart: bool,
 }
 
 impl<'a, O: ObjectStore> Writer<'a, O> {
@@ -64,11 +70,18 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
             buffer: Vec::new(),
             multipart: None,
             parts: Vec::new(),
+            started_multipart: false,
         }
     }
 
-    async fn write<B: BodyReader>(&mut self, body: &mut B) -> Result<()> {
+    /// Appends one request's body; more than `limit` bytes in it is 413.
+    async fn write<B: BodyReader>(&mut self, body: &mut B, limit: u64) -> Result<()> {
+        let mut received = 0u64;
         while let Some(chunk) = body.chunk().await.map_err(body_error)? {
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(chunk_too_large(limit));
+            }
             self.hasher.update(&chunk);
             self.size += chunk.len() as u64;
             self.buffer.extend_from_slice(&chunk);
@@ -86,19 +99,16 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
         let upload = match &self.multipart {
             Some(u) => u.clone(),
             None => {
-                let options = PutOptions {
-                    content_type: Some(OCTET_STREAM.into()),
-                    ..Default::default()
-                };
+                let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
                 let u = self.objects.create_multipart(&key, options).await?;
                 self.multipart = Some(u.clone());
+                self.started_multipart = true;
                 u
             }
         };
         let number = u16::try_from(self.parts.len() + 1)
             .map_err(|_| RegistryError::new(ErrorCode::PayloadTooLarge).with_message("blob too large"))?;
-        self.parts
-            .push(self.objects.upload_part(&key, &upload, number, bytes).await?);
+        self.parts.push(self.objects.upload_part(&key, &upload, number, bytes).await?);
         Ok(())
     }
 
@@ -124,24 +134,31 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
             }
             None => {
                 let key = keys::blob_by_digest(expected);
-                let options = PutOptions {
-                    content_type: Some(OCTET_STREAM.into()),
-                    ..Default::default()
-                };
-                self.objects
-                    .put(&key, std::mem::take(&mut self.buffer), options)
-                    .await?;
+                let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
+                self.objects.put(&key, std::mem::take(&mut self.buffer), options).await?;
                 key
             }
         };
         Ok(BlobLink { object, size })
     }
 
+    /// Appends a request's body to a saved session. If the body fails (broken off, too large),
+    /// a multipart upload this request started is aborted: the session, not saved, does not
+    /// know it. Parts added to an older one are harmless, the next request rewrites their numbers.
+    async fn append<B: BodyReader>(&mut self, body: &mut B, limit: u64) -> Result<()> {
+        let result = self.write(body, limit).await;
+        if result.is_err()
+            && self.started_multipart
+            && let Some(upload) = &self.multipart
+        {
+            self.objects.abort_multipart(&keys::blob_by_upload(&self.id), upload).await?;
+        }
+        result
+    }
+
     async fn discard(self) -> Result<()> {
         if let Some(upload) = &self.multipart {
-            self.objects
-                .abort_multipart(&keys::blob_by_upload(&self.id), upload)
-                .await?;
+            self.objects.abort_multipart(&keys::blob_by_upload(&self.id), upload).await?;
         }
         Ok(())
     }
@@ -158,6 +175,39 @@ fn range(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
 }
 
+fn chunk_too_large(limit: u64) -> RegistryError {
+    RegistryError::new(ErrorCode::PayloadTooLarge)
+        .with_message("chunk larger than this registry accepts in one request")
+        .with_detail(serde_json::json!({ "limit": limit }))
+}
+
+/// Refuses a body whose announced length is already over the limit, before reading it.
+fn check_declared_length(headers: &Headers, limit: u64) -> Result<()> {
+    match headers.get("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+        Some(l) if l > limit => Err(chunk_too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+/// The query parameters of `POST /v2/<name>/blobs/uploads/`.
+#[derive(Debug, Default)]
+pub struct StartUpload<'a> {
+    /// `digest`: the body is the whole blob.
+    pub digest: Option<&'a str>,
+    /// `mount`: link this blob from another repository instead of uploading it.
+    pub mount: Option<&'a str>,
+    /// `from`: the repository to mount from.
+    pub from: Option<&'a str>,
+}
+
+/// 201 for a blob now in the repository.
+fn created<S>(name: &RepositoryName, digest: &Digest) -> Response<S> {
+    Response::new(201)
+        .header("Location", blob_url(name, digest))
+        .header("Docker-Content-Digest", digest.to_string())
+        .header("Content-Length", "0")
+}
+
 fn upload_unknown(id: &UploadId) -> RegistryError {
     RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(serde_json::json!({ "upload": id.as_str() }))
 }
@@ -172,15 +222,9 @@ fn parse_digest_param(digest: Option<&str>) -> Result<Digest> {
 /// tolerated); `Err` when the header is not a range.
 fn content_range_start(value: &str) -> std::result::Result<u64, ()> {
     let v = value.trim();
-    let v = v
-        .strip_prefix("bytes")
-        .map(|r| r.trim_start_matches([' ', '=']))
-        .unwrap_or(v);
+    let v = v.strip_prefix("bytes").map(|r| r.trim_start_matches([' ', '='])).unwrap_or(v);
     let (start, end) = v.split_once('-').ok_or(())?;
-    let (start, end): (u64, u64) = (
-        start.trim().parse().map_err(|_| ())?,
-        end.trim().parse().map_err(|_| ())?,
-    );
+    let (start, end): (u64, u64) = (start.trim().parse().map_err(|_| ())?, end.trim().parse().map_err(|_| ())?);
     if end < start {
         return Err(());
     }
@@ -188,20 +232,36 @@ fn content_range_start(value: &str) -> std::result::Result<u64, ()> {
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
-    /// POST: with `?digest=` the body is the whole blob (monolithic upload, 201); without, a
-    /// new session (202). Cross-repository mount requests are answered with a session too, which
-    /// the spec allows ("the registry MAY ... fall back to a session").
+    /// POST, in three forms:
+    /// - `?mount=<digest>&from=<repo>`: when `<repo>` holds the blob, link it here (201; no
+    ///   bytes are copied); otherwise a new session (202), as the spec asks. Without `from`, the
+    ///   blob is looked up among all repositories (spec: the registry MAY mount from any).
+    /// - `?digest=<digest>`: the body is the whole blob (monolithic upload, 201).
+    /// - neither: a new session (202).
     pub(crate) async fn start_upload<B: BodyReader>(
         &self,
         name: &RepositoryName,
-        digest: Option<&str>,
+        params: &StartUpload<'_>,
+        headers: &Headers,
         body: &mut B,
     ) -> Result<Response<O::Body>> {
+        if let Some(mount) = params.mount {
+            let digest = Digest::parse(mount)?;
+            let source = match params.from {
+                Some(from) => self.blob_link(&RepositoryName::parse(from)?, &digest).await?,
+                None => self.blob_by_digest(&digest).await?,
+            };
+            if let Some(link) = source {
+                self.link_blob(name, &digest, &link).await?;
+                return Ok(created(name, &digest));
+            }
+        }
         let id = UploadId::random()?;
-        if let Some(digest) = digest {
+        if let Some(digest) = params.digest.filter(|_| params.mount.is_none()) {
             let digest = Digest::parse(digest)?;
+            check_declared_length(headers, self.config.max_chunk_size)?;
             let mut writer = Writer::new(&self.objects, id, digest.algorithm());
-            if let Err(e) = writer.write(body).await {
+            if let Err(e) = writer.write(body, self.config.max_chunk_size).await {
                 writer.discard().await?;
                 return Err(e);
             }
@@ -226,6 +286,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         headers: &Headers,
         body: &mut B,
     ) -> Result<Response<O::Body>> {
+        check_declared_length(headers, self.config.max_chunk_size)?;
         let Session { mut writer, etag } = self.load_session(name, id).await?;
         if let Some(range) = headers.get("content-range") {
             let start = content_range_start(range)
@@ -235,7 +296,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
             }
         }
-        writer.write(body).await?;
+        writer.append(body, self.config.max_chunk_size).await?;
         self.save_session(name, &writer, Some(etag)).await?;
         Ok(self.session_response(202, name, id, writer.size))
     }
@@ -246,9 +307,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         name: &RepositoryName,
         id: &UploadId,
         digest: Option<&str>,
+        headers: &Headers,
         body: &mut B,
     ) -> Result<Response<O::Body>> {
         let digest = parse_digest_param(digest)?;
+        check_declared_length(headers, self.config.max_chunk_size)?;
         let Session { mut writer, .. } = self.load_session(name, id).await?;
         if digest.algorithm() != writer.hasher.algorithm() {
             // Sessions hash sha256 only (the algorithm is not known before the final PUT).
@@ -256,7 +319,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .with_message("upload sessions are verified with sha256 digests only");
             return Err(e.with_detail(digest.to_string()));
         }
-        writer.write(body).await?;
+        writer.append(body, self.config.max_chunk_size).await?;
         let result = self.complete(name, &digest, writer).await;
         // Finished or failed verification, the session is over (Distribution cancels the
         // upload on a digest mismatch too).
@@ -279,11 +342,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         writer: Writer<'_, O>,
     ) -> Result<Response<O::Body>> {
         let link = writer.finish(digest).await?;
-        self.link_blob(name, digest, &link).await?;
-        Ok(Response::new(201)
-            .header("Location", blob_url(name, digest))
-            .header("Docker-Content-Digest", digest.to_string())
-            .header("Content-Length", "0"))
+        let (linked, indexed) = join(self.link_blob(name, digest, &link), self.index_blob(digest, &link)).await;
+        linked.and(indexed)?;
+        Ok(created(name, digest))
     }
 
     fn session_response(&self, status: u16, name: &RepositoryName, id: &UploadId, size: u64) -> Response<O::Body> {
@@ -291,15 +352,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             .header("Location", upload_url(name, id))
             .header("Range", range(size))
             .header("Docker-Upload-UUID", id.as_str())
+            // spec: SHOULD tell the smallest chunk worth sending. wharf takes any size and
+            // re-cuts it, but chunks below one part cost a session round trip per part.
+            .header("OCI-Chunk-Min-Length", PART_SIZE.to_string())
             .header("Content-Length", "0")
     }
 
     async fn load_session(&self, name: &RepositoryName, id: &UploadId) -> Result<Session<'_, O>> {
-        let (meta, bytes) = self
-            .objects
-            .get_bytes(&keys::upload_state(id))
-            .await?
-            .ok_or_else(|| upload_unknown(id))?;
+        let (meta, bytes) = self.objects.get_bytes(&keys::upload_state(id)).await?.ok_or_else(|| upload_unknown(id))?;
         let newline = bytes
             .iter()
             .position(|&b| b == b'\n')
@@ -319,11 +379,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             buffer: bytes[newline + 1..].to_vec(),
             multipart: state.multipart,
             parts: state.parts,
+            started_multipart: false,
         };
-        Ok(Session {
-            writer,
-            etag: meta.etag,
-        })
+        Ok(Session { writer, etag: meta.etag })
     }
 
     /// Writes the session: only if it is still the version read (`etag`), so a concurrent
@@ -339,18 +397,40 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut bytes = serde_json::to_vec(&state).map_err(RegistryError::internal)?;
         bytes.push(b'\n');
         bytes.extend_from_slice(&writer.buffer);
-        let options = PutOptions {
-            if_etag_matches: etag,
-            ..Default::default()
-        };
-        match self
-            .objects
-            .put(&keys::upload_state(&writer.id), bytes, options)
-            .await?
-        {
+        // The multipart id also goes in the metadata, so that the cleanup can abort an
+        // abandoned upload from a listing alone.
+        let custom = writer.multipart.iter().map(|m| (MULTIPART_META.to_owned(), m.clone())).collect();
+        let options = PutOptions { if_etag_matches: etag, custom, ..Default::default() };
+        match self.objects.put(&keys::upload_state(&writer.id), bytes, options).await? {
             Some(_) => Ok(()),
             None => Err(RegistryError::new(ErrorCode::RangeInvalid)
                 .with_message("the upload was changed by a concurrent request")),
+        }
+    }
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// Aborts and removes the sessions not touched for `WHARF_UPLOAD_MAX_AGE_SECONDS` (run by
+    /// the Worker's cron trigger). Returns how many it removed. A session's last activity is
+    /// its state object's write time, so one listing finds them all.
+    pub async fn clean_abandoned_uploads(&self, now_ms: u64) -> Result<usize> {
+        let cutoff = now_ms.saturating_sub(self.config.upload_max_age_secs.saturating_mul(1000));
+        let mut removed = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.objects.list(keys::UPLOADS_PREFIX, cursor.as_deref(), 1000).await?;
+            for object in page.objects.iter().filter(|o| o.uploaded_ms < cutoff) {
+                let Some(id) = keys::upload_of_state(&object.key) else { continue };
+                if let Some(upload) = object.custom.get(MULTIPART_META) {
+                    self.objects.abort_multipart(&keys::blob_by_upload(&id), upload).await?;
+                }
+                self.objects.delete(&object.key).await?;
+                removed += 1;
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(removed),
+            }
         }
     }
 }

@@ -2,17 +2,19 @@
 //! environment, and the R2 and KV implementations of the storage contracts. Nothing here
 //! makes a protocol decision.
 
+use crate::error::RegistryError;
 use crate::http::{self, Body, BodyReader, Headers, Method};
 use crate::storage::{
-    self, KeyValueStore, KvEntry, KvKey, KvPage, ObjectMeta, ObjectPage, ObjectStore, Part, PutOptions, StorageError,
+    self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ObjectMeta, ObjectPage, ObjectStore, Part, PutOptions,
+    StorageError,
 };
 use crate::{Config, Registry};
 use futures_util::StreamExt;
 use serde_json::Value;
 
 use worker::{
-    Bucket, ByteStream, Conditional, Context, Data, Env, HttpMetadata, Include, KvStore, Object, Request, Response,
-    ResponseBody, UploadedPart, console_error, event,
+    Bucket, ByteStream, Conditional, Context, Data, Date, Env, HttpMetadata, Include, KvStore, Object, Range, Request,
+    Response, ResponseBody, ScheduleContext, ScheduledEvent, UploadedPart, console_error, console_log, event,
 };
 
 fn se(e: impl std::fmt::Display) -> StorageError {
@@ -29,14 +31,12 @@ fn meta(o: &Object) -> storage::Result<ObjectMeta> {
         etag: o.etag(),
         content_type: o.http_metadata().content_type,
         custom: o.custom_metadata().map_err(se)?.into_iter().collect(),
+        uploaded_ms: o.uploaded().as_millis(),
     })
 }
 
 fn http_metadata(content_type: Option<String>) -> HttpMetadata {
-    HttpMetadata {
-        content_type,
-        ..Default::default()
-    }
+    HttpMetadata { content_type, ..Default::default() }
 }
 
 impl ObjectStore for R2 {
@@ -47,15 +47,15 @@ impl ObjectStore for R2 {
         self.0.head(key).await.map_err(se)?.as_ref().map(meta).transpose()
     }
 
-    async fn get(&self, key: &str) -> storage::Result<Option<(ObjectMeta, ResponseBody)>> {
-        let Some(object) = self.0.get(key).execute().await.map_err(se)? else {
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> storage::Result<Option<(ObjectMeta, ResponseBody)>> {
+        let mut get = self.0.get(key);
+        if let Some(r) = range {
+            get = get.range(Range::OffsetWithLength { offset: r.offset, length: r.length });
+        }
+        let Some(object) = get.execute().await.map_err(se)? else {
             return Ok(None);
         };
-        let body = object
-            .body()
-            .ok_or_else(|| se("R2 object without a body"))?
-            .response_body()
-            .map_err(se)?;
+        let body = object.body().ok_or_else(|| se("R2 object without a body"))?.response_body().map_err(se)?;
         Ok(Some((meta(&object)?, body)))
     }
 
@@ -71,18 +71,12 @@ impl ObjectStore for R2 {
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> storage::Result<Option<ObjectMeta>> {
-        let mut put = self
-            .0
-            .put(key, Data::Bytes(bytes))
-            .http_metadata(http_metadata(options.content_type));
+        let mut put = self.0.put(key, Data::Bytes(bytes)).http_metadata(http_metadata(options.content_type));
         if !options.custom.is_empty() {
             put = put.custom_metadata(options.custom.into_iter().collect::<std::collections::HashMap<_, _>>());
         }
         if let Some(etag) = options.if_etag_matches {
-            put = put.only_if(Conditional {
-                etag_matches: Some(etag),
-                ..Default::default()
-            });
+            put = put.only_if(Conditional { etag_matches: Some(etag), ..Default::default() });
         }
         put.execute().await.map_err(se)?.as_ref().map(meta).transpose()
     }
@@ -92,28 +86,18 @@ impl ObjectStore for R2 {
     }
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> storage::Result<ObjectPage> {
-        let mut list = self
-            .0
-            .list()
-            .prefix(prefix)
-            .limit(limit)
-            .include(vec![Include::HttpMetadata, Include::CustomMetadata]);
+        let mut list =
+            self.0.list().prefix(prefix).limit(limit).include(vec![Include::HttpMetadata, Include::CustomMetadata]);
         if let Some(c) = cursor {
             list = list.cursor(c);
         }
         let page = list.execute().await.map_err(se)?;
         let objects = page.objects().iter().map(meta).collect::<storage::Result<_>>()?;
-        Ok(ObjectPage {
-            objects,
-            cursor: if page.truncated() { page.cursor() } else { None },
-        })
+        Ok(ObjectPage { objects, cursor: if page.truncated() { page.cursor() } else { None } })
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> storage::Result<String> {
-        let mut create = self
-            .0
-            .create_multipart_upload(key)
-            .http_metadata(http_metadata(options.content_type));
+        let mut create = self.0.create_multipart_upload(key).http_metadata(http_metadata(options.content_type));
         if !options.custom.is_empty() {
             create = create.custom_metadata(options.custom.into_iter().collect::<std::collections::HashMap<_, _>>());
         }
@@ -123,10 +107,7 @@ impl ObjectStore for R2 {
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> storage::Result<Part> {
         let upload = self.0.resume_multipart_upload(key, upload_id).map_err(se)?;
         let part = upload.upload_part(number, Data::Bytes(bytes)).await.map_err(se)?;
-        Ok(Part {
-            number: part.part_number(),
-            etag: part.etag(),
-        })
+        Ok(Part { number: part.part_number(), etag: part.etag() })
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> storage::Result<ObjectMeta> {
@@ -137,12 +118,7 @@ impl ObjectStore for R2 {
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> storage::Result<()> {
-        self.0
-            .resume_multipart_upload(key, upload_id)
-            .map_err(se)?
-            .abort()
-            .await
-            .map_err(se)
+        self.0.resume_multipart_upload(key, upload_id).map_err(se)?.abort().await.map_err(se)
     }
 }
 
@@ -173,22 +149,8 @@ impl KeyValueStore for Kv {
             list = list.cursor(c.to_owned());
         }
         let page = list.execute().await.map_err(se)?;
-        let keys = page
-            .keys
-            .into_iter()
-            .map(|k| KvKey {
-                name: k.name,
-                metadata: k.metadata,
-            })
-            .collect();
-        Ok(KvPage {
-            keys,
-            cursor: if page.list_complete {
-                None
-            } else {
-                page.cursor.filter(|c| !c.is_empty())
-            },
-        })
+        let keys = page.keys.into_iter().map(|k| KvKey { name: k.name, metadata: k.metadata }).collect();
+        Ok(KvPage { keys, cursor: if page.list_complete { None } else { page.cursor.filter(|c| !c.is_empty()) } })
     }
 }
 
@@ -208,17 +170,23 @@ fn log_sink(message: &str) {
     console_error!("{message}");
 }
 
+/// The registry over this Worker's bindings and variables. A configuration error is logged
+/// and reported as the message of an internal error.
+fn registry(env: &Env) -> Result<Registry<R2, Kv>, RegistryError> {
+    crate::log::set_sink(log_sink);
+    let config = Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()))
+        .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?;
+    let bucket = env.bucket("BUCKET").map_err(|e| RegistryError::internal(format!("binding BUCKET: {e}")))?;
+    let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
+    Ok(Registry::new(R2(bucket), Kv(kv), config))
+}
+
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    crate::log::set_sink(log_sink);
-    let config = match Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string())) {
-        Ok(c) => c,
-        Err(e) => {
-            return to_worker(crate::error::RegistryError::internal(format!("configuration: {e}")).into());
-        }
+    let registry = match registry(&env) {
+        Ok(r) => r,
+        Err(e) => return to_worker(e.into()),
     };
-    let registry = Registry::new(R2(env.bucket("BUCKET")?), Kv(env.kv("TAGS")?), config);
-
     let url = req.url()?;
     let path_and_query = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
@@ -230,15 +198,20 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     }
     let method = Method::parse(req.method().as_ref());
     // GET and HEAD carry no body; asking workerd for their stream would fail.
-    let body = RequestBody(if matches!(method, Method::Get | Method::Head) {
-        None
-    } else {
-        req.stream().ok()
-    });
-    let response = registry
-        .handle(http::Request::new(method, &path_and_query, headers, body))
-        .await;
+    let body = RequestBody(if matches!(method, Method::Get | Method::Head) { None } else { req.stream().ok() });
+    let response = registry.handle(http::Request::new(method, &path_and_query, headers, body)).await;
     to_worker(response)
+}
+
+/// The cron trigger of wrangler.toml: abort upload sessions abandoned by their clients.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let Ok(registry) = registry(&env) else { return };
+    match registry.clean_abandoned_uploads(Date::now().as_millis()).await {
+        Ok(0) => {}
+        Ok(n) => console_log!("removed {n} abandoned upload sessions"),
+        Err(e) => console_error!("upload cleanup failed: {e}"),
+    }
 }
 
 fn to_worker(response: http::Response<ResponseBody>) -> worker::Result<Response> {
@@ -251,7 +224,5 @@ fn to_worker(response: http::Response<ResponseBody>) -> worker::Result<Response>
     for (name, value) in &response.headers {
         headers.append(name, value)?;
     }
-    Ok(Response::from_body(body)?
-        .with_status(response.status)
-        .with_headers(headers))
+    Ok(Response::from_body(body)?.with_status(response.status).with_headers(headers))
 }

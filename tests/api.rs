@@ -67,10 +67,7 @@ fn head_has_the_headers_of_get_and_no_body() {
 fn unknown_tag_or_digest_is_manifest_unknown() {
     let t = TestRegistry::new();
     t.push_image("r", "v1", OCI_MANIFEST, "x");
-    for path in [
-        "/v2/r/manifests/nope".to_string(),
-        format!("/v2/r/manifests/{}", Digest::sha256_of(b"none")),
-    ] {
+    for path in ["/v2/r/manifests/nope".to_string(), format!("/v2/r/manifests/{}", Digest::sha256_of(b"none"))] {
         let r = t.get(&path, &[("Accept", OCI_MANIFEST)]);
         assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"), "{path}");
     }
@@ -90,11 +87,7 @@ fn manifests_are_scoped_to_their_repository() {
 fn oci_manifest_not_accepted_is_manifest_unknown_with_distributions_message() {
     let t = TestRegistry::new();
     t.push_image("r", "v1", OCI_MANIFEST, "x");
-    for accept in [
-        vec![],
-        vec![("Accept", DOCKER_MANIFEST)],
-        vec![("Accept", "application/json")],
-    ] {
+    for accept in [vec![], vec![("Accept", DOCKER_MANIFEST)], vec![("Accept", "application/json")]] {
         let r = t.get("/v2/r/manifests/v1", &accept);
         assert_eq!(r.status, 404);
         assert_eq!(r.error_code(), "MANIFEST_UNKNOWN");
@@ -111,10 +104,7 @@ fn accept_is_read_from_every_header_and_every_comma_separated_entry() {
     t.push_image("r", "v1", OCI_MANIFEST, "x");
     let headers = [
         ("Accept", "text/html"),
-        (
-            "Accept",
-            "application/json;q=0.9, application/vnd.oci.image.manifest.v1+json; q=0.1",
-        ),
+        ("Accept", "application/json;q=0.9, application/vnd.oci.image.manifest.v1+json; q=0.1"),
     ];
     assert_eq!(t.get("/v2/r/manifests/v1", &headers).status, 200);
 }
@@ -134,11 +124,7 @@ fn push_index(
         assert_eq!(t.put_manifest(repo, &d.to_string(), child_type, &body).status, 201);
         children.push((d, body.len()));
     }
-    let refs: Vec<_> = children
-        .iter()
-        .zip(archs)
-        .map(|((d, n), a)| (d, *n, child_type, *a))
-        .collect();
+    let refs: Vec<_> = children.iter().zip(archs).map(|((d, n), a)| (d, *n, child_type, *a)).collect();
     let body = list_body(list_type, &refs);
     let r = t.put_manifest(repo, tag, list_type, &body);
     assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
@@ -151,10 +137,7 @@ fn oci_index_not_accepted_is_manifest_unknown() {
     push_index(&t, "r", "multi", OCI_INDEX, OCI_MANIFEST, &["amd64", "arm64"]);
     let r = t.get("/v2/r/manifests/multi", &[("Accept", OCI_MANIFEST)]);
     assert_eq!(r.status, 404);
-    assert_eq!(
-        r.json()["errors"][0]["message"],
-        "OCI index found, but accept header does not support OCI indexes"
-    );
+    assert_eq!(r.json()["errors"][0]["message"], "OCI index found, but accept header does not support OCI indexes");
     assert_eq!(t.get("/v2/r/manifests/multi", &[("Accept", OCI_INDEX)]).status, 200);
 }
 
@@ -164,17 +147,11 @@ fn manifest_list_by_tag_for_a_client_without_list_support_serves_the_linux_amd64
     let (_, children) = push_index(&t, "r", "multi", DOCKER_LIST, DOCKER_MANIFEST, &["arm64", "amd64"]);
     let r = t.get("/v2/r/manifests/multi", &[("Accept", DOCKER_MANIFEST)]);
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("Docker-Content-Digest"),
-        Some(children[1].to_string().as_str())
-    );
+    assert_eq!(r.header("Docker-Content-Digest"), Some(children[1].to_string().as_str()));
     assert_eq!(r.header("Content-Type"), Some(DOCKER_MANIFEST));
     assert_eq!(Digest::sha256_of(&r.body), children[1]);
     let head = t.head("/v2/r/manifests/multi", &[("Accept", DOCKER_MANIFEST)]);
-    assert_eq!(
-        head.header("Docker-Content-Digest"),
-        Some(children[1].to_string().as_str())
-    );
+    assert_eq!(head.header("Docker-Content-Digest"), Some(children[1].to_string().as_str()));
 }
 
 #[test]
@@ -189,10 +166,7 @@ fn manifest_list_is_served_as_is_to_clients_that_accept_lists() {
 fn manifest_list_by_digest_is_never_rewritten() {
     let t = TestRegistry::new();
     let (body, _) = push_index(&t, "r", "multi", DOCKER_LIST, DOCKER_MANIFEST, &["amd64"]);
-    let r = t.get(
-        &format!("/v2/r/manifests/{}", Digest::sha256_of(&body)),
-        &[("Accept", DOCKER_MANIFEST)],
-    );
+    let r = t.get(&format!("/v2/r/manifests/{}", Digest::sha256_of(&body)), &[("Accept", DOCKER_MANIFEST)]);
     assert_eq!((r.status, r.body), (200, body));
 }
 
@@ -217,17 +191,11 @@ fn if_none_match_with_the_digest_quoted_or_bare_is_304() {
     let t = TestRegistry::new();
     let (_, digest) = t.push_image("r", "v1", OCI_MANIFEST, "x");
     for etag in [digest.to_string(), format!("\"{digest}\"")] {
-        let r = t.get(
-            "/v2/r/manifests/v1",
-            &[("Accept", OCI_MANIFEST), ("If-None-Match", &etag)],
-        );
+        let r = t.get("/v2/r/manifests/v1", &[("Accept", OCI_MANIFEST), ("If-None-Match", &etag)]);
         assert_eq!(r.status, 304, "{etag}");
         assert!(r.body.is_empty());
     }
-    let other = t.get(
-        "/v2/r/manifests/v1",
-        &[("Accept", OCI_MANIFEST), ("If-None-Match", "\"sha256:other\"")],
-    );
+    let other = t.get("/v2/r/manifests/v1", &[("Accept", OCI_MANIFEST), ("If-None-Match", "\"sha256:other\"")]);
     assert_eq!(other.status, 200);
 }
 
@@ -251,27 +219,18 @@ fn put_by_digest_stores_without_a_tag() {
     let d = Digest::sha256_of(&body);
     assert_eq!(t.put_manifest("r", &d.to_string(), OCI_MANIFEST, &body).status, 201);
     assert!(t.kv.snapshot().is_empty());
-    assert_eq!(
-        t.get(&format!("/v2/r/manifests/{d}"), &[("Accept", OCI_MANIFEST)]).body,
-        body
-    );
+    assert_eq!(t.get(&format!("/v2/r/manifests/{d}"), &[("Accept", OCI_MANIFEST)]).body, body);
 }
 
 #[test]
 fn put_by_sha512_digest_is_verified_with_sha512() {
     let t = TestRegistry::new();
     let body = t.image_manifest("r", OCI_MANIFEST, "x");
-    let d512 = Digest::parse(&format!("sha512:{}", "0".repeat(128)))
-        .unwrap()
-        .recompute(&body);
+    let d512 = Digest::parse(&format!("sha512:{}", "0".repeat(128))).unwrap().recompute(&body);
     let r = t.put_manifest("r", &d512.to_string(), OCI_MANIFEST, &body);
     assert_eq!(r.status, 201);
     assert_eq!(r.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
-    assert_eq!(
-        t.get(&format!("/v2/r/manifests/{d512}"), &[("Accept", OCI_MANIFEST)])
-            .body,
-        body
-    );
+    assert_eq!(t.get(&format!("/v2/r/manifests/{d512}"), &[("Accept", OCI_MANIFEST)]).body, body);
 }
 
 #[test]
@@ -280,11 +239,7 @@ fn put_with_content_type_parameters_stores_the_bare_media_type() {
     let body = t.image_manifest("r", OCI_MANIFEST, "x");
     let r = t.put_manifest("r", "v1", &format!("{OCI_MANIFEST}; charset=utf-8"), &body);
     assert_eq!(r.status, 201);
-    assert_eq!(
-        t.get("/v2/r/manifests/v1", &[("Accept", OCI_MANIFEST)])
-            .header("Content-Type"),
-        Some(OCI_MANIFEST)
-    );
+    assert_eq!(t.get("/v2/r/manifests/v1", &[("Accept", OCI_MANIFEST)]).header("Content-Type"), Some(OCI_MANIFEST));
 }
 
 #[test]
@@ -377,41 +332,26 @@ fn put_of_a_manifest_of_exactly_4_mib_is_accepted() {
 
 #[test]
 fn resource_class_policy_denies_classes_not_allowed() {
-    let t = TestRegistry::with_config(Config {
-        allowed_classes: vec!["plugin".into()],
-        ..Config::default()
-    });
+    let t = TestRegistry::with_config(Config { allowed_classes: vec!["plugin".into()], ..Config::default() });
     let body = t.image_manifest("r", OCI_MANIFEST, "x");
     let before = t.snapshot();
     let r = t.put_manifest("r", "v1", OCI_MANIFEST, &body);
     assert_eq!((r.status, r.error_code().as_str()), (403, "DENIED"));
-    assert_eq!(
-        r.json()["errors"][0]["message"],
-        "registry does not allow image manifest"
-    );
+    assert_eq!(r.json()["errors"][0]["message"], "registry does not allow image manifest");
     assert_eq!(t.snapshot(), before);
 }
 
 #[test]
 fn resource_class_policy_allows_configured_classes_and_denies_unknown_ones() {
-    let t = TestRegistry::with_config(Config {
-        allowed_classes: vec!["image".into()],
-        ..Config::default()
-    });
+    let t = TestRegistry::with_config(Config { allowed_classes: vec!["image".into()], ..Config::default() });
     let body = t.image_manifest("r", DOCKER_MANIFEST, "x");
     assert_eq!(t.put_manifest("r", "v1", DOCKER_MANIFEST, &body).status, 201);
     let artifact = String::from_utf8(t.image_manifest("r", OCI_MANIFEST, "y"))
         .unwrap()
-        .replace(
-            "application/vnd.oci.image.config.v1+json",
-            "application/vnd.example.config+json",
-        );
+        .replace("application/vnd.oci.image.config.v1+json", "application/vnd.example.config+json");
     let r = t.put_manifest("r", "art", OCI_MANIFEST, artifact.as_bytes());
     assert_eq!(r.status, 403);
-    assert_eq!(
-        r.json()["errors"][0]["message"],
-        "unknown manifest class for application/vnd.example.config+json"
-    );
+    assert_eq!(r.json()["errors"][0]["message"], "unknown manifest class for application/vnd.example.config+json");
 }
 
 #[test]
@@ -419,14 +359,8 @@ fn without_a_class_policy_artifacts_are_accepted() {
     let t = TestRegistry::new();
     let artifact = String::from_utf8(t.image_manifest("r", OCI_MANIFEST, "y"))
         .unwrap()
-        .replace(
-            "application/vnd.oci.image.config.v1+json",
-            "application/vnd.example.config+json",
-        );
-    assert_eq!(
-        t.put_manifest("r", "art", OCI_MANIFEST, artifact.as_bytes()).status,
-        201
-    );
+        .replace("application/vnd.oci.image.config.v1+json", "application/vnd.example.config+json");
+    assert_eq!(t.put_manifest("r", "art", OCI_MANIFEST, artifact.as_bytes()).status, 201);
 }
 
 // ---------------------------------------------------------------- manifest DELETE
@@ -438,11 +372,7 @@ fn delete_by_tag_untags_and_keeps_the_manifest() {
     let r = t.delete("/v2/r/manifests/v1");
     assert_eq!(r.status, 202);
     assert_eq!(t.get("/v2/r/manifests/v1", &[("Accept", OCI_MANIFEST)]).status, 404);
-    assert_eq!(
-        t.get(&format!("/v2/r/manifests/{d}"), &[("Accept", OCI_MANIFEST)])
-            .status,
-        200
-    );
+    assert_eq!(t.get(&format!("/v2/r/manifests/{d}"), &[("Accept", OCI_MANIFEST)]).status, 200);
 }
 
 #[test]
@@ -460,11 +390,7 @@ fn delete_by_digest_removes_the_manifest_and_every_tag_pointing_at_it() {
     t.push_image("r", "other", OCI_MANIFEST, "y");
     let r = t.delete(&format!("/v2/r/manifests/{d}"));
     assert_eq!(r.status, 202);
-    for path in [
-        "/v2/r/manifests/v1".to_string(),
-        "/v2/r/manifests/v2".to_string(),
-        format!("/v2/r/manifests/{d}"),
-    ] {
+    for path in ["/v2/r/manifests/v1".to_string(), "/v2/r/manifests/v2".to_string(), format!("/v2/r/manifests/{d}")] {
         assert_eq!(t.get(&path, &[("Accept", OCI_MANIFEST)]).status, 404, "{path}");
     }
     assert_eq!(t.get("/v2/r/manifests/other", &[("Accept", OCI_MANIFEST)]).status, 200);
@@ -495,11 +421,7 @@ fn deletes_are_unsupported_unless_enabled() {
 fn read_only_mode_refuses_every_write_with_405() {
     let t = TestRegistry::new();
     let (body, d) = t.push_image("r", "v1", OCI_MANIFEST, "x");
-    let ro = TestRegistry::with_config(Config {
-        read_only: true,
-        delete_enabled: true,
-        ..Config::default()
-    });
+    let ro = TestRegistry::with_config(Config { read_only: true, delete_enabled: true, ..Config::default() });
     let before = ro.snapshot();
     let cases = [
         (Method::Put, "/v2/r/manifests/v1".to_string()),
@@ -509,17 +431,8 @@ fn read_only_mode_refuses_every_write_with_405() {
         (Method::Patch, format!("/v2/r/blobs/uploads/{}", "0".repeat(32))),
     ];
     for (method, path) in cases {
-        let r = ro.send(
-            method,
-            &path,
-            &[("Content-Type", OCI_MANIFEST)],
-            MemoryBody::from_bytes(body.clone()),
-        );
-        assert_eq!(
-            (r.status, r.error_code().as_str()),
-            (405, "UNSUPPORTED"),
-            "{method:?} {path}"
-        );
+        let r = ro.send(method, &path, &[("Content-Type", OCI_MANIFEST)], MemoryBody::from_bytes(body.clone()));
+        assert_eq!((r.status, r.error_code().as_str()), (405, "UNSUPPORTED"), "{method:?} {path}");
     }
     assert_eq!(ro.snapshot(), before);
     assert_eq!(ro.get("/v2/", &[]).status, 200);
@@ -545,10 +458,7 @@ fn blob_get_and_head_return_the_bytes_and_headers() {
 fn unknown_blob_is_blob_unknown_and_blobs_are_scoped_to_their_repository() {
     let t = TestRegistry::new();
     let d = t.push_blob("r", b"x");
-    for path in [
-        format!("/v2/r/blobs/{}", Digest::sha256_of(b"y")),
-        format!("/v2/other/blobs/{d}"),
-    ] {
+    for path in [format!("/v2/r/blobs/{}", Digest::sha256_of(b"y")), format!("/v2/other/blobs/{d}")] {
         let r = t.get(&path, &[]);
         assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UNKNOWN"), "{path}");
         assert_eq!(t.head(&path, &[]).status, 404);
@@ -569,12 +479,7 @@ fn blob_delete_unlinks_it_from_the_repository() {
 // ---------------------------------------------------------------- uploads
 
 fn start_session(t: &TestRegistry, repo: &str) -> String {
-    let r = t.send(
-        Method::Post,
-        &format!("/v2/{repo}/blobs/uploads/"),
-        &[],
-        MemoryBody::empty(),
-    );
+    let r = t.send(Method::Post, &format!("/v2/{repo}/blobs/uploads/"), &[], MemoryBody::empty());
     assert_eq!(r.status, 202);
     assert_eq!(r.header("Range"), Some("0-0"));
     assert!(r.header("Docker-Upload-UUID").is_some());
@@ -588,12 +493,8 @@ fn session_upload_post_patch_put_makes_the_blob_visible_only_at_the_end() {
     assert!(location.starts_with("/v2/r/blobs/uploads/"));
     let data = b"streamed layer".to_vec();
     let d = Digest::sha256_of(&data);
-    let r = t.send(
-        Method::Patch,
-        &location,
-        &[],
-        MemoryBody::from_chunks(vec![data[..5].to_vec(), data[5..].to_vec()]),
-    );
+    let r =
+        t.send(Method::Patch, &location, &[], MemoryBody::from_chunks(vec![data[..5].to_vec(), data[5..].to_vec()]));
     assert_eq!(r.status, 202);
     assert_eq!(r.header("Range"), Some("0-13"));
     assert_eq!(t.head(&format!("/v2/r/blobs/{d}"), &[]).status, 404);
@@ -612,12 +513,7 @@ fn session_upload_with_the_body_in_the_final_put() {
     let t = TestRegistry::new();
     let location = start_session(&t, "r");
     let d = Digest::sha256_of(b"all in the put");
-    let r = t.send(
-        Method::Put,
-        &format!("{location}?digest={d}"),
-        &[],
-        MemoryBody::from_bytes(&b"all in the put"[..]),
-    );
+    let r = t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::from_bytes(&b"all in the put"[..]));
     assert_eq!(r.status, 201);
     assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, b"all in the put");
 }
@@ -642,11 +538,7 @@ fn chunks_across_requests_are_hashed_and_cut_into_parts() {
     }
     assert_eq!(t.objects.open_multipart_uploads(), 1);
     let d = Digest::sha256_of(&data);
-    assert_eq!(
-        t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty())
-            .status,
-        201
-    );
+    assert_eq!(t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty()).status, 201);
     assert_eq!(t.objects.open_multipart_uploads(), 0);
     assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
 }
@@ -655,29 +547,14 @@ fn chunks_across_requests_are_hashed_and_cut_into_parts() {
 fn an_out_of_order_chunk_is_416_and_changes_nothing() {
     let t = TestRegistry::new();
     let location = start_session(&t, "r");
-    t.send(
-        Method::Patch,
-        &location,
-        &[("Content-Range", "0-2")],
-        MemoryBody::from_bytes(&b"abc"[..]),
-    );
+    t.send(Method::Patch, &location, &[("Content-Range", "0-2")], MemoryBody::from_bytes(&b"abc"[..]));
     let before = t.snapshot();
     for range in ["0-2", "5-7", "junk"] {
-        let r = t.send(
-            Method::Patch,
-            &location,
-            &[("Content-Range", range)],
-            MemoryBody::from_bytes(&b"def"[..]),
-        );
+        let r = t.send(Method::Patch, &location, &[("Content-Range", range)], MemoryBody::from_bytes(&b"def"[..]));
         assert_eq!((r.status, r.error_code().as_str()), (416, "RANGE_INVALID"), "{range}");
     }
     assert_eq!(t.snapshot(), before);
-    let ok = t.send(
-        Method::Patch,
-        &location,
-        &[("Content-Range", "3-5")],
-        MemoryBody::from_bytes(&b"def"[..]),
-    );
+    let ok = t.send(Method::Patch, &location, &[("Content-Range", "3-5")], MemoryBody::from_bytes(&b"def"[..]));
     assert_eq!(ok.status, 202);
 }
 
@@ -690,12 +567,7 @@ fn a_digest_mismatch_is_digest_invalid_and_leaves_nothing_visible() {
     let data = vec![1u8; PART_SIZE + 10];
     t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(data));
     let wrong = Digest::sha256_of(b"something else");
-    let r = t.send(
-        Method::Put,
-        &format!("{location}?digest={wrong}"),
-        &[],
-        MemoryBody::empty(),
-    );
+    let r = t.send(Method::Put, &format!("{location}?digest={wrong}"), &[], MemoryBody::empty());
     assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
     assert_eq!(t.snapshot(), before);
     assert_eq!(t.get(&location, &[]).status, 404);
@@ -717,12 +589,7 @@ fn a_large_monolithic_upload_goes_through_multipart_and_verifies() {
     let data: Vec<u8> = (0..(PART_SIZE * 2 + 7)).map(|i| (i % 13) as u8).collect();
     let d = Digest::sha256_of(&data);
     let chunks: Vec<Vec<u8>> = data.chunks(64 * 1024).map(|c| c.to_vec()).collect();
-    let r = t.send(
-        Method::Post,
-        &format!("/v2/r/blobs/uploads/?digest={d}"),
-        &[],
-        MemoryBody::from_chunks(chunks),
-    );
+    let r = t.send(Method::Post, &format!("/v2/r/blobs/uploads/?digest={d}"), &[], MemoryBody::from_chunks(chunks));
     assert_eq!(r.status, 201);
     assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
     assert_eq!(t.objects.open_multipart_uploads(), 0);
@@ -731,15 +598,8 @@ fn a_large_monolithic_upload_goes_through_multipart_and_verifies() {
 #[test]
 fn a_sha512_monolithic_upload_is_verified_with_sha512() {
     let t = TestRegistry::new();
-    let d = Digest::parse(&format!("sha512:{}", "0".repeat(128)))
-        .unwrap()
-        .recompute(b"512");
-    let r = t.send(
-        Method::Post,
-        &format!("/v2/r/blobs/uploads/?digest={d}"),
-        &[],
-        MemoryBody::from_bytes(&b"512"[..]),
-    );
+    let d = Digest::parse(&format!("sha512:{}", "0".repeat(128))).unwrap().recompute(b"512");
+    let r = t.send(Method::Post, &format!("/v2/r/blobs/uploads/?digest={d}"), &[], MemoryBody::from_bytes(&b"512"[..]));
     assert_eq!(r.status, 201);
     assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, b"512");
 }
@@ -749,11 +609,7 @@ fn an_empty_blob_can_be_uploaded() {
     let t = TestRegistry::new();
     let d = Digest::sha256_of(b"");
     let location = start_session(&t, "r");
-    assert_eq!(
-        t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty())
-            .status,
-        201
-    );
+    assert_eq!(t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty()).status, 201);
     let r = t.get(&format!("/v2/r/blobs/{d}"), &[]);
     assert_eq!((r.status, r.header("Content-Length")), (200, Some("0")));
 }
@@ -763,12 +619,7 @@ fn cancelling_a_session_drops_it_and_its_parts() {
     let t = TestRegistry::new();
     let before = t.snapshot();
     let location = start_session(&t, "r");
-    t.send(
-        Method::Patch,
-        &location,
-        &[],
-        MemoryBody::from_bytes(vec![0u8; PART_SIZE + 1]),
-    );
+    t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(vec![0u8; PART_SIZE + 1]));
     assert_eq!(t.delete(&location).status, 204);
     assert_eq!(t.snapshot(), before);
     let r = t.get(&location, &[]);
@@ -780,50 +631,133 @@ fn a_session_belongs_to_the_repository_that_started_it() {
     let t = TestRegistry::new();
     let location = start_session(&t, "r");
     let id = location.rsplit('/').next().unwrap();
-    let r = t.send(
-        Method::Patch,
-        &format!("/v2/other/blobs/uploads/{id}"),
-        &[],
-        MemoryBody::from_bytes(&b"x"[..]),
-    );
+    let r = t.send(Method::Patch, &format!("/v2/other/blobs/uploads/{id}"), &[], MemoryBody::from_bytes(&b"x"[..]));
     assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
 }
 
 #[test]
-fn mount_requests_fall_back_to_a_session() {
+fn mount_from_a_repository_holding_the_blob_links_it_without_copying_bytes() {
     let t = TestRegistry::new();
     let d = t.push_blob("src", b"shared");
-    let r = t.send(
-        Method::Post,
-        &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"),
-        &[],
-        MemoryBody::empty(),
-    );
+    let before = t.objects.snapshot();
+    let r = t.send(Method::Post, &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"), &[], MemoryBody::empty());
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("Location"), Some(format!("/v2/dst/blobs/{d}").as_str()));
+    assert_eq!(r.header("Docker-Content-Digest"), Some(d.to_string().as_str()));
+    assert_eq!(t.get(&format!("/v2/dst/blobs/{d}"), &[]).body, b"shared");
+    let after = t.objects.snapshot();
+    let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert_eq!(added, [&format!("repositories/dst/_layers/sha256/{}", d.hex())], "only a link is written");
+}
+
+#[test]
+fn mount_from_a_repository_without_the_blob_falls_back_to_a_session() {
+    let t = TestRegistry::new();
+    let d = t.push_blob("src", b"shared");
+    let r = t.send(Method::Post, &format!("/v2/dst/blobs/uploads/?mount={d}&from=other"), &[], MemoryBody::empty());
     assert_eq!(r.status, 202);
     assert!(r.header("Location").unwrap().starts_with("/v2/dst/blobs/uploads/"));
+    assert_eq!(t.head(&format!("/v2/dst/blobs/{d}"), &[]).status, 404);
+}
+
+#[test]
+fn mount_without_from_finds_the_blob_in_any_repository() {
+    let t = TestRegistry::new();
+    let d = t.push_blob("src", b"anywhere");
+    let r = t.send(Method::Post, &format!("/v2/dst/blobs/uploads/?mount={d}"), &[], MemoryBody::empty());
+    assert_eq!(r.status, 201);
+    assert_eq!(t.get(&format!("/v2/dst/blobs/{d}"), &[]).body, b"anywhere");
+    let unknown = Digest::sha256_of(b"never pushed");
+    let r = t.send(Method::Post, &format!("/v2/dst/blobs/uploads/?mount={unknown}"), &[], MemoryBody::empty());
+    assert_eq!(r.status, 202);
+}
+
+#[test]
+fn a_mounted_blob_stays_readable_after_the_source_repository_deletes_it() {
+    let t = TestRegistry::new();
+    let d = t.push_blob("src", b"kept");
+    t.send(Method::Post, &format!("/v2/dst/blobs/uploads/?mount={d}&from=src"), &[], MemoryBody::empty());
+    assert_eq!(t.delete(&format!("/v2/src/blobs/{d}")).status, 202);
+    assert_eq!(t.get(&format!("/v2/dst/blobs/{d}"), &[]).body, b"kept");
+}
+
+#[test]
+fn session_responses_advertise_the_minimum_useful_chunk() {
+    let t = TestRegistry::new();
+    let r = t.send(Method::Post, "/v2/r/blobs/uploads/", &[], MemoryBody::empty());
+    assert_eq!(r.header("OCI-Chunk-Min-Length"), Some(PART_SIZE.to_string().as_str()));
+}
+
+#[test]
+fn a_chunk_over_the_configured_maximum_is_413_and_leaves_the_session_as_it_was() {
+    let max = PART_SIZE as u64;
+    let t = TestRegistry::with_config(Config { max_chunk_size: max, ..Config::default() });
+    let location = start_session(&t, "r");
+    t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(&b"abc"[..]));
+    let before = t.snapshot();
+    // Announced too large: refused before reading.
+    let declared = (max + 1).to_string();
+    let r = t.send(Method::Patch, &location, &[("Content-Length", &declared)], MemoryBody::from_bytes(&b"x"[..]));
+    assert_eq!((r.status, r.error_code().as_str()), (413, "SIZE_INVALID"));
+    // Streamed without a length and found too large on the way: refused too.
+    let chunks = vec![vec![1u8; PART_SIZE], vec![2u8; 10]];
+    let r = t.send(Method::Patch, &location, &[], MemoryBody::from_chunks(chunks.clone()));
+    assert_eq!((r.status, r.error_code().as_str()), (413, "SIZE_INVALID"));
+    assert_eq!(t.get(&location, &[]).header("Range"), Some("0-2"));
+    let d = Digest::sha256_of(&chunks.concat());
+    let r = t.send(Method::Post, &format!("/v2/r/blobs/uploads/?digest={d}"), &[], MemoryBody::from_chunks(chunks));
+    assert_eq!(r.status, 413);
+    // The multipart upload started by the refused monolithic POST was aborted.
+    let after = t.snapshot();
+    assert_eq!(after, before);
+}
+
+#[test]
+fn abandoned_sessions_are_aborted_by_the_cleanup_and_fresh_ones_kept() {
+    let t = TestRegistry::with_config(Config { upload_max_age_secs: 60, ..Config::default() });
+    let empty = t.snapshot();
+    t.objects.set_now_ms(1_000);
+    let old = start_session(&t, "r");
+    t.send(Method::Patch, &old, &[], MemoryBody::from_bytes(vec![0u8; PART_SIZE + 1]));
+    assert_eq!(t.objects.open_multipart_uploads(), 1);
+    t.objects.set_now_ms(50_000);
+    let fresh = start_session(&t, "r");
+    let removed = futures_executor::block_on(t.registry.clean_abandoned_uploads(61_001 + 1_000)).unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(t.objects.open_multipart_uploads(), 0);
+    assert_eq!(t.get(&old, &[]).status, 404);
+    assert_eq!(t.get(&fresh, &[]).status, 204);
+    assert_eq!(t.delete(&fresh).status, 204);
+    assert_eq!(t.snapshot(), empty);
+}
+
+#[test]
+fn blob_range_requests_get_206_and_unsatisfiable_ones_416() {
+    let t = TestRegistry::new();
+    let d = t.push_blob("r", b"0123456789");
+    let path = format!("/v2/r/blobs/{d}");
+    let r = t.get(&path, &[("Range", "bytes=2-5")]);
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"2345"[..]));
+    assert_eq!(r.header("Content-Range"), Some("bytes 2-5/10"));
+    assert_eq!(r.header("Content-Length"), Some("4"));
+    let r = t.get(&path, &[("Range", "bytes=-3")]);
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"789"[..]));
+    let r = t.get(&path, &[("Range", "bytes=10-")]);
+    assert_eq!((r.status, r.error_code().as_str()), (416, "RANGE_INVALID"));
+    assert_eq!(r.header("Content-Range"), Some("bytes */10"));
+    let r = t.get(&path, &[("Range", "bytes=0-1,4-5")]);
+    assert_eq!((r.status, r.body.len()), (200, 10));
+    assert_eq!(t.get(&path, &[]).header("Accept-Ranges"), Some("bytes"));
 }
 
 #[test]
 fn storage_self_test_is_hidden_unless_enabled() {
     let t = TestRegistry::new();
-    assert_eq!(
-        t.send(Method::Post, "/_wharf/selftest", &[], MemoryBody::empty())
-            .status,
-        404
-    );
-    let on = TestRegistry::with_config(Config {
-        selftest: true,
-        ..Config::default()
-    });
+    assert_eq!(t.send(Method::Post, "/_wharf/selftest", &[], MemoryBody::empty()).status, 404);
+    let on = TestRegistry::with_config(Config { selftest: true, ..Config::default() });
     let r = on.send(Method::Post, "/_wharf/selftest", &[], MemoryBody::empty());
     assert_eq!(r.status, 200);
-    assert!(
-        r.json()["objects"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["error"].is_null())
-    );
+    assert!(r.json()["objects"].as_array().unwrap().iter().all(|c| c["error"].is_null()));
 }
 
 // ---------------------------------------------------------------- bad input catalogue
@@ -847,10 +781,7 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
     );
     let docker_without_media = good.replace(&format!(r#""mediaType":"{OCI_MANIFEST}","#), "");
     let with_missing_config = good.replace(
-        &serde_json::from_str::<serde_json::Value>(&good).unwrap()["config"]["digest"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
+        &serde_json::from_str::<serde_json::Value>(&good).unwrap()["config"]["digest"].as_str().unwrap().to_owned(),
         &missing.to_string(),
     );
     let long_name = format!("/v2/{}/manifests/v1", "a".repeat(256));
@@ -858,14 +789,7 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
 
     type Case<'a> = (Method, String, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
     let put = |path: &str, ct: &'static str, body: &str| -> Case<'static> {
-        (
-            Method::Put,
-            path.to_owned(),
-            vec![("Content-Type", ct)],
-            body.as_bytes().to_vec(),
-            0,
-            "",
-        )
+        (Method::Put, path.to_owned(), vec![("Content-Type", ct)], body.as_bytes().to_vec(), 0, "")
     };
     let mut cases: Vec<Case> = Vec::new();
     let mut add = |mut c: Case<'static>, status: u16, code: &'static str| {
@@ -879,148 +803,42 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
     add(put("/v2/a//b/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
     add(put("/v2/-a/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
     add(put(&long_name, OCI_MANIFEST, &good), 400, "NAME_INVALID");
-    add(
-        (Method::Get, "/v2/a%20b/blobs/uploads/".into(), vec![], vec![], 0, ""),
-        400,
-        "NAME_INVALID",
-    );
+    add((Method::Get, "/v2/a%20b/blobs/uploads/".into(), vec![], vec![], 0, ""), 400, "NAME_INVALID");
     // tags and references
     add(put("/v2/r/manifests/-bad", OCI_MANIFEST, &good), 400, "TAG_INVALID");
     add(put("/v2/r/manifests/.hidden", OCI_MANIFEST, &good), 400, "TAG_INVALID");
     add(put(&long_tag, OCI_MANIFEST, &good), 400, "TAG_INVALID");
     // digests
+    add(put(&format!("/v2/r/manifests/sha256:{zero}"), OCI_MANIFEST, &good), 400, "DIGEST_INVALID");
+    add(put("/v2/r/manifests/sha256:abc", OCI_MANIFEST, &good), 400, "DIGEST_INVALID");
+    add(put(&format!("/v2/r/manifests/md5:{zero}"), OCI_MANIFEST, &good), 400, "DIGEST_INVALID");
+    add(put(&format!("/v2/r/manifests/sha256:{}", zero.to_uppercase()), OCI_MANIFEST, &good), 400, "DIGEST_INVALID");
+    add((Method::Get, "/v2/r/blobs/sha256:xyz".into(), vec![], vec![], 0, ""), 400, "DIGEST_INVALID");
+    add((Method::Put, format!("{session}?digest=nope"), vec![], b"x".to_vec(), 0, ""), 400, "DIGEST_INVALID");
+    add((Method::Put, session.clone(), vec![], b"x".to_vec(), 0, ""), 400, "DIGEST_INVALID");
     add(
-        put(&format!("/v2/r/manifests/sha256:{zero}"), OCI_MANIFEST, &good),
+        (Method::Post, "/v2/r/blobs/uploads/?digest=sha256:1".into(), vec![], b"x".to_vec(), 0, ""),
         400,
         "DIGEST_INVALID",
     );
-    add(
-        put("/v2/r/manifests/sha256:abc", OCI_MANIFEST, &good),
-        400,
-        "DIGEST_INVALID",
-    );
-    add(
-        put(&format!("/v2/r/manifests/md5:{zero}"), OCI_MANIFEST, &good),
-        400,
-        "DIGEST_INVALID",
-    );
-    add(
-        put(
-            &format!("/v2/r/manifests/sha256:{}", zero.to_uppercase()),
-            OCI_MANIFEST,
-            &good,
-        ),
-        400,
-        "DIGEST_INVALID",
-    );
-    add(
-        (Method::Get, "/v2/r/blobs/sha256:xyz".into(), vec![], vec![], 0, ""),
-        400,
-        "DIGEST_INVALID",
-    );
-    add(
-        (
-            Method::Put,
-            format!("{session}?digest=nope"),
-            vec![],
-            b"x".to_vec(),
-            0,
-            "",
-        ),
-        400,
-        "DIGEST_INVALID",
-    );
-    add(
-        (Method::Put, session.clone(), vec![], b"x".to_vec(), 0, ""),
-        400,
-        "DIGEST_INVALID",
-    );
-    add(
-        (
-            Method::Post,
-            "/v2/r/blobs/uploads/?digest=sha256:1".into(),
-            vec![],
-            b"x".to_vec(),
-            0,
-            "",
-        ),
-        400,
-        "DIGEST_INVALID",
-    );
-    add(
-        put("/v2/r/manifests/v9", OCI_MANIFEST, &bad_layer_digest),
-        400,
-        "DIGEST_INVALID",
-    );
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &bad_layer_digest), 400, "DIGEST_INVALID");
     // media types and JSON
-    add(
-        put("/v2/r/manifests/v9", "application/json", &good),
-        400,
-        "MANIFEST_INVALID",
-    );
+    add(put("/v2/r/manifests/v9", "application/json", &good), 400, "MANIFEST_INVALID");
     add(put("/v2/r/manifests/v9", "", &good), 400, "MANIFEST_INVALID");
     add(put("/v2/r/manifests/v9", OCI_INDEX, &good), 400, "MANIFEST_INVALID");
-    add(
-        put("/v2/r/manifests/v9", DOCKER_MANIFEST, &good),
-        400,
-        "MANIFEST_INVALID",
-    );
-    add(
-        put("/v2/r/manifests/v9", OCI_MANIFEST, &wrong_body_media),
-        400,
-        "MANIFEST_INVALID",
-    );
-    add(
-        put("/v2/r/manifests/v9", DOCKER_MANIFEST, &docker_without_media),
-        400,
-        "MANIFEST_INVALID",
-    );
-    add(
-        put("/v2/r/manifests/v9", OCI_MANIFEST, "{not json"),
-        400,
-        "MANIFEST_INVALID",
-    );
+    add(put("/v2/r/manifests/v9", DOCKER_MANIFEST, &good), 400, "MANIFEST_INVALID");
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &wrong_body_media), 400, "MANIFEST_INVALID");
+    add(put("/v2/r/manifests/v9", DOCKER_MANIFEST, &docker_without_media), 400, "MANIFEST_INVALID");
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, "{not json"), 400, "MANIFEST_INVALID");
     add(put("/v2/r/manifests/v9", OCI_MANIFEST, ""), 400, "MANIFEST_INVALID");
-    add(
-        put("/v2/r/manifests/v9", OCI_MANIFEST, "[1,2]"),
-        400,
-        "MANIFEST_INVALID",
-    );
-    add(
-        put("/v2/r/manifests/v9", OCI_MANIFEST, &schema1),
-        400,
-        "MANIFEST_INVALID",
-    );
-    add(
-        put("/v2/r/manifests/v9", OCI_MANIFEST, &no_layers),
-        400,
-        "MANIFEST_INVALID",
-    );
-    add(
-        put("/v2/r/manifests/v9", OCI_INDEX, &index_without_manifests),
-        400,
-        "MANIFEST_INVALID",
-    );
-    add(
-        put(
-            "/v2/r/manifests/v9",
-            OCI_MANIFEST,
-            &good.replace("\"size\":", "\"size\":\""),
-        ),
-        400,
-        "MANIFEST_INVALID",
-    );
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, "[1,2]"), 400, "MANIFEST_INVALID");
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &schema1), 400, "MANIFEST_INVALID");
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &no_layers), 400, "MANIFEST_INVALID");
+    add(put("/v2/r/manifests/v9", OCI_INDEX, &index_without_manifests), 400, "MANIFEST_INVALID");
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &good.replace("\"size\":", "\"size\":\"")), 400, "MANIFEST_INVALID");
     // references
-    add(
-        put("/v2/r/manifests/v9", OCI_MANIFEST, &with_missing_config),
-        400,
-        "MANIFEST_BLOB_UNKNOWN",
-    );
-    add(
-        put(&format!("/v2/r/manifests/{missing}"), OCI_MANIFEST, &good),
-        400,
-        "DIGEST_INVALID",
-    );
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &with_missing_config), 400, "MANIFEST_BLOB_UNKNOWN");
+    add(put(&format!("/v2/r/manifests/{missing}"), OCI_MANIFEST, &good), 400, "DIGEST_INVALID");
     // sizes
     add(
         (
@@ -1036,56 +854,29 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
     );
     // uploads
     add(
-        (
-            Method::Patch,
-            format!("/v2/r/blobs/uploads/{}", "f".repeat(32)),
-            vec![],
-            b"x".to_vec(),
-            0,
-            "",
-        ),
+        (Method::Patch, format!("/v2/r/blobs/uploads/{}", "f".repeat(32)), vec![], b"x".to_vec(), 0, ""),
         404,
         "BLOB_UPLOAD_UNKNOWN",
     );
     add(
-        (
-            Method::Patch,
-            "/v2/r/blobs/uploads/not-an-id".into(),
-            vec![],
-            b"x".to_vec(),
-            0,
-            "",
-        ),
+        (Method::Patch, "/v2/r/blobs/uploads/not-an-id".into(), vec![], b"x".to_vec(), 0, ""),
         404,
         "BLOB_UPLOAD_UNKNOWN",
     );
-    add(
-        (
-            Method::Patch,
-            session.clone(),
-            vec![("Content-Range", "9-10")],
-            b"xy".to_vec(),
-            0,
-            "",
-        ),
-        416,
-        "RANGE_INVALID",
-    );
+    add((Method::Patch, session.clone(), vec![("Content-Range", "9-10")], b"xy".to_vec(), 0, ""), 416, "RANGE_INVALID");
     // methods
+    add((Method::Post, "/v2/r/manifests/v1".into(), vec![], vec![], 0, ""), 405, "UNSUPPORTED");
+    add((Method::Other, "/v2/".into(), vec![], vec![], 0, ""), 405, "UNSUPPORTED");
+    add((Method::Patch, "/v2/r/blobs/uploads/".into(), vec![], vec![], 0, ""), 405, "UNSUPPORTED");
     add(
-        (Method::Post, "/v2/r/manifests/v1".into(), vec![], vec![], 0, ""),
-        405,
-        "UNSUPPORTED",
+        (Method::Post, "/v2/r/blobs/uploads/?mount=sha256:1&from=r".into(), vec![], vec![], 0, ""),
+        400,
+        "DIGEST_INVALID",
     );
     add(
-        (Method::Other, "/v2/".into(), vec![], vec![], 0, ""),
-        405,
-        "UNSUPPORTED",
-    );
-    add(
-        (Method::Patch, "/v2/r/blobs/uploads/".into(), vec![], vec![], 0, ""),
-        405,
-        "UNSUPPORTED",
+        (Method::Post, format!("/v2/r/blobs/uploads/?mount={missing}&from=Bad"), vec![], vec![], 0, ""),
+        400,
+        "NAME_INVALID",
     );
 
     assert!(cases.len() >= 25, "{} cases", cases.len());

@@ -18,12 +18,8 @@ pub enum MediaType {
 }
 
 impl MediaType {
-    pub const ALL: [MediaType; 4] = [
-        MediaType::OciManifest,
-        MediaType::OciIndex,
-        MediaType::DockerManifest,
-        MediaType::DockerManifestList,
-    ];
+    pub const ALL: [MediaType; 4] =
+        [MediaType::OciManifest, MediaType::OciIndex, MediaType::DockerManifest, MediaType::DockerManifestList];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,9 +33,7 @@ impl MediaType {
     /// Parses a media type, ignoring parameters and surrounding space (`mime.ParseMediaType`).
     pub fn parse(value: &str) -> Option<Self> {
         let essence = value.split(';').next().unwrap_or("").trim();
-        MediaType::ALL
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(essence))
+        MediaType::ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(essence))
     }
 
     fn is_list(self) -> bool {
@@ -144,12 +138,7 @@ fn invalid(detail: impl Into<serde_json::Value>) -> RegistryError {
 
 fn descriptor(raw: RawDescriptor) -> Result<Descriptor, RegistryError> {
     let digest = Digest::parse(&raw.digest).map_err(|e| e.with_message("manifest refers to an invalid digest"))?;
-    Ok(Descriptor {
-        media_type: raw.media_type,
-        digest,
-        size: raw.size,
-        platform: raw.platform,
-    })
+    Ok(Descriptor { media_type: raw.media_type, digest, size: raw.size, platform: raw.platform })
 }
 
 impl Manifest {
@@ -169,9 +158,7 @@ impl Manifest {
             invalid(json!({ "reason": format!("manifest is not valid JSON of the expected shape: {e}") }))
         })?;
         if raw.schema_version != Some(2) {
-            return Err(invalid(
-                json!({ "reason": "schemaVersion must be 2", "schemaVersion": raw.schema_version }),
-            ));
+            return Err(invalid(json!({ "reason": "schemaVersion must be 2", "schemaVersion": raw.schema_version })));
         }
         match (&raw.media_type, media_type) {
             (None, MediaType::OciManifest | MediaType::OciIndex) => {}
@@ -185,26 +172,16 @@ impl Manifest {
         }
         let (config, references) = if media_type.is_list() {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(invalid(
-                    json!({ "reason": "an index or manifest list must not have config or layers" }),
-                ));
+                return Err(invalid(json!({ "reason": "an index or manifest list must not have config or layers" })));
             }
-            let children = raw
-                .manifests
-                .ok_or_else(|| invalid(json!({ "reason": "manifests field missing" })))?;
+            let children = raw.manifests.ok_or_else(|| invalid(json!({ "reason": "manifests field missing" })))?;
             (None, children)
         } else {
             if raw.manifests.is_some() {
-                return Err(invalid(
-                    json!({ "reason": "an image manifest must not have a manifests field" }),
-                ));
+                return Err(invalid(json!({ "reason": "an image manifest must not have a manifests field" })));
             }
-            let config = raw
-                .config
-                .ok_or_else(|| invalid(json!({ "reason": "config field missing" })))?;
-            let layers = raw
-                .layers
-                .ok_or_else(|| invalid(json!({ "reason": "layers field missing" })))?;
+            let config = raw.config.ok_or_else(|| invalid(json!({ "reason": "config field missing" })))?;
+            let layers = raw.layers.ok_or_else(|| invalid(json!({ "reason": "layers field missing" })))?;
             (Some(config), layers)
         };
         Ok(Manifest {
@@ -220,20 +197,12 @@ impl Manifest {
     /// The blobs this manifest needs in the repository: config and layers. (Lists and indexes
     /// need manifests instead: see [`Manifest::child_manifests`].)
     pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
-        let layers = if self.media_type.is_list() {
-            &[][..]
-        } else {
-            &self.references[..]
-        };
+        let layers = if self.media_type.is_list() { &[][..] } else { &self.references[..] };
         self.config.iter().chain(layers).map(|d| &d.digest)
     }
 
     pub fn child_manifests(&self) -> impl Iterator<Item = &Descriptor> {
-        let children = if self.media_type.is_list() {
-            &self.references[..]
-        } else {
-            &[][..]
-        };
+        let children = if self.media_type.is_list() { &self.references[..] } else { &[][..] };
         children.iter()
     }
 
@@ -259,11 +228,7 @@ pub fn default_platform_child(list_body: &[u8]) -> Option<Digest> {
     let raw: RawManifest = serde_json::from_slice(list_body).ok()?;
     raw.manifests?
         .into_iter()
-        .find(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.architecture == "amd64" && p.os == "linux")
-        })
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.architecture == "amd64" && p.os == "linux"))
         .and_then(|d| Digest::parse(&d.digest).ok())
 }
 
@@ -333,33 +298,13 @@ mod tests {
                 ErrorCode::ManifestInvalid,
             ),
             (Some(index), oci_manifest(""), ErrorCode::ManifestInvalid),
-            (
-                Some(oci),
-                oci_manifest(r#","manifests":[]"#),
-                ErrorCode::ManifestInvalid,
-            ),
-            (
-                Some(list),
-                r#"{"schemaVersion":2,"manifests":[]}"#.into(),
-                ErrorCode::ManifestInvalid,
-            ),
-            (
-                Some(oci),
-                oci_manifest("").replace(&d(2), "sha256:nothex"),
-                ErrorCode::DigestInvalid,
-            ),
-            (
-                Some(oci),
-                oci_manifest("").replace("\"size\":1}]", "\"size\":-1}]"),
-                ErrorCode::ManifestInvalid,
-            ),
+            (Some(oci), oci_manifest(r#","manifests":[]"#), ErrorCode::ManifestInvalid),
+            (Some(list), r#"{"schemaVersion":2,"manifests":[]}"#.into(), ErrorCode::ManifestInvalid),
+            (Some(oci), oci_manifest("").replace(&d(2), "sha256:nothex"), ErrorCode::DigestInvalid),
+            (Some(oci), oci_manifest("").replace("\"size\":1}]", "\"size\":-1}]"), ErrorCode::ManifestInvalid),
         ];
         for (ct, body, code) in cases {
-            assert_eq!(
-                Manifest::parse(ct, body.as_bytes()).unwrap_err().code,
-                code,
-                "{ct:?} {body}"
-            );
+            assert_eq!(Manifest::parse(ct, body.as_bytes()).unwrap_err().code, code, "{ct:?} {body}");
         }
     }
 
@@ -379,20 +324,12 @@ mod tests {
     #[test]
     fn classes_follow_the_config_media_type() {
         let plugin = oci_manifest("")
-            .replace(
-                "application/vnd.oci.image.manifest.v1+json",
-                MediaType::DockerManifest.as_str(),
-            )
-            .replace(
-                "application/vnd.oci.image.config.v1+json",
-                "application/vnd.docker.plugin.v1+json",
-            );
+            .replace("application/vnd.oci.image.manifest.v1+json", MediaType::DockerManifest.as_str())
+            .replace("application/vnd.oci.image.config.v1+json", "application/vnd.docker.plugin.v1+json");
         let m = Manifest::parse(Some(MediaType::DockerManifest.as_str()), plugin.as_bytes()).unwrap();
         assert_eq!(m.class(), Ok(Some("plugin")));
-        let artifact = oci_manifest("").replace(
-            "application/vnd.oci.image.config.v1+json",
-            "application/vnd.example+json",
-        );
+        let artifact =
+            oci_manifest("").replace("application/vnd.oci.image.config.v1+json", "application/vnd.example+json");
         let m = Manifest::parse(Some(MediaType::OciManifest.as_str()), artifact.as_bytes()).unwrap();
         assert_eq!(m.class(), Err("application/vnd.example+json".to_owned()));
     }

@@ -50,10 +50,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .header("Docker-Content-Digest", digest.to_string())
                 .header("ETag", format!("\"{digest}\"")));
         }
-        let (mut meta, mut body) = self
-            .load_manifest(name, &digest, head)
-            .await?
-            .ok_or_else(manifest_unknown)?;
+        let (mut meta, mut body) = self.load_manifest(name, &digest, head).await?.ok_or_else(manifest_unknown)?;
         let mut media_type = stored_media_type(&meta)?;
 
         match media_type {
@@ -72,16 +69,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
             // A client that cannot read manifest lists gets, by tag, the linux/amd64 image.
             MediaType::DockerManifestList if by_tag && !accepted.accepts(MediaType::DockerManifestList) => {
-                let (_, list) = self
-                    .objects
-                    .get_bytes(&keys::manifest(name, &digest))
-                    .await?
-                    .ok_or_else(manifest_unknown)?;
+                let (_, list) =
+                    self.objects.get_bytes(&keys::manifest(name, &digest)).await?.ok_or_else(manifest_unknown)?;
                 let child = default_platform_child(&list).ok_or_else(manifest_unknown)?;
-                (meta, body) = self
-                    .load_manifest(name, &child, head)
-                    .await?
-                    .ok_or_else(manifest_unknown)?;
+                (meta, body) = self.load_manifest(name, &child, head).await?.ok_or_else(manifest_unknown)?;
                 media_type = stored_media_type(&meta)?;
                 if media_type == MediaType::DockerManifest && !accepted.accepts(MediaType::DockerManifest) {
                     return Err(RegistryError::new(ErrorCode::ManifestInvalid)
@@ -114,7 +105,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(if head {
             self.objects.head(&key).await?.map(|m| (m, None))
         } else {
-            self.objects.get(&key).await?.map(|(m, b)| (m, Some(b)))
+            self.objects.get(&key, None).await?.map(|(m, b)| (m, Some(b)))
         })
     }
 
@@ -152,17 +143,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         self.verify_references(name, &manifest).await?;
 
         let size = bytes.len() as u64;
-        let options = PutOptions {
-            content_type: Some(manifest.media_type.as_str().to_owned()),
-            ..Default::default()
-        };
+        let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
         self.objects.put(&keys::manifest(name, &digest), bytes, options).await?;
         if let Reference::Tag(tag) = reference {
-            let record = TagRecord {
-                digest: digest.to_string(),
-                media_type: manifest.media_type.as_str().to_owned(),
-                size,
-            };
+            let record =
+                TagRecord { digest: digest.to_string(), media_type: manifest.media_type.as_str().to_owned(), size };
             self.put_tag(name, tag, &record).await?;
         }
 
@@ -198,9 +183,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// spec: the `subject` is not checked, it MAY not exist yet.
     async fn verify_references(&self, name: &RepositoryName, manifest: &Manifest) -> Result<()> {
         let blob_keys = manifest.blobs().map(|d| (d, keys::blob_link(name, d)));
-        let child_keys = manifest
-            .child_manifests()
-            .map(|c| (&c.digest, keys::manifest(name, &c.digest)));
+        let child_keys = manifest.child_manifests().map(|c| (&c.digest, keys::manifest(name, &c.digest)));
         let lookups: Vec<_> = blob_keys.chain(child_keys).collect();
         let found = join_all(lookups.iter().map(|(_, key)| self.objects.head(key))).await;
         for ((digest, _), meta) in lookups.iter().zip(found) {

@@ -18,6 +18,8 @@ type PendingUpload = (String, PutOptions, BTreeMap<u16, (String, Vec<u8>)>);
 #[derive(Debug, Default)]
 struct ObjectsInner {
     objects: BTreeMap<String, StoredObject>,
+    /// The clock of `uploaded_ms`, set by tests.
+    now_ms: u64,
     uploads: HashMap<String, PendingUpload>,
     next_etag: u64,
 }
@@ -32,12 +34,11 @@ impl MemoryObjects {
     }
     /// Every stored object's key and bytes, for "nothing changed" assertions.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        self.0
-            .borrow()
-            .objects
-            .iter()
-            .map(|(k, v)| (k.clone(), v.bytes.clone()))
-            .collect()
+        self.0.borrow().objects.iter().map(|(k, v)| (k.clone(), v.bytes.clone())).collect()
+    }
+    /// Sets the time stamped on objects written from now on.
+    pub fn set_now_ms(&self, now_ms: u64) {
+        self.0.borrow_mut().now_ms = now_ms;
     }
     /// Number of multipart uploads started and neither completed nor aborted.
     pub fn open_multipart_uploads(&self) -> usize {
@@ -58,14 +59,9 @@ fn store(inner: &mut ObjectsInner, key: &str, bytes: Vec<u8>, options: PutOption
         etag: etag(inner),
         content_type: options.content_type,
         custom: options.custom,
+        uploaded_ms: inner.now_ms,
     };
-    inner.objects.insert(
-        key.to_owned(),
-        StoredObject {
-            bytes,
-            meta: meta.clone(),
-        },
-    );
+    inner.objects.insert(key.to_owned(), StoredObject { bytes, meta: meta.clone() });
     meta
 }
 
@@ -96,17 +92,16 @@ impl ObjectStore for MemoryObjects {
         Ok(self.0.borrow().objects.get(key).map(|o| o.meta.clone()))
     }
 
-    async fn get(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
-        self.get_bytes(key).await
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
+        let Some((meta, bytes)) = self.get_bytes(key).await? else { return Ok(None) };
+        let Some(r) = range else { return Ok(Some((meta, bytes))) };
+        let (start, end) = (r.offset as usize, (r.offset + r.length) as usize);
+        let slice = bytes.get(start..end).ok_or_else(|| StorageError(format!("range {r:?} outside {key}")))?;
+        Ok(Some((meta, slice.to_vec())))
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
-        Ok(self
-            .0
-            .borrow()
-            .objects
-            .get(key)
-            .map(|o| (o.meta.clone(), o.bytes.clone())))
+        Ok(self.0.borrow().objects.get(key).map(|o| (o.meta.clone(), o.bytes.clone())))
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
@@ -139,9 +134,7 @@ impl ObjectStore for MemoryObjects {
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String> {
         let mut inner = self.0.borrow_mut();
         let id = etag(&mut inner);
-        inner
-            .uploads
-            .insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
+        inner.uploads.insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
         Ok(id)
     }
 
@@ -163,9 +156,7 @@ impl ObjectStore for MemoryObjects {
             return Err(StorageError(format!("no multipart upload {upload_id}")));
         };
         if k != key || parts.is_empty() {
-            return Err(StorageError(
-                "multipart completion with no parts or the wrong key".into(),
-            ));
+            return Err(StorageError("multipart completion with no parts or the wrong key".into()));
         }
         let mut bytes = Vec::new();
         let mut first_size = None;
@@ -176,11 +167,7 @@ impl ObjectStore for MemoryObjects {
             let last = i + 1 == parts.len();
             // R2: all parts but the last are equal and at least MIN_PART_SIZE.
             if !last && (data.len() < MIN_PART_SIZE || first_size.is_some_and(|s| s != data.len())) {
-                return Err(StorageError(format!(
-                    "part {} has an invalid size {}",
-                    p.number,
-                    data.len()
-                )));
+                return Err(StorageError(format!("part {} has an invalid size {}", p.number, data.len())));
             }
             if last && first_size.is_some_and(|s| data.len() > s) {
                 return Err(StorageError("last part larger than the others".into()));
@@ -210,11 +197,7 @@ impl MemoryKv {
         Self::default()
     }
     pub fn snapshot(&self) -> BTreeMap<String, String> {
-        self.0
-            .borrow()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
-            .collect()
+        self.0.borrow().iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
     }
 }
 
@@ -227,18 +210,10 @@ impl KeyValueStore for MemoryKv {
         if let Some(m) = metadata {
             let len = serde_json::to_string(m).map_err(|e| StorageError(e.to_string()))?.len();
             if len > KV_MAX_METADATA {
-                return Err(StorageError(format!(
-                    "KV metadata of {len} bytes exceeds {KV_MAX_METADATA}"
-                )));
+                return Err(StorageError(format!("KV metadata of {len} bytes exceeds {KV_MAX_METADATA}")));
             }
         }
-        self.0.borrow_mut().insert(
-            key.to_owned(),
-            KvEntry {
-                value: value.to_owned(),
-                metadata: metadata.cloned(),
-            },
-        );
+        self.0.borrow_mut().insert(key.to_owned(), KvEntry { value: value.to_owned(), metadata: metadata.cloned() });
         Ok(())
     }
 
@@ -252,15 +227,7 @@ impl KeyValueStore for MemoryKv {
         let items = map
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    KvKey {
-                        name: k.clone(),
-                        metadata: v.metadata.clone(),
-                    },
-                )
-            });
+            .map(|(k, v)| (k.clone(), KvKey { name: k.clone(), metadata: v.metadata.clone() }));
         let (keys, cursor) = page(items, cursor, limit);
         Ok(KvPage { keys, cursor })
     }

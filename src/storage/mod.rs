@@ -37,6 +37,15 @@ pub struct ObjectMeta {
     pub etag: String,
     pub content_type: Option<String>,
     pub custom: BTreeMap<String, String>,
+    /// When the object was written, in milliseconds since the Unix epoch.
+    pub uploaded_ms: u64,
+}
+
+/// A byte range of an object: `length` bytes from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: u64,
 }
 
 /// Options of a put: HTTP content type and custom metadata (R2: at most 8 KiB together), and
@@ -84,8 +93,9 @@ pub trait ObjectStore {
     type Body;
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
-    /// The object with its body as a stream, for responses.
-    async fn get(&self, key: &str) -> Result<Option<(ObjectMeta, Self::Body)>>;
+    /// The object with its body as a stream, for responses; with a range, only those bytes
+    /// (the range must lie within the object; the metadata still describes the whole object).
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<(ObjectMeta, Self::Body)>>;
     /// The object read whole; only for small objects wharf itself wrote (state, manifests).
     async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>>;
     /// Writes the object. `Ok(None)` when `if_etag_matches` was given and did not hold (nothing

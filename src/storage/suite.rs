@@ -33,10 +33,7 @@ pub async fn run_objects<O: ObjectStore>(store: &O, prefix: &str) -> Vec<CaseRes
     let mut out = Vec::new();
     macro_rules! case {
         ($f:ident) => {
-            out.push(CaseResult {
-                name: stringify!($f),
-                error: $f(store, prefix).await.err(),
-            });
+            out.push(CaseResult { name: stringify!($f), error: $f(store, prefix).await.err() });
         };
     }
     case!(missing_objects_are_none_and_deleting_them_succeeds);
@@ -53,10 +50,7 @@ pub async fn run_kv<K: KeyValueStore>(store: &K, prefix: &str) -> Vec<CaseResult
     let mut out = Vec::new();
     macro_rules! case {
         ($f:ident) => {
-            out.push(CaseResult {
-                name: stringify!($f),
-                error: $f(store, prefix).await.err(),
-            });
+            out.push(CaseResult { name: stringify!($f), error: $f(store, prefix).await.err() });
         };
     }
     case!(kv_missing_keys_are_none);
@@ -68,11 +62,8 @@ pub async fn run_kv<K: KeyValueStore>(store: &K, prefix: &str) -> Vec<CaseResult
 async fn missing_objects_are_none_and_deleting_them_succeeds<O: ObjectStore>(s: &O, p: &str) -> Check {
     let k = format!("{p}missing");
     ensure!(s.head(&k).await.map_err(se)?.is_none(), "head of a missing key");
-    ensure!(s.get(&k).await.map_err(se)?.is_none(), "get of a missing key");
-    ensure!(
-        s.get_bytes(&k).await.map_err(se)?.is_none(),
-        "get_bytes of a missing key"
-    );
+    ensure!(s.get(&k, None).await.map_err(se)?.is_none(), "get of a missing key");
+    ensure!(s.get_bytes(&k).await.map_err(se)?.is_none(), "get_bytes of a missing key");
     s.delete(&k).await.map_err(se)
 }
 
@@ -80,69 +71,36 @@ async fn put_then_get_returns_bytes_and_metadata<O: ObjectStore>(s: &O, p: &str)
     let k = format!("{p}obj");
     let mut custom = BTreeMap::new();
     custom.insert("size".to_owned(), "5".to_owned());
-    let opts = PutOptions {
-        content_type: Some("application/x-test".into()),
-        custom: custom.clone(),
-        if_etag_matches: None,
-    };
-    let written = s
-        .put(&k, b"hello".to_vec(), opts)
-        .await
-        .map_err(se)?
-        .ok_or("unconditional put refused")?;
+    let opts =
+        PutOptions { content_type: Some("application/x-test".into()), custom: custom.clone(), if_etag_matches: None };
+    let written = s.put(&k, b"hello".to_vec(), opts).await.map_err(se)?.ok_or("unconditional put refused")?;
     ensure!(written.size == 5, "size {}", written.size);
     let head = s.head(&k).await.map_err(se)?.ok_or("head after put")?;
     ensure!(head.size == 5 && head.custom == custom, "head meta {head:?}");
-    ensure!(
-        head.content_type.as_deref() == Some("application/x-test"),
-        "content type {:?}",
-        head.content_type
-    );
+    ensure!(head.content_type.as_deref() == Some("application/x-test"), "content type {:?}", head.content_type);
     let (meta, bytes) = s.get_bytes(&k).await.map_err(se)?.ok_or("get after put")?;
     ensure!(bytes == b"hello" && meta.etag == head.etag, "bytes or etag differ");
-    ensure!(s.get(&k).await.map_err(se)?.is_some(), "streamed get after put");
+    ensure!(s.get(&k, None).await.map_err(se)?.is_some(), "streamed get after put");
+    let ranged = s.get(&k, Some(ByteRange { offset: 1, length: 3 })).await.map_err(se)?;
+    ensure!(ranged.is_some_and(|(m, _)| m.size == 5), "ranged get must describe the whole object");
     s.put(&k, b"bye".to_vec(), PutOptions::default()).await.map_err(se)?;
     let (meta2, bytes2) = s.get_bytes(&k).await.map_err(se)?.ok_or("get after overwrite")?;
-    ensure!(
-        bytes2 == b"bye" && meta2.etag != meta.etag,
-        "overwrite not seen or etag unchanged"
-    );
+    ensure!(bytes2 == b"bye" && meta2.etag != meta.etag, "overwrite not seen or etag unchanged");
     s.delete(&k).await.map_err(se)?;
-    ensure!(
-        s.head(&k).await.map_err(se)?.is_none(),
-        "object still there after delete"
-    );
+    ensure!(s.head(&k).await.map_err(se)?.is_none(), "object still there after delete");
     Ok(())
 }
 
 async fn conditional_put_writes_only_when_the_etag_still_matches<O: ObjectStore>(s: &O, p: &str) -> Check {
     let k = format!("{p}cond");
-    let first = s
-        .put(&k, b"1".to_vec(), PutOptions::default())
-        .await
-        .map_err(se)?
-        .ok_or("first put")?;
+    let first = s.put(&k, b"1".to_vec(), PutOptions::default()).await.map_err(se)?.ok_or("first put")?;
     let second = s
-        .put(
-            &k,
-            b"2".to_vec(),
-            PutOptions {
-                if_etag_matches: Some(first.etag.clone()),
-                ..Default::default()
-            },
-        )
+        .put(&k, b"2".to_vec(), PutOptions { if_etag_matches: Some(first.etag.clone()), ..Default::default() })
         .await
         .map_err(se)?;
     ensure!(second.is_some(), "put with the current etag was refused");
     let stale = s
-        .put(
-            &k,
-            b"3".to_vec(),
-            PutOptions {
-                if_etag_matches: Some(first.etag),
-                ..Default::default()
-            },
-        )
+        .put(&k, b"3".to_vec(), PutOptions { if_etag_matches: Some(first.etag), ..Default::default() })
         .await
         .map_err(se)?;
     ensure!(stale.is_none(), "put with a stale etag was accepted");
@@ -156,27 +114,13 @@ async fn list_returns_prefixed_keys_in_order_with_metadata_and_a_cursor<O: Objec
     for name in ["c", "a", "b"] {
         let mut custom = BTreeMap::new();
         custom.insert("n".to_owned(), name.to_owned());
-        s.put(
-            &format!("{dir}{name}"),
-            vec![],
-            PutOptions {
-                custom,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(se)?;
+        s.put(&format!("{dir}{name}"), vec![], PutOptions { custom, ..Default::default() }).await.map_err(se)?;
     }
-    s.put(&format!("{p}listx"), vec![], PutOptions::default())
-        .await
-        .map_err(se)?;
+    s.put(&format!("{p}listx"), vec![], PutOptions::default()).await.map_err(se)?;
     let first = s.list(&dir, None, 2).await.map_err(se)?;
     let keys: Vec<_> = first.objects.iter().map(|o| o.key.clone()).collect();
     ensure!(keys == [format!("{dir}a"), format!("{dir}b")], "first page {keys:?}");
-    ensure!(
-        first.objects[0].custom.get("n").map(String::as_str) == Some("a"),
-        "listed metadata missing"
-    );
+    ensure!(first.objects[0].custom.get("n").map(String::as_str) == Some("a"), "listed metadata missing");
     let cursor = first.cursor.ok_or("no cursor though a key remains")?;
     let second = s.list(&dir, Some(&cursor), 2).await.map_err(se)?;
     let keys: Vec<_> = second.objects.iter().map(|o| o.key.clone()).collect();
@@ -193,20 +137,14 @@ async fn multipart_upload_is_invisible_until_completed<O: ObjectStore>(s: &O, p:
     let id = s
         .create_multipart(
             &k,
-            PutOptions {
-                content_type: Some("application/octet-stream".into()),
-                ..Default::default()
-            },
+            PutOptions { content_type: Some("application/octet-stream".into()), ..Default::default() },
         )
         .await
         .map_err(se)?;
     let a = vec![7u8; MIN_PART_SIZE];
     let one = s.upload_part(&k, &id, 1, a.clone()).await.map_err(se)?;
     let two = s.upload_part(&k, &id, 2, b"tail".to_vec()).await.map_err(se)?;
-    ensure!(
-        s.head(&k).await.map_err(se)?.is_none(),
-        "multipart object visible before completion"
-    );
+    ensure!(s.head(&k).await.map_err(se)?.is_none(), "multipart object visible before completion");
     let meta = s.complete_multipart(&k, &id, &[one, two]).await.map_err(se)?;
     ensure!(meta.size == (MIN_PART_SIZE + 4) as u64, "completed size {}", meta.size);
     let (_, bytes) = s.get_bytes(&k).await.map_err(se)?.ok_or("completed object missing")?;
@@ -223,10 +161,7 @@ async fn aborted_multipart_upload_leaves_nothing<O: ObjectStore>(s: &O, p: &str)
     s.upload_part(&k, &id, 1, b"x".to_vec()).await.map_err(se)?;
     s.abort_multipart(&k, &id).await.map_err(se)?;
     ensure!(s.head(&k).await.map_err(se)?.is_none(), "aborted upload visible");
-    ensure!(
-        s.upload_part(&k, &id, 2, b"y".to_vec()).await.is_err(),
-        "part accepted after abort"
-    );
+    ensure!(s.upload_part(&k, &id, 2, b"y".to_vec()).await.is_err(), "part accepted after abort");
     Ok(())
 }
 
@@ -241,16 +176,10 @@ async fn kv_put_get_delete_with_metadata<K: KeyValueStore>(s: &K, p: &str) -> Ch
     let meta = serde_json::json!({ "digest": "sha256:x", "size": 3 });
     s.put(&k, "value", Some(&meta)).await.map_err(se)?;
     let got = s.get(&k).await.map_err(se)?.ok_or("get after put")?;
-    ensure!(
-        got.value == "value" && got.metadata.as_ref() == Some(&meta),
-        "got {got:?}"
-    );
+    ensure!(got.value == "value" && got.metadata.as_ref() == Some(&meta), "got {got:?}");
     s.put(&k, "other", None).await.map_err(se)?;
     let got = s.get(&k).await.map_err(se)?.ok_or("get after overwrite")?;
-    ensure!(
-        got.value == "other" && got.metadata.is_none(),
-        "overwrite kept old metadata: {got:?}"
-    );
+    ensure!(got.value == "other" && got.metadata.is_none(), "overwrite kept old metadata: {got:?}");
     s.delete(&k).await.map_err(se)?;
     ensure!(s.get(&k).await.map_err(se)?.is_none(), "key still there after delete");
     Ok(())
@@ -259,9 +188,7 @@ async fn kv_put_get_delete_with_metadata<K: KeyValueStore>(s: &K, p: &str) -> Ch
 async fn kv_list_returns_prefixed_keys_in_order_with_metadata_and_a_cursor<K: KeyValueStore>(s: &K, p: &str) -> Check {
     let dir = format!("{p}list:");
     for name in ["b", "c", "a"] {
-        s.put(&format!("{dir}{name}"), name, Some(&serde_json::json!({ "n": name })))
-            .await
-            .map_err(se)?;
+        s.put(&format!("{dir}{name}"), name, Some(&serde_json::json!({ "n": name }))).await.map_err(se)?;
     }
     s.put(&format!("{p}listz"), "z", None).await.map_err(se)?;
     let first = s.list(&dir, None, 2).await.map_err(se)?;

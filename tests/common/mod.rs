@@ -29,10 +29,7 @@ pub struct TestResponse {
 
 impl TestResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
@@ -54,20 +51,13 @@ pub struct Snapshot {
 
 impl TestRegistry {
     pub fn new() -> Self {
-        Self::with_config(Config {
-            delete_enabled: true,
-            ..Config::default()
-        })
+        Self::with_config(Config { delete_enabled: true, ..Config::default() })
     }
 
     pub fn with_config(config: Config) -> Self {
         let objects = MemoryObjects::new();
         let kv = MemoryKv::new();
-        Self {
-            registry: Registry::new(objects.clone(), kv.clone(), config),
-            objects,
-            kv,
-        }
+        Self { registry: Registry::new(objects.clone(), kv.clone(), config), objects, kv }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -88,11 +78,7 @@ impl TestRegistry {
             Body::Empty => Vec::new(),
             Body::Bytes(b) | Body::Stream(b) => b,
         };
-        TestResponse {
-            status: response.status,
-            headers: response.headers,
-            body,
-        }
+        TestResponse { status: response.status, headers: response.headers, body }
     }
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
@@ -142,15 +128,9 @@ impl TestRegistry {
     /// Pushes the blobs of an image and returns its manifest bytes, without pushing them.
     pub fn image_manifest(&self, repo: &str, media_type: &str, seed: &str) -> Vec<u8> {
         let (config_type, layer_type) = if media_type == DOCKER_MANIFEST {
-            (
-                "application/vnd.docker.container.image.v1+json",
-                "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            )
+            ("application/vnd.docker.container.image.v1+json", "application/vnd.docker.image.rootfs.diff.tar.gzip")
         } else {
-            (
-                "application/vnd.oci.image.config.v1+json",
-                "application/vnd.oci.image.layer.v1.tar+gzip",
-            )
+            ("application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar+gzip")
         };
         let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
         let layer1 = format!("layer one of {seed}");
@@ -176,9 +156,5 @@ pub fn list_body(media_type: &str, children: &[(&Digest, usize, &str, &str)]) ->
             format!(r#"{{"mediaType":"{mt}","digest":"{d}","size":{size},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#)
         })
         .collect();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{media_type}","manifests":[{}]}}"#,
-        manifests.join(",")
-    )
-    .into_bytes()
+    format!(r#"{{"schemaVersion":2,"mediaType":"{media_type}","manifests":[{}]}}"#, manifests.join(",")).into_bytes()
 }

@@ -33,7 +33,7 @@ export async function freePort() {
 }
 
 /** Starts wharf; resolves to { base, host, stop } once GET /v2/ answers. */
-export async function startWharf({ vars = {} } = {}) {
+export async function startWharf({ vars = {}, args: extra = [] } = {}) {
   if (!existsSync(join(ROOT, "build", "index.js"))) {
     throw new Error("build/index.js is missing: run .ci/build.sh first");
   }
@@ -44,6 +44,7 @@ export async function startWharf({ vars = {} } = {}) {
     "--persist-to", state, "--show-interactive-dev-session=false", "--log-level", "warn",
   ];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
+  args.push(...extra);
   const child = spawn(join(ROOT, "node_modules", ".bin", "wrangler"), args, {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
