@@ -1,7 +1,8 @@
 //! `/v2/<name>/blobs/uploads/`: blob uploads, monolithic (POST ?digest=) and in sessions
 //! (POST, PATCH..., PUT ?digest=), as docker, skopeo and containerd do them.
 //!
-//! Bytes stream through in chunks and never sit whole in memory: they are hashed as they
+//! Bytes stream through in chunks and never sit whole in memory: they are hashed (sha256 and
+//! sha512, resumable across requests: see `hashing`) as they
 //! pass and cut into fixed [`PART_SIZE`] parts of one R2 multipart upload; what is left over
 //! after a request (less than a part) is carried in the session object to the next one. The
 //! digest is checked before the blob becomes visible: a mismatch aborts the multipart upload,
@@ -15,7 +16,7 @@
 
 use crate::blobs::BlobLink;
 use crate::error::{ErrorCode, RegistryError};
-use crate::hashing::Hasher;
+use crate::hashing::Hashers;
 use crate::http::{BodyReader, Headers, Response};
 use crate::keys;
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
@@ -30,6 +31,10 @@ use serde::{Deserialize, Serialize};
 pub const PART_SIZE: usize = MIN_PART_SIZE;
 
 const OCTET_STREAM: &str = "application/octet-stream";
+
+/// What a session hashes: both algorithms the spec allows, since the client names the digest
+/// only in its last request. (A monolithic upload names it first and hashes only that one.)
+const SESSION_ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
 /// Custom metadata of a session object naming its R2 multipart upload.
 const MULTIPART_META: &str = "multipart";
@@ -51,7 +56,7 @@ struct SessionState {
 struct Writer<'a, O> {
     objects: &'a O,
     id: UploadId,
-    hasher: Hasher,
+    hashers: Hashers,
     size: u64,
     buffer: Vec<u8>,
     multipart: Option<String>,
@@ -61,11 +66,11 @@ struct Writer<'a, O> {
 }
 
 impl<'a, O: ObjectStore> Writer<'a, O> {
-    fn new(objects: &'a O, id: UploadId, algorithm: Algorithm) -> Self {
+    fn new(objects: &'a O, id: UploadId, algorithms: &[Algorithm]) -> Self {
         Self {
             objects,
             id,
-            hasher: Hasher::new(algorithm),
+            hashers: Hashers::new(algorithms),
             size: 0,
             buffer: Vec::new(),
             multipart: None,
@@ -82,7 +87,7 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
             if received > limit {
                 return Err(chunk_too_large(limit));
             }
-            self.hasher.update(&chunk);
+            self.hashers.update(&chunk);
             self.size += chunk.len() as u64;
             self.buffer.extend_from_slice(&chunk);
             while self.buffer.len() >= PART_SIZE {
@@ -115,10 +120,11 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
     /// Verifies the digest and, only if it matches, makes the bytes visible. Returns where they
     /// are. On a mismatch the multipart upload is aborted and nothing is written.
     async fn finish(mut self, expected: &Digest) -> Result<BlobLink> {
-        let actual = self.hasher.clone().finish();
-        if actual != *expected {
+        let actual = self.hashers.clone().finish(expected.algorithm());
+        if actual.as_ref() != Some(expected) {
             self.discard().await?;
-            let detail = serde_json::json!({ "expected": expected.to_string(), "computed": actual.to_string() });
+            let computed = actual.map(|d| d.to_string());
+            let detail = serde_json::json!({ "expected": expected.to_string(), "computed": computed });
             return Err(RegistryError::new(ErrorCode::DigestInvalid).with_detail(detail));
         }
         let size = self.size;
@@ -260,14 +266,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let Some(digest) = params.digest.filter(|_| params.mount.is_none()) {
             let digest = Digest::parse(digest)?;
             check_declared_length(headers, self.config.max_chunk_size)?;
-            let mut writer = Writer::new(&self.objects, id, digest.algorithm());
+            let mut writer = Writer::new(&self.objects, id, &[digest.algorithm()]);
             if let Err(e) = writer.write(body, self.config.max_chunk_size).await {
                 writer.discard().await?;
                 return Err(e);
             }
             return self.complete(name, &digest, writer).await;
         }
-        let writer = Writer::new(&self.objects, id.clone(), Algorithm::Sha256);
+        let writer = Writer::new(&self.objects, id.clone(), &SESSION_ALGORITHMS);
         self.save_session(name, &writer, None).await?;
         Ok(self.session_response(202, name, &id, 0))
     }
@@ -313,12 +319,6 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let digest = parse_digest_param(digest)?;
         check_declared_length(headers, self.config.max_chunk_size)?;
         let Session { mut writer, .. } = self.load_session(name, id).await?;
-        if digest.algorithm() != writer.hasher.algorithm() {
-            // Sessions hash sha256 only (the algorithm is not known before the final PUT).
-            let e = RegistryError::new(ErrorCode::DigestInvalid)
-                .with_message("upload sessions are verified with sha256 digests only");
-            return Err(e.with_detail(digest.to_string()));
-        }
         writer.append(body, self.config.max_chunk_size).await?;
         let result = self.complete(name, &digest, writer).await;
         // Finished or failed verification, the session is over (Distribution cancels the
@@ -369,12 +369,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             // A session belongs to the repository that started it.
             return Err(upload_unknown(id));
         }
-        let hasher = Hasher::restore(&state.hash)
+        let hashers = Hashers::restore(&state.hash)
             .ok_or_else(|| RegistryError::internal("upload state with a bad hash state"))?;
         let writer = Writer {
             objects: &self.objects,
             id: id.clone(),
-            hasher,
+            hashers,
             size: state.size,
             buffer: bytes[newline + 1..].to_vec(),
             multipart: state.multipart,
@@ -390,7 +390,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let state = SessionState {
             repository: name.as_str().to_owned(),
             size: writer.size,
-            hash: writer.hasher.save(),
+            hash: writer.hashers.save(),
             multipart: writer.multipart.clone(),
             parts: writer.parts.clone(),
         };

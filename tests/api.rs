@@ -605,6 +605,19 @@ fn a_sha512_monolithic_upload_is_verified_with_sha512() {
 }
 
 #[test]
+fn a_session_upload_can_finish_with_a_sha512_digest() {
+    let t = TestRegistry::new();
+    let data: Vec<u8> = (0..(PART_SIZE + 100)).map(|i| (i % 7) as u8).collect();
+    let d = Digest::parse(&format!("sha512:{}", "0".repeat(128))).unwrap().recompute(&data);
+    let location = start_session(&t, "r");
+    t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(data[..10].to_vec()));
+    t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(data[10..].to_vec()));
+    let r = t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty());
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
+}
+
+#[test]
 fn an_empty_blob_can_be_uploaded() {
     let t = TestRegistry::new();
     let d = Digest::sha256_of(b"");
