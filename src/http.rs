@@ -59,8 +59,15 @@ impl Headers {
 
 /// A request body read in chunks as they arrive, never whole.
 pub trait BodyReader {
+    /// The body as the platform holds it, for a store that can write it without wharf
+    /// reading it (see `ObjectStore::put_verified`).
+    type Raw;
+
     /// The next chunk, or `None` at the end. An error means the client's stream broke.
     async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String>;
+
+    /// Takes the body as a whole, unread. `None` once chunks have been read.
+    fn take_raw(&mut self) -> Option<Self::Raw>;
 }
 
 /// A body held in memory, for tests and empty bodies.
@@ -83,8 +90,14 @@ impl MemoryBody {
 }
 
 impl BodyReader for MemoryBody {
+    type Raw = MemoryBody;
+
     async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
         Ok(self.0.pop())
+    }
+
+    fn take_raw(&mut self) -> Option<MemoryBody> {
+        Some(std::mem::take(self))
     }
 }
 

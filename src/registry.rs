@@ -26,7 +26,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// Answers one request. Never fails: every error becomes an OCI error response.
-    pub async fn handle<B: BodyReader>(&self, req: Request<B>) -> Response<O::Body> {
+    pub async fn handle<B: BodyReader<Raw = O::Upload>>(&self, req: Request<B>) -> Response<O::Body> {
         let Request { method, path, query, headers, mut body } = req;
         let response = match self.dispatch(method, &path, &query, &headers, &mut body).await {
             Ok(r) => r,
@@ -40,7 +40,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         response.header("Docker-Distribution-API-Version", "registry/2.0")
     }
 
-    async fn dispatch<B: BodyReader>(
+    async fn dispatch<B: BodyReader<Raw = O::Upload>>(
         &self,
         method: Method,
         path: &str,

@@ -36,6 +36,9 @@ const OCTET_STREAM: &str = "application/octet-stream";
 /// only in its last request. (A monolithic upload names it first and hashes only that one.)
 const SESSION_ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
+/// Largest body written with one put (R2 takes up to 5 GiB in one; larger goes in parts).
+const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024;
+
 /// Custom metadata of a session object naming its R2 multipart upload.
 const MULTIPART_META: &str = "multipart";
 
@@ -123,9 +126,7 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
         let actual = self.hashers.clone().finish(expected.algorithm());
         if actual.as_ref() != Some(expected) {
             self.discard().await?;
-            let computed = actual.map(|d| d.to_string());
-            let detail = serde_json::json!({ "expected": expected.to_string(), "computed": computed });
-            return Err(RegistryError::new(ErrorCode::DigestInvalid).with_detail(detail));
+            return Err(digest_mismatch(expected, actual));
         }
         let size = self.size;
         let object = match self.multipart.clone() {
@@ -187,9 +188,20 @@ fn chunk_too_large(limit: u64) -> RegistryError {
         .with_detail(serde_json::json!({ "limit": limit }))
 }
 
+fn digest_mismatch(expected: &Digest, computed: Option<Digest>) -> RegistryError {
+    let computed = computed.map(|d| d.to_string());
+    let detail = serde_json::json!({ "expected": expected.to_string(), "computed": computed });
+    RegistryError::new(ErrorCode::DigestInvalid).with_detail(detail)
+}
+
+/// The announced Content-Length of a request body.
+fn declared_length(headers: &Headers) -> Option<u64> {
+    headers.get("content-length").and_then(|l| l.trim().parse::<u64>().ok())
+}
+
 /// Refuses a body whose announced length is already over the limit, before reading it.
 fn check_declared_length(headers: &Headers, limit: u64) -> Result<()> {
-    match headers.get("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+    match declared_length(headers) {
         Some(l) if l > limit => Err(chunk_too_large(limit)),
         _ => Ok(()),
     }
@@ -244,7 +256,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ///   blob is looked up among all repositories (spec: the registry MAY mount from any).
     /// - `?digest=<digest>`: the body is the whole blob (monolithic upload, 201).
     /// - neither: a new session (202).
-    pub(crate) async fn start_upload<B: BodyReader>(
+    pub(crate) async fn start_upload<B: BodyReader<Raw = O::Upload>>(
         &self,
         name: &RepositoryName,
         params: &StartUpload<'_>,
@@ -266,6 +278,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let Some(digest) = params.digest.filter(|_| params.mount.is_none()) {
             let digest = Digest::parse(digest)?;
             check_declared_length(headers, self.config.max_chunk_size)?;
+            if let Some(response) = self.put_whole(name, &digest, headers, body).await? {
+                return Ok(response);
+            }
             let mut writer = Writer::new(&self.objects, id, &[digest.algorithm()]);
             if let Err(e) = writer.write(body, self.config.max_chunk_size).await {
                 writer.discard().await?;
@@ -285,7 +300,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     /// PATCH: append the body. With Content-Range, the chunk must start where the upload
     /// stands (spec: an out-of-order chunk MUST get 416).
-    pub(crate) async fn patch_upload<B: BodyReader>(
+    pub(crate) async fn patch_upload<B: BodyReader<Raw = O::Upload>>(
         &self,
         name: &RepositoryName,
         id: &UploadId,
@@ -308,7 +323,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// PUT ?digest=: append the body if any, verify, and make the blob part of the repository.
-    pub(crate) async fn finish_upload<B: BodyReader>(
+    pub(crate) async fn finish_upload<B: BodyReader<Raw = O::Upload>>(
         &self,
         name: &RepositoryName,
         id: &UploadId,
@@ -319,8 +334,16 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let digest = parse_digest_param(digest)?;
         check_declared_length(headers, self.config.max_chunk_size)?;
         let Session { mut writer, .. } = self.load_session(name, id).await?;
-        writer.append(body, self.config.max_chunk_size).await?;
-        let result = self.complete(name, &digest, writer).await;
+        // A session that received nothing yet, finished by a PUT carrying the whole blob (as
+        // containerd and oci-client push), is a single-request upload.
+        let result = if writer.size == 0
+            && let Some(result) = self.put_whole(name, &digest, headers, body).await.transpose()
+        {
+            result
+        } else {
+            writer.append(body, self.config.max_chunk_size).await?;
+            self.complete(name, &digest, writer).await
+        };
         // Finished or failed verification, the session is over (Distribution cancels the
         // upload on a digest mismatch too).
         self.objects.delete(&keys::upload_state(id)).await?;
@@ -342,9 +365,35 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         writer: Writer<'_, O>,
     ) -> Result<Response<O::Body>> {
         let link = writer.finish(digest).await?;
-        let (linked, indexed) = join(self.link_blob(name, digest, &link), self.index_blob(digest, &link)).await;
-        linked.and(indexed)?;
+        self.publish(name, digest, &link).await?;
         Ok(created(name, digest))
+    }
+
+    /// A whole blob in one request body of announced length, written by one R2 put that R2
+    /// itself verifies against the digest: the bytes never pass through wasm. `Ok(None)` when
+    /// the body cannot go that way (no length, empty, or larger than one put may be).
+    async fn put_whole<B: BodyReader<Raw = O::Upload>>(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        headers: &Headers,
+        body: &mut B,
+    ) -> Result<Option<Response<O::Body>>> {
+        let Some(length) = declared_length(headers).filter(|&l| l > 0 && l <= MAX_SINGLE_PUT) else { return Ok(None) };
+        let Some(raw) = body.take_raw() else { return Ok(None) };
+        let key = keys::blob_by_digest(digest);
+        let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
+        if !self.objects.put_verified(&key, raw, length, digest, options).await? {
+            return Err(digest_mismatch(digest, None));
+        }
+        self.publish(name, digest, &BlobLink { object: key, size: length }).await?;
+        Ok(Some(created(name, digest)))
+    }
+
+    /// Makes a verified blob part of the repository and known registry-wide.
+    async fn publish(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
+        let (linked, indexed) = join(self.link_blob(name, digest, link), self.index_blob(digest, link)).await;
+        linked.and(indexed)
     }
 
     fn session_response(&self, status: u16, name: &RepositoryName, id: &UploadId, size: u64) -> Response<O::Body> {

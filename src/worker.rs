@@ -4,6 +4,7 @@
 
 use crate::error::RegistryError;
 use crate::http::{self, Body, BodyReader, Headers, Method};
+use crate::names::{Algorithm, Digest};
 use crate::storage::{
     self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ObjectMeta, ObjectPage, ObjectStore, Part, PutOptions,
     StorageError,
@@ -11,6 +12,7 @@ use crate::storage::{
 use crate::{Config, Registry};
 use futures_util::StreamExt;
 use serde_json::Value;
+use worker::web_sys::ReadableStream;
 
 use worker::{
     Bucket, ByteStream, Conditional, Context, Data, Date, Env, HttpMetadata, Include, KvStore, Object, Range, Request,
@@ -42,6 +44,32 @@ fn http_metadata(content_type: Option<String>) -> HttpMetadata {
 impl ObjectStore for R2 {
     /// R2's body stream, handed to the Response as is: the bytes never enter wasm.
     type Body = ResponseBody;
+    /// The client's request body stream, handed to R2 as is.
+    type Upload = ReadableStream;
+
+    async fn put_verified(
+        &self,
+        key: &str,
+        body: ReadableStream,
+        _length: u64, // R2 takes it from the request stream, whose length workerd knows
+        digest: &Digest,
+        options: PutOptions,
+    ) -> storage::Result<bool> {
+        let hash = crate::hex::decode(digest.hex()).ok_or_else(|| se("digest is not hex"))?;
+        let mut put = self.0.put(key, Data::ReadableStream(body)).http_metadata(http_metadata(options.content_type));
+        if !options.custom.is_empty() {
+            put = put.custom_metadata(options.custom.into_iter().collect::<std::collections::HashMap<_, _>>());
+        }
+        let put = match digest.algorithm() {
+            Algorithm::Sha256 => put.sha256(hash),
+            Algorithm::Sha512 => put.sha512(hash),
+        };
+        match put.execute().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_checksum_mismatch(&e.to_string()) => Ok(false),
+            Err(e) => Err(se(e)),
+        }
+    }
 
     async fn head(&self, key: &str) -> storage::Result<Option<ObjectMeta>> {
         self.0.head(key).await.map_err(se)?.as_ref().map(meta).transpose()
@@ -154,16 +182,35 @@ impl KeyValueStore for Kv {
     }
 }
 
-/// The request body as it streams in from the client.
-struct RequestBody(Option<ByteStream>);
+/// The request body: the client's stream, handed whole to R2 (`take_raw`) or read in
+/// chunks as it arrives.
+struct RequestBody {
+    raw: Option<ReadableStream>,
+    reading: Option<ByteStream>,
+}
 
 impl BodyReader for RequestBody {
+    type Raw = ReadableStream;
+
     async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
-        match &mut self.0 {
+        if let Some(raw) = self.raw.take() {
+            self.reading = Some(ByteStream::from(raw));
+        }
+        match &mut self.reading {
             None => Ok(None),
             Some(stream) => stream.next().await.transpose().map_err(|e| e.to_string()),
         }
     }
+
+    fn take_raw(&mut self) -> Option<ReadableStream> {
+        self.raw.take()
+    }
+}
+
+/// R2's answer to a put whose checksum did not match the bytes (production: code 10037;
+/// Miniflare: the same sentence).
+fn is_checksum_mismatch(error: &str) -> bool {
+    error.contains("10037") || error.contains("checksum you specified did not match")
 }
 
 fn log_sink(message: &str) {
@@ -182,7 +229,7 @@ fn registry(env: &Env) -> Result<Registry<R2, Kv>, RegistryError> {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     let registry = match registry(&env) {
         Ok(r) => r,
         Err(e) => return to_worker(e.into()),
@@ -197,8 +244,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         headers.append(&name, &value);
     }
     let method = Method::parse(req.method().as_ref());
-    // GET and HEAD carry no body; asking workerd for their stream would fail.
-    let body = RequestBody(if matches!(method, Method::Get | Method::Head) { None } else { req.stream().ok() });
+    let body = RequestBody { raw: req.inner().body(), reading: None };
     let response = registry.handle(http::Request::new(method, &path_and_query, headers, body)).await;
     to_worker(response)
 }

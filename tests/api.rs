@@ -618,6 +618,45 @@ fn a_session_upload_can_finish_with_a_sha512_digest() {
 }
 
 #[test]
+fn a_whole_blob_with_its_length_announced_is_written_by_one_verified_put() {
+    let t = TestRegistry::new();
+    let data = vec![9u8; PART_SIZE + 1];
+    let d = Digest::sha256_of(&data);
+    let len = data.len().to_string();
+    let before = t.snapshot();
+    let wrong = Digest::sha256_of(b"other");
+    let r = t.send(
+        Method::Post,
+        &format!("/v2/r/blobs/uploads/?digest={wrong}"),
+        &[("Content-Length", &len)],
+        MemoryBody::from_bytes(data.clone()),
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+    assert_eq!(t.snapshot(), before);
+    let r = t.send(
+        Method::Post,
+        &format!("/v2/r/blobs/uploads/?digest={d}"),
+        &[("Content-Length", &len)],
+        MemoryBody::from_bytes(data.clone()),
+    );
+    assert_eq!(r.status, 201);
+    // One object under the digest, no multipart upload.
+    assert!(t.objects.snapshot().contains_key(&format!("blobs/sha256/{}", d.hex())));
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
+    // A session finished by a PUT with the whole body goes the same way.
+    let location = start_session(&t, "s");
+    let r = t.send(
+        Method::Put,
+        &format!("{location}?digest={d}"),
+        &[("Content-Length", &len)],
+        MemoryBody::from_bytes(data),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(t.get(&location, &[]).status, 404);
+    assert_eq!(t.objects.open_multipart_uploads(), 0);
+}
+
+#[test]
 fn an_empty_blob_can_be_uploaded() {
     let t = TestRegistry::new();
     let d = Digest::sha256_of(b"");

@@ -110,7 +110,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// PUT: verify, store the bytes in R2, then point the tag at them in KV.
-    pub(crate) async fn put_manifest<B: BodyReader>(
+    pub(crate) async fn put_manifest<B: BodyReader<Raw = O::Upload>>(
         &self,
         name: &RepositoryName,
         reference: &Reference,

@@ -2,6 +2,7 @@
 //! keep a handle and inspect what a request left behind.
 
 use super::*;
+use crate::http::{BodyReader, MemoryBody};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -87,6 +88,29 @@ fn page<T: Clone>(
 
 impl ObjectStore for MemoryObjects {
     type Body = Vec<u8>;
+    type Upload = MemoryBody;
+
+    async fn put_verified(
+        &self,
+        key: &str,
+        mut body: MemoryBody,
+        length: u64,
+        digest: &Digest,
+        options: PutOptions,
+    ) -> Result<bool> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.chunk().await.map_err(StorageError)? {
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() as u64 != length {
+            return Err(StorageError(format!("body of {} bytes, {length} announced", bytes.len())));
+        }
+        if digest.recompute(&bytes) != *digest {
+            return Ok(false);
+        }
+        store(&mut self.0.borrow_mut(), key, bytes, options);
+        Ok(true)
+    }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         Ok(self.0.borrow().objects.get(key).map(|o| o.meta.clone()))

@@ -11,6 +11,7 @@
 pub mod memory;
 pub mod suite;
 
+use crate::names::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -91,6 +92,8 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 pub trait ObjectStore {
     /// A streamed object body, handed to the HTTP layer without being read by wharf.
     type Body;
+    /// A request body the store can write without wharf reading it.
+    type Upload;
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
     /// The object with its body as a stream, for responses; with a range, only those bytes
@@ -101,6 +104,17 @@ pub trait ObjectStore {
     /// Writes the object. `Ok(None)` when `if_etag_matches` was given and did not hold (nothing
     /// written), else the new object's metadata.
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>>;
+    /// Writes `body`, exactly `length` bytes, only if its digest is `digest` (sha256 or sha512),
+    /// which the store itself checks while writing. `Ok(false)`: the bytes had another digest
+    /// and nothing was written.
+    async fn put_verified(
+        &self,
+        key: &str,
+        body: Self::Upload,
+        length: u64,
+        digest: &Digest,
+        options: PutOptions,
+    ) -> Result<bool>;
     async fn delete(&self, key: &str) -> Result<()>;
     /// Keys starting with `prefix`, at most `limit` of them, after `cursor`, with their
     /// content type and custom metadata.
