@@ -13,6 +13,8 @@ pub type Result<T> = std::result::Result<T, RegistryError>;
 
 /// Path of the storage self-test (see [`crate::storage::suite`]); outside `/v2/` on purpose.
 pub const SELFTEST_PATH: &str = "/_wharf/selftest";
+/// A plain R2 put of the request body, the baseline of the upload benchmark (bench/).
+pub const SELFTEST_PUT_PATH: &str = "/_wharf/selftest/put";
 
 pub struct Registry<O, K> {
     pub objects: O,
@@ -48,8 +50,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         h: &Headers,
         body: &mut B,
     ) -> Result<Response<O::Body>> {
-        if path == SELFTEST_PATH && self.config.selftest && method == Method::Post {
-            return self.selftest().await;
+        if self.config.selftest {
+            match (method, path) {
+                (Method::Post, SELFTEST_PATH) => return self.selftest().await,
+                (Method::Put, SELFTEST_PUT_PATH) => return self.selftest_put(query, h, body).await,
+                _ => {}
+            }
         }
         let route = Route::parse(path)?;
         if self.config.read_only && method.writes() {
@@ -77,6 +83,22 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
             _ => Err(RegistryError::new(ErrorCode::Unsupported).with_message("method not allowed on this endpoint")),
         }
+    }
+
+    /// Writes the body with one store-verified put under `selftest/put`: what an upload costs
+    /// without wharf, for the benchmark to compare against.
+    async fn selftest_put<B: BodyReader<Raw = O::Upload>>(
+        &self,
+        query: &[(String, String)],
+        headers: &Headers,
+        body: &mut B,
+    ) -> Result<Response<O::Body>> {
+        let digest = query.iter().find(|(k, _)| k == "digest").map(|(_, v)| v.as_str()).unwrap_or_default();
+        let digest = crate::names::Digest::parse(digest)?;
+        let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or_default();
+        let raw = body.take_raw().ok_or_else(|| RegistryError::internal("body already read"))?;
+        let verified = self.objects.put_verified("selftest/put", raw, length, &digest, Default::default()).await?;
+        Ok(Response::new(if verified { 201 } else { 400 }).header("Content-Length", "0"))
     }
 
     /// Runs the storage contract suite against this registry's own backends.

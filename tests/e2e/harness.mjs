@@ -70,6 +70,7 @@ export async function startWharf({ vars = {}, args: extra = [] } = {}) {
   }
   return {
     base,
+    pid: child.pid,
     host: `127.0.0.1:${port}`,
     log: () => log,
     stop: () => {

@@ -1,0 +1,134 @@
+// wharf's benchmark: `npm run bench -- <mode>`. Measures through `wrangler dev` (workerd with
+// local R2/KV) on this machine; numbers are for comparison within one run, not absolute.
+//
+// Modes:
+//   uploads  a 256 MiB blob pushed monolithic (one POST ?digest=) and in 16 MiB chunks
+//            (POST, 16 PATCH, PUT), against the baseline of a plain R2 put of the same bytes
+//            through the same Worker; MB/s (median of 3) and the peak resident memory of the
+//            workerd process above its idle level.
+
+import { randomBytes, createHash } from "node:crypto";
+import { readFileSync, readdirSync, existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cpus, tmpdir } from "node:os";
+import { startWharf, request, run as exec } from "../tests/e2e/harness.mjs";
+
+const MiB = 1 << 20;
+const mode = process.argv[2] ?? "uploads";
+
+/** The workerd processes below `pid`. */
+function workerdPids(pid) {
+  const children = new Map();
+  for (const p of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (!children.has(ppid)) children.set(ppid, []);
+      children.get(ppid).push(Number(p));
+    } catch {}
+  }
+  const out = [];
+  const walk = (p) => {
+    for (const c of children.get(p) ?? []) {
+      try {
+        if (readFileSync(`/proc/${c}/comm`, "utf8").trim().startsWith("workerd")) out.push(c);
+      } catch {}
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+function memoryKiB(pids, field) {
+  let total = 0;
+  for (const p of pids) {
+    const m = readFileSync(`/proc/${p}/status`, "utf8").match(new RegExp(`${field}:\\s+(\\d+)`));
+    if (m) total += Number(m[1]);
+  }
+  return total;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function timed(fn) {
+  const t = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+/** An upload with curl (node's fetch breaks off bodies this large): returns the status. */
+async function curl(method, url, file, headers = {}) {
+  const args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, url];
+  if (file) args.push("--data-binary", `@${file}`);
+  for (const [k, v] of Object.entries(headers)) args.push("-H", `${k}: ${v}`);
+  return Number(await exec("curl", args, { timeout: 600_000 }));
+}
+
+async function uploads() {
+  const size = 256 * MiB;
+  const chunk = 16 * MiB;
+  const dir = mkdtempSync(join(tmpdir(), "wharf-bench-"));
+  const whole = join(dir, "blob");
+  const chunks = [];
+  const expect = (what, status, want) => {
+    if (status !== want) throw new Error(`${what}: ${status}, expected ${want}`);
+  };
+  const scenarios = {
+    "R2 put through the Worker (baseline)": async (base, digest) =>
+      expect("baseline", await curl("PUT", `${base}/_wharf/selftest/put?digest=${digest}`, whole), 201),
+    "monolithic POST ?digest=": async (base, digest) =>
+      expect("monolithic", await curl("POST", `${base}/v2/bench/mono/blobs/uploads/?digest=${digest}`, whole), 201),
+    "16 MiB chunks (POST, PATCH x16, PUT)": async (base, digest) => {
+      const start = await request(base, "POST", "/v2/bench/chunked/blobs/uploads/");
+      const location = base + start.headers.get("location");
+      for (const [i, file] of chunks.entries()) {
+        const range = `${i * chunk}-${(i + 1) * chunk - 1}`;
+        expect("PATCH", await curl("PATCH", location, file, { "Content-Range": range }), 202);
+      }
+      expect("PUT", await curl("PUT", `${location}?digest=${digest}`), 201);
+    },
+  };
+  const rows = [];
+  for (const [name, run] of Object.entries(scenarios)) {
+    const wharf = await startWharf({ vars: { WHARF_SELFTEST: "true" } });
+    try {
+      const pids = workerdPids(wharf.pid);
+      const idle = memoryKiB(pids, "VmRSS");
+      const speeds = [];
+      for (let i = 0; i < 3; i++) {
+        const data = randomBytes(size);
+        writeFileSync(whole, data);
+        chunks.length = 0;
+        for (let off = 0; off < size; off += chunk) {
+          chunks.push(join(dir, `chunk-${off / chunk}`));
+          writeFileSync(chunks.at(-1), data.subarray(off, off + chunk));
+        }
+        const digest = "sha256:" + createHash("sha256").update(data).digest("hex");
+        speeds.push(size / MiB / (await timed(() => run(wharf.base, digest))));
+      }
+      const peak = memoryKiB(pids, "VmHWM");
+      rows.push({ name, mbps: median(speeds), growthMiB: (peak - idle) / 1024 });
+    } finally {
+      wharf.stop();
+    }
+  }
+  const baseline = rows[0].mbps;
+  console.log(`\nUploads of a 256 MiB blob through wrangler dev, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}`);
+  console.log("| scenario | MB/s (median of 3) | vs baseline | workerd peak RSS above idle |");
+  console.log("|---|---|---|---|");
+  for (const r of rows) {
+    console.log(`| ${r.name} | ${r.mbps.toFixed(0)} | ${(r.mbps / baseline).toFixed(2)}x | ${r.growthMiB.toFixed(0)} MiB |`);
+  }
+}
+
+if (!existsSync(new URL("../build/index.js", import.meta.url))) {
+  console.error("build/index.js missing: npm run bench builds it first");
+  process.exit(1);
+}
+const modes = { uploads };
+if (!modes[mode]) {
+  console.error(`unknown mode ${mode}; known: ${Object.keys(modes).join(", ")}`);
+  process.exit(2);
+}
+await modes[mode]();
