@@ -12,6 +12,10 @@ use crate::storage::{
 use crate::{Config, Registry};
 use futures_util::StreamExt;
 use serde_json::Value;
+use worker::js_sys::{ArrayBuffer, Function, Object as JsObject, Promise, Reflect, Uint8Array};
+use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen::prelude::*;
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::ReadableStream;
 
 use worker::{
@@ -182,11 +186,71 @@ impl KeyValueStore for Kv {
     }
 }
 
-/// The request body: the client's stream, handed whole to R2 (`take_raw`) or read in
-/// chunks as it arrives.
+#[wasm_bindgen]
+extern "C" {
+    /// A `ReadableStreamBYOBReader`, with workerd's `readAtLeast` extension.
+    type ByobReader;
+    #[wasm_bindgen(method, js_name = readAtLeast)]
+    fn read_at_least(this: &ByobReader, min_bytes: u32, view: Uint8Array) -> Promise;
+}
+
+/// Bytes asked of the client's stream per read. The default reader hands over whatever small
+/// chunks the connection produced, one JS promise each (measured: ~14 MB/s); reading 1 MiB at
+/// a time into one reused buffer is what makes chunked uploads keep up with R2.
+const READ_SIZE: u32 = 1 << 20;
+
+/// The request body: the client's stream, handed whole to R2 (`take_raw`) or read in large
+/// pieces as it arrives.
 struct RequestBody {
     raw: Option<ReadableStream>,
-    reading: Option<ByteStream>,
+    reading: Option<Reading>,
+}
+
+enum Reading {
+    Byob {
+        reader: ByobReader,
+        buffer: Option<ArrayBuffer>,
+    },
+    /// A stream that is not a byte stream: read with the default reader.
+    Default(ByteStream),
+}
+
+impl Reading {
+    fn start(stream: ReadableStream) -> Self {
+        let options = JsObject::new();
+        let _ = Reflect::set(&options, &"mode".into(), &"byob".into());
+        let get_reader = Reflect::get(&stream, &"getReader".into()).ok().and_then(|f| f.dyn_into::<Function>().ok());
+        // getReader({mode: "byob"}) throws, leaving the stream unlocked, when it is not a byte
+        // stream; workerd's request bodies are.
+        match get_reader.and_then(|f| f.call1(&stream, &options).ok()) {
+            Some(reader) => {
+                Reading::Byob { reader: reader.unchecked_into(), buffer: Some(ArrayBuffer::new(READ_SIZE)) }
+            }
+            None => Reading::Default(ByteStream::from(stream)),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Reading::Default(stream) => stream.next().await.transpose().map_err(|e| e.to_string()),
+            Reading::Byob { reader, buffer } => {
+                let Some(buf) = buffer.take() else { return Ok(None) };
+                let view = Uint8Array::new(&buf);
+                let result = JsFuture::from(reader.read_at_least(READ_SIZE, view))
+                    .await
+                    .map_err(|e| format!("reading the request body: {e:?}"))?;
+                let done = Reflect::get(&result, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true);
+                let value = Reflect::get(&result, &"value".into()).ok().filter(|v| !v.is_undefined());
+                let Some(value) = value.map(Uint8Array::from) else { return Ok(None) };
+                let bytes = value.to_vec();
+                if !done {
+                    // The read transferred the buffer into `value`; read into it again.
+                    *buffer = Some(value.buffer());
+                }
+                Ok(if bytes.is_empty() && done { None } else { Some(bytes) })
+            }
+        }
+    }
 }
 
 impl BodyReader for RequestBody {
@@ -194,11 +258,11 @@ impl BodyReader for RequestBody {
 
     async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
         if let Some(raw) = self.raw.take() {
-            self.reading = Some(ByteStream::from(raw));
+            self.reading = Some(Reading::start(raw));
         }
         match &mut self.reading {
             None => Ok(None),
-            Some(stream) => stream.next().await.transpose().map_err(|e| e.to_string()),
+            Some(reading) => reading.next().await,
         }
     }
 
