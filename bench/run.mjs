@@ -4,8 +4,8 @@
 // Modes:
 //   uploads  a 256 MiB blob pushed monolithic (one POST ?digest=) and in 16 MiB chunks
 //            (POST, 16 PATCH, PUT), against the baseline of a plain R2 put of the same bytes
-//            through the same Worker; MB/s (median of 3) and the peak resident memory of the
-//            workerd process above its idle level.
+//            through the same Worker; MB/s (median of 3), the peak resident memory of the
+//            workerd process above its idle level, and the Worker's wasm memory high-water mark.
 
 import { randomBytes, createHash } from "node:crypto";
 import { readFileSync, readdirSync, existsSync, mkdtempSync, writeFileSync } from "node:fs";
@@ -109,18 +109,21 @@ async function uploads() {
         speeds.push(size / MiB / (await timed(() => run(wharf.base, digest))));
       }
       const peak = memoryKiB(pids, "VmHWM");
-      rows.push({ name, mbps: median(speeds), growthMiB: (peak - idle) / 1024 });
+      const wasm = (await request(wharf.base, "GET", "/_wharf/selftest/memory")).json().wasmMemoryBytes;
+      rows.push({ name, mbps: median(speeds), growthMiB: (peak - idle) / 1024, wasmMiB: wasm / MiB });
     } finally {
       wharf.stop();
     }
   }
   const baseline = rows[0].mbps;
   console.log(`\nUploads of a 256 MiB blob through wrangler dev, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}`);
-  console.log("| scenario | MB/s (median of 3) | vs baseline | workerd peak RSS above idle |");
-  console.log("|---|---|---|---|");
+  console.log("| scenario | MB/s (median of 3) | vs baseline | workerd peak RSS above idle | wasm memory |");
+  console.log("|---|---|---|---|---|");
   for (const r of rows) {
-    console.log(`| ${r.name} | ${r.mbps.toFixed(0)} | ${(r.mbps / baseline).toFixed(2)}x | ${r.growthMiB.toFixed(0)} MiB |`);
+    const cells = [r.name, r.mbps.toFixed(0), `${(r.mbps / baseline).toFixed(2)}x`, `${r.growthMiB.toFixed(0)} MiB`, `${r.wasmMiB.toFixed(1)} MiB`];
+    console.log(`| ${cells.join(" | ")} |`);
   }
+  console.log("(workerd's RSS includes the local R2 simulator; the wasm memory is wharf's own high-water mark.)");
 }
 
 if (!existsSync(new URL("../build/index.js", import.meta.url))) {

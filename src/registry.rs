@@ -15,6 +15,17 @@ pub type Result<T> = std::result::Result<T, RegistryError>;
 pub const SELFTEST_PATH: &str = "/_wharf/selftest";
 /// A plain R2 put of the request body, the baseline of the upload benchmark (bench/).
 pub const SELFTEST_PUT_PATH: &str = "/_wharf/selftest/put";
+/// The size of the Worker's wasm memory, for the benchmark.
+pub const SELFTEST_MEMORY_PATH: &str = "/_wharf/selftest/memory";
+
+/// The wasm linear memory's size. It never shrinks, so this is the high-water mark of wharf's
+/// own allocations since the isolate started. `None` natively.
+fn wasm_memory_bytes() -> Option<usize> {
+    #[cfg(target_arch = "wasm32")]
+    return Some(core::arch::wasm32::memory_size(0) * 65536);
+    #[cfg(not(target_arch = "wasm32"))]
+    None
+}
 
 pub struct Registry<O, K> {
     pub objects: O,
@@ -54,6 +65,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             match (method, path) {
                 (Method::Post, SELFTEST_PATH) => return self.selftest().await,
                 (Method::Put, SELFTEST_PUT_PATH) => return self.selftest_put(query, h, body).await,
+                (Method::Get, SELFTEST_MEMORY_PATH) => {
+                    let body = serde_json::json!({ "wasmMemoryBytes": wasm_memory_bytes() }).to_string();
+                    return Ok(json_response(body.into_bytes(), false));
+                }
                 _ => {}
             }
         }
