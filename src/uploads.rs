@@ -82,27 +82,48 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
         }
     }
 
-    /// Appends one request's body; more than `limit` bytes in it is 413.
+    /// Appends one request's body; more than `limit` bytes in it is 413. Each full part goes
+    /// to R2 while the next one is read and hashed, so that waiting on R2 and on the client
+    /// overlap.
     async fn write<B: BodyReader>(&mut self, body: &mut B, limit: u64) -> Result<()> {
         let mut received = 0u64;
-        while let Some(chunk) = body.chunk().await.map_err(body_error)? {
-            received += chunk.len() as u64;
-            if received > limit {
+        let mut ended = self.fill(body, limit, &mut received).await?;
+        while self.buffer.len() >= PART_SIZE {
+            let rest = self.buffer.split_off(PART_SIZE);
+            let part = std::mem::replace(&mut self.buffer, rest);
+            let (key, upload, number) = self.next_part().await?;
+            let objects = self.objects;
+            let uploading = objects.upload_part(&key, &upload, number, part);
+            let uploaded = if ended {
+                uploading.await
+            } else {
+                let (uploaded, filled) = join(uploading, self.fill(body, limit, &mut received)).await;
+                ended = filled?;
+                uploaded
+            };
+            self.parts.push(uploaded?);
+        }
+        Ok(())
+    }
+
+    /// Reads and hashes until a whole part is buffered or the body ends (then `true`).
+    async fn fill<B: BodyReader>(&mut self, body: &mut B, limit: u64, received: &mut u64) -> Result<bool> {
+        while self.buffer.len() < PART_SIZE {
+            let Some(chunk) = body.chunk().await.map_err(body_error)? else { return Ok(true) };
+            *received += chunk.len() as u64;
+            if *received > limit {
                 return Err(chunk_too_large(limit));
             }
             self.hashers.update(&chunk);
             self.size += chunk.len() as u64;
             self.buffer.extend_from_slice(&chunk);
-            while self.buffer.len() >= PART_SIZE {
-                let rest = self.buffer.split_off(PART_SIZE);
-                let part = std::mem::replace(&mut self.buffer, rest);
-                self.write_part(part).await?;
-            }
         }
-        Ok(())
+        Ok(false)
     }
 
-    async fn write_part(&mut self, bytes: Vec<u8>) -> Result<()> {
+    /// Key, multipart upload id and number of the next part; starts the multipart upload on the
+    /// first part.
+    async fn next_part(&mut self) -> Result<(String, String, u16)> {
         let key = keys::blob_by_upload(&self.id);
         let upload = match &self.multipart {
             Some(u) => u.clone(),
@@ -116,8 +137,7 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
         };
         let number = u16::try_from(self.parts.len() + 1)
             .map_err(|_| RegistryError::new(ErrorCode::PayloadTooLarge).with_message("blob too large"))?;
-        self.parts.push(self.objects.upload_part(&key, &upload, number, bytes).await?);
-        Ok(())
+        Ok((key, upload, number))
     }
 
     /// Verifies the digest and, only if it matches, makes the bytes visible. Returns where they
@@ -133,7 +153,8 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
             Some(upload) => {
                 if !self.buffer.is_empty() {
                     let last = std::mem::take(&mut self.buffer);
-                    self.write_part(last).await?;
+                    let (key, upload, number) = self.next_part().await?;
+                    self.parts.push(self.objects.upload_part(&key, &upload, number, last).await?);
                 }
                 let key = keys::blob_by_upload(&self.id);
                 self.objects.complete_multipart(&key, &upload, &self.parts).await?;
