@@ -138,29 +138,18 @@ fn build_image(seed: u64) -> TestImage {
             { "created": "2024-01-01T00:00:00Z", "created_by": "wharf e2e: big layer" }
         ]
     });
-    let config = Config::new(
-        serde_json::to_vec(&config_json).expect("config json"),
-        IMAGE_CONFIG_MEDIA_TYPE.to_string(),
-        None,
-    );
+    let config =
+        Config::new(serde_json::to_vec(&config_json).expect("config json"), IMAGE_CONFIG_MEDIA_TYPE.to_string(), None);
     let layers = vec![
         ImageLayer::new(small, IMAGE_LAYER_GZIP_MEDIA_TYPE.to_string(), None),
         ImageLayer::new(big, IMAGE_LAYER_GZIP_MEDIA_TYPE.to_string(), None),
     ];
     let manifest = OciImageManifest::build(&layers, &config, None);
-    TestImage {
-        config,
-        layers,
-        manifest,
-    }
+    TestImage { config, layers, manifest }
 }
 
 fn client(monolithic: bool) -> Client {
-    Client::new(ClientConfig {
-        protocol: ClientProtocol::Http,
-        use_monolithic_push: monolithic,
-        ..Default::default()
-    })
+    Client::new(ClientConfig { protocol: ClientProtocol::Http, use_monolithic_push: monolithic, ..Default::default() })
 }
 
 /// Pulls `reference` with `Client::pull` and compares everything with `image`.
@@ -199,30 +188,18 @@ async fn pull_and_compare(client: &Client, reference: &Reference, image: &TestIm
                     .iter()
                     .map(|l| format!("{} bytes {}", l.data.len(), sha256_digest(&l.data)))
                     .collect();
-                format!(
-                    "layer {i} ({} bytes {want_digest}) not among pulled layers: {got:?}",
-                    want.data.len()
-                )
+                format!("layer {i} ({} bytes {want_digest}) not among pulled layers: {got:?}", want.data.len())
             })?;
         ensure(got.data == want.data, || format!("layer {i} bytes differ"))?;
-        ensure(got.media_type == IMAGE_LAYER_GZIP_MEDIA_TYPE, || {
-            format!("layer {i} media type {:?}", got.media_type)
-        })?;
+        ensure(got.media_type == IMAGE_LAYER_GZIP_MEDIA_TYPE, || format!("layer {i} media type {:?}", got.media_type))?;
     }
-    let pulled_digest = pulled
-        .digest
-        .ok_or_else(|| "pull returned no manifest digest".to_string())?;
+    let pulled_digest = pulled.digest.ok_or_else(|| "pull returned no manifest digest".to_string())?;
     ensure(pulled_digest == expected_digest, || {
         format!("pull digest {pulled_digest} != pushed manifest digest {expected_digest}")
     })?;
     let pulled_manifest = pulled.manifest.ok_or_else(|| "pull returned no manifest".to_string())?;
-    let (a, b) = (
-        serde_json::to_value(&pulled_manifest).unwrap(),
-        serde_json::to_value(&image.manifest).unwrap(),
-    );
-    ensure(a == b, || {
-        format!("pulled manifest differs from pushed one:\n pulled {a}\n pushed {b}")
-    })?;
+    let (a, b) = (serde_json::to_value(&pulled_manifest).unwrap(), serde_json::to_value(&image.manifest).unwrap());
+    ensure(a == b, || format!("pulled manifest differs from pushed one:\n pulled {a}\n pushed {b}"))?;
     Ok(format!(
         "config {} B + layers {} B / {} B byte-identical, digest {}",
         image.config.data.len(),
@@ -241,17 +218,11 @@ async fn check_manifest_digest(client: &Client, reference: &Reference, expected_
         .fetch_manifest_digest(reference, &auth)
         .await
         .map_err(|e| oci_err(&format!("fetch_manifest_digest {reference}"), e))?;
-    ensure(head == expected_digest, || {
-        format!("fetch_manifest_digest {head} != pushed {expected_digest}")
-    })?;
+    ensure(head == expected_digest, || format!("fetch_manifest_digest {head} != pushed {expected_digest}"))?;
 
-    let (manifest, digest) = client
-        .pull_manifest(reference, &auth)
-        .await
-        .map_err(|e| oci_err(&format!("pull_manifest {reference}"), e))?;
-    ensure(digest == expected_digest, || {
-        format!("pull_manifest digest {digest} != pushed {expected_digest}")
-    })?;
+    let (manifest, digest) =
+        client.pull_manifest(reference, &auth).await.map_err(|e| oci_err(&format!("pull_manifest {reference}"), e))?;
+    ensure(digest == expected_digest, || format!("pull_manifest digest {digest} != pushed {expected_digest}"))?;
     ensure(matches!(manifest, OciManifest::Image(_)), || {
         format!("pull_manifest returned a non-image manifest: {manifest}")
     })?;
@@ -276,16 +247,10 @@ async fn check_manifest_digest(client: &Client, reference: &Reference, expected_
         reference.repository().to_string(),
         expected_digest.to_string(),
     );
-    let (_, d) = client
-        .pull_manifest(&by_digest, &auth)
-        .await
-        .map_err(|e| oci_err(&format!("pull_manifest {by_digest}"), e))?;
+    let (_, d) =
+        client.pull_manifest(&by_digest, &auth).await.map_err(|e| oci_err(&format!("pull_manifest {by_digest}"), e))?;
     ensure(d == expected_digest, || format!("pull_manifest by digest returned {d}"))?;
-    Ok(format!(
-        "HEAD, GET (parsed, raw {} B) and GET-by-digest all give {}",
-        raw.len(),
-        short(expected_digest)
-    ))
+    Ok(format!("HEAD, GET (parsed, raw {} B) and GET-by-digest all give {}", raw.len(), short(expected_digest)))
 }
 
 /// Splits `data` into stream items of the given sizes (the rest in one last item).
@@ -313,11 +278,7 @@ async fn main() {
         eprintln!("WHARF_URL is not set (expected host:port, e.g. 127.0.0.1:8787)");
         std::process::exit(2);
     });
-    let registry = url
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let registry = url.trim().trim_start_matches("http://").trim_end_matches('/').to_string();
     let repo = std::env::args().nth(1).unwrap_or_else(|| "e2e/oci-client".to_string());
     let seed: u64 = match std::env::var("WHARF_E2E_SEED") {
         Ok(s) => s.parse().unwrap_or_else(|_| {
@@ -325,10 +286,7 @@ async fn main() {
             std::process::exit(2);
         }),
         Err(_) => {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
             nanos ^ ((std::process::id() as u64) << 32)
         }
     };
@@ -391,13 +349,8 @@ async fn main() {
     let t = Instant::now();
     let result: Result<String, String> = async {
         let mut patches = Vec::new();
-        let blobs = std::iter::once((&image.config.data, &image.manifest.config.digest)).chain(
-            image
-                .layers
-                .iter()
-                .zip(&image.manifest.layers)
-                .map(|(l, d)| (&l.data, &d.digest)),
-        );
+        let blobs = std::iter::once((&image.config.data, &image.manifest.config.digest))
+            .chain(image.layers.iter().zip(&image.manifest.layers).map(|(l, d)| (&l.data, &d.digest)));
         for (data, digest) in blobs {
             chunked
                 .push_blob_stream(&v1_chunked, stream_of(data, &[]), digest, None)
@@ -413,18 +366,10 @@ async fn main() {
         ensure(digest == pushed_digest, || {
             format!("v1-chunked manifest digest {digest} != v1 digest {pushed_digest}")
         })?;
-        Ok(format!(
-            "3 blobs in {:?} PATCHes each, manifest digest {} (same as v1)",
-            patches,
-            short(&digest)
-        ))
+        Ok(format!("3 blobs in {:?} PATCHes each, manifest digest {} (same as v1)", patches, short(&digest)))
     }
     .await;
-    tally.record(
-        "push v1-chunked (push_blob_stream: POST+PATCH..+PUT, push_manifest)",
-        t,
-        result,
-    );
+    tally.record("push v1-chunked (push_blob_stream: POST+PATCH..+PUT, push_manifest)", t, result);
 
     let t = Instant::now();
     let r = pull_and_compare(&chunked, &v1_chunked, &image, &pushed_digest).await;
@@ -447,16 +392,10 @@ async fn main() {
             .push_blob_stream_chunked(&v1_chunked, stream_of(&data, &[mib, 5 * mib]))
             .await
             .map_err(|e| oci_err("push_blob_stream_chunked", e))?;
-        ensure(resp.blob_digest == want, || {
-            format!("client computed {} but the data is {want}", resp.blob_digest)
-        })?;
-        ensure(resp.size == data.len() as u64, || {
-            format!("client sent {} bytes of {}", resp.size, data.len())
-        })?;
-        let exists = chunked
-            .blob_exists(&v1_chunked, &want)
-            .await
-            .map_err(|e| oci_err(&format!("blob_exists {want}"), e))?;
+        ensure(resp.blob_digest == want, || format!("client computed {} but the data is {want}", resp.blob_digest))?;
+        ensure(resp.size == data.len() as u64, || format!("client sent {} bytes of {}", resp.size, data.len()))?;
+        let exists =
+            chunked.blob_exists(&v1_chunked, &want).await.map_err(|e| oci_err(&format!("blob_exists {want}"), e))?;
         ensure(exists, || format!("HEAD blob {want}: not found after upload"))?;
         let mut out: Vec<u8> = Vec::with_capacity(data.len());
         chunked
@@ -464,18 +403,9 @@ async fn main() {
             .await
             .map_err(|e| oci_err(&format!("pull_blob {want}"), e))?;
         ensure(out.len() == data.len() && out[..] == data[..], || {
-            format!(
-                "pulled {} bytes {}, pushed {} bytes {want}",
-                out.len(),
-                sha256_digest(&out),
-                data.len()
-            )
+            format!("pulled {} bytes {}, pushed {} bytes {want}", out.len(), sha256_digest(&out), data.len())
         })?;
-        Ok(format!(
-            "{} B blob {} stored, HEAD ok, GET byte-identical",
-            data.len(),
-            short(&want)
-        ))
+        Ok(format!("{} B blob {} stored, HEAD ok, GET byte-identical", data.len(), short(&want)))
     }
     .await;
     tally.record("fresh blob via push_blob_stream_chunked, HEAD, GET", t, result);
@@ -489,28 +419,17 @@ async fn main() {
         {
             println!(
                 "[SKIP] list_tags has v1 and v1-chunked: GET {url} answered UNSUPPORTED ({})",
-                envelope
-                    .errors
-                    .iter()
-                    .map(|e| e.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                envelope.errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ")
             );
         }
         result => {
-            let result = result
-                .map_err(|e| oci_err(&format!("list_tags {repo}"), e))
-                .and_then(|tags| {
-                    ensure(tags.name == repo, || {
-                        format!("tags/list name {:?} != {repo:?}", tags.name)
-                    })?;
-                    for want in ["v1", "v1-chunked"] {
-                        ensure(tags.tags.iter().any(|t| t == want), || {
-                            format!("tag {want} missing from {:?}", tags.tags)
-                        })?;
-                    }
-                    Ok(format!("{:?}", tags.tags))
-                });
+            let result = result.map_err(|e| oci_err(&format!("list_tags {repo}"), e)).and_then(|tags| {
+                ensure(tags.name == repo, || format!("tags/list name {:?} != {repo:?}", tags.name))?;
+                for want in ["v1", "v1-chunked"] {
+                    ensure(tags.tags.iter().any(|t| t == want), || format!("tag {want} missing from {:?}", tags.tags))?;
+                }
+                Ok(format!("{:?}", tags.tags))
+            });
             tally.record("list_tags has v1 and v1-chunked", t, result);
         }
     }
