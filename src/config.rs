@@ -25,6 +25,10 @@ pub struct Config {
     /// `WHARF_UPLOAD_MAX_AGE_SECONDS`: an upload session idle this long is aborted by the
     /// scheduled cleanup. Default one day.
     pub upload_max_age_secs: u64,
+    /// `WHARF_MAX_PAGE_SIZE`: the largest `n` of tags/list and _catalog (larger is 400
+    /// PAGINATION_NUMBER_INVALID), their page size when `n` is absent, and the page size of
+    /// referrers. 1 to 1000 (one KV or R2 listing). Default 1000.
+    pub max_page: usize,
 }
 
 impl Default for Config {
@@ -36,6 +40,7 @@ impl Default for Config {
             selftest: false,
             max_chunk_size: 512 * 1024 * 1024,
             upload_max_age_secs: 24 * 60 * 60,
+            max_page: 1000,
         }
     }
 }
@@ -73,7 +78,12 @@ impl Config {
         if max_chunk_size < crate::uploads::PART_SIZE as u64 {
             return Err(format!("WHARF_MAX_CHUNK_SIZE: at least {} (one multipart part)", crate::uploads::PART_SIZE));
         }
+        let max_page = number("WHARF_MAX_PAGE_SIZE", defaults.max_page as u64)?;
+        if !(1..=1000).contains(&max_page) {
+            return Err(format!("WHARF_MAX_PAGE_SIZE: between 1 and 1000, got {max_page}"));
+        }
         Ok(Self {
+            max_page: max_page as usize,
             read_only: flag("WHARF_READ_ONLY", false)?,
             delete_enabled: flag("WHARF_DELETE_ENABLED", false)?,
             allowed_classes,

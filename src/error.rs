@@ -147,6 +147,11 @@ impl fmt::Display for RegistryError {
 
 impl From<crate::storage::StorageError> for RegistryError {
     fn from(e: crate::storage::StorageError) -> Self {
+        if e.rate_limited {
+            crate::log::error(&format!("rate limited: {e}"));
+            return Self::new(ErrorCode::TooManyRequests)
+                .with_message("too many writes to the same key; retry shortly");
+        }
         Self::internal(e)
     }
 }

@@ -134,6 +134,24 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Encodes all but RFC 3986's unreserved characters, for query values wharf writes in URLs.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The first value of a query parameter.
+pub fn query_param<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
 /// Decodes `%XX` escapes; invalid escapes and non-UTF-8 results are kept literally, and then
 /// fail the grammar checks of the newtypes that read them.
 pub fn percent_decode(s: &str) -> String {
@@ -190,10 +208,16 @@ impl<S> Response<S> {
 impl<S> From<RegistryError> for Response<S> {
     fn from(e: RegistryError) -> Self {
         let body = e.body();
-        Response::new(e.status())
+        let response = Response::new(e.status())
             .header("Content-Type", "application/json")
-            .header("Content-Length", body.len().to_string())
-            .body(Body::Bytes(body))
+            .header("Content-Length", body.len().to_string());
+        // spec: 429 answers say when to come back.
+        let response = if e.code == crate::error::ErrorCode::TooManyRequests {
+            response.header("Retry-After", "1")
+        } else {
+            response
+        };
+        response.body(Body::Bytes(body))
     }
 }
 
@@ -209,6 +233,14 @@ mod tests {
         assert_eq!(q[2].1, "b");
         assert_eq!(q[3], ("empty".into(), "".into()));
         assert_eq!(q[4], ("flag".into(), "".into()));
+    }
+
+    #[test]
+    fn percent_encoding_round_trips() {
+        for s in ["a/b", "x+y=z&w", "Zürich", "plain-._~"] {
+            assert_eq!(percent_decode(&percent_encode(s)), s);
+        }
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
     }
 
     #[test]

@@ -5,15 +5,21 @@
 //! ├── repositories/<name>/
 //! │   ├── _manifests/<alg>/<hex>   manifest bytes exactly as pushed; httpMetadata.contentType
 //! │   │                            is the pushed media type
-//! │   └── _layers/<alg>/<hex>      blob link: empty body; customMetadata {object, size} names
-//! │                                the object holding the bytes. Its presence is what "this
-//! │                                repository holds the blob" means.
+//! │   ├── _layers/<alg>/<hex>      blob link: empty body; customMetadata {object, size} names
+//! │   │                            the object holding the bytes. Its presence is what "this
+//! │   │                            repository holds the blob" means.
+//! │   └── _referrers/<subject alg>/<subject hex>/<alg>/<hex>
+//! │                                a manifest of this repository whose `subject` is the first
+//! │                                digest: empty body, its descriptor in customMetadata, so one
+//! │                                listing answers GET /v2/<name>/referrers/<subject>
 //! ├── blobs/
 //! │   ├── <alg>/<hex>              blob bytes written by a single put after their digest was
 //! │   │                            verified (blobs smaller than one multipart part)
 //! │   └── by-upload/<id>           blob bytes written by upload session <id> as an R2 multipart
 //! │                                upload; completed only after the digest verified, so never
 //! │                                visible half-written. Completing in place means no copy.
+//! ├── catalog/<name>                the repository holds at least one manifest (empty body);
+//! │                                listed with startAfter for GET /v2/_catalog
 //! ├── digests/<alg>/<hex>          registry-wide record of a blob: empty body, customMetadata
 //! │                                {object, size} as a link; lets a mount without `from` find it
 //! └── uploads/<id>/state           upload session: a JSON line (see uploads::SessionState),
@@ -35,6 +41,43 @@ fn digest_path(d: &Digest) -> String {
 
 pub fn manifest(name: &RepositoryName, d: &Digest) -> String {
     format!("repositories/{name}/_manifests/{}", digest_path(d))
+}
+
+/// Prefix of every manifest of a repository (to tell whether any is left).
+pub fn manifests_prefix(name: &RepositoryName) -> String {
+    format!("repositories/{name}/_manifests/")
+}
+
+/// Prefix of the referrers of `subject` in a repository.
+pub fn referrers_prefix(name: &RepositoryName, subject: &Digest) -> String {
+    format!("repositories/{name}/_referrers/{}/", digest_path(subject))
+}
+
+pub fn referrer(name: &RepositoryName, subject: &Digest, referrer: &Digest) -> String {
+    format!("{}{}", referrers_prefix(name, subject), digest_path(referrer))
+}
+
+/// The referrer's digest of a key listed under [`referrers_prefix`].
+pub fn referrer_of(key: &str, prefix: &str) -> Option<Digest> {
+    let (alg, hex) = key.strip_prefix(prefix)?.split_once('/')?;
+    Digest::parse(&format!("{alg}:{hex}")).ok()
+}
+
+/// Prefix of the repository index listed by the catalog.
+pub const CATALOG_PREFIX: &str = "catalog/";
+
+pub fn catalog_entry(name: &RepositoryName) -> String {
+    format!("{CATALOG_PREFIX}{name}")
+}
+
+/// The catalog key of a name given by a client as `last`, unchecked: only listed after.
+pub fn catalog_key(name: &str) -> String {
+    format!("{CATALOG_PREFIX}{name}")
+}
+
+/// The repository of a key listed under [`CATALOG_PREFIX`].
+pub fn repository_of(key: &str) -> Option<RepositoryName> {
+    RepositoryName::parse(key.strip_prefix(CATALOG_PREFIX)?).ok()
 }
 
 pub fn blob_link(name: &RepositoryName, d: &Digest) -> String {
@@ -95,6 +138,13 @@ mod tests {
         assert_eq!(upload_of_state(&upload_state(&id)), Some(id));
         assert_eq!(upload_of_state("uploads/x/state"), None);
         assert_eq!(blob_index(&d), format!("digests/sha256/{hex}"));
+        let r = Digest::sha256_of(b"r");
+        let key = referrer(&name, &d, &r);
+        assert_eq!(key, format!("repositories/a/b/_referrers/sha256/{hex}/sha256/{}", r.hex()));
+        assert_eq!(referrer_of(&key, &referrers_prefix(&name, &d)), Some(r));
+        assert_eq!(catalog_entry(&name), "catalog/a/b");
+        assert_eq!(repository_of("catalog/a/b"), Some(name.clone()));
+        assert_eq!(manifests_prefix(&name), "repositories/a/b/_manifests/");
         assert_eq!(tag(&name, &Tag::parse("v1").unwrap()), "tags/a/b:v1");
     }
 

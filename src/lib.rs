@@ -17,6 +17,8 @@ pub mod keys;
 pub mod log;
 pub mod manifests;
 pub mod names;
+pub mod pagination;
+pub mod referrers;
 pub mod registry;
 pub mod router;
 pub mod storage;

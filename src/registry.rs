@@ -4,7 +4,8 @@
 
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
-use crate::http::{Body, BodyReader, Headers, Method, Request, Response};
+use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
+use crate::names::Tag;
 use crate::router::Route;
 use crate::storage::{KeyValueStore, ObjectStore};
 use crate::uploads::StartUpload;
@@ -76,12 +77,16 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if self.config.read_only && method.writes() {
             return Err(RegistryError::new(ErrorCode::Unsupported).with_message("the registry is read-only"));
         }
-        let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let param = |key: &str| query_param(query, key);
         use Method::*;
         match (route, method) {
             (Route::Base, Get | Head) => Ok(json_response(b"{}".to_vec(), method == Head)),
             (Route::Manifest(n, r), Get | Head) => self.get_manifest(&n, &r, h, method == Head).await,
-            (Route::Manifest(n, r), Put) => self.put_manifest(&n, &r, h, body).await,
+            (Route::Manifest(n, r), Put) => {
+                let extra_tags = query.iter().filter(|(k, _)| k == "tag").map(|(_, v)| Tag::parse(v));
+                let extra_tags = extra_tags.collect::<Result<Vec<_>>>()?;
+                self.put_manifest(&n, &r, &extra_tags, h, body).await
+            }
             (Route::Manifest(n, r), Delete) => self.delete_manifest(&n, &r).await,
             (Route::Blob(n, d), Get | Head) => self.get_blob(&n, &d, h, method == Head).await,
             (Route::Blob(n, d), Delete) => self.delete_blob(&n, &d).await,
@@ -93,9 +98,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Route::Upload(n, id), Patch) => self.patch_upload(&n, &id, h, body).await,
             (Route::Upload(n, id), Put) => self.finish_upload(&n, &id, param("digest"), h, body).await,
             (Route::Upload(n, id), Delete) => self.cancel_upload(&n, &id).await,
-            (Route::TagsList(_) | Route::Referrers(..), Get) => {
-                Err(RegistryError::new(ErrorCode::Unsupported).with_message("not implemented yet"))
-            }
+            (Route::TagsList(n), Get) => self.list_tags(&n, query).await,
+            (Route::Catalog, Get) => self.catalog(query).await,
+            (Route::Referrers(n, d), Get) => self.list_referrers(&n, &d, query).await,
             _ => Err(RegistryError::new(ErrorCode::Unsupported).with_message("method not allowed on this endpoint")),
         }
     }

@@ -22,6 +22,8 @@ pub enum Route {
     TagsList(RepositoryName),
     /// `/v2/<name>/referrers/<digest>`
     Referrers(RepositoryName, Digest),
+    /// `/v2/_catalog` (repository names cannot start with `_`)
+    Catalog,
 }
 
 fn not_found(path: &str) -> RegistryError {
@@ -41,6 +43,9 @@ impl Route {
             return Ok(Route::Base);
         }
         let rest = path.strip_prefix("/v2/").ok_or_else(|| not_found(path))?;
+        if rest == "_catalog" {
+            return Ok(Route::Catalog);
+        }
         if let Some(name) = rest.strip_suffix("/tags/list") {
             return Ok(Route::TagsList(RepositoryName::parse(name)?));
         }
@@ -111,6 +116,7 @@ mod tests {
             (format!("/v2/a/b/blobs/uploads/{id}"), Route::Upload(name("a/b"), UploadId::parse(id).unwrap())),
             ("/v2/a/b/tags/list".to_string(), Route::TagsList(name("a/b"))),
             (format!("/v2/a/referrers/{d}"), Route::Referrers(name("a"), d.clone())),
+            ("/v2/_catalog".to_string(), Route::Catalog),
             ("/v2/tags/manifests/list".to_string(), Route::Manifest(name("tags"), Reference::parse("list").unwrap())),
         ];
         for (path, route) in cases {

@@ -1,11 +1,13 @@
 //! Tags: KV entries `tag -> digest`, with the manifest's digest, media type and size in the
 //! entry's metadata so that a listing needs no per-tag reads.
 
-use crate::error::RegistryError;
+use crate::error::{ErrorCode, RegistryError};
+use crate::http::{Response, query_param};
 use crate::keys;
 use crate::names::{Digest, RepositoryName, Tag};
-use crate::registry::{Registry, Result};
-use crate::storage::{KeyValueStore, ObjectStore};
+use crate::pagination::{next_link, page_size};
+use crate::registry::{Registry, Result, json_response};
+use crate::storage::{KeyValueStore, ListFrom, ObjectStore};
 use serde::{Deserialize, Serialize};
 
 /// What a tag points at (the KV metadata of `tags/<name>:<tag>`; well under KV's 1024 bytes).
@@ -64,4 +66,107 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
     }
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// GET /v2/<name>/tags/list?n=&last=: tags in lexical (byte) order, `last` exclusive, a
+    /// `Link` to the next page when more exist.
+    ///
+    /// A page is one KV listing: the `Link` carries KV's cursor next to `last`. KV cannot start
+    /// a listing after a given key, so a `last` without our cursor (a client building its own
+    /// URL) is served by listing from the start and skipping.
+    pub(crate) async fn list_tags(
+        &self,
+        name: &RepositoryName,
+        query: &[(String, String)],
+    ) -> Result<Response<O::Body>> {
+        let n = page_size(query_param(query, "n"), self.config.max_page)?;
+        let last = query_param(query, "last");
+        let prefix = keys::tag_prefix(name);
+        let mut tags: Vec<String> = Vec::new();
+        let mut next_cursor = None;
+        let mut more = false;
+        if n > 0 {
+            match (query_param(query, "cursor"), last) {
+                (cursor, None) | (cursor @ Some(_), Some(_)) => {
+                    let page = self.kv.list(&prefix, cursor, n as u32).await?;
+                    tags = page.keys.into_iter().filter_map(|k| valid_tag(&k.name, &prefix)).collect();
+                    more = page.cursor.is_some();
+                    next_cursor = page.cursor;
+                }
+                (None, Some(last)) => {
+                    let mut cursor: Option<String> = None;
+                    'pages: loop {
+                        let page = self.kv.list(&prefix, cursor.as_deref(), 1000).await?;
+                        for tag in page.keys.into_iter().filter_map(|k| valid_tag(&k.name, &prefix)) {
+                            if tag.as_str() > last {
+                                if tags.len() == n {
+                                    more = true;
+                                    break 'pages;
+                                }
+                                tags.push(tag);
+                            }
+                        }
+                        match page.cursor {
+                            Some(c) => cursor = Some(c),
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        if tags.is_empty() && !self.repository_exists(name).await? {
+            return Err(
+                RegistryError::new(ErrorCode::NameUnknown).with_detail(serde_json::json!({ "name": name.as_str() }))
+            );
+        }
+        let body = serde_json::to_vec(&serde_json::json!({ "name": name.as_str(), "tags": tags }))
+            .map_err(RegistryError::internal)?;
+        let mut response = json_response(body, false);
+        if let (true, Some(last)) = (more, tags.last()) {
+            let path = format!("/v2/{name}/tags/list");
+            let n = n.to_string();
+            let mut params = vec![("n", n.as_str()), ("last", last.as_str())];
+            if let Some(c) = &next_cursor {
+                params.push(("cursor", c.as_str()));
+            }
+            response = response.header("Link", next_link(&path, &params));
+        }
+        Ok(response)
+    }
+
+    /// Whether the repository holds any manifest (its catalog entry exists).
+    pub(crate) async fn repository_exists(&self, name: &RepositoryName) -> Result<bool> {
+        Ok(self.objects.head(&keys::catalog_entry(name)).await?.is_some())
+    }
+
+    /// GET /v2/_catalog?n=&last=: repositories holding at least one manifest, in lexical order;
+    /// one R2 listing per page, starting after `last`.
+    pub(crate) async fn catalog(&self, query: &[(String, String)]) -> Result<Response<O::Body>> {
+        let n = page_size(query_param(query, "n"), self.config.max_page)?;
+        let mut repositories = Vec::new();
+        let mut more = false;
+        if n > 0 {
+            let after = query_param(query, "last").map(keys::catalog_key);
+            let from = after.as_deref().map_or(ListFrom::Beginning, ListFrom::After);
+            let page = self.objects.list(keys::CATALOG_PREFIX, from, n as u32).await?;
+            repositories = page.objects.iter().filter_map(|o| keys::repository_of(&o.key)).collect();
+            more = page.cursor.is_some();
+        }
+        let names: Vec<&str> = repositories.iter().map(RepositoryName::as_str).collect();
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "repositories": names })).map_err(RegistryError::internal)?;
+        let mut response = json_response(body, false);
+        if let (true, Some(last)) = (more, names.last()) {
+            let n = n.to_string();
+            response = response.header("Link", next_link("/v2/_catalog", &[("n", &n), ("last", last)]));
+        }
+        Ok(response)
+    }
+}
+
+/// The tag of a listed KV key, if it is one (keys are written only by wharf, but a key that
+/// does not parse is skipped rather than served).
+fn valid_tag(key: &str, prefix: &str) -> Option<String> {
+    key.strip_prefix(prefix).filter(|t| Tag::parse(t).is_ok()).map(str::to_owned)
 }

@@ -22,7 +22,7 @@ use crate::keys;
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::registry::{Registry, Result, body_error};
 use crate::router::{blob_url, upload_url};
-use crate::storage::{KeyValueStore, MIN_PART_SIZE, ObjectStore, Part, PutOptions};
+use crate::storage::{KeyValueStore, ListFrom, MIN_PART_SIZE, ObjectStore, Part, PutOptions};
 use futures_util::future::join;
 use serde::{Deserialize, Serialize};
 
@@ -488,7 +488,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut removed = 0;
         let mut cursor: Option<String> = None;
         loop {
-            let page = self.objects.list(keys::UPLOADS_PREFIX, cursor.as_deref(), 1000).await?;
+            let from = cursor.as_deref().map_or(ListFrom::Beginning, ListFrom::Cursor);
+            let page = self.objects.list(keys::UPLOADS_PREFIX, from, 1000).await?;
             for object in page.objects.iter().filter(|o| o.uploaded_ms < cutoff) {
                 let Some(id) = keys::upload_of_state(&object.key) else { continue };
                 if let Some(upload) = object.custom.get(MULTIPART_META) {

@@ -6,12 +6,13 @@ use crate::error::RegistryError;
 use crate::http::{self, Body, BodyReader, Headers, Method};
 use crate::names::{Algorithm, Digest};
 use crate::storage::{
-    self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ObjectMeta, ObjectPage, ObjectStore, Part, PutOptions,
-    StorageError,
+    self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ListFrom, ObjectMeta, ObjectPage, ObjectStore, Part,
+    PutOptions, StorageError,
 };
 use crate::{Config, Registry};
 use futures_util::StreamExt;
 use serde_json::Value;
+use std::time::Duration;
 use worker::js_sys::{ArrayBuffer, Function, Object as JsObject, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::JsCast;
 use worker::wasm_bindgen::prelude::*;
@@ -19,12 +20,12 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::ReadableStream;
 
 use worker::{
-    Bucket, ByteStream, Conditional, Context, Data, Date, Env, HttpMetadata, Include, KvStore, Object, Range, Request,
-    Response, ResponseBody, ScheduleContext, ScheduledEvent, UploadedPart, console_error, console_log, event,
+    Bucket, ByteStream, Conditional, Context, Data, Date, Delay, Env, HttpMetadata, Include, KvStore, Object, Range,
+    Request, Response, ResponseBody, ScheduleContext, ScheduledEvent, UploadedPart, console_error, console_log, event,
 };
 
 fn se(e: impl std::fmt::Display) -> StorageError {
-    StorageError(e.to_string())
+    StorageError::new(e.to_string())
 }
 
 /// The R2 bucket bound as `BUCKET`.
@@ -117,11 +118,13 @@ impl ObjectStore for R2 {
         self.0.delete(key).await.map_err(se)
     }
 
-    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> storage::Result<ObjectPage> {
+    async fn list(&self, prefix: &str, from: ListFrom<'_>, limit: u32) -> storage::Result<ObjectPage> {
         let mut list =
             self.0.list().prefix(prefix).limit(limit).include(vec![Include::HttpMetadata, Include::CustomMetadata]);
-        if let Some(c) = cursor {
-            list = list.cursor(c);
+        match from {
+            ListFrom::Beginning => {}
+            ListFrom::Cursor(c) => list = list.cursor(c),
+            ListFrom::After(k) => list = list.start_after(k),
         }
         let page = list.execute().await.map_err(se)?;
         let objects = page.objects().iter().map(meta).collect::<storage::Result<_>>()?;
@@ -163,12 +166,27 @@ impl KeyValueStore for Kv {
         Ok(value.map(|value| KvEntry { value, metadata }))
     }
 
+    /// KV takes about one write per second per key and answers 429 beyond: retried twice with
+    /// backoff, then reported as rate-limited (the client gets 429 with Retry-After).
     async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> storage::Result<()> {
-        let mut put = self.0.put(key, value).map_err(se)?;
-        if let Some(m) = metadata {
-            put = put.metadata(m).map_err(se)?;
+        let mut attempt = 0;
+        loop {
+            let mut put = self.0.put(key, value).map_err(se)?;
+            if let Some(m) = metadata {
+                put = put.metadata(m).map_err(se)?;
+            }
+            match put.execute().await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.to_string().contains("429") => {
+                    attempt += 1;
+                    if attempt > 2 {
+                        return Err(StorageError::rate_limited(e.to_string()));
+                    }
+                    Delay::from(Duration::from_millis(500 * attempt)).await;
+                }
+                Err(e) => return Err(se(e)),
+            }
         }
-        put.execute().await.map_err(se)
     }
 
     async fn delete(&self, key: &str) -> storage::Result<()> {

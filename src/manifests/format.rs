@@ -222,6 +222,16 @@ impl Manifest {
     }
 }
 
+/// The `subject` of stored manifest bytes, if any (read leniently: they passed `parse`).
+pub fn subject_of(body: &[u8]) -> Option<Digest> {
+    #[derive(Deserialize)]
+    struct WithSubject {
+        subject: Option<RawDescriptor>,
+    }
+    let raw: WithSubject = serde_json::from_slice(body).ok()?;
+    Digest::parse(&raw.subject?.digest).ok()
+}
+
 /// In a Docker manifest list, the child for the default platform (linux/amd64): what
 /// Distribution serves by tag to clients that do not accept lists.
 pub fn default_platform_child(list_body: &[u8]) -> Option<Digest> {

@@ -8,13 +8,13 @@ use crate::config::MAX_MANIFEST_SIZE;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Response};
 use crate::keys;
-use crate::names::{Digest, Reference, RepositoryName};
+use crate::names::{Digest, Reference, RepositoryName, Tag};
 use crate::registry::{Registry, Result, read_limited};
 use crate::router::manifest_url;
-use crate::storage::{KeyValueStore, ObjectMeta, ObjectStore, PutOptions};
+use crate::storage::{KeyValueStore, ListFrom, ObjectMeta, ObjectStore, PutOptions};
 use crate::tags::TagRecord;
 use format::{Accepted, Manifest, MediaType, default_platform_child};
-use futures_util::future::join_all;
+use futures_util::future::{join_all, join3};
 
 fn manifest_unknown() -> RegistryError {
     RegistryError::new(ErrorCode::ManifestUnknown)
@@ -114,6 +114,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         &self,
         name: &RepositoryName,
         reference: &Reference,
+        extra_tags: &[Tag],
         headers: &Headers,
         body: &mut B,
     ) -> Result<Response<O::Body>> {
@@ -145,11 +146,27 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let size = bytes.len() as u64;
         let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
         self.objects.put(&keys::manifest(name, &digest), bytes, options).await?;
-        if let Reference::Tag(tag) = reference {
-            let record =
-                TagRecord { digest: digest.to_string(), media_type: manifest.media_type.as_str().to_owned(), size };
-            self.put_tag(name, tag, &record).await?;
-        }
+        // Then, the bytes being in place: the catalog entry, the referrer entry and the tags
+        // (the URL's and any `?tag=`, spec main branch), side by side.
+        let catalog_key = keys::catalog_entry(name);
+        let catalog = self.objects.put(&catalog_key, Vec::new(), PutOptions::default());
+        let referrer = async {
+            match &manifest.subject {
+                Some(subject) => self.record_referrer(name, &subject.digest, &digest, &manifest, size).await,
+                None => Ok(()),
+            }
+        };
+        let record =
+            TagRecord { digest: digest.to_string(), media_type: manifest.media_type.as_str().to_owned(), size };
+        let url_tag = match reference {
+            Reference::Tag(tag) => Some(tag),
+            Reference::Digest(_) => None,
+        };
+        let tagging = join_all(url_tag.into_iter().chain(extra_tags).map(|t| self.put_tag(name, t, &record)));
+        let (catalogued, referred, tagged) = join3(catalog, referrer, tagging).await;
+        catalogued?;
+        referred?;
+        tagged.into_iter().collect::<Result<Vec<()>>>()?;
 
         let mut response = Response::new(201)
             .header("Location", manifest_url(name, &digest))
@@ -214,10 +231,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
             Reference::Digest(digest) => {
                 let key = keys::manifest(name, digest);
-                if self.objects.head(&key).await?.is_none() {
+                let Some((_, bytes)) = self.objects.get_bytes(&key).await? else {
                     return Err(manifest_unknown());
-                }
+                };
                 self.objects.delete(&key).await?;
+                if let Some(subject) = format::subject_of(&bytes) {
+                    self.forget_referrer(name, &subject, digest).await?;
+                }
+                // The repository leaves the catalog with its last manifest.
+                if self.objects.list(&keys::manifests_prefix(name), ListFrom::Beginning, 1).await?.objects.is_empty() {
+                    self.objects.delete(&keys::catalog_entry(name)).await?;
+                }
                 let target = digest.to_string();
                 for (tag, _) in self.all_tags(name).await?.into_iter().filter(|(_, d)| *d == target) {
                     self.delete_tag(name, &tag).await?;

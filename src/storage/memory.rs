@@ -99,11 +99,11 @@ impl ObjectStore for MemoryObjects {
         options: PutOptions,
     ) -> Result<bool> {
         let mut bytes = Vec::new();
-        while let Some(chunk) = body.chunk().await.map_err(StorageError)? {
+        while let Some(chunk) = body.chunk().await.map_err(StorageError::new)? {
             bytes.extend_from_slice(&chunk);
         }
         if bytes.len() as u64 != length {
-            return Err(StorageError(format!("body of {} bytes, {length} announced", bytes.len())));
+            return Err(StorageError::new(format!("body of {} bytes, {length} announced", bytes.len())));
         }
         if digest.recompute(&bytes) != *digest {
             return Ok(false);
@@ -120,7 +120,7 @@ impl ObjectStore for MemoryObjects {
         let Some((meta, bytes)) = self.get_bytes(key).await? else { return Ok(None) };
         let Some(r) = range else { return Ok(Some((meta, bytes))) };
         let (start, end) = (r.offset as usize, (r.offset + r.length) as usize);
-        let slice = bytes.get(start..end).ok_or_else(|| StorageError(format!("range {r:?} outside {key}")))?;
+        let slice = bytes.get(start..end).ok_or_else(|| StorageError::new(format!("range {r:?} outside {key}")))?;
         Ok(Some((meta, slice.to_vec())))
     }
 
@@ -144,7 +144,12 @@ impl ObjectStore for MemoryObjects {
         Ok(())
     }
 
-    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<ObjectPage> {
+    async fn list(&self, prefix: &str, from: ListFrom<'_>, limit: u32) -> Result<ObjectPage> {
+        // The memory twin's cursors are the last key of the page, so both forms mean "after".
+        let cursor = match from {
+            ListFrom::Beginning => None,
+            ListFrom::Cursor(c) | ListFrom::After(c) => Some(c),
+        };
         let inner = self.0.borrow();
         let items = inner
             .objects
@@ -170,31 +175,31 @@ impl ObjectStore for MemoryObjects {
                 parts.insert(number, (etag.clone(), bytes));
                 Ok(Part { number, etag })
             }
-            _ => Err(StorageError(format!("no multipart upload {upload_id} for {key}"))),
+            _ => Err(StorageError::new(format!("no multipart upload {upload_id} for {key}"))),
         }
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta> {
         let mut inner = self.0.borrow_mut();
         let Some((k, options, stored)) = inner.uploads.get(upload_id) else {
-            return Err(StorageError(format!("no multipart upload {upload_id}")));
+            return Err(StorageError::new(format!("no multipart upload {upload_id}")));
         };
         if k != key || parts.is_empty() {
-            return Err(StorageError("multipart completion with no parts or the wrong key".into()));
+            return Err(StorageError::new("multipart completion with no parts or the wrong key"));
         }
         let mut bytes = Vec::new();
         let mut first_size = None;
         for (i, p) in parts.iter().enumerate() {
             let Some((_, data)) = stored.get(&p.number).filter(|(e, _)| *e == p.etag) else {
-                return Err(StorageError(format!("part {} unknown or etag mismatch", p.number)));
+                return Err(StorageError::new(format!("part {} unknown or etag mismatch", p.number)));
             };
             let last = i + 1 == parts.len();
             // R2: all parts but the last are equal and at least MIN_PART_SIZE.
             if !last && (data.len() < MIN_PART_SIZE || first_size.is_some_and(|s| s != data.len())) {
-                return Err(StorageError(format!("part {} has an invalid size {}", p.number, data.len())));
+                return Err(StorageError::new(format!("part {} has an invalid size {}", p.number, data.len())));
             }
             if last && first_size.is_some_and(|s| data.len() > s) {
-                return Err(StorageError("last part larger than the others".into()));
+                return Err(StorageError::new("last part larger than the others"));
             }
             first_size.get_or_insert(data.len());
             bytes.extend_from_slice(data);
@@ -214,40 +219,53 @@ impl ObjectStore for MemoryObjects {
 /// The in-memory KV store. Strongly consistent, unlike real KV: tests of staleness must
 /// not rely on it.
 #[derive(Debug, Clone, Default)]
-pub struct MemoryKv(Rc<RefCell<BTreeMap<String, KvEntry>>>);
+pub struct MemoryKv {
+    entries: Rc<RefCell<BTreeMap<String, KvEntry>>>,
+    /// While set, every put is refused as KV refuses writes over its per-key rate.
+    refuse_puts: Rc<RefCell<bool>>,
+}
 
 impl MemoryKv {
     pub fn new() -> Self {
         Self::default()
     }
     pub fn snapshot(&self) -> BTreeMap<String, String> {
-        self.0.borrow().iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
+        self.entries.borrow().iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
+    }
+    /// Makes puts fail as rate-limited (`true`) or succeed again (`false`).
+    pub fn refuse_puts(&self, refuse: bool) {
+        *self.refuse_puts.borrow_mut() = refuse;
     }
 }
 
 impl KeyValueStore for MemoryKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>> {
-        Ok(self.0.borrow().get(key).cloned())
+        Ok(self.entries.borrow().get(key).cloned())
     }
 
     async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<()> {
+        if *self.refuse_puts.borrow() {
+            return Err(StorageError::rate_limited(format!("KV put of {key}: too many requests")));
+        }
         if let Some(m) = metadata {
-            let len = serde_json::to_string(m).map_err(|e| StorageError(e.to_string()))?.len();
+            let len = serde_json::to_string(m).map_err(|e| StorageError::new(e.to_string()))?.len();
             if len > KV_MAX_METADATA {
-                return Err(StorageError(format!("KV metadata of {len} bytes exceeds {KV_MAX_METADATA}")));
+                return Err(StorageError::new(format!("KV metadata of {len} bytes exceeds {KV_MAX_METADATA}")));
             }
         }
-        self.0.borrow_mut().insert(key.to_owned(), KvEntry { value: value.to_owned(), metadata: metadata.cloned() });
+        self.entries
+            .borrow_mut()
+            .insert(key.to_owned(), KvEntry { value: value.to_owned(), metadata: metadata.cloned() });
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.0.borrow_mut().remove(key);
+        self.entries.borrow_mut().remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage> {
-        let map = self.0.borrow();
+        let map = self.entries.borrow();
         let items = map
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))

@@ -17,13 +17,27 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A backend failure. Never a client's fault: it surfaces as 500 UNKNOWN and is logged.
+/// A backend failure. Never a client's fault: it surfaces as 500 UNKNOWN and is logged,
+/// except when the backend refused for load (KV's one write per second per key), which the
+/// client may retry: 429 TOOMANYREQUESTS.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StorageError(pub String);
+pub struct StorageError {
+    pub message: String,
+    pub rate_limited: bool,
+}
+
+impl StorageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), rate_limited: false }
+    }
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self { message: message.into(), rate_limited: true }
+    }
+}
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "storage: {}", self.0)
+        write!(f, "storage: {}", self.message)
     }
 }
 
@@ -57,6 +71,16 @@ pub struct PutOptions {
     pub custom: BTreeMap<String, String>,
     /// Write only if the object currently has this etag (R2 `onlyIf.etagMatches`).
     pub if_etag_matches: Option<String>,
+}
+
+/// Where a listing starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFrom<'a> {
+    Beginning,
+    /// Where a previous page ended (its `cursor`).
+    Cursor(&'a str),
+    /// After this key, exclusive (R2 `startAfter`).
+    After(&'a str),
 }
 
 /// One page of a listing, in lexicographic key order.
@@ -116,9 +140,9 @@ pub trait ObjectStore {
         options: PutOptions,
     ) -> Result<bool>;
     async fn delete(&self, key: &str) -> Result<()>;
-    /// Keys starting with `prefix`, at most `limit` of them, after `cursor`, with their
-    /// content type and custom metadata.
-    async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<ObjectPage>;
+    /// Keys starting with `prefix`, at most `limit` of them (a page may hold fewer and still have
+    /// a cursor), from `from`, with their content type and custom metadata.
+    async fn list(&self, prefix: &str, from: ListFrom<'_>, limit: u32) -> Result<ObjectPage>;
 
     /// Starts a multipart upload to `key`; returns its upload id.
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String>;

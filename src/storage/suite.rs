@@ -117,15 +117,18 @@ async fn list_returns_prefixed_keys_in_order_with_metadata_and_a_cursor<O: Objec
         s.put(&format!("{dir}{name}"), vec![], PutOptions { custom, ..Default::default() }).await.map_err(se)?;
     }
     s.put(&format!("{p}listx"), vec![], PutOptions::default()).await.map_err(se)?;
-    let first = s.list(&dir, None, 2).await.map_err(se)?;
+    let first = s.list(&dir, ListFrom::Beginning, 2).await.map_err(se)?;
     let keys: Vec<_> = first.objects.iter().map(|o| o.key.clone()).collect();
     ensure!(keys == [format!("{dir}a"), format!("{dir}b")], "first page {keys:?}");
     ensure!(first.objects[0].custom.get("n").map(String::as_str) == Some("a"), "listed metadata missing");
     let cursor = first.cursor.ok_or("no cursor though a key remains")?;
-    let second = s.list(&dir, Some(&cursor), 2).await.map_err(se)?;
+    let second = s.list(&dir, ListFrom::Cursor(&cursor), 2).await.map_err(se)?;
     let keys: Vec<_> = second.objects.iter().map(|o| o.key.clone()).collect();
     ensure!(keys == [format!("{dir}c")], "second page {keys:?}");
     ensure!(second.cursor.is_none(), "cursor on the last page");
+    let after = s.list(&dir, ListFrom::After(&format!("{dir}a")), 10).await.map_err(se)?;
+    let keys: Vec<_> = after.objects.iter().map(|o| o.key.clone()).collect();
+    ensure!(keys == [format!("{dir}b"), format!("{dir}c")], "listing after a key: {keys:?}");
     for name in ["a", "b", "c"] {
         s.delete(&format!("{dir}{name}")).await.map_err(se)?;
     }

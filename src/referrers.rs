@@ -1,0 +1,144 @@
+//! `GET /v2/<name>/referrers/<digest>`: the manifests of a repository whose `subject` is
+//! `<digest>`, as an OCI image index (distribution-spec v1.1 "Listing Referrers").
+//!
+//! Each pushed manifest with a subject leaves an empty R2 object under the subject's prefix
+//! (see `keys`) whose custom metadata is its descriptor, so a page of referrers is one R2
+//! listing, not one read per referrer. Annotations too large for R2's 8 KiB of metadata are
+//! read from the manifest itself.
+
+use crate::error::RegistryError;
+use crate::http::{Body, Response, query_param};
+use crate::keys;
+use crate::manifests::format::{Manifest, MediaType};
+use crate::names::{Digest, RepositoryName};
+use crate::pagination::next_link;
+use crate::registry::{Registry, Result};
+use crate::storage::{KeyValueStore, ListFrom, ObjectStore, PutOptions};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Room left for annotations in R2's 8 KiB of custom metadata after the other fields.
+const MAX_INLINE_ANNOTATIONS: usize = 7 * 1024;
+const ANNOTATIONS_IN_MANIFEST: &str = "manifest";
+
+/// A descriptor of the referrers index.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferrerDescriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The artifact type a referrer is listed with: the manifest's own, else (image manifests
+/// only) its config's media type; an index without one has none (spec).
+pub fn artifact_type(manifest: &Manifest) -> Option<String> {
+    manifest
+        .artifact_type
+        .clone()
+        .filter(|t| !t.is_empty())
+        .or_else(|| manifest.config.as_ref().map(|c| c.media_type.clone()))
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// Records `digest` (just stored, `size` bytes) as a referrer of its subject.
+    pub(crate) async fn record_referrer(
+        &self,
+        name: &RepositoryName,
+        subject: &Digest,
+        digest: &Digest,
+        manifest: &Manifest,
+        size: u64,
+    ) -> Result<()> {
+        let mut custom = BTreeMap::from([
+            ("mediaType".to_owned(), manifest.media_type.as_str().to_owned()),
+            ("size".to_owned(), size.to_string()),
+        ]);
+        if let Some(t) = artifact_type(manifest) {
+            custom.insert("artifactType".to_owned(), t);
+        }
+        if let Some(a) = manifest.annotations.as_ref().filter(|a| !a.is_empty()) {
+            let json = serde_json::to_string(a).map_err(RegistryError::internal)?;
+            let value = if json.len() <= MAX_INLINE_ANNOTATIONS { json } else { ANNOTATIONS_IN_MANIFEST.to_owned() };
+            custom.insert("annotations".to_owned(), value);
+        }
+        let options = PutOptions { custom, ..Default::default() };
+        self.objects.put(&keys::referrer(name, subject, digest), Vec::new(), options).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn forget_referrer(&self, name: &RepositoryName, subject: &Digest, digest: &Digest) -> Result<()> {
+        Ok(self.objects.delete(&keys::referrer(name, subject, digest)).await?)
+    }
+
+    /// GET: 200 with an index, never 404 (spec MUST); an unknown subject has no referrers.
+    /// `artifactType=` filters (answered with `OCI-Filters-Applied`); `Link` to the next page.
+    pub(crate) async fn list_referrers(
+        &self,
+        name: &RepositoryName,
+        subject: &Digest,
+        query: &[(String, String)],
+    ) -> Result<Response<O::Body>> {
+        let filter = query_param(query, "artifactType");
+        let cursor = query_param(query, "cursor");
+        let prefix = keys::referrers_prefix(name, subject);
+        let from = cursor.map_or(ListFrom::Beginning, ListFrom::Cursor);
+        let page = self.objects.list(&prefix, from, self.config.max_page as u32).await?;
+        let mut manifests = Vec::new();
+        for object in &page.objects {
+            let Some(digest) = keys::referrer_of(&object.key, &prefix) else { continue };
+            let meta = &object.custom;
+            let artifact_type = meta.get("artifactType").cloned();
+            if filter.is_some_and(|f| artifact_type.as_deref() != Some(f)) {
+                continue;
+            }
+            let annotations = match meta.get("annotations").map(String::as_str) {
+                None => None,
+                Some(ANNOTATIONS_IN_MANIFEST) => self.annotations_of(name, &digest).await?,
+                Some(json) => serde_json::from_str(json).map_err(RegistryError::internal)?,
+            };
+            manifests.push(ReferrerDescriptor {
+                media_type: meta.get("mediaType").cloned().unwrap_or_default(),
+                digest: digest.to_string(),
+                size: meta.get("size").and_then(|s| s.parse().ok()).unwrap_or_default(),
+                artifact_type,
+                annotations,
+            });
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MediaType::OciIndex.as_str(),
+            "manifests": manifests,
+        });
+        let body = serde_json::to_vec(&index).map_err(RegistryError::internal)?;
+        let mut response = Response::new(200)
+            .header("Content-Type", MediaType::OciIndex.as_str())
+            .header("Content-Length", body.len().to_string());
+        if filter.is_some() {
+            response = response.header("OCI-Filters-Applied", "artifactType");
+        }
+        if let Some(next) = &page.cursor {
+            let path = format!("/v2/{name}/referrers/{subject}");
+            let mut params = vec![("cursor", next.as_str())];
+            if let Some(f) = filter {
+                params.push(("artifactType", f));
+            }
+            response = response.header("Link", next_link(&path, &params));
+        }
+        Ok(response.body(Body::Bytes(body)))
+    }
+
+    /// The annotations of a stored manifest (for referrers whose annotations did not fit).
+    async fn annotations_of(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<BTreeMap<String, String>>> {
+        let Some((_, bytes)) = self.objects.get_bytes(&keys::manifest(name, digest)).await? else { return Ok(None) };
+        #[derive(serde::Deserialize)]
+        struct Annotated {
+            annotations: Option<BTreeMap<String, String>>,
+        }
+        Ok(serde_json::from_slice::<Annotated>(&bytes).ok().and_then(|a| a.annotations))
+    }
+}
