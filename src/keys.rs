@@ -22,6 +22,7 @@
 //! │                                listed with startAfter for GET /v2/_catalog
 //! ├── digests/<alg>/<hex>          registry-wide record of a blob: empty body, customMetadata
 //! │                                {object, size} as a link; lets a mount without `from` find it
+//! ├── selftest/...                 written only by the test-only endpoints (WHARF_SELFTEST)
 //! └── uploads/<id>/state           upload session: a JSON line (see uploads::SessionState),
 //!                                  then the bytes received but not yet cut into a part
 //!
@@ -62,6 +63,14 @@ pub fn referrer_of(key: &str, prefix: &str) -> Option<Digest> {
     let (alg, hex) = key.strip_prefix(prefix)?.split_once('/')?;
     Digest::parse(&format!("{alg}:{hex}")).ok()
 }
+
+/// Where one run of the storage self-test works (see `selftest`).
+pub fn selftest_run(run: &UploadId) -> String {
+    format!("selftest/{run}/")
+}
+
+/// The object the benchmark's baseline put writes.
+pub const SELFTEST_PUT: &str = "selftest/put";
 
 /// Prefix of the repository index listed by the catalog.
 pub const CATALOG_PREFIX: &str = "catalog/";

@@ -21,6 +21,7 @@ pub mod pagination;
 pub mod referrers;
 pub mod registry;
 pub mod router;
+pub mod selftest;
 pub mod storage;
 pub mod tags;
 pub mod uploads;

@@ -12,22 +12,6 @@ use crate::uploads::StartUpload;
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
-/// Path of the storage self-test (see [`crate::storage::suite`]); outside `/v2/` on purpose.
-pub const SELFTEST_PATH: &str = "/_wharf/selftest";
-/// A plain R2 put of the request body, the baseline of the upload benchmark (bench/).
-pub const SELFTEST_PUT_PATH: &str = "/_wharf/selftest/put";
-/// The size of the Worker's wasm memory, for the benchmark.
-pub const SELFTEST_MEMORY_PATH: &str = "/_wharf/selftest/memory";
-
-/// The wasm linear memory's size. It never shrinks, so this is the high-water mark of wharf's
-/// own allocations since the isolate started. `None` natively.
-fn wasm_memory_bytes() -> Option<usize> {
-    #[cfg(target_arch = "wasm32")]
-    return Some(core::arch::wasm32::memory_size(0) * 65536);
-    #[cfg(not(target_arch = "wasm32"))]
-    None
-}
-
 pub struct Registry<O, K> {
     pub objects: O,
     pub kv: K,
@@ -62,16 +46,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         h: &Headers,
         body: &mut B,
     ) -> Result<Response<O::Body>> {
-        if self.config.selftest {
-            match (method, path) {
-                (Method::Post, SELFTEST_PATH) => return self.selftest().await,
-                (Method::Put, SELFTEST_PUT_PATH) => return self.selftest_put(query, h, body).await,
-                (Method::Get, SELFTEST_MEMORY_PATH) => {
-                    let body = serde_json::json!({ "wasmMemoryBytes": wasm_memory_bytes() }).to_string();
-                    return Ok(json_response(body.into_bytes(), false));
-                }
-                _ => {}
-            }
+        if self.config.selftest
+            && let Some(response) = self.selftest(method, path, query, h, body).await
+        {
+            return response;
         }
         let route = Route::parse(path)?;
         if self.config.read_only && method.writes() {
@@ -103,33 +81,6 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Route::Referrers(n, d), Get) => self.list_referrers(&n, &d, query).await,
             _ => Err(RegistryError::new(ErrorCode::Unsupported).with_message("method not allowed on this endpoint")),
         }
-    }
-
-    /// Writes the body with one store-verified put under `selftest/put`: what an upload costs
-    /// without wharf, for the benchmark to compare against.
-    async fn selftest_put<B: BodyReader<Raw = O::Upload>>(
-        &self,
-        query: &[(String, String)],
-        headers: &Headers,
-        body: &mut B,
-    ) -> Result<Response<O::Body>> {
-        let digest = query.iter().find(|(k, _)| k == "digest").map(|(_, v)| v.as_str()).unwrap_or_default();
-        let digest = crate::names::Digest::parse(digest)?;
-        let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or_default();
-        let raw = body.take_raw().ok_or_else(|| RegistryError::internal("body already read"))?;
-        let verified = self.objects.put_verified("selftest/put", raw, length, &digest, Default::default()).await?;
-        Ok(Response::new(if verified { 201 } else { 400 }).header("Content-Length", "0"))
-    }
-
-    /// Runs the storage contract suite against this registry's own backends.
-    async fn selftest(&self) -> Result<Response<O::Body>> {
-        let run = crate::names::UploadId::random()?;
-        let prefix = format!("selftest/{run}/");
-        let objects = crate::storage::suite::run_objects(&self.objects, &prefix).await;
-        let kv = crate::storage::suite::run_kv(&self.kv, &prefix).await;
-        let body = serde_json::to_vec(&serde_json::json!({ "objects": objects, "kv": kv }))
-            .map_err(RegistryError::internal)?;
-        Ok(json_response(body, false))
     }
 }
 

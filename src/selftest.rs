@@ -1,0 +1,72 @@
+//! Test-only endpoints, served only when `WHARF_SELFTEST` is set (never on a deployment):
+//! the storage contract suite over the real bindings, the benchmark's baseline put, and the
+//! wasm memory high-water mark. Outside `/v2/` on purpose.
+
+use crate::error::{ErrorCode, RegistryError};
+use crate::http::{BodyReader, Headers, Method, Response, query_param};
+use crate::keys;
+use crate::names::{Digest, UploadId};
+use crate::registry::{Registry, Result, json_response};
+use crate::storage::{KeyValueStore, ObjectStore, suite};
+
+/// `POST`: runs the storage contract suite (see [`crate::storage::suite`]).
+pub const SUITE_PATH: &str = "/_wharf/selftest";
+/// `PUT ?digest=`: one store-verified put of the body, what an upload costs without wharf.
+pub const PUT_PATH: &str = "/_wharf/selftest/put";
+/// `GET`: the size of the Worker's wasm memory.
+pub const MEMORY_PATH: &str = "/_wharf/selftest/memory";
+
+/// The wasm linear memory's size. It never shrinks, so this is the high-water mark of wharf's
+/// own allocations since the isolate started. `None` natively.
+fn wasm_memory_bytes() -> Option<usize> {
+    #[cfg(target_arch = "wasm32")]
+    return Some(core::arch::wasm32::memory_size(0) * 65536);
+    #[cfg(not(target_arch = "wasm32"))]
+    None
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// The answer of a self-test endpoint, or `None` when the request is for another path.
+    pub(crate) async fn selftest<B: BodyReader<Raw = O::Upload>>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        headers: &Headers,
+        body: &mut B,
+    ) -> Option<Result<Response<O::Body>>> {
+        Some(match (method, path) {
+            (Method::Post, SUITE_PATH) => self.run_suite().await,
+            (Method::Put, PUT_PATH) => self.baseline_put(query, headers, body).await,
+            (Method::Get, MEMORY_PATH) => {
+                let body = serde_json::json!({ "wasmMemoryBytes": wasm_memory_bytes() }).to_string();
+                Ok(json_response(body.into_bytes(), false))
+            }
+            _ => return None,
+        })
+    }
+
+    async fn run_suite(&self) -> Result<Response<O::Body>> {
+        let prefix = keys::selftest_run(&UploadId::random()?);
+        let objects = suite::run_objects(&self.objects, &prefix).await;
+        let kv = suite::run_kv(&self.kv, &prefix).await;
+        let body = serde_json::to_vec(&serde_json::json!({ "objects": objects, "kv": kv }))
+            .map_err(RegistryError::internal)?;
+        Ok(json_response(body, false))
+    }
+
+    async fn baseline_put<B: BodyReader<Raw = O::Upload>>(
+        &self,
+        query: &[(String, String)],
+        headers: &Headers,
+        body: &mut B,
+    ) -> Result<Response<O::Body>> {
+        let digest = Digest::parse(query_param(query, "digest").unwrap_or_default())?;
+        let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or_default();
+        let raw = body.take_raw().ok_or_else(|| RegistryError::internal("body already read"))?;
+        if !self.objects.put_verified(keys::SELFTEST_PUT, raw, length, &digest, Default::default()).await? {
+            return Err(RegistryError::new(ErrorCode::DigestInvalid));
+        }
+        Ok(Response::new(201).header("Content-Length", "0"))
+    }
+}
