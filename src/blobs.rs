@@ -105,7 +105,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Some(RangeRequest::Unsatisfiable) => {
                 let e =
                     RegistryError::new(ErrorCode::RangeInvalid).with_detail(serde_json::json!({ "size": link.size }));
-                return Ok(Response::from(e).header("Content-Range", format!("bytes */{}", link.size)));
+                return Err(e.with_header("Content-Range", format!("bytes */{}", link.size)));
             }
             Some(RangeRequest::Range(r)) => Some(r),
             Some(RangeRequest::Ignored) | None => None,

@@ -7,6 +7,8 @@ pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Access control; `None` (no `WHARF_RULES`) leaves the registry open to anyone.
+    pub auth: Option<crate::auth::AuthConfig>,
     /// `WHARF_READ_ONLY`: refuse every write with 405 UNSUPPORTED. Default false.
     pub read_only: bool,
     /// `WHARF_DELETE_ENABLED`: allow DELETE of manifests, tags and blobs. Default false, as in
@@ -34,6 +36,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            auth: None,
             read_only: false,
             delete_enabled: false,
             allowed_classes: Vec::new(),
@@ -83,6 +86,7 @@ impl Config {
             return Err(format!("WHARF_MAX_PAGE_SIZE: between 1 and 1000, got {max_page}"));
         }
         Ok(Self {
+            auth: crate::auth::AuthConfig::from_vars(&var)?,
             max_page: max_page as usize,
             read_only: flag("WHARF_READ_ONLY", false)?,
             delete_enabled: flag("WHARF_DELETE_ENABLED", false)?,

@@ -87,11 +87,13 @@ pub struct RegistryError {
     pub code: ErrorCode,
     pub message: Option<Cow<'static, str>>,
     pub detail: Option<Value>,
+    /// Headers the answer needs besides the body (a challenge, Retry-After, Content-Range).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl RegistryError {
     pub fn new(code: ErrorCode) -> Self {
-        Self { code, message: None, detail: None }
+        Self { code, message: None, detail: None, headers: Vec::new() }
     }
     pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
         self.message = Some(message.into());
@@ -99,6 +101,10 @@ impl RegistryError {
     }
     pub fn with_detail(mut self, detail: impl Into<Value>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
     /// A server-side failure. The cause goes to the log, the client sees only UNKNOWN.
@@ -150,7 +156,8 @@ impl From<crate::storage::StorageError> for RegistryError {
         if e.rate_limited {
             crate::log::error(&format!("rate limited: {e}"));
             return Self::new(ErrorCode::TooManyRequests)
-                .with_message("too many writes to the same key; retry shortly");
+                .with_message("too many writes to the same key; retry shortly")
+                .with_header("Retry-After", "1");
         }
         Self::internal(e)
     }

@@ -110,13 +110,27 @@ pub struct Request<B> {
     pub query: Vec<(String, String)>,
     pub headers: Headers,
     pub body: B,
+    /// `scheme://host[:port]` the request was sent to: where the token endpoint of a
+    /// challenge is (unless `WHARF_REALM` says otherwise).
+    pub origin: String,
 }
 
 impl<B> Request<B> {
     /// Builds a request from a raw path-and-query as it appears on the wire.
     pub fn new(method: Method, path_and_query: &str, headers: Headers, body: B) -> Self {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-        Self { method, path: percent_decode(path), query: parse_query(query), headers, body }
+        Self {
+            method,
+            path: percent_decode(path),
+            query: parse_query(query),
+            headers,
+            body,
+            origin: "http://localhost".to_owned(),
+        }
+    }
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = origin.into();
+        self
     }
     pub fn query(&self, key: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
@@ -208,15 +222,10 @@ impl<S> Response<S> {
 impl<S> From<RegistryError> for Response<S> {
     fn from(e: RegistryError) -> Self {
         let body = e.body();
-        let response = Response::new(e.status())
+        let mut response = Response::new(e.status())
             .header("Content-Type", "application/json")
             .header("Content-Length", body.len().to_string());
-        // spec: 429 answers say when to come back.
-        let response = if e.code == crate::error::ErrorCode::TooManyRequests {
-            response.header("Retry-After", "1")
-        } else {
-            response
-        };
+        response.headers.extend(e.headers);
         response.body(Body::Bytes(body))
     }
 }

@@ -7,6 +7,7 @@
 //! [`blobs`], [`uploads`], [`tags`]). [`worker`] adapts it to the Workers runtime and is compiled
 //! only for wasm32.
 
+pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod error;

@@ -2,31 +2,39 @@
 //! resource (manifests, blobs, uploads, tags). Handlers return typed errors; this is the one
 //! place they become HTTP responses.
 
+use crate::auth::access::Actions;
+use crate::auth::{AuthConfig, Identity};
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
-use crate::names::Tag;
+use crate::names::{RepositoryName, Tag};
 use crate::router::Route;
 use crate::storage::{KeyValueStore, ObjectStore};
 use crate::uploads::StartUpload;
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
+/// Path of the token endpoint (the realm of challenges), outside `/v2/`.
+pub const TOKEN_PATH: &str = "/token";
+
 pub struct Registry<O, K> {
     pub objects: O,
     pub kv: K,
     pub config: Config,
+    /// Seconds since the Unix epoch (token lifetimes); the host supplies it, since wasm has no
+    /// clock of its own.
+    pub clock: Box<dyn Fn() -> u64>,
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
-    pub fn new(objects: O, kv: K, config: Config) -> Self {
-        Self { objects, kv, config }
+    pub fn new(objects: O, kv: K, config: Config, clock: Box<dyn Fn() -> u64>) -> Self {
+        Self { objects, kv, config, clock }
     }
 
     /// Answers one request. Never fails: every error becomes an OCI error response.
     pub async fn handle<B: BodyReader<Raw = O::Upload>>(&self, req: Request<B>) -> Response<O::Body> {
-        let Request { method, path, query, headers, mut body } = req;
-        let response = match self.dispatch(method, &path, &query, &headers, &mut body).await {
+        let Request { method, path, query, headers, mut body, origin } = req;
+        let response = match self.dispatch(method, &path, &query, &headers, &origin, &mut body).await {
             Ok(r) => r,
             Err(e) => {
                 drain(&mut body).await;
@@ -44,6 +52,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         path: &str,
         query: &[(String, String)],
         h: &Headers,
+        origin: &str,
         body: &mut B,
     ) -> Result<Response<O::Body>> {
         if self.config.selftest
@@ -51,10 +60,26 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         {
             return response;
         }
+        if let (Some(auth), TOKEN_PATH, Method::Get) = (&self.config.auth, path, method) {
+            return self.issue_token(auth, query, h);
+        }
         let route = Route::parse(path)?;
         if self.config.read_only && method.writes() {
             return Err(RegistryError::new(ErrorCode::Unsupported).with_message("the registry is read-only"));
         }
+        let identity = match &self.config.auth {
+            None => None,
+            Some(auth) => {
+                let identity = auth.identify(h, (self.clock)()).map_err(|e| auth.challenge(e, origin, None))?;
+                authorize(auth, &identity, &route, method, origin)?;
+                Some(identity)
+            }
+        };
+        // What the caller may do to another repository (catalog entries, mount sources).
+        let may_pull = |repo: &RepositoryName| match (&self.config.auth, &identity) {
+            (Some(auth), Some(id)) => auth.permitted(id, repo.as_str()).contains(Actions::PULL),
+            _ => true,
+        };
         let param = |key: &str| query_param(query, key);
         use Method::*;
         match (route, method) {
@@ -63,13 +88,24 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Route::Manifest(n, r), Put) => {
                 let extra_tags = query.iter().filter(|(k, _)| k == "tag").map(|(_, v)| Tag::parse(v));
                 let extra_tags = extra_tags.collect::<Result<Vec<_>>>()?;
-                self.put_manifest(&n, &r, &extra_tags, h, body).await
+                let classes = token_classes(identity.as_ref(), &n);
+                self.put_manifest(&n, &r, &extra_tags, &classes, h, body).await
             }
             (Route::Manifest(n, r), Delete) => self.delete_manifest(&n, &r).await,
             (Route::Blob(n, d), Get | Head) => self.get_blob(&n, &d, h, method == Head).await,
             (Route::Blob(n, d), Delete) => self.delete_blob(&n, &d).await,
             (Route::UploadStart(n), Post) => {
-                let params = StartUpload { digest: param("digest"), mount: param("mount"), from: param("from") };
+                let mut params = StartUpload { digest: param("digest"), mount: param("mount"), from: param("from") };
+                // A mount needs the right to pull its source; without it, or with access control
+                // and no named source, the client uploads instead (spec: fall back to a session).
+                let source_ok = match params.from.map(RepositoryName::parse) {
+                    Some(Ok(from)) => may_pull(&from),
+                    Some(Err(_)) => true,
+                    None => self.config.auth.is_none(),
+                };
+                if !source_ok {
+                    params.mount = None;
+                }
                 self.start_upload(&n, &params, h, body).await
             }
             (Route::Upload(n, id), Get) => self.upload_status(&n, &id).await,
@@ -77,11 +113,42 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Route::Upload(n, id), Put) => self.finish_upload(&n, &id, param("digest"), h, body).await,
             (Route::Upload(n, id), Delete) => self.cancel_upload(&n, &id).await,
             (Route::TagsList(n), Get) => self.list_tags(&n, query).await,
-            (Route::Catalog, Get) => self.catalog(query).await,
+            (Route::Catalog, Get) => self.catalog(query, &may_pull).await,
             (Route::Referrers(n, d), Get) => self.list_referrers(&n, &d, query).await,
             _ => Err(RegistryError::new(ErrorCode::Unsupported).with_message("method not allowed on this endpoint")),
         }
     }
+}
+
+/// The access a request needs: nothing more than an identity for `/v2/` (so that clients learn
+/// where to authenticate), none for the catalog (filtered instead), else an action on the
+/// repository of the URL.
+fn authorize(auth: &AuthConfig, identity: &Identity, route: &Route, method: Method, origin: &str) -> Result<()> {
+    let (name, needed) = match route {
+        Route::Base if *identity == Identity::Anonymous => {
+            return Err(auth.challenge(RegistryError::new(ErrorCode::Unauthorized), origin, None));
+        }
+        Route::Base | Route::Catalog => return Ok(()),
+        Route::Manifest(n, _) | Route::Blob(n, _) | Route::TagsList(n) | Route::Referrers(n, _) => (n, method),
+        Route::UploadStart(n) | Route::Upload(n, _) => (n, Method::Post),
+    };
+    let needed = match needed {
+        Method::Get | Method::Head => Actions::PULL,
+        Method::Delete => Actions::DELETE,
+        _ => Actions::PUSH,
+    };
+    auth.authorize(identity, name.as_str(), needed, origin)
+}
+
+/// The resource classes a token grants on `repository` (empty without a token naming it).
+fn token_classes(identity: Option<&Identity>, repository: &RepositoryName) -> Vec<String> {
+    let Some(Identity::Token(claims)) = identity else { return Vec::new() };
+    claims
+        .access
+        .iter()
+        .filter(|a| a.name == repository.as_str())
+        .filter_map(|a| a.repository_class().map(|c| c.unwrap_or("image").to_owned()))
+        .collect()
 }
 
 /// A 200 JSON response; for HEAD the length without the body.
@@ -123,4 +190,17 @@ async fn drain<B: BodyReader>(body: &mut B) {
 /// The client's request body broke off mid-way.
 pub fn body_error(e: String) -> RegistryError {
     RegistryError::new(ErrorCode::BlobUploadInvalid).with_message("the request body could not be read").with_detail(e)
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// `GET /token?service=&scope=...` with Basic credentials or none: a token for what the
+    /// rules allow of the requested scopes. Wrong credentials are 401, never anonymous.
+    fn issue_token(&self, auth: &AuthConfig, query: &[(String, String)], h: &Headers) -> Result<Response<O::Body>> {
+        let identity = auth.identify(h, (self.clock)())?;
+        let scopes: Vec<&str> = query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()).collect();
+        let token = auth.issue_token(&identity, &scopes, (self.clock)())?;
+        let body = serde_json::to_vec(&token).map_err(RegistryError::internal)?;
+        // Tokens are per caller: no cache may keep one.
+        Ok(json_response(body, false).header("Cache-Control", "no-store"))
+    }
 }

@@ -140,24 +140,29 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(self.objects.head(&keys::catalog_entry(name)).await?.is_some())
     }
 
-    /// GET /v2/_catalog?n=&last=: repositories holding at least one manifest, in lexical order;
-    /// one R2 listing per page, starting after `last`.
-    pub(crate) async fn catalog(&self, query: &[(String, String)]) -> Result<Response<O::Body>> {
+    /// GET /v2/_catalog?n=&last=: repositories holding at least one manifest that the caller
+    /// may pull (`visible`), in lexical order; one R2 listing per page, starting after `last`.
+    pub(crate) async fn catalog(
+        &self,
+        query: &[(String, String)],
+        visible: &dyn Fn(&RepositoryName) -> bool,
+    ) -> Result<Response<O::Body>> {
         let n = page_size(query_param(query, "n"), self.config.max_page)?;
-        let mut repositories = Vec::new();
+        let mut listed = Vec::new();
         let mut more = false;
         if n > 0 {
             let after = query_param(query, "last").map(keys::catalog_key);
             let from = after.as_deref().map_or(ListFrom::Beginning, ListFrom::After);
             let page = self.objects.list(keys::CATALOG_PREFIX, from, n as u32).await?;
-            repositories = page.objects.iter().filter_map(|o| keys::repository_of(&o.key)).collect();
+            listed = page.objects.iter().filter_map(|o| keys::repository_of(&o.key)).collect();
             more = page.cursor.is_some();
         }
-        let names: Vec<&str> = repositories.iter().map(RepositoryName::as_str).collect();
+        let names: Vec<&str> = listed.iter().filter(|r| visible(r)).map(RepositoryName::as_str).collect();
         let body =
             serde_json::to_vec(&serde_json::json!({ "repositories": names })).map_err(RegistryError::internal)?;
         let mut response = json_response(body, false);
-        if let (true, Some(last)) = (more, names.last()) {
+        // The next page starts after the last repository listed, shown or not.
+        if let (true, Some(last)) = (more, listed.last().map(RepositoryName::as_str)) {
             let n = n.to_string();
             response = response.header("Link", next_link("/v2/_catalog", &[("n", &n), ("last", last)]));
         }

@@ -303,11 +303,14 @@ fn log_sink(message: &str) {
 /// and reported as the message of an internal error.
 fn registry(env: &Env) -> Result<Registry<R2, Kv>, RegistryError> {
     crate::log::set_sink(log_sink);
-    let config = Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()))
-        .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?;
+    // Variables and secrets alike (users and the token key are secrets).
+    let config = Config::from_vars(|name| {
+        env.var(name).ok().map(|v| v.to_string()).or_else(|| env.secret(name).ok().map(|s| s.to_string()))
+    })
+    .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?;
     let bucket = env.bucket("BUCKET").map_err(|e| RegistryError::internal(format!("binding BUCKET: {e}")))?;
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
-    Ok(Registry::new(R2(bucket), Kv(kv), config))
+    Ok(Registry::new(R2(bucket), Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000)))
 }
 
 #[event(fetch)]
@@ -327,7 +330,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     }
     let method = Method::parse(req.method().as_ref());
     let body = RequestBody { raw: req.inner().body(), reading: None };
-    let response = registry.handle(http::Request::new(method, &path_and_query, headers, body)).await;
+    let request =
+        http::Request::new(method, &path_and_query, headers, body).with_origin(url.origin().ascii_serialization());
+    let response = registry.handle(request).await;
     to_worker(response)
 }
 

@@ -115,6 +115,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         name: &RepositoryName,
         reference: &Reference,
         extra_tags: &[Tag],
+        token_classes: &[String],
         headers: &Headers,
         body: &mut B,
     ) -> Result<Response<O::Body>> {
@@ -140,7 +141,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
-        self.apply_resource_policy(&manifest)?;
+        self.apply_resource_policy(&manifest, token_classes)?;
         self.verify_references(name, &manifest).await?;
 
         let size = bytes.len() as u64;
@@ -179,9 +180,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(response)
     }
 
-    /// Distribution's applyResourcePolicy, configuration part: with allowed classes configured,
-    /// an image manifest's class (from its config media type) must be one of them.
-    fn apply_resource_policy(&self, manifest: &Manifest) -> Result<()> {
+    /// Distribution's applyResourcePolicy. With allowed classes configured, an image manifest's
+    /// class (from its config media type) must be one of them, and when the client's token names
+    /// this repository (`repository(plugin):name:push`; a plain `repository` is "image"), one of
+    /// those entries must be of that class.
+    fn apply_resource_policy(&self, manifest: &Manifest, token_classes: &[String]) -> Result<()> {
         let allowed = &self.config.allowed_classes;
         if allowed.is_empty() {
             return Ok(());
@@ -189,8 +192,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let denied = |m: String| Err(RegistryError::new(ErrorCode::Denied).with_message(m));
         match manifest.class() {
             Ok(None) => Ok(()),
-            Ok(Some(class)) if allowed.iter().any(|c| c == class) => Ok(()),
-            Ok(Some(class)) => denied(format!("registry does not allow {class} manifest")),
+            Ok(Some(class)) if !allowed.iter().any(|c| c == class) => {
+                denied(format!("registry does not allow {class} manifest"))
+            }
+            Ok(Some(class)) if !token_classes.is_empty() && !token_classes.iter().any(|c| c == class) => {
+                denied(format!("repository not authorized for manifest class {class}"))
+            }
+            Ok(Some(_)) => Ok(()),
             Err(config_type) => denied(format!("unknown manifest class for {config_type}")),
         }
     }

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use futures_executor::block_on;
+use std::cell::Cell;
+use std::rc::Rc;
 use wharf::http::{Body, Headers, MemoryBody, Method, Request};
 use wharf::names::Digest;
 use wharf::storage::memory::{MemoryKv, MemoryObjects};
@@ -18,6 +20,8 @@ pub struct TestRegistry {
     pub registry: Registry<MemoryObjects, MemoryKv>,
     pub objects: MemoryObjects,
     pub kv: MemoryKv,
+    /// The registry's clock, in seconds; tests move it.
+    pub now: Rc<Cell<u64>>,
 }
 
 #[derive(Debug)]
@@ -57,7 +61,10 @@ impl TestRegistry {
     pub fn with_config(config: Config) -> Self {
         let objects = MemoryObjects::new();
         let kv = MemoryKv::new();
-        Self { registry: Registry::new(objects.clone(), kv.clone(), config), objects, kv }
+        let now = Rc::new(Cell::new(1_800_000_000));
+        let clock = now.clone();
+        let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get()));
+        Self { registry, objects, kv, now }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -73,7 +80,8 @@ impl TestRegistry {
         for (n, v) in headers {
             h.append(n, v);
         }
-        let response = block_on(self.registry.handle(Request::new(method, path, h, body)));
+        let request = Request::new(method, path, h, body).with_origin("https://registry.test");
+        let response = block_on(self.registry.handle(request));
         let body = match response.body {
             Body::Empty => Vec::new(),
             Body::Bytes(b) | Body::Stream(b) => b,

@@ -1,0 +1,339 @@
+//! Access control: who the client is (Basic credentials, a Bearer token, or nobody) and what it
+//! may do, by the configured rules; the token endpoint of the Docker token flow.
+//!
+//! A client without the right credentials gets 401 with a `WWW-Authenticate: Bearer` challenge
+//! naming the realm (wharf's own `/token`), the service and the scope it needs, fetches a token
+//! there (with Basic credentials, or none for anonymous access) and retries with it. Basic
+//! credentials are also accepted on registry requests directly. Valid credentials without the
+//! right get 403 DENIED.
+
+pub mod access;
+pub mod secret;
+pub mod token;
+
+use crate::error::{ErrorCode, RegistryError};
+use crate::http::Headers;
+use access::{Access, Actions, Rules};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secret::PasswordHash;
+use std::collections::BTreeMap;
+use token::Claims;
+
+/// Access control settings; present when `WHARF_RULES` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    pub rules: Rules,
+    /// `WHARF_USERS` (a secret): `{"user": "<password hash>"}`.
+    pub users: BTreeMap<String, PasswordHash>,
+    /// `WHARF_TOKEN_SECRET` (a secret): the HMAC key of issued tokens.
+    pub token_key: Vec<u8>,
+    /// `WHARF_TOKEN_TTL_SECONDS`: lifetime of issued tokens. Default 300.
+    pub token_ttl: u64,
+    /// `WHARF_SERVICE`: the `service` of challenges and tokens. Default "wharf".
+    pub service: String,
+    /// `WHARF_REALM`: the token endpoint's absolute URL, when not `<request origin>/token`
+    /// (behind a proxy that rewrites hosts).
+    pub realm: Option<String>,
+}
+
+impl AuthConfig {
+    /// Reads the auth variables through `var`; `Ok(None)` when `WHARF_RULES` is unset.
+    pub fn from_vars(var: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let Some(rules) = var("WHARF_RULES").filter(|r| !r.trim().is_empty()) else { return Ok(None) };
+        let rules = Rules::parse(&rules)?;
+        let users: BTreeMap<String, String> = match var("WHARF_USERS").filter(|u| !u.trim().is_empty()) {
+            None => BTreeMap::new(),
+            Some(json) => serde_json::from_str(&json).map_err(|e| format!("WHARF_USERS: {e}"))?,
+        };
+        let users = users
+            .into_iter()
+            .map(|(u, h)| {
+                PasswordHash::parse(&h).map(|h| (u.clone(), h)).ok_or(format!("WHARF_USERS: bad hash for {u:?}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let token_key = var("WHARF_TOKEN_SECRET").unwrap_or_default().into_bytes();
+        if token_key.len() < 32 {
+            return Err("WHARF_TOKEN_SECRET: needed with WHARF_RULES, at least 32 bytes".into());
+        }
+        let token_ttl = match var("WHARF_TOKEN_TTL_SECONDS") {
+            None => 300,
+            Some(v) => v.trim().parse().ok().filter(|&t| t > 0).ok_or("WHARF_TOKEN_TTL_SECONDS: a positive number")?,
+        };
+        let service = var("WHARF_SERVICE").filter(|s| !s.is_empty()).unwrap_or_else(|| "wharf".into());
+        Ok(Some(Self {
+            rules,
+            users,
+            token_key,
+            token_ttl,
+            service,
+            realm: var("WHARF_REALM").filter(|r| !r.is_empty()),
+        }))
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Identity {
+    /// No credentials.
+    Anonymous,
+    /// Checked Basic credentials.
+    User(String),
+    /// A valid token.
+    Token(Claims),
+}
+
+impl Identity {
+    /// The user the rules apply to.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Identity::Anonymous => None,
+            Identity::User(u) => Some(u),
+            Identity::Token(c) => Some(c.sub.as_str()).filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+fn unauthorized(message: &'static str) -> RegistryError {
+    RegistryError::new(ErrorCode::Unauthorized).with_message(message)
+}
+
+impl AuthConfig {
+    /// Reads the `Authorization` header. Credentials that are present but wrong are an error,
+    /// never a fall-back to anonymous; the error is the same for an unknown user and a wrong
+    /// password, and both cost one password hash.
+    pub fn identify(&self, headers: &Headers, now: u64) -> Result<Identity, RegistryError> {
+        let Some(value) = headers.get("authorization") else { return Ok(Identity::Anonymous) };
+        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            let (user, password) =
+                basic_credentials(rest.trim()).ok_or_else(|| unauthorized("malformed credentials"))?;
+            return if self.check_password(&user, &password) {
+                Ok(Identity::User(user))
+            } else {
+                Err(unauthorized("invalid username or password"))
+            };
+        }
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return token::verify(rest.trim(), &self.token_key, &self.service, now).map(Identity::Token).map_err(
+                |why| {
+                    crate::log::error(&format!("refused token: {why:?}"));
+                    unauthorized("invalid or expired token")
+                },
+            );
+        }
+        Err(unauthorized("unsupported authorization scheme"))
+    }
+
+    fn check_password(&self, user: &str, password: &str) -> bool {
+        match self.users.get(user) {
+            Some(hash) => hash.verify(password),
+            None => {
+                // Same work as for a real user, so timing does not reveal who exists.
+                let _ = PasswordHash::decoy().verify(password);
+                false
+            }
+        }
+    }
+
+    /// What `identity` may do to `repository`: a token's grant, or the rules for the user.
+    pub fn permitted(&self, identity: &Identity, repository: &str) -> Actions {
+        match identity {
+            Identity::Token(claims) => claims
+                .access
+                .iter()
+                .filter(|a| a.repository_class().is_some() && a.name == repository)
+                .fold(Actions::NONE, |acc, a| acc.union(a.actions())),
+            other => self.rules.allowed(other.user(), repository),
+        }
+    }
+
+    /// Refuses `needed` on `repository` unless permitted: 401 with a challenge when the client
+    /// can do better by authenticating (no credentials, or a token lacking the scope its user
+    /// is allowed), else 403.
+    pub fn authorize(
+        &self,
+        identity: &Identity,
+        repository: &str,
+        needed: Actions,
+        origin: &str,
+    ) -> Result<(), RegistryError> {
+        if self.permitted(identity, repository).contains(needed) {
+            return Ok(());
+        }
+        let could = match identity {
+            Identity::Anonymous => true,
+            Identity::Token(_) => self.rules.allowed(identity.user(), repository).contains(needed),
+            Identity::User(_) => false,
+        };
+        if !could {
+            return Err(RegistryError::new(ErrorCode::Denied));
+        }
+        // Pushing needs pulling too (clients check blobs before uploading them).
+        let scope_actions = if needed.contains(Actions::PUSH) { needed.union(Actions::PULL) } else { needed };
+        let scope = format!("repository:{repository}:{}", scope_actions.names().join(","));
+        Err(self.challenge(unauthorized("authentication required"), origin, Some(&scope)))
+    }
+
+    /// Adds the `WWW-Authenticate` challenge to a 401.
+    pub fn challenge(&self, e: RegistryError, origin: &str, scope: Option<&str>) -> RegistryError {
+        let realm = self.realm.clone().unwrap_or_else(|| format!("{origin}/token"));
+        let mut value = format!("Bearer realm=\"{realm}\",service=\"{}\"", self.service);
+        if let Some(s) = scope {
+            value.push_str(&format!(",scope=\"{s}\""));
+        }
+        e.with_header("WWW-Authenticate", value)
+    }
+
+    /// The token endpoint: a token granting each requested scope as far as the rules allow.
+    pub fn issue_token(
+        &self,
+        identity: &Identity,
+        scopes: &[&str],
+        now: u64,
+    ) -> Result<serde_json::Value, RegistryError> {
+        let access = scopes
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter_map(Access::parse_scope)
+            .filter(|a| a.repository_class().is_some())
+            .filter_map(|mut a| {
+                let granted = a.actions().intersect(self.rules.allowed(identity.user(), &a.name));
+                a.actions = granted.names();
+                (!granted.is_empty()).then_some(a)
+            })
+            .collect();
+        let claims = Claims {
+            iss: token::ISSUER.into(),
+            sub: identity.user().unwrap_or_default().into(),
+            aud: self.service.clone(),
+            exp: now + self.token_ttl,
+            nbf: now,
+            iat: now,
+            access,
+        };
+        let jwt = token::sign(&claims, &self.token_key);
+        Ok(serde_json::json!({
+            "token": jwt,
+            "access_token": jwt,
+            "expires_in": self.token_ttl,
+            "issued_at": rfc3339(now),
+        }))
+    }
+}
+
+/// `base64(user:password)`.
+fn basic_credentials(encoded: &str) -> Option<(String, String)> {
+    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (civil-from-days, H. Hinnant's algorithm).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AuthConfig {
+        let vars = BTreeMap::from([
+            ("WHARF_RULES", r#"[{"repositories":"team/*","users":{"alice":["pull","push"]},"anonymous":["pull"]},{"repositories":"private/*","users":{"alice":["pull"]}}]"#.to_owned()),
+            ("WHARF_USERS", format!(r#"{{"alice":"{}"}}"#, PasswordHash::new("pw", b"salt", 10))),
+            ("WHARF_TOKEN_SECRET", "k".repeat(32)),
+        ]);
+        AuthConfig::from_vars(&|n| vars.get(n).cloned()).unwrap().unwrap()
+    }
+
+    fn basic(user: &str, pw: &str) -> Headers {
+        Headers::new().with("Authorization", &format!("Basic {}", STANDARD.encode(format!("{user}:{pw}"))))
+    }
+
+    #[test]
+    fn identities_come_from_the_authorization_header() {
+        let c = config();
+        assert_eq!(c.identify(&Headers::new(), 0), Ok(Identity::Anonymous));
+        assert_eq!(c.identify(&basic("alice", "pw"), 0), Ok(Identity::User("alice".into())));
+        let wrong = c.identify(&basic("alice", "nope"), 0).unwrap_err();
+        let unknown = c.identify(&basic("bob", "pw"), 0).unwrap_err();
+        assert_eq!((wrong.code, wrong.message()), (unknown.code, unknown.message()), "same answer for both");
+        assert_eq!(wrong.status(), 401);
+        assert!(c.identify(&Headers::new().with("Authorization", "Digest x"), 0).is_err());
+        assert!(c.identify(&Headers::new().with("Authorization", "Basic !!!"), 0).is_err());
+    }
+
+    #[test]
+    fn tokens_grant_the_intersection_of_request_and_rules() {
+        let c = config();
+        let alice = Identity::User("alice".into());
+        let t = c
+            .issue_token(&alice, &["repository:team/app:pull,push,delete", "repository:private/x:push"], 1000)
+            .unwrap();
+        let claims = token::verify(t["token"].as_str().unwrap(), &c.token_key, "wharf", 1000).unwrap();
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.access.len(), 1, "nothing granted on private/x for push");
+        assert_eq!(claims.access[0].actions, ["pull", "push"]);
+        assert_eq!(t["expires_in"], 300);
+        assert_eq!(t["issued_at"], "1970-01-01T00:16:40Z");
+        let id = Identity::Token(claims);
+        assert!(c.permitted(&id, "team/app").contains(Actions::PUSH));
+        assert_eq!(c.permitted(&id, "team/other"), Actions::NONE, "a token for one repository is not for another");
+    }
+
+    #[test]
+    fn refusals_are_401_with_a_challenge_or_403() {
+        let c = config();
+        let origin = "https://r.example";
+        let anon = c.authorize(&Identity::Anonymous, "team/app", Actions::PUSH, origin).unwrap_err();
+        assert_eq!(anon.status(), 401);
+        assert_eq!(
+            anon.headers[0].1,
+            r#"Bearer realm="https://r.example/token",service="wharf",scope="repository:team/app:pull,push""#
+        );
+        assert!(c.authorize(&Identity::Anonymous, "team/app", Actions::PULL, origin).is_ok());
+        let alice = Identity::User("alice".into());
+        assert_eq!(c.authorize(&alice, "private/x", Actions::PUSH, origin).unwrap_err().status(), 403);
+        // A token without the scope its user could have: 401, so the client fetches one.
+        let t = c.issue_token(&alice, &["repository:team/app:pull"], 0).unwrap();
+        let id = Identity::Token(token::verify(t["token"].as_str().unwrap(), &c.token_key, "wharf", 0).unwrap());
+        assert_eq!(c.authorize(&id, "team/app", Actions::PUSH, origin).unwrap_err().status(), 401);
+        assert_eq!(c.authorize(&id, "private/x", Actions::PUSH, origin).unwrap_err().status(), 403);
+    }
+
+    #[test]
+    fn configuration_needs_a_long_token_secret_and_valid_users() {
+        let base = |extra: &[(&str, &str)]| {
+            let mut vars: BTreeMap<&str, String> = BTreeMap::from([("WHARF_RULES", "[]".to_owned())]);
+            for (k, v) in extra {
+                vars.insert(k, v.to_string());
+            }
+            AuthConfig::from_vars(&|n| vars.get(n).cloned())
+        };
+        assert!(base(&[]).is_err());
+        assert!(base(&[("WHARF_TOKEN_SECRET", "short")]).is_err());
+        let long = "x".repeat(32);
+        assert!(base(&[("WHARF_TOKEN_SECRET", &long)]).unwrap().is_some());
+        assert!(base(&[("WHARF_TOKEN_SECRET", &long), ("WHARF_USERS", r#"{"a":"plain"}"#)]).is_err());
+        assert_eq!(AuthConfig::from_vars(&|_| None), Ok(None));
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,110 @@
+//! Secrets: constant-time comparison and password hashes.
+//!
+//! Passwords are stored as `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>` (make one with
+//! `npm run hash-password`). Verification costs the same for an unknown user as for a wrong
+//! password, and compares in constant time, so neither timing nor answers tell them apart.
+
+use sha2::Sha256;
+
+/// Equality of two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    // black_box keeps the optimiser from turning the loop back into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
+/// A stored password hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PasswordHash {
+    iterations: u32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+/// Iterations of the hash an unknown user is checked against, so that it costs what a real
+/// user's check costs (the README's `hash-password` default).
+pub const DEFAULT_ITERATIONS: u32 = 10_000;
+
+impl PasswordHash {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split('$');
+        if parts.next()? != "pbkdf2-sha256" {
+            return None;
+        }
+        let iterations = parts.next()?.parse().ok().filter(|&i| i > 0)?;
+        let salt = crate::hex::decode(parts.next()?)?;
+        let hash = crate::hex::decode(parts.next()?)?;
+        if parts.next().is_some() || hash.len() != 32 || salt.is_empty() {
+            return None;
+        }
+        Some(Self { iterations, salt, hash })
+    }
+
+    pub fn new(password: &str, salt: &[u8], iterations: u32) -> Self {
+        Self { iterations, salt: salt.to_vec(), hash: derive(password, salt, iterations).to_vec() }
+    }
+
+    pub fn verify(&self, password: &str) -> bool {
+        constant_time_eq(&derive(password, &self.salt, self.iterations), &self.hash)
+    }
+
+    /// The stand-in checked for unknown users.
+    pub fn decoy() -> Self {
+        Self::new("", b"wharf-decoy-salt", DEFAULT_ITERATIONS)
+    }
+}
+
+impl std::fmt::Display for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (salt, hash) = (crate::hex::encode(&self.salt), crate::hex::encode(&self.hash));
+        write!(f, "pbkdf2-sha256${}${salt}${hash}", self.iterations)
+    }
+}
+
+fn derive(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+    pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.as_bytes(), salt, iterations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_contents_and_lengths() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn a_hash_verifies_its_password_only() {
+        let h = PasswordHash::new("s3cret", b"salt", 1000);
+        assert!(h.verify("s3cret"));
+        assert!(!h.verify("s3cret "));
+        assert!(!h.verify(""));
+        let round = PasswordHash::parse(&h.to_string()).unwrap();
+        assert_eq!(round, h);
+        assert!(round.verify("s3cret"));
+    }
+
+    #[test]
+    fn pbkdf2_matches_a_known_vector() {
+        // RFC 7914 section 11: PBKDF2-HMAC-SHA256("passwd", "salt", 1, 64), first 32 bytes.
+        let h = PasswordHash::new("passwd", b"salt", 1);
+        assert_eq!(crate::hex::encode(&h.hash), "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc");
+    }
+
+    #[test]
+    fn malformed_hashes_are_refused() {
+        for s in ["", "pbkdf2-sha256$0$00$00", "bcrypt$1$00$00", "pbkdf2-sha256$10$zz$00", "pbkdf2-sha256$10$00$0011"] {
+            assert!(PasswordHash::parse(s).is_none(), "{s}");
+        }
+    }
+}

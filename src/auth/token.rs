@@ -1,0 +1,138 @@
+//! Bearer tokens: JWTs (RFC 7519) signed with HMAC-SHA256 under `WHARF_TOKEN_SECRET`, carrying
+//! the Docker token specification's `access` claim.
+
+use super::access::Access;
+use super::secret::constant_time_eq;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The issuer wharf writes into its tokens.
+pub const ISSUER: &str = "wharf";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// The user, empty for anonymous tokens.
+    pub sub: String,
+    /// The service (`WHARF_SERVICE`) the token is for.
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    #[serde(default)]
+    pub access: Vec<Access>,
+}
+
+/// Why a token was refused (for the log; clients only see 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    Malformed,
+    Signature,
+    Expired,
+    NotYetValid,
+    Audience,
+}
+
+fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
+}
+
+pub fn sign(claims: &Claims, key: &[u8]) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+    let signing_input = format!("{header}.{payload}");
+    let signature = URL_SAFE_NO_PAD.encode(mac(key, signing_input.as_bytes()));
+    format!("{signing_input}.{signature}")
+}
+
+/// Checks signature (in constant time), algorithm, audience and validity period at `now`.
+pub fn verify(token: &str, key: &[u8], service: &str, now: u64) -> Result<Claims, Invalid> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Invalid::Malformed);
+    };
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::Malformed)?;
+    let expected = mac(key, format!("{header}.{payload}").as_bytes());
+    if !constant_time_eq(&signature, &expected) {
+        return Err(Invalid::Signature);
+    }
+    // Only after the signature holds is anything in the token read.
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+    }
+    let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).map_err(|_| Invalid::Malformed)?)
+        .map_err(|_| Invalid::Malformed)?;
+    if header.alg != "HS256" {
+        return Err(Invalid::Malformed);
+    }
+    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| Invalid::Malformed)?)
+        .map_err(|_| Invalid::Malformed)?;
+    if claims.aud != service {
+        return Err(Invalid::Audience);
+    }
+    if now >= claims.exp {
+        return Err(Invalid::Expired);
+    }
+    if now < claims.nbf {
+        return Err(Invalid::NotYetValid);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            iss: ISSUER.into(),
+            sub: "alice".into(),
+            aud: "wharf".into(),
+            exp,
+            nbf: 100,
+            iat: 100,
+            access: vec![Access::parse_scope("repository:a/b:pull").unwrap()],
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_until_it_expires() {
+        let t = sign(&claims(400), b"key");
+        assert_eq!(verify(&t, b"key", "wharf", 100).unwrap(), claims(400));
+        assert_eq!(verify(&t, b"key", "wharf", 399).unwrap().sub, "alice");
+        assert_eq!(verify(&t, b"key", "wharf", 400), Err(Invalid::Expired));
+        assert_eq!(verify(&t, b"key", "wharf", 99), Err(Invalid::NotYetValid));
+    }
+
+    #[test]
+    fn tampered_or_foreign_tokens_are_refused() {
+        let t = sign(&claims(400), b"key");
+        assert_eq!(verify(&t, b"other key", "wharf", 200), Err(Invalid::Signature));
+        assert_eq!(verify(&t, b"key", "elsewhere", 200), Err(Invalid::Audience));
+        // Swap in a payload granting more: the signature no longer matches.
+        let mut more = claims(400);
+        more.access[0].actions.push("push".into());
+        let forged_payload = sign(&more, b"attacker").split('.').nth(1).unwrap().to_owned();
+        let parts: Vec<&str> = t.split('.').collect();
+        let forged = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
+        assert_eq!(verify(&forged, b"key", "wharf", 200), Err(Invalid::Signature));
+        for junk in ["", "a.b", "a.b.c.d", "!!.!!.!!"] {
+            assert!(verify(junk, b"key", "wharf", 200).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn an_unsigned_token_is_refused() {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(400)).unwrap());
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
+        assert!(verify(&format!("{header}.{payload}."), b"key", "wharf", 200).is_err());
+    }
+}
