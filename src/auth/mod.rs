@@ -103,7 +103,9 @@ impl AuthConfig {
     /// never a fall-back to anonymous; the error is the same for an unknown user and a wrong
     /// password, and both cost one password hash.
     pub fn identify(&self, headers: &Headers, now: u64) -> Result<Identity, RegistryError> {
-        let Some(value) = headers.get("authorization") else { return Ok(Identity::Anonymous) };
+        let Some(value) = headers.get("authorization").filter(|v| !v.trim().is_empty()) else {
+            return Ok(Identity::Anonymous);
+        };
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
         if scheme.eq_ignore_ascii_case("basic") {
             let (user, password) =
@@ -161,10 +163,12 @@ impl AuthConfig {
         if self.permitted(identity, repository).contains(needed) {
             return Ok(());
         }
-        let could = match identity {
-            Identity::Anonymous => true,
-            Identity::Token(_) => self.rules.allowed(identity.user(), repository).contains(needed),
-            Identity::User(_) => false,
+        // Anonymous callers (with or without an anonymous token) may still sign in.
+        let could = match identity.user() {
+            None => true,
+            Some(user) => {
+                matches!(identity, Identity::Token(_)) && self.rules.allowed(Some(user), repository).contains(needed)
+            }
         };
         if !could {
             return Err(RegistryError::new(ErrorCode::Denied));

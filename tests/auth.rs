@@ -1,0 +1,252 @@
+//! Access control over the in-memory backends: the token flow as clients run it, Basic
+//! credentials, rules, expiry, and what each refusal looks like.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::*;
+use wharf::Config;
+use wharf::auth::AuthConfig;
+use wharf::auth::secret::PasswordHash;
+use wharf::http::{MemoryBody, Method};
+use wharf::names::Digest;
+
+const RULES: &str = r#"[
+  {"repositories": "public/*", "anonymous": ["pull"], "users": {"alice": ["push"]}},
+  {"repositories": "team/*", "users": {"alice": ["pull", "push", "delete"], "bob": ["pull"]}}
+]"#;
+
+fn secured(extra: impl FnOnce(&mut Config)) -> TestRegistry {
+    let users = format!(
+        r#"{{"alice":"{}","bob":"{}"}}"#,
+        PasswordHash::new("alice-pw", b"salt-a", 10),
+        PasswordHash::new("bob-pw", b"salt-b", 10)
+    );
+    let vars = [("WHARF_RULES", RULES.to_owned()), ("WHARF_USERS", users), ("WHARF_TOKEN_SECRET", "s".repeat(40))];
+    let auth = AuthConfig::from_vars(&|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())).unwrap();
+    let mut config = Config { auth, delete_enabled: true, ..Config::default() };
+    extra(&mut config);
+    TestRegistry::with_config(config)
+}
+
+fn basic(user: &str, pw: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{user}:{pw}")))
+}
+
+/// Runs the token flow: GET /token with the given credentials and scopes.
+fn token(t: &TestRegistry, credentials: Option<&str>, scopes: &[&str]) -> String {
+    let query: Vec<String> = scopes.iter().map(|s| format!("scope={s}")).collect();
+    let headers: Vec<(&str, &str)> = credentials.map(|c| ("Authorization", c)).into_iter().collect();
+    let r = t.get(&format!("/token?service=wharf&{}", query.join("&")), &headers);
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    let body = r.json();
+    assert_eq!(body["token"], body["access_token"]);
+    assert_eq!(body["expires_in"], 300);
+    format!("Bearer {}", body["token"].as_str().unwrap())
+}
+
+/// Pushes an image with the given Authorization header; returns the manifest response.
+fn push_as(t: &TestRegistry, auth: &str, repo: &str, tag: &str) -> TestResponse {
+    let h = [("Authorization", auth)];
+    let mut descriptors = Vec::new();
+    for bytes in [&b"{}"[..], b"layer"] {
+        let d = Digest::sha256_of(bytes);
+        let r = t.send(
+            Method::Post,
+            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            &h,
+            MemoryBody::from_bytes(bytes.to_vec()),
+        );
+        if r.status != 201 {
+            return r;
+        }
+        descriptors.push((d, bytes.len()));
+    }
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+        descriptors[0].0, descriptors[0].1, descriptors[1].0, descriptors[1].1
+    );
+    t.send(
+        Method::Put,
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Authorization", auth), ("Content-Type", OCI_MANIFEST)],
+        MemoryBody::from_bytes(body.into_bytes()),
+    )
+}
+
+#[test]
+fn the_base_endpoint_challenges_anonymous_clients() {
+    let t = secured(|_| {});
+    let r = t.get("/v2/", &[]);
+    assert_eq!((r.status, r.error_code().as_str()), (401, "UNAUTHORIZED"));
+    assert_eq!(r.header("WWW-Authenticate"), Some(r#"Bearer realm="https://registry.test/token",service="wharf""#));
+    let anonymous_token = token(&t, None, &[]);
+    assert_eq!(t.get("/v2/", &[("Authorization", &anonymous_token)]).status, 200);
+}
+
+#[test]
+fn a_push_runs_the_docker_token_flow() {
+    let t = secured(|_| {});
+    // Without credentials: 401 naming the scope needed.
+    let r = push_as(&t, "", "team/app", "v1");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("WWW-Authenticate"),
+        Some(r#"Bearer realm="https://registry.test/token",service="wharf",scope="repository:team/app:pull,push""#)
+    );
+    let bearer = token(&t, Some(&basic("alice", "alice-pw")), &["repository:team/app:pull,push"]);
+    assert_eq!(push_as(&t, &bearer, "team/app", "v1").status, 201);
+    let pulled = t.get("/v2/team/app/manifests/v1", &[("Authorization", &bearer), ("Accept", OCI_MANIFEST)]);
+    assert_eq!(pulled.status, 200);
+}
+
+#[test]
+fn basic_credentials_work_on_registry_requests_too() {
+    let t = secured(|_| {});
+    assert_eq!(push_as(&t, &basic("alice", "alice-pw"), "team/app", "v1").status, 201);
+    let r = t.get("/v2/team/app/tags/list", &[("Authorization", &basic("bob", "bob-pw"))]);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_wrong_password_and_an_unknown_user_get_the_same_401() {
+    let t = secured(|_| {});
+    let wrong = t.get("/v2/", &[("Authorization", &basic("alice", "nope"))]);
+    let unknown = t.get("/v2/", &[("Authorization", &basic("mallory", "alice-pw"))]);
+    assert_eq!((wrong.status, unknown.status), (401, 401));
+    assert_eq!(wrong.body, unknown.body);
+    assert!(wrong.header("WWW-Authenticate").is_some());
+    let token_wrong = t.get("/token?scope=repository:team/app:pull", &[("Authorization", &basic("alice", "nope"))]);
+    assert_eq!(token_wrong.status, 401, "no anonymous token for wrong credentials");
+}
+
+#[test]
+fn valid_credentials_without_the_right_are_403() {
+    let t = secured(|_| {});
+    let r = push_as(&t, &basic("bob", "bob-pw"), "team/app", "v1");
+    assert_eq!((r.status, r.error_code().as_str()), (403, "DENIED"));
+    assert!(r.header("WWW-Authenticate").is_none());
+    let bob = token(&t, Some(&basic("bob", "bob-pw")), &["repository:team/app:pull,push"]);
+    assert_eq!(push_as(&t, &bob, "team/app", "v1").status, 403, "bob's token holds pull only and bob may not push");
+}
+
+#[test]
+fn anonymous_pulls_follow_the_rules() {
+    let t = secured(|_| {});
+    assert_eq!(push_as(&t, &basic("alice", "alice-pw"), "public/tool", "v1").status, 201);
+    assert_eq!(push_as(&t, &basic("alice", "alice-pw"), "team/app", "v1").status, 201);
+    let anon = token(&t, None, &["repository:public/tool:pull"]);
+    let h = [("Authorization", anon.as_str()), ("Accept", OCI_MANIFEST)];
+    assert_eq!(t.get("/v2/public/tool/manifests/v1", &h).status, 200);
+    assert_eq!(t.get("/v2/public/tool/manifests/v1", &[("Accept", OCI_MANIFEST)]).status, 200, "without any token");
+    let denied = t.get("/v2/team/app/manifests/v1", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(denied.status, 401);
+    // An anonymous token asking for the private repository is granted nothing for it.
+    let anon_team = token(&t, None, &["repository:team/app:pull"]);
+    assert_eq!(
+        t.get("/v2/team/app/manifests/v1", &[("Authorization", &anon_team), ("Accept", OCI_MANIFEST)]).status,
+        401
+    );
+}
+
+#[test]
+fn a_token_for_one_repository_does_not_open_another() {
+    let t = secured(|_| {});
+    push_as(&t, &basic("alice", "alice-pw"), "team/a", "v1");
+    push_as(&t, &basic("alice", "alice-pw"), "team/b", "v1");
+    let for_a = token(&t, Some(&basic("alice", "alice-pw")), &["repository:team/a:pull"]);
+    assert_eq!(t.get("/v2/team/a/tags/list", &[("Authorization", &for_a)]).status, 200);
+    let r = t.get("/v2/team/b/tags/list", &[("Authorization", &for_a)]);
+    assert_eq!(r.status, 401);
+    assert!(r.header("WWW-Authenticate").unwrap().contains(r#"scope="repository:team/b:pull""#));
+}
+
+#[test]
+fn an_expired_or_tampered_token_is_401() {
+    let t = secured(|_| {});
+    let bearer = token(&t, Some(&basic("alice", "alice-pw")), &["repository:team/app:pull"]);
+    push_as(&t, &basic("alice", "alice-pw"), "team/app", "v1");
+    assert_eq!(t.get("/v2/team/app/tags/list", &[("Authorization", &bearer)]).status, 200);
+    t.now.set(t.now.get() + 301);
+    let expired = t.get("/v2/team/app/tags/list", &[("Authorization", &bearer)]);
+    assert_eq!((expired.status, expired.error_code().as_str()), (401, "UNAUTHORIZED"));
+    t.now.set(t.now.get() - 301);
+    let mut tampered = bearer.clone();
+    tampered.pop();
+    tampered.push(if bearer.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(t.get("/v2/team/app/tags/list", &[("Authorization", &tampered)]).status, 401);
+}
+
+#[test]
+fn the_catalog_lists_only_what_the_caller_may_pull() {
+    let t = secured(|_| {});
+    for repo in ["public/tool", "team/app"] {
+        assert_eq!(push_as(&t, &basic("alice", "alice-pw"), repo, "v1").status, 201);
+    }
+    let anon = t.get("/v2/_catalog", &[]);
+    assert_eq!(anon.json()["repositories"], serde_json::json!(["public/tool"]));
+    let alice = t.get("/v2/_catalog", &[("Authorization", &basic("alice", "alice-pw"))]);
+    assert_eq!(alice.json()["repositories"], serde_json::json!(["public/tool", "team/app"]));
+}
+
+#[test]
+fn a_mount_from_a_repository_the_caller_cannot_pull_becomes_an_upload() {
+    let t = secured(|_| {});
+    push_as(&t, &basic("alice", "alice-pw"), "team/app", "v1");
+    let d = Digest::sha256_of(b"layer");
+    let mounted = t.send(
+        Method::Post,
+        &format!("/v2/public/copy/blobs/uploads/?mount={d}&from=team/app"),
+        &[("Authorization", &basic("alice", "alice-pw"))],
+        MemoryBody::empty(),
+    );
+    assert_eq!(mounted.status, 201, "alice may pull team/app and push public/copy");
+    // A token for the target only: no pull right on the source, so no mount.
+    let target_only = token(
+        &t,
+        Some(&basic("alice", "alice-pw")),
+        &["repository:public/other:pull,push", "repository:public/third:push"],
+    );
+    let r = t.send(
+        Method::Post,
+        &format!("/v2/public/other/blobs/uploads/?mount={d}&from=team/app"),
+        &[("Authorization", &target_only)],
+        MemoryBody::empty(),
+    );
+    assert_eq!(r.status, 202);
+    // Without a source, mounting across repositories is off under access control.
+    let r = t.send(
+        Method::Post,
+        &format!("/v2/public/third/blobs/uploads/?mount={d}"),
+        &[("Authorization", &target_only)],
+        MemoryBody::empty(),
+    );
+    assert_eq!(r.status, 202);
+}
+
+#[test]
+fn a_read_only_registry_refuses_writes_even_to_those_allowed() {
+    let t = secured(|c| c.read_only = true);
+    let r = push_as(&t, &basic("alice", "alice-pw"), "team/app", "v1");
+    assert_eq!((r.status, r.error_code().as_str()), (405, "UNSUPPORTED"));
+}
+
+#[test]
+fn a_token_for_a_plugin_repository_cannot_push_an_image() {
+    let t = secured(|c| c.allowed_classes = vec!["image".into(), "plugin".into()]);
+    let plugin = token(&t, Some(&basic("alice", "alice-pw")), &["repository(plugin):team/app:pull,push"]);
+    let r = push_as(&t, &plugin, "team/app", "v1");
+    assert_eq!((r.status, r.error_code().as_str()), (403, "DENIED"));
+    assert_eq!(r.json()["errors"][0]["message"], "repository not authorized for manifest class image");
+    let image = token(&t, Some(&basic("alice", "alice-pw")), &["repository:team/app:pull,push"]);
+    assert_eq!(push_as(&t, &image, "team/app", "v1").status, 201);
+}
+
+#[test]
+fn without_rules_the_registry_is_open() {
+    let t = TestRegistry::new();
+    assert_eq!(t.get("/v2/", &[]).status, 200);
+    assert_eq!(t.get("/token", &[]).status, 404);
+}
