@@ -63,7 +63,8 @@ export async function startWharf({ vars = {}, args: extra = [] } = {}) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${log}`);
     try {
       const r = await fetch(`${base}/v2/`);
-      if (r.status === 200) break;
+      // 401: access control is on, and /v2/ challenges anonymous clients.
+      if (r.status === 200 || r.status === 401) break;
     } catch {}
     if (Date.now() > deadline) throw new Error(`wrangler dev did not answer in 60 s: ${log}`);
     await new Promise((r) => setTimeout(r, 200));
@@ -84,7 +85,7 @@ export async function startWharf({ vars = {}, args: extra = [] } = {}) {
  * HTTPS first and waits ~10 s for workerd's plain port to fail the handshake; through this
  * front, with --tls-verify=false, it gets an answer at once.
  */
-export async function startTlsFront(target) {
+export async function startTlsFront(target, listenPort) {
   const dir = mkdtempSync(join(tmpdir(), "wharf-tls-"));
   execFileSync("openssl", [
     "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1",
@@ -101,7 +102,7 @@ export async function startTlsFront(target) {
       upstream.on("error", close);
     },
   );
-  const listenPort = await freePort();
+  listenPort ??= await freePort();
   await new Promise((r) => server.listen(listenPort, "127.0.0.1", r));
   return { host: `127.0.0.1:${listenPort}`, stop: () => server.close() };
 }

@@ -1,0 +1,94 @@
+// Access control on workerd with real clients: skopeo with --creds / --dest-creds through the
+// Docker token flow, wrong passwords, anonymous pulls allowed and denied, a token used outside
+// its scope, an expired token, and a read-only deployment.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startWharf, startTlsFront, freePort, request, run, ACCEPT_ALL } from "./harness.mjs";
+import { Layout } from "./layout.mjs";
+
+const RULES = JSON.stringify([
+  { repositories: "public/*", anonymous: ["pull"], users: { alice: ["push"] } },
+  { repositories: "team/*", users: { alice: ["pull", "push", "delete"], bob: ["pull"] } },
+]);
+let wharf, front, shortLived, readOnly, layout;
+const tmp = mkdtempSync(join(tmpdir(), "wharf-auth-"));
+
+async function authVars(extra = {}) {
+  const hash = async (pw) => (await run("node", [join(import.meta.dirname, "..", "..", ".ci", "hash-password.mjs"), pw])).trim();
+  return {
+    WHARF_RULES: RULES,
+    WHARF_USERS: JSON.stringify({ alice: await hash("alice-pw"), bob: await hash("bob-pw") }),
+    WHARF_TOKEN_SECRET: "an e2e token secret of forty characters!",
+    ...extra,
+  };
+}
+
+before(async () => {
+  // skopeo talks HTTPS to the TLS front, so the challenge's realm must point there too.
+  const frontPort = await freePort();
+  wharf = await startWharf({ vars: await authVars({ WHARF_REALM: `https://127.0.0.1:${frontPort}/token`, WHARF_DELETE_ENABLED: "true" }) });
+  front = await startTlsFront(wharf.host, frontPort);
+  shortLived = await startWharf({ vars: await authVars({ WHARF_TOKEN_TTL_SECONDS: "1" }) });
+  readOnly = await startWharf({ vars: await authVars({ WHARF_READ_ONLY: "true" }) });
+  layout = new Layout(join(tmp, "layout"));
+  layout.tag("image", layout.image("amd64", [2048, 4096]));
+});
+
+after(() => {
+  front?.stop();
+  for (const w of [wharf, shortLived, readOnly]) w?.stop();
+});
+
+const skopeo = (...args) => run("skopeo", ["--insecure-policy", ...args]);
+const push = (repo, ...creds) =>
+  skopeo("copy", "--dest-tls-verify=false", ...creds, `oci:${layout.dir}:image`, `docker://${front.host}/${repo}:v1`);
+const inspect = (repo, ...creds) => skopeo("inspect", "--tls-verify=false", "--raw", ...creds, `docker://${front.host}/${repo}:v1`);
+
+test("skopeo pushes with --dest-creds and pulls with --creds through the token flow", async () => {
+  await push("team/app", "--dest-creds", "alice:alice-pw");
+  const raw = await inspect("team/app", "--creds", "bob:bob-pw");
+  assert.equal(JSON.parse(raw).schemaVersion, 2);
+  await assert.rejects(push("team/app", "--dest-creds", "bob:bob-pw"), /denied|unauthorized|403/i, "bob may only pull");
+});
+
+test("a wrong password is refused", async () => {
+  await assert.rejects(push("team/wrong", "--dest-creds", "alice:not-it"), /unauthorized|401|invalid username or password/i);
+  await assert.rejects(inspect("team/app", "--creds", "mallory:alice-pw"), /unauthorized|401|invalid username or password/i);
+});
+
+test("anonymous pulls are allowed where the rules say so and denied elsewhere", async () => {
+  await push("public/tool", "--dest-creds", "alice:alice-pw");
+  assert.equal(JSON.parse(await inspect("public/tool")).schemaVersion, 2);
+  await assert.rejects(inspect("team/app"), /unauthorized|401|authentication required/i);
+});
+
+test("a token for one repository does not open another", async () => {
+  const auth = "Basic " + Buffer.from("alice:alice-pw").toString("base64");
+  const t = await request(wharf.base, "GET", "/token?service=wharf&scope=repository:team/app:pull", { headers: { Authorization: auth } });
+  assert.equal(t.status, 200);
+  const bearer = { Authorization: `Bearer ${t.json().token}`, Accept: ACCEPT_ALL };
+  assert.equal((await request(wharf.base, "GET", "/v2/team/app/manifests/v1", { headers: bearer })).status, 200);
+  const other = await request(wharf.base, "GET", "/v2/public/tool/manifests/v1", { headers: bearer });
+  assert.deepEqual([other.status, other.code()], [401, "UNAUTHORIZED"]);
+  assert.match(other.headers.get("www-authenticate"), /scope="repository:public\/tool:pull"/);
+});
+
+test("an expired token is refused", async () => {
+  const auth = "Basic " + Buffer.from("alice:alice-pw").toString("base64");
+  const t = await request(shortLived.base, "GET", "/token?service=wharf&scope=repository:team/x:pull", { headers: { Authorization: auth } });
+  const bearer = { Authorization: `Bearer ${t.json().token}` };
+  assert.equal((await request(shortLived.base, "GET", "/v2/", { headers: bearer })).status, 200);
+  await new Promise((r) => setTimeout(r, 2100));
+  const expired = await request(shortLived.base, "GET", "/v2/", { headers: bearer });
+  assert.deepEqual([expired.status, expired.code()], [401, "UNAUTHORIZED"]);
+});
+
+test("a push to a read-only deployment is UNSUPPORTED, even for a user allowed to push", async () => {
+  const auth = { Authorization: "Basic " + Buffer.from("alice:alice-pw").toString("base64") };
+  const r = await request(readOnly.base, "POST", "/v2/team/app/blobs/uploads/", { headers: auth });
+  assert.deepEqual([r.status, r.code()], [405, "UNSUPPORTED"]);
+});
