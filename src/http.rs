@@ -132,9 +132,6 @@ impl<B> Request<B> {
         self.origin = origin.into();
         self
     }
-    pub fn query(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
 }
 
 /// Parses `a=1&b=2`, decoding `%XX` and `+`.

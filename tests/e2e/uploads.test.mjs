@@ -75,7 +75,8 @@ test("a 200 MiB blob in one streamed PATCH without Content-Length", async () => 
   assert.equal(patch.status, 202, await patch.text());
   assert.equal(patch.headers.get("range"), `0-${size - 1}`);
   const d = "sha256:" + hash.digest("hex");
-  assert.equal((await req("PUT", `${location}?digest=${d}`)).status, 201);
+  const done = await req("PUT", `${location}?digest=${d}`);
+  assert.equal(done.status, 201, `${done.body}\n--- wrangler log ---\n${wharf.log()}`);
   const head = await req("HEAD", `/v2/e2e/up/stream/blobs/${d}`);
   assert.equal(head.headers.get("content-length"), String(size));
   const tail = await req("GET", `/v2/e2e/up/stream/blobs/${d}`, { headers: { Range: `bytes=${size - (1 << 20)}-` } });
