@@ -9,5 +9,5 @@ port=(--port 8787)
 for arg in "$@"; do
   case "$arg" in --port|--port=*) port=() ;; esac
 done
-export WHARF_SKIP_BUILD=1 CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_HIDE_BANNER=true WRANGLER_SEND_METRICS=false
+export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_HIDE_BANNER=true WRANGLER_SEND_METRICS=false
 exec node_modules/.bin/wrangler dev --local --ip 127.0.0.1 "${port[@]}" --show-interactive-dev-session=false "$@"

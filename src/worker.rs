@@ -12,6 +12,7 @@ use crate::storage::{
 use crate::{Config, Registry};
 use futures_util::StreamExt;
 use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use worker::js_sys::{ArrayBuffer, Function, Object as JsObject, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::JsCast;
@@ -42,6 +43,11 @@ fn meta(o: &Object) -> storage::Result<ObjectMeta> {
     })
 }
 
+/// R2 custom metadata as workers-rs takes it.
+fn hash_map(custom: BTreeMap<String, String>) -> HashMap<String, String> {
+    custom.into_iter().collect()
+}
+
 fn http_metadata(content_type: Option<String>) -> HttpMetadata {
     HttpMetadata { content_type, ..Default::default() }
 }
@@ -63,7 +69,7 @@ impl ObjectStore for R2 {
         let hash = crate::hex::decode(digest.hex()).ok_or_else(|| se("digest is not hex"))?;
         let mut put = self.0.put(key, Data::ReadableStream(body)).http_metadata(http_metadata(options.content_type));
         if !options.custom.is_empty() {
-            put = put.custom_metadata(options.custom.into_iter().collect::<std::collections::HashMap<_, _>>());
+            put = put.custom_metadata(hash_map(options.custom));
         }
         let put = match digest.algorithm() {
             Algorithm::Sha256 => put.sha256(hash),
@@ -106,7 +112,7 @@ impl ObjectStore for R2 {
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> storage::Result<Option<ObjectMeta>> {
         let mut put = self.0.put(key, Data::Bytes(bytes)).http_metadata(http_metadata(options.content_type));
         if !options.custom.is_empty() {
-            put = put.custom_metadata(options.custom.into_iter().collect::<std::collections::HashMap<_, _>>());
+            put = put.custom_metadata(hash_map(options.custom));
         }
         if let Some(etag) = options.if_etag_matches {
             put = put.only_if(Conditional { etag_matches: Some(etag), ..Default::default() });
@@ -134,7 +140,7 @@ impl ObjectStore for R2 {
     async fn create_multipart(&self, key: &str, options: PutOptions) -> storage::Result<String> {
         let mut create = self.0.create_multipart_upload(key).http_metadata(http_metadata(options.content_type));
         if !options.custom.is_empty() {
-            create = create.custom_metadata(options.custom.into_iter().collect::<std::collections::HashMap<_, _>>());
+            create = create.custom_metadata(hash_map(options.custom));
         }
         Ok(create.execute().await.map_err(se)?.upload_id().await)
     }

@@ -50,7 +50,7 @@ export async function startWharf({ vars = {}, args: extra = [] } = {}) {
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
     env: {
-      ...process.env, CI: "true", WHARF_SKIP_BUILD: "1", WRANGLER_SEND_METRICS: "false",
+      ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false",
       CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_HIDE_BANNER: "true",
     },
   });
