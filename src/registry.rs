@@ -3,7 +3,7 @@
 //! place they become HTTP responses.
 
 use crate::auth::access::Actions;
-use crate::auth::{AuthConfig, Identity};
+use crate::auth::{AuthConfig, Identified, Identity};
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
@@ -11,11 +11,18 @@ use crate::names::{RepositoryName, Tag};
 use crate::router::Route;
 use crate::storage::{KeyValueStore, ObjectStore};
 use crate::uploads::StartUpload;
+use futures_util::future::LocalBoxFuture;
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
 /// Path of the token endpoint (the realm of challenges), outside `/v2/`.
 pub const TOKEN_PATH: &str = "/token";
+
+/// Checks a signature with an external issuer's key: (alg, JWK, signed bytes, signature) ->
+/// whether it holds. The Worker uses WebCrypto; nothing in the wasm does public-key crypto.
+pub type SignatureCheck = Box<
+    dyn Fn(String, serde_json::Value, Vec<u8>, Vec<u8>) -> LocalBoxFuture<'static, std::result::Result<bool, String>>,
+>;
 
 pub struct Registry<O, K> {
     pub objects: O,
@@ -24,11 +31,41 @@ pub struct Registry<O, K> {
     /// Seconds since the Unix epoch (token lifetimes); the host supplies it, since wasm has no
     /// clock of its own.
     pub clock: Box<dyn Fn() -> u64>,
+    /// The host's signature check for external tokens; without one they are refused.
+    pub signature_check: Option<SignatureCheck>,
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub fn new(objects: O, kv: K, config: Config, clock: Box<dyn Fn() -> u64>) -> Self {
-        Self { objects, kv, config, clock }
+        Self { objects, kv, config, clock, signature_check: None }
+    }
+
+    pub fn with_signature_check(mut self, check: SignatureCheck) -> Self {
+        self.signature_check = Some(check);
+        self
+    }
+
+    /// Who is asking, with an external token's signature checked by the host.
+    async fn identify(&self, auth: &AuthConfig, h: &Headers) -> Result<Identity> {
+        let now = (self.clock)();
+        match auth.identify(h, now)? {
+            Identified::Ready(identity) => Ok(identity),
+            Identified::External(check) => {
+                let holds = match &self.signature_check {
+                    Some(verify) => {
+                        let (alg, jwk) = (check.alg.clone(), check.jwk.clone());
+                        verify(alg, jwk, check.signing_input.clone(), check.signature.clone()).await.unwrap_or_else(
+                            |e| {
+                                crate::log::error(&format!("signature check failed: {e}"));
+                                false
+                            },
+                        )
+                    }
+                    None => false,
+                };
+                auth.finish_external(check, holds, now)
+            }
+        }
     }
 
     /// Answers one request. Never fails: every error becomes an OCI error response.
@@ -61,7 +98,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             return response;
         }
         if let (Some(auth), TOKEN_PATH, Method::Get) = (&self.config.auth, path, method) {
-            return self.issue_token(auth, query, h);
+            return self.issue_token(auth, query, h).await;
         }
         let route = Route::parse(path)?;
         if self.config.read_only && method.writes() {
@@ -70,7 +107,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let identity = match &self.config.auth {
             None => None,
             Some(auth) => {
-                let identity = auth.identify(h, (self.clock)()).map_err(|e| auth.challenge(e, origin, None))?;
+                let identity = self.identify(auth, h).await.map_err(|e| auth.challenge(e, origin, None))?;
                 authorize(auth, &identity, &route, method, origin)?;
                 Some(identity)
             }
@@ -195,8 +232,13 @@ pub fn body_error(e: String) -> RegistryError {
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// `GET /token?service=&scope=...` with Basic credentials or none: a token for what the
     /// rules allow of the requested scopes. Wrong credentials are 401, never anonymous.
-    fn issue_token(&self, auth: &AuthConfig, query: &[(String, String)], h: &Headers) -> Result<Response<O::Body>> {
-        let identity = auth.identify(h, (self.clock)())?;
+    async fn issue_token(
+        &self,
+        auth: &AuthConfig,
+        query: &[(String, String)],
+        h: &Headers,
+    ) -> Result<Response<O::Body>> {
+        let identity = self.identify(auth, h).await?;
         let scopes: Vec<&str> = query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()).collect();
         let token = auth.issue_token(&identity, &scopes, (self.clock)())?;
         let body = serde_json::to_vec(&token).map_err(RegistryError::internal)?;

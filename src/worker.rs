@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use worker::js_sys::{ArrayBuffer, Function, Object as JsObject, Promise, Reflect, Uint8Array};
+use worker::js_sys::{Array, ArrayBuffer, Function, Object as JsObject, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::JsCast;
 use worker::wasm_bindgen::prelude::*;
 use worker::wasm_bindgen_futures::JsFuture;
@@ -316,7 +316,42 @@ fn registry(env: &Env) -> Result<Registry<R2, Kv>, RegistryError> {
     .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?;
     let bucket = env.bucket("BUCKET").map_err(|e| RegistryError::internal(format!("binding BUCKET: {e}")))?;
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
-    Ok(Registry::new(R2(bucket), Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000)))
+    let registry = Registry::new(R2(bucket), Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000));
+    Ok(registry.with_signature_check(Box::new(|alg, jwk, data, signature| {
+        Box::pin(async move { webcrypto_verify(&alg, &jwk, &data, &signature).await.map_err(|e| format!("{e:?}")) })
+    })))
+}
+
+/// Verifies an ES256 or RS256 signature with WebCrypto (`crypto.subtle`), so that no
+/// public-key code has to live in the wasm.
+async fn webcrypto_verify(alg: &str, jwk: &Value, data: &[u8], signature: &[u8]) -> Result<bool, JsValue> {
+    let object = |pairs: &[(&str, &str)]| -> Result<JsValue, JsValue> {
+        let o = JsObject::new();
+        for (k, v) in pairs {
+            Reflect::set(&o, &(*k).into(), &(*v).into())?;
+        }
+        Ok(o.into())
+    };
+    let (import, verify) = match alg {
+        "ES256" => {
+            (object(&[("name", "ECDSA"), ("namedCurve", "P-256")])?, object(&[("name", "ECDSA"), ("hash", "SHA-256")])?)
+        }
+        "RS256" => {
+            (object(&[("name", "RSASSA-PKCS1-v1_5"), ("hash", "SHA-256")])?, object(&[("name", "RSASSA-PKCS1-v1_5")])?)
+        }
+        _ => return Ok(false),
+    };
+    let subtle = Reflect::get(&Reflect::get(&worker::js_sys::global(), &"crypto".into())?, &"subtle".into())?;
+    let call = |method: &str, args: Array| -> Result<JsFuture, JsValue> {
+        let f: Function = Reflect::get(&subtle, &method.into())?.dyn_into()?;
+        Ok(JsFuture::from(Promise::from(f.apply(&subtle, &args)?)))
+    };
+    let jwk = worker::js_sys::JSON::parse(&jwk.to_string())?;
+    let usages = Array::of1(&"verify".into());
+    let key = call("importKey", Array::of5(&"jwk".into(), &jwk, &import, &false.into(), &usages))?.await?;
+    let signature = Uint8Array::from(signature);
+    let data = Uint8Array::from(data);
+    Ok(call("verify", Array::of4(&verify, &key, &signature, &data))?.await?.is_truthy())
 }
 
 #[event(fetch)]

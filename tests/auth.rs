@@ -250,3 +250,51 @@ fn without_rules_the_registry_is_open() {
     assert_eq!(t.get("/v2/", &[]).status, 200);
     assert_eq!(t.get("/token", &[]).status, 404);
 }
+
+/// An external issuer whose "signature" holds when it reads `good` (the real check is
+/// WebCrypto's, exercised end to end on workerd); here the claims handling is under test.
+fn with_external_issuer() -> TestRegistry {
+    let mut t = secured(|c| {
+        let auth = c.auth.as_mut().unwrap();
+        auth.issuer = Some(
+            wharf::auth::token::Issuer::parse("https://auth.example".into(), r#"{"keys":[{"kty":"EC","kid":"k1"}]}"#)
+                .unwrap(),
+        );
+    });
+    t.registry = std::mem::replace(
+        &mut t.registry,
+        wharf::Registry::new(t.objects.clone(), t.kv.clone(), Config::default(), Box::new(|| 0)),
+    )
+    .with_signature_check(Box::new(|alg, jwk, _data, signature| {
+        Box::pin(async move { Ok(alg == "ES256" && jwk["kid"] == "k1" && signature == b"good") })
+    }));
+    t
+}
+
+fn external_token(claims: serde_json::Value, signature: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","kid":"k1"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("Bearer {header}.{payload}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+#[test]
+fn tokens_of_an_external_issuer_are_checked_for_signature_issuer_audience_and_time() {
+    let t = with_external_issuer();
+    push_as(&t, &basic("alice", "alice-pw"), "team/app", "v1");
+    let now = t.now.get();
+    let claims = |iss: &str, aud: serde_json::Value, exp: u64| {
+        serde_json::json!({"iss": iss, "sub": "ci", "aud": aud, "exp": exp, "nbf": now - 1,
+            "access": [{"type": "repository", "name": "team/app", "actions": ["pull"]}]})
+    };
+    let get = |auth: &str| t.get("/v2/team/app/tags/list", &[("Authorization", auth)]).status;
+    assert_eq!(get(&external_token(claims("https://auth.example", "wharf".into(), now + 60), b"good")), 200);
+    assert_eq!(
+        get(&external_token(claims("https://auth.example", serde_json::json!(["x", "wharf"]), now + 60), b"good")),
+        200
+    );
+    assert_eq!(get(&external_token(claims("https://auth.example", "wharf".into(), now + 60), b"bad")), 401);
+    assert_eq!(get(&external_token(claims("https://other", "wharf".into(), now + 60), b"good")), 401);
+    assert_eq!(get(&external_token(claims("https://auth.example", "elsewhere".into(), now + 60), b"good")), 401);
+    assert_eq!(get(&external_token(claims("https://auth.example", "wharf".into(), now), b"good")), 401);
+}

@@ -35,6 +35,9 @@ pub struct AuthConfig {
     /// `WHARF_REALM`: the token endpoint's absolute URL, when not `<request origin>/token`
     /// (behind a proxy that rewrites hosts).
     pub realm: Option<String>,
+    /// `WHARF_TOKEN_ISSUER` + `WHARF_TOKEN_JWKS`: an external issuer whose ES256/RS256 tokens
+    /// are accepted besides wharf's own.
+    pub issuer: Option<token::Issuer>,
 }
 
 impl AuthConfig {
@@ -68,8 +71,21 @@ impl AuthConfig {
             token_ttl,
             service,
             realm: var("WHARF_REALM").filter(|r| !r.is_empty()),
+            issuer: match (var("WHARF_TOKEN_ISSUER").filter(|i| !i.is_empty()), var("WHARF_TOKEN_JWKS")) {
+                (None, _) => None,
+                (Some(name), Some(jwks)) => Some(token::Issuer::parse(name, &jwks)?),
+                (Some(_), None) => return Err("WHARF_TOKEN_ISSUER needs WHARF_TOKEN_JWKS".into()),
+            },
         }))
     }
+}
+
+/// The outcome of reading credentials: an identity, or a token of the external issuer whose
+/// signature the host must check first (see [`AuthConfig::finish_external`]).
+#[derive(Debug)]
+pub enum Identified {
+    Ready(Identity),
+    External(token::ExternalCheck),
 }
 
 /// Who is asking.
@@ -94,6 +110,11 @@ impl Identity {
     }
 }
 
+fn refused(why: token::Invalid) -> RegistryError {
+    crate::log::error(&format!("refused token: {why:?}"));
+    unauthorized("invalid or expired token")
+}
+
 fn unauthorized(message: &'static str) -> RegistryError {
     RegistryError::new(ErrorCode::Unauthorized).with_message(message)
 }
@@ -102,29 +123,39 @@ impl AuthConfig {
     /// Reads the `Authorization` header. Credentials that are present but wrong are an error,
     /// never a fall-back to anonymous; the error is the same for an unknown user and a wrong
     /// password, and both cost one password hash.
-    pub fn identify(&self, headers: &Headers, now: u64) -> Result<Identity, RegistryError> {
+    pub fn identify(&self, headers: &Headers, now: u64) -> Result<Identified, RegistryError> {
         let Some(value) = headers.get("authorization").filter(|v| !v.trim().is_empty()) else {
-            return Ok(Identity::Anonymous);
+            return Ok(Identified::Ready(Identity::Anonymous));
         };
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
         if scheme.eq_ignore_ascii_case("basic") {
             let (user, password) =
                 basic_credentials(rest.trim()).ok_or_else(|| unauthorized("malformed credentials"))?;
             return if self.check_password(&user, &password) {
-                Ok(Identity::User(user))
+                Ok(Identified::Ready(Identity::User(user)))
             } else {
                 Err(unauthorized("invalid username or password"))
             };
         }
         if scheme.eq_ignore_ascii_case("bearer") {
-            return token::verify(rest.trim(), &self.token_key, &self.service, now).map(Identity::Token).map_err(
-                |why| {
-                    crate::log::error(&format!("refused token: {why:?}"));
-                    unauthorized("invalid or expired token")
-                },
-            );
+            return match token::verify_any(rest.trim(), &self.token_key, self.issuer.as_ref(), &self.service, now) {
+                Ok(token::Verification::Verified(claims)) => Ok(Identified::Ready(Identity::Token(claims))),
+                Ok(token::Verification::External(check)) => Ok(Identified::External(check)),
+                Err(why) => Err(refused(why)),
+            };
         }
         Err(unauthorized("unsupported authorization scheme"))
+    }
+
+    /// The identity of an external token once the host has checked its signature.
+    pub fn finish_external(
+        &self,
+        check: token::ExternalCheck,
+        signature_holds: bool,
+        now: u64,
+    ) -> Result<Identity, RegistryError> {
+        let issuer = self.issuer.as_ref().map(|i| i.name.as_str()).unwrap_or_default();
+        check.finish(signature_holds, issuer, &self.service, now).map(Identity::Token).map_err(refused)
     }
 
     fn check_password(&self, user: &str, password: &str) -> bool {
@@ -163,12 +194,13 @@ impl AuthConfig {
         if self.permitted(identity, repository).contains(needed) {
             return Ok(());
         }
-        // Anonymous callers (with or without an anonymous token) may still sign in.
-        let could = match identity.user() {
-            None => true,
-            Some(user) => {
-                matches!(identity, Identity::Token(_)) && self.rules.allowed(Some(user), repository).contains(needed)
-            }
+        // Anonymous callers (with or without an anonymous token) may still sign in; an external
+        // issuer decides its own grants, so its tokens lacking a scope are sent back for one.
+        let could = match (identity, identity.user()) {
+            (_, None) => true,
+            (Identity::Token(c), _) if c.iss != token::ISSUER => true,
+            (Identity::Token(_), Some(user)) => self.rules.allowed(Some(user), repository).contains(needed),
+            (_, Some(_)) => false,
         };
         if !could {
             return Err(RegistryError::new(ErrorCode::Denied));
@@ -269,8 +301,10 @@ mod tests {
     #[test]
     fn identities_come_from_the_authorization_header() {
         let c = config();
-        assert_eq!(c.identify(&Headers::new(), 0), Ok(Identity::Anonymous));
-        assert_eq!(c.identify(&basic("alice", "pw"), 0), Ok(Identity::User("alice".into())));
+        assert!(matches!(c.identify(&Headers::new(), 0), Ok(Identified::Ready(Identity::Anonymous))));
+        assert!(
+            matches!(c.identify(&basic("alice", "pw"), 0), Ok(Identified::Ready(Identity::User(u))) if u == "alice")
+        );
         let wrong = c.identify(&basic("alice", "nope"), 0).unwrap_err();
         let unknown = c.identify(&basic("bob", "pw"), 0).unwrap_err();
         assert_eq!((wrong.code, wrong.message()), (unknown.code, unknown.message()), "same answer for both");

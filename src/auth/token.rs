@@ -136,3 +136,137 @@ mod tests {
         assert!(verify(&format!("{header}.{payload}."), b"key", "wharf", 200).is_err());
     }
 }
+
+/// A token issuer other than wharf whose tokens are accepted (`WHARF_TOKEN_ISSUER` and its
+/// public keys, `WHARF_TOKEN_JWKS`), so that an existing auth server can front wharf.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issuer {
+    /// The `iss` its tokens carry.
+    pub name: String,
+    /// Its public keys as JWKs (EC P-256 for ES256, RSA for RS256).
+    pub keys: Vec<serde_json::Value>,
+}
+
+impl Issuer {
+    pub fn parse(name: String, jwks: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Set {
+            keys: Vec<serde_json::Value>,
+        }
+        let set: Set = serde_json::from_str(jwks).map_err(|e| format!("WHARF_TOKEN_JWKS: {e}"))?;
+        if set.keys.is_empty() {
+            return Err("WHARF_TOKEN_JWKS: no keys".into());
+        }
+        Ok(Self { name, keys: set.keys })
+    }
+
+    /// The key for a token's `alg` and `kid`: the matching `kid`, or the only key of the right
+    /// type when the token names none.
+    fn key(&self, alg: &str, kid: Option<&str>) -> Option<&serde_json::Value> {
+        let kty = match alg {
+            "ES256" => "EC",
+            "RS256" => "RSA",
+            _ => return None,
+        };
+        let mut fitting = self.keys.iter().filter(|k| k["kty"] == kty);
+        match kid {
+            Some(kid) => fitting.find(|k| k["kid"] == kid),
+            None => {
+                let first = fitting.next();
+                if fitting.next().is_some() { None } else { first }
+            }
+        }
+    }
+}
+
+/// A token signed by the external issuer, whose signature the host checks (WebCrypto on
+/// Workers) before [`ExternalCheck::finish`] reads its claims.
+#[derive(Debug, Clone)]
+pub struct ExternalCheck {
+    pub alg: String,
+    pub jwk: serde_json::Value,
+    pub signing_input: Vec<u8>,
+    pub signature: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl ExternalCheck {
+    /// The claims, once the signature is known to hold: issuer, audience (a string or a list
+    /// holding `service`) and validity period are checked here.
+    pub fn finish(self, signature_holds: bool, issuer: &str, service: &str, now: u64) -> Result<Claims, Invalid> {
+        if !signature_holds {
+            return Err(Invalid::Signature);
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(&self.payload).map_err(|_| Invalid::Malformed)?;
+        if value["iss"] != issuer {
+            return Err(Invalid::Audience);
+        }
+        let aud_ok = match &value["aud"] {
+            serde_json::Value::String(a) => a == service,
+            serde_json::Value::Array(list) => list.iter().any(|a| a == service),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(Invalid::Audience);
+        }
+        value["aud"] = serde_json::Value::String(service.to_owned());
+        for field in ["nbf", "iat"] {
+            if value.get(field).is_none_or(|v| v.is_null()) {
+                value[field] = serde_json::json!(0);
+            }
+        }
+        if value.get("sub").is_none_or(|v| v.is_null()) {
+            value["sub"] = serde_json::json!("");
+        }
+        let claims: Claims = serde_json::from_value(value).map_err(|_| Invalid::Malformed)?;
+        if now >= claims.exp {
+            return Err(Invalid::Expired);
+        }
+        if now < claims.nbf {
+            return Err(Invalid::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+/// The outcome of reading a bearer token: checked (wharf's own), or awaiting the external
+/// issuer's signature check.
+#[derive(Debug)]
+pub enum Verification {
+    Verified(Claims),
+    External(ExternalCheck),
+}
+
+/// Verifies wharf's own tokens, and prepares the check of an external issuer's.
+pub fn verify_any(
+    token: &str,
+    key: &[u8],
+    issuer: Option<&Issuer>,
+    service: &str,
+    now: u64,
+) -> Result<Verification, Invalid> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Invalid::Malformed);
+    };
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+        kid: Option<String>,
+    }
+    let h: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).map_err(|_| Invalid::Malformed)?)
+        .map_err(|_| Invalid::Malformed)?;
+    if h.alg == "HS256" {
+        return verify(token, key, service, now).map(Verification::Verified);
+    }
+    let issuer = issuer.ok_or(Invalid::Malformed)?;
+    let jwk = issuer.key(&h.alg, h.kid.as_deref()).ok_or(Invalid::Signature)?.clone();
+    Ok(Verification::External(ExternalCheck {
+        alg: h.alg,
+        jwk,
+        signing_input: format!("{header}.{payload}").into_bytes(),
+        signature: URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::Malformed)?,
+        payload: URL_SAFE_NO_PAD.decode(payload).map_err(|_| Invalid::Malformed)?,
+    }))
+}

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { generateKeyPairSync, sign } from "node:crypto";
 import { startWharf, startTlsFront, freePort, request, run, ACCEPT_ALL } from "./harness.mjs";
 import { Layout } from "./layout.mjs";
 
@@ -14,7 +15,22 @@ const RULES = JSON.stringify([
   { repositories: "public/*", anonymous: ["pull"], users: { alice: ["push"] } },
   { repositories: "team/*", users: { alice: ["pull", "push", "delete"], bob: ["pull"] } },
 ]);
-let wharf, front, shortLived, readOnly, layout;
+let wharf, front, shortLived, readOnly, external, layout;
+const ec = generateKeyPairSync("ec", { namedCurve: "P-256" });
+const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+const stranger = generateKeyPairSync("ec", { namedCurve: "P-256" });
+const ISSUER = "https://auth.example";
+const jwk = (pair, kid, alg) => ({ ...pair.publicKey.export({ format: "jwk" }), kid, alg, use: "sig" });
+
+/** A JWT signed by the external issuer's key (or another). */
+function externalToken(alg, pair, kid, claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const input = `${b64({ alg, kid, typ: "JWT" })}.${b64(claims)}`;
+  const signature = alg === "ES256"
+    ? sign("sha256", Buffer.from(input), { key: pair.privateKey, dsaEncoding: "ieee-p1363" })
+    : sign("sha256", Buffer.from(input), pair.privateKey);
+  return `${input}.${signature.toString("base64url")}`;
+}
 const tmp = mkdtempSync(join(tmpdir(), "wharf-auth-"));
 
 async function authVars(extra = {}) {
@@ -34,13 +50,19 @@ before(async () => {
   front = await startTlsFront(wharf.host, frontPort);
   shortLived = await startWharf({ vars: await authVars({ WHARF_TOKEN_TTL_SECONDS: "1" }) });
   readOnly = await startWharf({ vars: await authVars({ WHARF_READ_ONLY: "true" }) });
+  external = await startWharf({
+    vars: await authVars({
+      WHARF_TOKEN_ISSUER: ISSUER,
+      WHARF_TOKEN_JWKS: JSON.stringify({ keys: [jwk(ec, "ec-1", "ES256"), jwk(rsa, "rsa-1", "RS256")] }),
+    }),
+  });
   layout = new Layout(join(tmp, "layout"));
   layout.tag("image", layout.image("amd64", [2048, 4096]));
 });
 
 after(() => {
   front?.stop();
-  for (const w of [wharf, shortLived, readOnly]) w?.stop();
+  for (const w of [wharf, shortLived, readOnly, external]) w?.stop();
 });
 
 const skopeo = (...args) => run("skopeo", ["--insecure-policy", ...args]);
@@ -91,4 +113,24 @@ test("a push to a read-only deployment is UNSUPPORTED, even for a user allowed t
   const auth = { Authorization: "Basic " + Buffer.from("alice:alice-pw").toString("base64") };
   const r = await request(readOnly.base, "POST", "/v2/team/app/blobs/uploads/", { headers: auth });
   assert.deepEqual([r.status, r.code()], [405, "UNSUPPORTED"]);
+});
+
+test("tokens of an external issuer (ES256 and RS256, checked with WebCrypto) are accepted; forged ones are not", async () => {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = (extra = {}) => ({
+    iss: ISSUER, sub: "ci", aud: "wharf", iat: now, nbf: now - 5, exp: now + 60,
+    access: [{ type: "repository", name: "team/ext", actions: ["pull"] }], ...extra,
+  });
+  const as = async (token) =>
+    (await request(external.base, "GET", "/v2/team/ext/tags/list", { headers: { Authorization: `Bearer ${token}` } })).status;
+  // The repository does not exist: 404 NAME_UNKNOWN means the token was let through.
+  assert.equal(await as(externalToken("ES256", ec, "ec-1", claims())), 404, "ES256");
+  assert.equal(await as(externalToken("RS256", rsa, "rsa-1", claims())), 404, "RS256");
+  assert.equal(await as(externalToken("ES256", stranger, "ec-1", claims())), 401, "signed by another key");
+  assert.equal(await as(externalToken("ES256", ec, "ec-1", claims({ iss: "https://evil.example" }))), 401, "foreign issuer");
+  assert.equal(await as(externalToken("ES256", ec, "ec-1", claims({ exp: now - 1 }))), 401, "expired");
+  assert.equal(await as(externalToken("ES256", ec, "ec-1", claims({ aud: ["other", "wharf"] }))), 404, "audience list");
+  assert.equal(await as(externalToken("RS256", rsa, "ec-1", claims())), 401, "key of the wrong type");
+  const denied = externalToken("ES256", ec, "ec-1", claims({ access: [{ type: "repository", name: "team/other", actions: ["pull"] }] }));
+  assert.equal(await as(denied), 401, "scope for another repository");
 });
