@@ -78,6 +78,11 @@ pub fn verify(token: &str, key: &[u8], service: &str, now: u64) -> Result<Claims
     if claims.aud != service {
         return Err(Invalid::Audience);
     }
+    in_period(claims, now)
+}
+
+/// The claims, if `now` lies in their validity period.
+fn in_period(claims: Claims, now: u64) -> Result<Claims, Invalid> {
     if now >= claims.exp {
         return Err(Invalid::Expired);
     }
@@ -218,14 +223,7 @@ impl ExternalCheck {
         if value.get("sub").is_none_or(|v| v.is_null()) {
             value["sub"] = serde_json::json!("");
         }
-        let claims: Claims = serde_json::from_value(value).map_err(|_| Invalid::Malformed)?;
-        if now >= claims.exp {
-            return Err(Invalid::Expired);
-        }
-        if now < claims.nbf {
-            return Err(Invalid::NotYetValid);
-        }
-        Ok(claims)
+        in_period(serde_json::from_value(value).map_err(|_| Invalid::Malformed)?, now)
     }
 }
 
