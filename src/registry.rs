@@ -74,7 +74,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let response = match self.dispatch(method, &path, &query, &headers, &origin, &mut body).await {
             Ok(r) => r,
             Err(e) => {
-                drain(&mut body).await;
+                // Not for strangers: an unauthenticated client must not make wharf read
+                // megabytes it will throw away.
+                if !matches!(e.code, ErrorCode::Unauthorized | ErrorCode::Denied) {
+                    drain(&mut body).await;
+                }
                 e.into()
             }
         };
