@@ -8,7 +8,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPairSync, sign } from "node:crypto";
-import { startWharf, startTlsFront, freePort, request, run, ACCEPT_ALL } from "./harness.mjs";
+import { startWharf, startTlsFront, request, run, ACCEPT_ALL } from "./harness.mjs";
 import { Layout } from "./layout.mjs";
 
 const RULES = JSON.stringify([
@@ -44,10 +44,10 @@ async function authVars(extra = {}) {
 }
 
 before(async () => {
-  // skopeo talks HTTPS to the TLS front, so the challenge's realm must point there too.
-  const frontPort = await freePort();
-  wharf = await startWharf({ vars: await authVars({ WHARF_REALM: `https://127.0.0.1:${frontPort}/token`, WHARF_DELETE_ENABLED: "true" }) });
-  front = await startTlsFront(wharf.host, frontPort);
+  // skopeo talks HTTPS to the TLS front, so the challenge's realm must point there too: the
+  // front listens first, and learns its target once wharf is up.
+  front = await startTlsFront(() => wharf.host);
+  wharf = await startWharf({ vars: await authVars({ WHARF_REALM: `https://${front.host}/token`, WHARF_DELETE_ENABLED: "true" }) });
   shortLived = await startWharf({ vars: await authVars({ WHARF_TOKEN_TTL_SECONDS: "1" }) });
   readOnly = await startWharf({ vars: await authVars({ WHARF_READ_ONLY: "true" }) });
   external = await startWharf({

@@ -21,15 +21,21 @@ export const ACCEPT_ALL = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST
 
 export const sha256 = (bytes) => "sha256:" + createHash("sha256").update(bytes).digest("hex");
 
+/**
+ * A free port below the kernel's ephemeral range (see /proc/sys/net/ipv4/ip_local_port_range),
+ * so that no process binding port 0 (workerd opens several) can take it between this check
+ * and wrangler's bind.
+ */
 export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const free = await new Promise((resolve) => {
+      const s = net.createServer();
+      s.once("error", () => resolve(false));
+      s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
     });
-    s.on("error", reject);
-  });
+    if (free) return port;
+  }
 }
 
 /** Starts wharf; resolves to { base, host, stop } once GET /v2/ answers. */
@@ -85,16 +91,18 @@ export async function startWharf({ vars = {}, args: extra = [] } = {}) {
  * HTTPS first and waits ~10 s for workerd's plain port to fail the handshake; through this
  * front, with --tls-verify=false, it gets an answer at once.
  */
-export async function startTlsFront(target, listenPort) {
+export async function startTlsFront(target) {
   const dir = mkdtempSync(join(tmpdir(), "wharf-tls-"));
   execFileSync("openssl", [
     "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1",
     "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
   ], { stdio: "ignore" });
-  const [host, port] = target.split(":");
+  // `target` may be a function: the front can listen before its target is known.
+  const resolve = () => (typeof target === "function" ? target() : target).split(":");
   const server = tls.createServer(
     { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) },
     (client) => {
+      const [host, port] = resolve();
       const upstream = net.connect(Number(port), host);
       client.pipe(upstream).pipe(client);
       const close = () => { client.destroy(); upstream.destroy(); };
@@ -102,9 +110,9 @@ export async function startTlsFront(target, listenPort) {
       upstream.on("error", close);
     },
   );
-  listenPort ??= await freePort();
-  await new Promise((r) => server.listen(listenPort, "127.0.0.1", r));
-  return { host: `127.0.0.1:${listenPort}`, stop: () => server.close() };
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address();
+  return { host: `127.0.0.1:${port}`, stop: () => server.close() };
 }
 
 /** fetch against wharf returning { status, headers, body (Buffer), json() }. */
