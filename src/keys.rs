@@ -69,8 +69,11 @@ pub fn selftest_run(run: &UploadId) -> String {
     format!("selftest/{run}/")
 }
 
-/// The object the benchmark's baseline put writes.
-pub const SELFTEST_PUT: &str = "selftest/put";
+/// The object the benchmark's baseline put writes: a new one per blob, as a blob upload writes
+/// (overwriting one object each time measured slower in the local R2).
+pub fn selftest_put(digest: &Digest) -> String {
+    format!("selftest/put/{}", digest_path(digest))
+}
 
 /// Prefix of the repository index listed by the catalog.
 pub const CATALOG_PREFIX: &str = "catalog/";

@@ -7,7 +7,7 @@ use crate::http::{BodyReader, Headers, Method, Response, query_param};
 use crate::keys;
 use crate::names::{Digest, UploadId};
 use crate::registry::{Registry, Result, json_response};
-use crate::storage::{KeyValueStore, ObjectStore, suite};
+use crate::storage::{KeyValueStore, ObjectStore, PutOptions, suite};
 
 /// `POST`: runs the storage contract suite (see [`crate::storage::suite`]).
 pub const SUITE_PATH: &str = "/_wharf/selftest";
@@ -64,7 +64,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let digest = Digest::parse(query_param(query, "digest").unwrap_or_default())?;
         let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or_default();
         let raw = body.take_raw().ok_or_else(|| RegistryError::internal("body already read"))?;
-        if !self.objects.put_verified(keys::SELFTEST_PUT, raw, length, &digest, Default::default()).await? {
+        if !self
+            .objects
+            .put_verified(
+                &keys::selftest_put(&digest),
+                raw,
+                length,
+                &digest,
+                PutOptions { content_type: Some("application/octet-stream".into()), ..Default::default() },
+            )
+            .await?
+        {
             return Err(RegistryError::new(ErrorCode::DigestInvalid));
         }
         Ok(Response::new(201).header("Content-Length", "0"))

@@ -544,6 +544,34 @@ fn chunks_across_requests_are_hashed_and_cut_into_parts() {
 }
 
 #[test]
+fn equal_chunks_become_equal_parts_and_nothing_is_carried() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    // Three chunks of one and a half default parts each, announced with Content-Length, then a
+    // short one: cut into default parts, every request would carry some to the next.
+    let chunk = PART_SIZE * 3 / 2;
+    let data: Vec<u8> = (0..(chunk * 3 + 10)).map(|i| (i % 241) as u8).collect();
+    for start in (0..data.len()).step_by(chunk) {
+        let end = (start + chunk).min(data.len());
+        let range = format!("{start}-{}", end - 1);
+        let length = (end - start).to_string();
+        let headers = [("Content-Range", range.as_str()), ("Content-Length", length.as_str())];
+        let r = t.send(Method::Patch, &location, &headers, MemoryBody::from_bytes(data[start..end].to_vec()));
+        assert_eq!(r.status, 202, "{range}");
+        // The session object holds its state line and the bytes carried to the next request:
+        // none after a whole chunk.
+        let state: usize =
+            t.objects.snapshot().iter().filter(|(k, _)| k.starts_with("uploads/")).map(|(_, v)| v.len()).sum();
+        if end - start == chunk {
+            assert!(state < 4096, "{state} bytes carried after {range}");
+        }
+    }
+    let d = Digest::sha256_of(&data);
+    assert_eq!(t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty()).status, 201);
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
+}
+
+#[test]
 fn an_out_of_order_chunk_is_416_and_changes_nothing() {
     let t = TestRegistry::new();
     let location = start_session(&t, "r");

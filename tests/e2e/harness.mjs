@@ -3,7 +3,7 @@
 // [vars], and stop it afterwards. The Worker must already be built (.ci/build.sh).
 
 import { spawn, execFile, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -80,8 +80,11 @@ export async function startWharf({ vars = {}, args: extra = [] } = {}) {
     pid: child.pid,
     host: `127.0.0.1:${port}`,
     log: () => log,
+    /** Stops wrangler dev; resolves once it exited and its local R2/KV state is removed. */
     stop: () => {
+      const exited = child.exitCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", r));
       try { process.kill(-child.pid, "SIGTERM"); } catch {}
+      return exited.then(() => rmSync(state, { recursive: true, force: true, maxRetries: 3 }));
     },
   };
 }
