@@ -100,7 +100,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         headers: &Headers,
         head: bool,
     ) -> Result<Response<O::Body>> {
-        let link = self.blob_link(name, digest).await?.ok_or_else(|| blob_unknown(digest))?;
+        let link = match (self.blob_link(name, digest).await?, &self.config.upstream) {
+            (Some(link), _) => link,
+            (None, Some(up)) => return self.pull_blob(up, name, digest, head).await,
+            (None, None) => return Err(blob_unknown(digest)),
+        };
         let range = match headers.get("range").map(|r| parse_range(r, link.size)) {
             Some(RangeRequest::Unsatisfiable) => {
                 let e =

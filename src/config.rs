@@ -31,6 +31,8 @@ pub struct Config {
     /// PAGINATION_NUMBER_INVALID), their page size when `n` is absent, and the page size of
     /// referrers. 1 to 1000 (one KV or R2 listing). Default 1000.
     pub max_page: usize,
+    /// `WHARF_UPSTREAM` and friends: pull-through cache mode (see `proxy`). Default off.
+    pub upstream: Option<crate::proxy::UpstreamConfig>,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             max_chunk_size: 512 * 1024 * 1024,
             upload_max_age_secs: 24 * 60 * 60,
             max_page: 1000,
+            upstream: None,
         }
     }
 }
@@ -94,6 +97,7 @@ impl Config {
             selftest: flag("WHARF_SELFTEST", false)?,
             max_chunk_size,
             upload_max_age_secs: number("WHARF_UPLOAD_MAX_AGE_SECONDS", defaults.upload_max_age_secs)?,
+            upstream: crate::proxy::UpstreamConfig::from_vars(&var)?,
         })
     }
 }

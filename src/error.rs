@@ -38,6 +38,9 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     /// No endpoint has this path. The spec registers no code for it; UNSUPPORTED is closest.
     RouteUnknown,
+    /// Pull-through cache mode: the upstream registry could not be reached or answered with
+    /// something unusable. No registered code fits; UNKNOWN with 502 Bad Gateway.
+    UpstreamFailed,
     Unknown,
 }
 
@@ -65,6 +68,7 @@ impl ErrorCode {
             RangeInvalid => ("RANGE_INVALID", 416, "invalid content range"),
             PaginationNumberInvalid => ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"),
             RouteUnknown => ("UNSUPPORTED", 404, "no such endpoint"),
+            UpstreamFailed => ("UNKNOWN", 502, "the upstream registry failed to answer"),
             Unknown => ("UNKNOWN", 500, "unknown error"),
         }
     }

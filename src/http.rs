@@ -87,6 +87,10 @@ impl MemoryBody {
         chunks.reverse();
         Self(chunks)
     }
+    /// What is left of the body, whole.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0.into_iter().rev().flatten().collect()
+    }
 }
 
 impl BodyReader for MemoryBody {

@@ -3,8 +3,8 @@
 //!
 //! Everything but [`worker`] is platform-free and tested natively: the HTTP model ([`http`]),
 //! routing ([`router`]), the identifiers ([`names`]), the error table ([`error`]), storage keys
-//! ([`keys`]) and contracts ([`storage`]), and one module per OCI resource ([`manifests`],
-//! [`blobs`], [`uploads`], [`tags`]). [`worker`] adapts it to the Workers runtime and is compiled
+//! ([`keys`]) and contracts ([`storage`]), one module per OCI resource ([`manifests`],
+//! [`blobs`], [`uploads`], [`tags`]), and the pull-through cache mode ([`proxy`]). [`worker`] adapts it to the Workers runtime and is compiled
 //! only for wasm32.
 
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod log;
 pub mod manifests;
 pub mod names;
 pub mod pagination;
+pub mod proxy;
 pub mod referrers;
 pub mod registry;
 pub mod router;

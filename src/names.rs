@@ -194,6 +194,15 @@ impl Reference {
     }
 }
 
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reference::Tag(t) => t.fmt(f),
+            Reference::Digest(d) => d.fmt(f),
+        }
+    }
+}
+
 /// An upload session id: 32 lowercase hex characters (128 random bits), minted by wharf.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UploadId(String);

@@ -8,10 +8,12 @@ use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
 use crate::names::{RepositoryName, Tag};
+use crate::proxy::{Background, Upstream};
 use crate::router::Route;
 use crate::storage::{KeyValueStore, ObjectStore};
 use crate::uploads::StartUpload;
 use futures_util::future::LocalBoxFuture;
+use std::cell::RefCell;
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -24,7 +26,7 @@ pub type SignatureCheck = Box<
     dyn Fn(String, serde_json::Value, Vec<u8>, Vec<u8>) -> LocalBoxFuture<'static, std::result::Result<bool, String>>,
 >;
 
-pub struct Registry<O, K> {
+pub struct Registry<O: ObjectStore, K> {
     pub objects: O,
     pub kv: K,
     pub config: Config,
@@ -33,15 +35,24 @@ pub struct Registry<O, K> {
     pub clock: Box<dyn Fn() -> u64>,
     /// The host's signature check for external tokens; without one they are refused.
     pub signature_check: Option<SignatureCheck>,
+    /// The host's HTTP client for the upstream of a pull-through cache.
+    pub upstream: Option<Box<dyn Upstream<O>>>,
+    /// Work for after the response ([`Registry::run_background`]).
+    pub(crate) background: RefCell<Vec<Background<O::Upload>>>,
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub fn new(objects: O, kv: K, config: Config, clock: Box<dyn Fn() -> u64>) -> Self {
-        Self { objects, kv, config, clock, signature_check: None }
+        Self { objects, kv, config, clock, signature_check: None, upstream: None, background: RefCell::default() }
     }
 
     pub fn with_signature_check(mut self, check: SignatureCheck) -> Self {
         self.signature_check = Some(check);
+        self
+    }
+
+    pub fn with_upstream(mut self, upstream: Box<dyn Upstream<O>>) -> Self {
+        self.upstream = Some(upstream);
         self
     }
 
@@ -107,6 +118,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let route = Route::parse(path)?;
         if self.config.read_only && method.writes() {
             return Err(RegistryError::new(ErrorCode::Unsupported).with_message("the registry is read-only"));
+        }
+        if let Some(up) = &self.config.upstream
+            && method.writes()
+        {
+            return Err(crate::proxy::writes_refused(up));
         }
         let identity = match &self.config.auth {
             None => None,

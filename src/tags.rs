@@ -17,6 +17,10 @@ pub struct TagRecord {
     pub digest: String,
     pub media_type: String,
     pub size: u64,
+    /// Pull-through cache mode: when the upstream last confirmed the tag (seconds since the
+    /// epoch). Absent for pushed tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_at: Option<u64>,
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
@@ -29,6 +33,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Digest::parse(&entry.value)
             .map(Some)
             .map_err(|_| RegistryError::internal(format!("tag {name}:{tag} holds a malformed digest")))
+    }
+
+    /// A tag's record (KV metadata), if the tag exists.
+    pub(crate) async fn tag_record(&self, name: &RepositoryName, tag: &Tag) -> Result<Option<TagRecord>> {
+        let Some(entry) = self.kv.get(&keys::tag(name, tag)).await? else { return Ok(None) };
+        Ok(entry.metadata.and_then(|m| serde_json::from_value(m).ok()))
     }
 
     pub(crate) async fn put_tag(&self, name: &RepositoryName, tag: &Tag, record: &TagRecord) -> Result<()> {

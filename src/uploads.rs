@@ -57,7 +57,7 @@ const OCTET_STREAM: &str = "application/octet-stream";
 const SESSION_ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
 /// Largest body written with one put (R2 takes up to 5 GiB in one; larger goes in parts).
-const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024;
+pub(crate) const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024;
 
 /// Custom metadata of a session object naming its R2 multipart upload.
 const MULTIPART_META: &str = "multipart";
@@ -452,7 +452,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// Makes a verified blob part of the repository and known registry-wide.
-    async fn publish(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
+    pub(crate) async fn publish(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
         let (linked, indexed) = join(self.link_blob(name, digest, link), self.index_blob(digest, link)).await;
         linked.and(indexed)
     }

@@ -42,7 +42,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<Response<O::Body>> {
         let accepted = Accepted::from_headers(headers.get_all("accept"));
         let (mut digest, by_tag) = match reference {
-            Reference::Tag(tag) => (self.resolve_tag(name, tag).await?.ok_or_else(manifest_unknown)?, true),
+            Reference::Tag(tag) => {
+                let digest = match &self.config.upstream {
+                    Some(up) => self.resolve_tag_through(up, name, tag).await?,
+                    None => self.resolve_tag(name, tag).await?,
+                };
+                (digest.ok_or_else(manifest_unknown)?, true)
+            }
             Reference::Digest(d) => (d.clone(), false),
         };
         if etag_matches(headers, &digest) {
@@ -94,7 +100,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         })
     }
 
-    /// The manifest's metadata, and for GET its streamed body.
+    /// The manifest's metadata, and for GET its streamed body. A cache fetches a manifest it
+    /// does not hold from its upstream first.
     async fn load_manifest(
         &self,
         name: &RepositoryName,
@@ -102,11 +109,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         head: bool,
     ) -> Result<Option<(ObjectMeta, Option<O::Body>)>> {
         let key = keys::manifest(name, digest);
-        Ok(if head {
-            self.objects.head(&key).await?.map(|m| (m, None))
-        } else {
-            self.objects.get(&key, None).await?.map(|(m, b)| (m, Some(b)))
-        })
+        let load = || async {
+            Ok(if head {
+                self.objects.head(&key).await?.map(|m| (m, None))
+            } else {
+                self.objects.get(&key, None).await?.map(|(m, b)| (m, Some(b)))
+            })
+        };
+        match (load().await?, &self.config.upstream) {
+            (None, Some(up)) if self.pull_manifest(up, name, &Reference::Digest(digest.clone())).await?.is_some() => {
+                load().await
+            }
+            (found, _) => Ok(found),
+        }
     }
 
     /// PUT: verify, store the bytes in R2, then point the tag at them in KV.
@@ -144,30 +159,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         self.apply_resource_policy(&manifest, token_classes)?;
         self.verify_references(name, &manifest).await?;
 
-        let size = bytes.len() as u64;
-        let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
-        self.objects.put(&keys::manifest(name, &digest), bytes, options).await?;
-        // Then, the bytes being in place: the catalog entry, the referrer entry and the tags
-        // (the URL's and any `?tag=`, spec main branch), side by side.
-        let catalog_key = keys::catalog_entry(name);
-        let catalog = self.objects.put(&catalog_key, Vec::new(), PutOptions::default());
-        let referrer = async {
-            match &manifest.subject {
-                Some(subject) => self.record_referrer(name, &subject.digest, &digest, &manifest, size).await,
-                None => Ok(()),
-            }
-        };
-        let record =
-            TagRecord { digest: digest.to_string(), media_type: manifest.media_type.as_str().to_owned(), size };
+        // The URL's tag and any `?tag=` (spec main branch).
         let url_tag = match reference {
             Reference::Tag(tag) => Some(tag),
             Reference::Digest(_) => None,
         };
-        let tagging = join_all(url_tag.into_iter().chain(extra_tags).map(|t| self.put_tag(name, t, &record)));
-        let (catalogued, referred, tagged) = join3(catalog, referrer, tagging).await;
-        catalogued?;
-        referred?;
-        tagged.into_iter().collect::<Result<Vec<()>>>()?;
+        let tags: Vec<&Tag> = url_tag.into_iter().chain(extra_tags).collect();
+        self.store_manifest(name, &digest, bytes, &manifest, &tags).await?;
 
         let mut response = Response::new(201)
             .header("Location", manifest_url(name, &digest))
@@ -178,6 +176,41 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             response = response.header("OCI-Subject", subject.digest.to_string());
         }
         Ok(response)
+    }
+
+    /// Stores a verified manifest: the bytes first, then, the bytes being in place, the catalog
+    /// entry, the referrer entry and the tags, side by side.
+    pub(crate) async fn store_manifest(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        bytes: Vec<u8>,
+        manifest: &Manifest,
+        tags: &[&Tag],
+    ) -> Result<()> {
+        let size = bytes.len() as u64;
+        let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
+        self.objects.put(&keys::manifest(name, digest), bytes, options).await?;
+        let catalog_key = keys::catalog_entry(name);
+        let catalog = self.objects.put(&catalog_key, Vec::new(), PutOptions::default());
+        let referrer = async {
+            match &manifest.subject {
+                Some(subject) => self.record_referrer(name, &subject.digest, digest, manifest, size).await,
+                None => Ok(()),
+            }
+        };
+        let record = TagRecord {
+            digest: digest.to_string(),
+            media_type: manifest.media_type.as_str().to_owned(),
+            size,
+            cached_at: None,
+        };
+        let tagging = join_all(tags.iter().map(|t| self.put_tag(name, t, &record)));
+        let (catalogued, referred, tagged) = join3(catalog, referrer, tagging).await;
+        catalogued?;
+        referred?;
+        tagged.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(())
     }
 
     /// Distribution's applyResourcePolicy. With allowed classes configured, an image manifest's

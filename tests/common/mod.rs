@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 use futures_executor::block_on;
-use std::cell::Cell;
+use futures_util::future::LocalBoxFuture;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wharf::http::{Body, Headers, MemoryBody, Method, Request};
 use wharf::names::Digest;
+use wharf::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
 use wharf::storage::memory::{MemoryKv, MemoryObjects};
 use wharf::{Config, Registry};
 
@@ -75,18 +77,49 @@ impl TestRegistry {
         }
     }
 
-    pub fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: MemoryBody) -> TestResponse {
+    /// Another registry, with its own configuration, over this one's storage and clock.
+    pub fn sharing_storage(&self, config: Config) -> Self {
+        let clock = self.now.clone();
+        let registry = Registry::new(self.objects.clone(), self.kv.clone(), config, Box::new(move || clock.get()));
+        Self { registry, objects: self.objects.clone(), kv: self.kv.clone(), now: self.now.clone() }
+    }
+
+    /// A registry in pull-through cache mode in front of `upstream`.
+    pub fn with_upstream(config: Config, upstream: FakeUpstream) -> Self {
+        let mut t = Self::with_config(config);
+        let clock = t.now.clone();
+        let registry =
+            Registry::new(t.objects.clone(), t.kv.clone(), t.registry.config.clone(), Box::new(move || clock.get()));
+        t.registry = registry.with_upstream(Box::new(upstream));
+        t
+    }
+
+    /// Answers a request as a client on `origin` would see it, then runs the work left for
+    /// after the response, as the Worker's waitUntil would.
+    pub async fn respond(
+        &self,
+        origin: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: MemoryBody,
+    ) -> TestResponse {
         let mut h = Headers::new();
         for (n, v) in headers {
             h.append(n, v);
         }
-        let request = Request::new(method, path, h, body).with_origin("https://registry.test");
-        let response = block_on(self.registry.handle(request));
+        let request = Request::new(method, path, h, body).with_origin(origin);
+        let response = self.registry.handle(request).await;
+        self.registry.run_background().await;
         let body = match response.body {
             Body::Empty => Vec::new(),
             Body::Bytes(b) | Body::Stream(b) => b,
         };
         TestResponse { status: response.status, headers: response.headers, body }
+    }
+
+    pub fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: MemoryBody) -> TestResponse {
+        block_on(self.respond("https://registry.test", method, path, headers, body))
     }
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
@@ -153,6 +186,72 @@ impl TestRegistry {
             layer2.len()
         )
         .into_bytes()
+    }
+}
+
+/// An upstream registry for a pull-through cache: another wharf over memory, reached at
+/// [`FakeUpstream::ORIGIN`], that can be taken down, made to corrupt blobs, and asked what it
+/// was sent.
+#[derive(Clone)]
+pub struct FakeUpstream {
+    pub registry: Rc<TestRegistry>,
+    pub down: Rc<Cell<bool>>,
+    pub corrupt_blobs: Rc<Cell<bool>>,
+    /// "METHOD path" of every request, with " auth" when it carried an Authorization.
+    pub requests: Rc<RefCell<Vec<String>>>,
+}
+
+impl FakeUpstream {
+    pub const ORIGIN: &str = "https://upstream.test";
+
+    pub fn new(registry: TestRegistry) -> Self {
+        Self { registry: Rc::new(registry), down: Rc::default(), corrupt_blobs: Rc::default(), requests: Rc::default() }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.borrow().clone()
+    }
+}
+
+impl Upstream<MemoryObjects> for FakeUpstream {
+    fn fetch(&self, request: UpstreamRequest) -> LocalBoxFuture<'_, Result<UpstreamResponse<MemoryBody>, String>> {
+        Box::pin(async move {
+            if self.down.get() {
+                return Err("connection refused".into());
+            }
+            let path =
+                request.url.strip_prefix(Self::ORIGIN).ok_or_else(|| format!("unknown host: {}", request.url))?;
+            let auth = request.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+            let method = format!("{:?}", request.method).to_uppercase();
+            self.requests.borrow_mut().push(format!("{method} {path}{}", if auth { " auth" } else { "" }));
+            let headers: Vec<(&str, &str)> = request.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let r = self.registry.respond(Self::ORIGIN, request.method, path, &headers, MemoryBody::empty()).await;
+            let mut body = r.body;
+            if self.corrupt_blobs.get() && path.contains("/blobs/") && !body.is_empty() {
+                body[0] ^= 0xff;
+            }
+            let mut out = Headers::new();
+            for (n, v) in &r.headers {
+                out.append(n, v);
+            }
+            Ok(UpstreamResponse { status: r.status, headers: out, body: Some(MemoryBody::from_bytes(body)) })
+        })
+    }
+
+    fn read(&self, body: MemoryBody, limit: usize) -> LocalBoxFuture<'_, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            let bytes = body.into_bytes();
+            if bytes.len() > limit { Err(format!("more than {limit} bytes")) } else { Ok(bytes) }
+        })
+    }
+
+    fn tee(&self, body: MemoryBody, _length: u64) -> Result<(Vec<u8>, MemoryBody), String> {
+        let bytes = body.into_bytes();
+        Ok((bytes.clone(), MemoryBody::from_bytes(bytes)))
+    }
+
+    fn pass(&self, body: MemoryBody) -> Vec<u8> {
+        body.into_bytes()
     }
 }
 

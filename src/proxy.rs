@@ -1,0 +1,567 @@
+//! Pull-through cache mode (`WHARF_UPSTREAM`; Distribution's proxy mode, the seed's `isCache`):
+//! wharf mirrors another registry, fetching what a client pulls the first time it is asked for.
+//!
+//! - **Manifests** are fetched whole (at most 4 MiB), checked against the digest asked for,
+//!   and stored in R2 before they are served, by the same code as a push. A tag's KV entry is
+//!   written after the response.
+//! - **Tags** remember when they were last checked upstream (`cachedAt` in the KV metadata).
+//!   Within `WHARF_UPSTREAM_TAG_TTL_SECONDS` the cached digest is served as is. After that, one
+//!   HEAD upstream tells whether the tag moved (HEADs do not count against Docker Hub's pull
+//!   limit). When the upstream cannot be reached or fails, the cached digest is served.
+//! - **Blobs** stream from the upstream to the client. A second reader of the same stream is
+//!   stored in R2 after the response, verified by R2 against the digest, so nothing unverified
+//!   ever becomes visible under it.
+//! - **Writes** (push, delete) are 405 UNSUPPORTED: the upstream is the source of truth.
+//!
+//! The upstream's auth is the Docker token flow: a 401 with a Bearer challenge, then GET on the
+//! realm with Basic credentials (or none), then the request again with the token. The token is
+//! cached per isolate until it expires. A Basic challenge gets the credentials directly.
+//! Redirects (Docker Hub sends blobs to a CDN) are followed without credentials.
+
+use crate::blobs::BlobLink;
+use crate::config::MAX_MANIFEST_SIZE;
+use crate::error::{ErrorCode, RegistryError};
+use crate::http::{Body, Headers, Method, Response, percent_encode};
+use crate::keys;
+use crate::manifests::format::{Manifest, MediaType};
+use crate::names::{Digest, Reference, RepositoryName, Tag};
+use crate::registry::{Registry, Result};
+use crate::storage::{KeyValueStore, ObjectStore, PutOptions};
+use crate::tags::TagRecord;
+use base64::Engine;
+use futures_util::future::LocalBoxFuture;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Where the upstream is and how to talk to it (`WHARF_UPSTREAM*`, see README).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// `scheme://host[:port]`, without a trailing slash.
+    pub url: String,
+    /// `WHARF_UPSTREAM_USERNAME` / `WHARF_UPSTREAM_PASSWORD` (secrets).
+    pub credentials: Option<(String, String)>,
+    /// `WHARF_UPSTREAM_TAG_TTL_SECONDS`: how long a tag is served without asking upstream.
+    pub tag_ttl_secs: u64,
+}
+
+/// The default tag TTL: five minutes, so that a moved tag shows within minutes while a busy tag
+/// costs the upstream one HEAD per five minutes per location.
+pub const DEFAULT_TAG_TTL_SECS: u64 = 300;
+
+/// Hosts of Docker Hub's registry, where official images live under `library/`.
+const DOCKER_HUB: [&str; 4] = ["registry-1.docker.io", "index.docker.io", "docker.io", "registry.hub.docker.com"];
+
+/// Most redirects followed for one request (Docker Hub: one, to its CDN).
+const MAX_REDIRECTS: usize = 5;
+
+impl UpstreamConfig {
+    /// Reads `WHARF_UPSTREAM*`; `None` when no upstream is configured.
+    pub fn from_vars(var: &impl Fn(&str) -> Option<String>) -> std::result::Result<Option<Self>, String> {
+        let Some(url) = var("WHARF_UPSTREAM").map(|u| u.trim().trim_end_matches('/').to_owned()) else {
+            return Ok(None);
+        };
+        if url.is_empty() {
+            return Ok(None);
+        }
+        let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', '@'])) {
+            return Err(format!("WHARF_UPSTREAM: expected https://host[:port], got {url:?}"));
+        }
+        let credentials = match (var("WHARF_UPSTREAM_USERNAME"), var("WHARF_UPSTREAM_PASSWORD")) {
+            (None, None) => None,
+            (Some(user), Some(password)) if !user.is_empty() => Some((user, password)),
+            _ => return Err("WHARF_UPSTREAM_USERNAME and WHARF_UPSTREAM_PASSWORD: set both or neither".into()),
+        };
+        let tag_ttl_secs = match var("WHARF_UPSTREAM_TAG_TTL_SECONDS").as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_TAG_TTL_SECS,
+            Some(v) => v.parse().map_err(|_| format!("WHARF_UPSTREAM_TAG_TTL_SECONDS: expected seconds, got {v:?}"))?,
+        };
+        Ok(Some(Self { url, credentials, tag_ttl_secs }))
+    }
+
+    /// The repository's name upstream. Docker Hub keeps official images under `library/`;
+    /// docker adds it to one-word names itself, other clients pulling `nginx` through the cache
+    /// do not.
+    pub fn upstream_name(&self, name: &RepositoryName) -> String {
+        let host = self.url.split("://").nth(1).unwrap_or_default();
+        if DOCKER_HUB.contains(&host) && !name.as_str().contains('/') {
+            format!("library/{name}")
+        } else {
+            name.as_str().to_owned()
+        }
+    }
+
+    fn basic(&self) -> Option<String> {
+        let (user, password) = self.credentials.as_ref()?;
+        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+    }
+}
+
+/// A request to the upstream (or its token realm, or a redirect target).
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The upstream's answer, its body unread.
+pub struct UpstreamResponse<B> {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Option<B>,
+}
+
+/// The host's HTTP client and stream plumbing, as the cache needs them. Bodies are of the
+/// store's upload type, so that one can be handed to R2 as it arrives.
+pub trait Upstream<O: ObjectStore> {
+    /// Sends one request. Redirects are returned, not followed.
+    fn fetch(
+        &self,
+        request: UpstreamRequest,
+    ) -> LocalBoxFuture<'_, std::result::Result<UpstreamResponse<O::Upload>, String>>;
+    /// Reads a body whole; more than `limit` bytes is an error.
+    fn read(&self, body: O::Upload, limit: usize) -> LocalBoxFuture<'_, std::result::Result<Vec<u8>, String>>;
+    /// Splits a body of `length` bytes into one for the client and one to store.
+    fn tee(&self, body: O::Upload, length: u64) -> std::result::Result<(O::Body, O::Upload), String>;
+    /// The body as a response body, not stored.
+    fn pass(&self, body: O::Upload) -> O::Body;
+}
+
+/// Work done after the response is sent (the Worker's `waitUntil`).
+pub(crate) enum Background<U> {
+    /// Store a blob streaming from the upstream, verified against its digest, and link it.
+    Blob { name: RepositoryName, digest: Digest, length: u64, body: U },
+    /// Point a tag at a manifest the upstream confirmed, noting when.
+    Tag { name: RepositoryName, tag: Tag, record: TagRecord },
+}
+
+fn upstream_failed(detail: impl Into<serde_json::Value>) -> RegistryError {
+    RegistryError::new(ErrorCode::UpstreamFailed).with_detail(detail)
+}
+
+/// A `WWW-Authenticate` challenge: the scheme (lower-cased) and its parameters.
+#[derive(Debug, PartialEq)]
+pub struct Challenge {
+    pub scheme: String,
+    pub params: HashMap<String, String>,
+}
+
+impl Challenge {
+    /// Parses `Bearer realm="...",service="...",scope="..."` (RFC 9110 §11.6.1, one challenge).
+    pub fn parse(value: &str) -> Option<Self> {
+        let value = value.trim();
+        let (scheme, mut rest) = value.split_once(' ').unwrap_or((value, ""));
+        let mut params = HashMap::new();
+        loop {
+            rest = rest.trim_start_matches([' ', ',']);
+            let Some((key, after)) = rest.split_once('=') else { break };
+            let key = key.trim().to_ascii_lowercase();
+            let (val, after) = match after.strip_prefix('"') {
+                Some(quoted) => {
+                    let end = quoted.find('"')?;
+                    (&quoted[..end], &quoted[end + 1..])
+                }
+                None => after.split_once(',').unwrap_or((after, "")),
+            };
+            params.insert(key, val.trim().to_owned());
+            rest = after;
+        }
+        Some(Self { scheme: scheme.to_ascii_lowercase(), params })
+    }
+}
+
+thread_local! {
+    /// Authorization values by upstream user and repository, with when they expire (seconds).
+    /// One isolate serves many requests, so a pull's manifest and blobs share one token.
+    static AUTHORIZATIONS: RefCell<HashMap<String, (String, u64)>> = RefCell::new(HashMap::new());
+}
+
+/// How long a token lives when its issuer does not say (the Docker token spec's default).
+const DEFAULT_TOKEN_SECS: u64 = 60;
+
+/// `Location` of a redirect, resolved against the URL that answered it.
+fn redirect_target(from: &str, location: &str) -> Option<String> {
+    if location.starts_with("https://") || location.starts_with("http://") {
+        return Some(location.to_owned());
+    }
+    let scheme_end = from.find("://")? + 3;
+    let origin_end = from[scheme_end..].find('/').map_or(from.len(), |i| scheme_end + i);
+    location.starts_with('/').then(|| format!("{}{location}", &from[..origin_end]))
+}
+
+/// The Accept of manifest requests upstream: every type wharf stores. Clients' own Accept
+/// headers are applied to the cached manifest afterwards, as for a pushed one.
+fn accept_manifests() -> String {
+    MediaType::ALL.map(MediaType::as_str).join(", ")
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    fn upstream_client(&self) -> Result<&dyn Upstream<O>> {
+        self.upstream.as_deref().ok_or_else(|| RegistryError::internal("cache mode without an upstream client"))
+    }
+
+    pub(crate) fn defer(&self, task: Background<O::Upload>) {
+        self.background.borrow_mut().push(task);
+    }
+
+    /// Runs the work left for after the response. Failures are logged: the client has its
+    /// answer, and a blob or tag not stored is simply fetched again next time.
+    pub async fn run_background(&self) {
+        loop {
+            let Some(task) = self.background.borrow_mut().pop() else { return };
+            let result = match task {
+                Background::Blob { name, digest, length, body } => {
+                    self.store_pulled_blob(&name, &digest, length, body).await
+                }
+                Background::Tag { name, tag, record } => self.put_tag(&name, &tag, &record).await,
+            };
+            if let Err(e) = result {
+                crate::log::error(&format!("pull-through cache: storing failed: {}", e.message()));
+            }
+        }
+    }
+
+    async fn store_pulled_blob(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        length: u64,
+        body: O::Upload,
+    ) -> Result<()> {
+        let key = keys::blob_by_digest(digest);
+        let options = PutOptions { content_type: Some("application/octet-stream".into()), ..Default::default() };
+        if !self.objects.put_verified(&key, body, length, digest, options).await? {
+            crate::log::error(&format!("pull-through cache: the upstream's bytes for {digest} do not match it"));
+            return Ok(());
+        }
+        self.publish(name, digest, &BlobLink { object: key, size: length }).await
+    }
+
+    /// Sends a request for `path` to the upstream, authenticating as it asks and following
+    /// redirects (without credentials: a CDN must not see them).
+    async fn upstream_send(
+        &self,
+        up: &UpstreamConfig,
+        method: Method,
+        repository: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<UpstreamResponse<O::Upload>> {
+        let client = self.upstream_client()?;
+        let user = up.credentials.as_ref().map_or("", |(u, _)| u.as_str());
+        let cache_key = format!("{user}@{}/{repository}", up.url);
+        let now = (self.clock)();
+        let cached =
+            AUTHORIZATIONS.with_borrow(|a| a.get(&cache_key).filter(|(_, exp)| *exp > now).map(|(v, _)| v.clone()));
+        let request = |url: String, authorization: Option<&str>| {
+            let mut headers = Vec::new();
+            if let Some(a) = accept {
+                headers.push(("Accept", a.to_owned()));
+            }
+            if let Some(a) = authorization {
+                headers.push(("Authorization", a.to_owned()));
+            }
+            UpstreamRequest { method, url, headers }
+        };
+        let send = |r: UpstreamRequest| async move {
+            client.fetch(r).await.map_err(|e| upstream_failed(serde_json::json!({ "reason": e })))
+        };
+        let url = format!("{}{path}", up.url);
+        let mut response = send(request(url.clone(), cached.as_deref())).await?;
+        if response.status == 401 {
+            let challenge = response.headers.get("www-authenticate").and_then(Challenge::parse);
+            let authorization = match challenge {
+                Some(c) if c.scheme == "bearer" => Some(self.upstream_token(up, &c, repository).await?),
+                Some(c) if c.scheme == "basic" => up.basic().map(|b| (b, u64::MAX)),
+                _ => None,
+            };
+            if let Some((authorization, expires)) = authorization {
+                AUTHORIZATIONS.with_borrow_mut(|a| a.insert(cache_key, (authorization.clone(), expires)));
+                response = send(request(url.clone(), Some(&authorization))).await?;
+            }
+        }
+        let mut url = url;
+        for _ in 0..MAX_REDIRECTS {
+            if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
+                break;
+            }
+            let location = response.headers.get("location").unwrap_or_default();
+            url = redirect_target(&url, location).ok_or_else(|| {
+                upstream_failed(serde_json::json!({ "reason": "redirect without a usable Location" }))
+            })?;
+            response = send(request(url.clone(), None)).await?;
+        }
+        Ok(response)
+    }
+
+    /// The Docker token flow: a token for the challenge's scope, with the configured credentials
+    /// (or anonymously). Returns the Authorization value and when it expires.
+    async fn upstream_token(
+        &self,
+        up: &UpstreamConfig,
+        challenge: &Challenge,
+        repository: &str,
+    ) -> Result<(String, u64)> {
+        let client = self.upstream_client()?;
+        let realm = challenge.params.get("realm").filter(|r| r.starts_with("https://") || r.starts_with("http://"));
+        let realm =
+            realm.ok_or_else(|| upstream_failed(serde_json::json!({ "reason": "challenge without a realm" })))?;
+        let default_scope = format!("repository:{repository}:pull");
+        let scope = challenge.params.get("scope").unwrap_or(&default_scope);
+        let mut url = format!("{realm}{}scope={}", if realm.contains('?') { '&' } else { '?' }, percent_encode(scope));
+        if let Some(service) = challenge.params.get("service") {
+            url.push_str(&format!("&service={}", percent_encode(service)));
+        }
+        let headers = up.basic().map(|b| vec![("Authorization", b)]).unwrap_or_default();
+        let response = client
+            .fetch(UpstreamRequest { method: Method::Get, url, headers })
+            .await
+            .map_err(|e| upstream_failed(serde_json::json!({ "reason": e })))?;
+        if response.status != 200 {
+            return Err(upstream_failed(serde_json::json!({ "tokenStatus": response.status })));
+        }
+        let body = match response.body {
+            Some(b) => {
+                client.read(b, 64 * 1024).await.map_err(|e| upstream_failed(serde_json::json!({ "reason": e })))?
+            }
+            None => Vec::new(),
+        };
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|_| upstream_failed(serde_json::json!({ "reason": "the token answer is not JSON" })))?;
+        let token = answer.token.or(answer.access_token).filter(|t| !t.is_empty());
+        let token =
+            token.ok_or_else(|| upstream_failed(serde_json::json!({ "reason": "the token answer has no token" })))?;
+        // A little before it really expires, so that a request never carries a dying token.
+        let expires = (self.clock)() + answer.expires_in.unwrap_or(DEFAULT_TOKEN_SECS).saturating_sub(5);
+        Ok((format!("Bearer {token}"), expires))
+    }
+
+    /// The digest a tag points at in cache mode: the cached one while it is fresh, else what
+    /// the upstream says (storing the manifest if it is new), else, when the upstream fails,
+    /// the cached one however old. `None`: neither knows the tag.
+    pub(crate) async fn resolve_tag_through(
+        &self,
+        up: &UpstreamConfig,
+        name: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<Digest>> {
+        let cached = self.tag_record(name, tag).await?;
+        let now = (self.clock)();
+        let cached_digest = cached.as_ref().and_then(|r| Digest::parse(&r.digest).ok());
+        if let (Some(record), Some(digest)) = (&cached, &cached_digest)
+            && record.cached_at.is_some_and(|at| now.saturating_sub(at) < up.tag_ttl_secs)
+        {
+            return Ok(Some(digest.clone()));
+        }
+        match self.check_upstream_tag(up, name, tag, cached.as_ref()).await {
+            Err(e) if e.code == ErrorCode::UpstreamFailed && cached_digest.is_some() => {
+                crate::log::error(&format!("pull-through cache: serving {name}:{tag} from the cache: {:?}", e.detail));
+                Ok(cached_digest)
+            }
+            other => other,
+        }
+    }
+
+    async fn check_upstream_tag(
+        &self,
+        up: &UpstreamConfig,
+        name: &RepositoryName,
+        tag: &Tag,
+        cached: Option<&TagRecord>,
+    ) -> Result<Option<Digest>> {
+        let upstream_name = up.upstream_name(name);
+        if let Some(cached) = cached {
+            let path = format!("/v2/{upstream_name}/manifests/{tag}");
+            let r = self.upstream_send(up, Method::Head, &upstream_name, &path, Some(&accept_manifests())).await?;
+            match r.status {
+                200 if r.headers.get("docker-content-digest") == Some(cached.digest.as_str()) => {
+                    let record = TagRecord { cached_at: Some((self.clock)()), ..cached.clone() };
+                    self.defer(Background::Tag { name: name.clone(), tag: tag.clone(), record });
+                    return Ok(Digest::parse(&cached.digest).ok());
+                }
+                // Moved (or no digest header): fetch it.
+                200 => {}
+                404 => return Ok(None),
+                status => return Err(upstream_failed(serde_json::json!({ "status": status }))),
+            }
+        }
+        self.pull_manifest(up, name, &Reference::Tag(tag.clone())).await
+    }
+
+    /// Fetches a manifest from the upstream, checks it, and stores it like a push would (the
+    /// tag in KV after the response). `None`: the upstream does not have it.
+    pub(crate) async fn pull_manifest(
+        &self,
+        up: &UpstreamConfig,
+        name: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Option<Digest>> {
+        let upstream_name = up.upstream_name(name);
+        let path = format!("/v2/{upstream_name}/manifests/{reference}");
+        let r = self.upstream_send(up, Method::Get, &upstream_name, &path, Some(&accept_manifests())).await?;
+        match r.status {
+            200 => {}
+            404 => return Ok(None),
+            status => return Err(upstream_failed(serde_json::json!({ "status": status }))),
+        }
+        let client = self.upstream_client()?;
+        let bytes = match r.body {
+            Some(b) => client
+                .read(b, MAX_MANIFEST_SIZE)
+                .await
+                .map_err(|e| upstream_failed(serde_json::json!({ "reason": e })))?,
+            None => Vec::new(),
+        };
+        let manifest = Manifest::parse(r.headers.get("content-type"), &bytes)
+            .map_err(|e| upstream_failed(serde_json::json!({ "reason": "invalid manifest", "detail": e.detail })))?;
+        let digest = match reference {
+            Reference::Digest(asked) if asked.recompute(&bytes) != *asked => {
+                return Err(upstream_failed(serde_json::json!({ "reason": "manifest does not match its digest" })));
+            }
+            Reference::Digest(asked) => asked.clone(),
+            Reference::Tag(_) => Digest::sha256_of(&bytes),
+        };
+        let record = TagRecord {
+            digest: digest.to_string(),
+            media_type: manifest.media_type.as_str().to_owned(),
+            size: bytes.len() as u64,
+            cached_at: Some((self.clock)()),
+        };
+        self.store_manifest(name, &digest, bytes, &manifest, &[]).await?;
+        if let Reference::Tag(tag) = reference {
+            self.defer(Background::Tag { name: name.clone(), tag: tag.clone(), record });
+        }
+        Ok(Some(digest))
+    }
+
+    /// GET or HEAD of a blob this cache does not hold: from the upstream, stored after the
+    /// response. A Range is not passed on: the whole blob is sent (200), which RFC 9110 allows,
+    /// so that it can be stored.
+    pub(crate) async fn pull_blob(
+        &self,
+        up: &UpstreamConfig,
+        name: &RepositoryName,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<Response<O::Body>> {
+        let upstream_name = up.upstream_name(name);
+        let path = format!("/v2/{upstream_name}/blobs/{digest}");
+        let method = if head { Method::Head } else { Method::Get };
+        let r = self.upstream_send(up, method, &upstream_name, &path, None).await?;
+        match r.status {
+            200 => {}
+            404 => return Err(RegistryError::new(ErrorCode::BlobUnknown).with_detail(digest.to_string())),
+            status => return Err(upstream_failed(serde_json::json!({ "status": status }))),
+        }
+        let length = r.headers.get("content-length").and_then(|l| l.trim().parse::<u64>().ok());
+        let mut response = Response::new(200)
+            .header("Content-Type", "application/octet-stream")
+            .header("Docker-Content-Digest", digest.to_string())
+            .header("ETag", format!("\"{digest}\""));
+        if let Some(length) = length {
+            response = response.header("Content-Length", length.to_string());
+        }
+        let Some(body) = r.body.filter(|_| !head) else { return Ok(response) };
+        let client = self.upstream_client()?;
+        // Stored only with a known length that one R2 put takes (R2 checks the digest on it).
+        let body = match length.filter(|&l| l > 0 && l <= crate::uploads::MAX_SINGLE_PUT) {
+            Some(length) => {
+                let (to_client, to_store) = client.tee(body, length).map_err(RegistryError::internal)?;
+                self.defer(Background::Blob { name: name.clone(), digest: digest.clone(), length, body: to_store });
+                to_client
+            }
+            None => client.pass(body),
+        };
+        Ok(response.body(Body::Stream(body)))
+    }
+}
+
+/// The answer to a write in cache mode.
+pub(crate) fn writes_refused(up: &UpstreamConfig) -> RegistryError {
+    RegistryError::new(ErrorCode::Unsupported)
+        .with_message(format!("this registry is a pull-through cache of {}: push and delete there", up.url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> std::result::Result<Option<UpstreamConfig>, String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        UpstreamConfig::from_vars(&|name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn the_upstream_is_read_from_variables() {
+        assert_eq!(config(&[]).unwrap(), None);
+        let c = config(&[("WHARF_UPSTREAM", "https://registry-1.docker.io/")]).unwrap().unwrap();
+        assert_eq!((c.url.as_str(), c.credentials, c.tag_ttl_secs), ("https://registry-1.docker.io", None, 300));
+        let c = config(&[
+            ("WHARF_UPSTREAM", "http://127.0.0.1:5000"),
+            ("WHARF_UPSTREAM_USERNAME", "u"),
+            ("WHARF_UPSTREAM_PASSWORD", "p"),
+            ("WHARF_UPSTREAM_TAG_TTL_SECONDS", "0"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.credentials, Some(("u".into(), "p".into())));
+        assert_eq!(c.basic().as_deref(), Some("Basic dTpw"));
+        assert_eq!(c.tag_ttl_secs, 0);
+    }
+
+    #[test]
+    fn bad_upstream_settings_are_refused() {
+        for url in ["ftp://x", "registry.example", "https://", "https://host/path", "https://user@host"] {
+            assert!(config(&[("WHARF_UPSTREAM", url)]).unwrap_err().contains("WHARF_UPSTREAM"), "{url}");
+        }
+        let half = config(&[("WHARF_UPSTREAM", "https://h"), ("WHARF_UPSTREAM_USERNAME", "u")]);
+        assert!(half.unwrap_err().contains("both"));
+        assert!(config(&[("WHARF_UPSTREAM", "https://h"), ("WHARF_UPSTREAM_TAG_TTL_SECONDS", "soon")]).is_err());
+    }
+
+    #[test]
+    fn official_docker_hub_images_live_under_library() {
+        let hub = config(&[("WHARF_UPSTREAM", "https://registry-1.docker.io")]).unwrap().unwrap();
+        let name = |n: &str| RepositoryName::parse(n).unwrap();
+        assert_eq!(hub.upstream_name(&name("nginx")), "library/nginx");
+        assert_eq!(hub.upstream_name(&name("bitnami/nginx")), "bitnami/nginx");
+        let other = config(&[("WHARF_UPSTREAM", "https://ghcr.io")]).unwrap().unwrap();
+        assert_eq!(other.upstream_name(&name("nginx")), "nginx");
+    }
+
+    #[test]
+    fn challenges_are_parsed() {
+        let c = Challenge::parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#,
+        )
+        .unwrap();
+        assert_eq!(c.scheme, "bearer");
+        assert_eq!(c.params["realm"], "https://auth.docker.io/token");
+        assert_eq!(c.params["service"], "registry.docker.io");
+        assert_eq!(c.params["scope"], "repository:library/nginx:pull");
+        let c = Challenge::parse(r#"Basic realm="wharf", charset=UTF-8"#).unwrap();
+        assert_eq!(
+            (c.scheme.as_str(), c.params["realm"].as_str(), c.params["charset"].as_str()),
+            ("basic", "wharf", "UTF-8")
+        );
+        assert_eq!(Challenge::parse("Bearer").unwrap().params.len(), 0);
+        assert!(Challenge::parse(r#"Bearer realm="unterminated"#).is_none());
+    }
+
+    #[test]
+    fn redirects_resolve_against_the_answering_url() {
+        assert_eq!(
+            redirect_target("https://a.io/v2/x", "https://cdn.io/blob?sig=1").as_deref(),
+            Some("https://cdn.io/blob?sig=1")
+        );
+        assert_eq!(redirect_target("https://a.io:5000/v2/x", "/other").as_deref(), Some("https://a.io:5000/other"));
+        assert_eq!(redirect_target("https://a.io/v2/x", "relative"), None);
+    }
+}
