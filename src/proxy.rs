@@ -205,6 +205,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         self.background.borrow_mut().push(task);
     }
 
+    /// Whether work is left for after the response.
+    pub fn has_background(&self) -> bool {
+        !self.background.borrow().is_empty()
+    }
+
     /// Runs the work left for after the response. Failures are logged: the client has its
     /// answer, and a blob or tag not stored is simply fetched again next time.
     pub async fn run_background(&self) {

@@ -5,12 +5,14 @@
 use crate::error::RegistryError;
 use crate::http::{self, Body, BodyReader, Headers, Method};
 use crate::names::{Algorithm, Digest};
+use crate::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
 use crate::storage::{
     self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ListFrom, ObjectMeta, ObjectPage, ObjectStore, Part,
     PutOptions, StorageError,
 };
 use crate::{Config, Registry};
 use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -21,8 +23,9 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::ReadableStream;
 
 use worker::{
-    Bucket, ByteStream, Conditional, Context, Data, Date, Delay, Env, HttpMetadata, Include, KvStore, Object, Range,
-    Request, Response, ResponseBody, ScheduleContext, ScheduledEvent, UploadedPart, console_error, console_log, event,
+    Bucket, ByteStream, Conditional, Context, Data, Date, Delay, Env, Fetch, HttpMetadata, Include, KvStore, Object,
+    Range, Request, RequestInit, RequestRedirect, Response, ResponseBody, ScheduleContext, ScheduledEvent,
+    UploadedPart, console_error, console_log, event,
 };
 
 fn se(e: impl std::fmt::Display) -> StorageError {
@@ -295,6 +298,74 @@ impl BodyReader for RequestBody {
     }
 }
 
+/// The upstream of a pull-through cache, reached with the Workers fetch API.
+struct Fetcher;
+
+fn js_error(e: JsValue) -> String {
+    format!("{e:?}")
+}
+
+impl Upstream<R2> for Fetcher {
+    fn fetch(&self, request: UpstreamRequest) -> LocalBoxFuture<'_, Result<UpstreamResponse<ReadableStream>, String>> {
+        Box::pin(async move {
+            let headers = worker::Headers::new();
+            for (name, value) in &request.headers {
+                headers.set(name, value).map_err(|e| e.to_string())?;
+            }
+            let method = if request.method == Method::Head { worker::Method::Head } else { worker::Method::Get };
+            let mut init = RequestInit::new();
+            // Redirects come back to the core, which follows them without credentials.
+            init.with_method(method).with_headers(headers).with_redirect(RequestRedirect::Manual);
+            let outgoing = Request::new_with_init(&request.url, &init).map_err(|e| e.to_string())?;
+            let response = Fetch::Request(outgoing).send().await.map_err(|e| e.to_string())?;
+            let mut out = Headers::new();
+            for (name, value) in response.headers().entries() {
+                out.append(&name, &value);
+            }
+            let body = match response.body() {
+                ResponseBody::Stream(s) => Some(s.clone()),
+                _ => None,
+            };
+            Ok(UpstreamResponse { status: response.status_code(), headers: out, body })
+        })
+    }
+
+    fn read(&self, body: ReadableStream, limit: usize) -> LocalBoxFuture<'_, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            let mut reading = Reading::start(body);
+            let mut out = Vec::new();
+            while let Some(chunk) = reading.next().await? {
+                if out.len() + chunk.len() > limit {
+                    return Err(format!("more than {limit} bytes"));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(out)
+        })
+    }
+
+    /// `body.tee()`, the second branch piped through a `FixedLengthStream`: R2 takes only
+    /// streams of known length. `pipeThrough` carries a failed pipe to the readable side, where
+    /// the R2 put fails with it.
+    fn tee(&self, body: ReadableStream, length: u64) -> Result<(ResponseBody, ReadableStream), String> {
+        let call = |target: &JsValue, method: &str, args: Array| -> Result<JsValue, JsValue> {
+            let f: Function = Reflect::get(target, &method.into())?.dyn_into()?;
+            f.apply(target, &args)
+        };
+        let branches: Array = call(&body, "tee", Array::new()).and_then(|b| b.dyn_into()).map_err(js_error)?;
+        let ctor: Function = Reflect::get(&worker::js_sys::global(), &"FixedLengthStream".into())
+            .and_then(|c| c.dyn_into())
+            .map_err(js_error)?;
+        let fixed = Reflect::construct(&ctor, &Array::of1(&JsValue::from_f64(length as f64))).map_err(js_error)?;
+        let to_store = call(&branches.get(1), "pipeThrough", Array::of1(&fixed)).map_err(js_error)?;
+        Ok((ResponseBody::Stream(branches.get(0).unchecked_into()), to_store.unchecked_into()))
+    }
+
+    fn pass(&self, body: ReadableStream) -> ResponseBody {
+        ResponseBody::Stream(body)
+    }
+}
+
 /// R2's answer to a put whose checksum did not match the bytes (production: code 10037;
 /// Miniflare: the same sentence).
 fn is_checksum_mismatch(error: &str) -> bool {
@@ -316,7 +387,11 @@ fn registry(env: &Env) -> Result<Registry<R2, Kv>, RegistryError> {
     .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?;
     let bucket = env.bucket("BUCKET").map_err(|e| RegistryError::internal(format!("binding BUCKET: {e}")))?;
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
-    let registry = Registry::new(R2(bucket), Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000));
+    let cache = config.upstream.is_some();
+    let mut registry = Registry::new(R2(bucket), Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000));
+    if cache {
+        registry = registry.with_upstream(Box::new(Fetcher));
+    }
     Ok(registry.with_signature_check(Box::new(|alg, jwk, data, signature| {
         Box::pin(async move { webcrypto_verify(&alg, &jwk, &data, &signature).await.map_err(|e| format!("{e:?}")) })
     })))
@@ -355,7 +430,7 @@ async fn webcrypto_verify(alg: &str, jwk: &Value, data: &[u8], signature: &[u8])
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let registry = match registry(&env) {
         Ok(r) => r,
         Err(e) => return to_worker(e.into()),
@@ -374,6 +449,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     let request =
         http::Request::new(method, &path_and_query, headers, body).with_origin(url.origin().ascii_serialization());
     let response = registry.handle(request).await;
+    // What is left for after the response (the pull-through cache storing what it served).
+    if registry.has_background() {
+        ctx.wait_until(async move { registry.run_background().await });
+    }
     to_worker(response)
 }
 
