@@ -24,10 +24,11 @@ if [ ! -x node_modules/.bin/wrangler ] || [ package.json -nt node_modules/.packa
 fi
 
 if [ "${1:-}" = --with-test-tools ]; then
-  # skopeo: a real client for the end-to-end tests; openssl: their throw-away TLS front;
-  # libssl-dev and pkg-config: native-tls of the oci-client test crate.
+  # skopeo and podman: real clients for the end-to-end tests; openssl: their throw-away TLS
+  # front; libssl-dev and pkg-config: native-tls of the oci-client test crate.
   missing=()
   command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v podman >/dev/null || missing+=(podman)
   command -v openssl >/dev/null || missing+=(openssl)
   dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
   command -v pkg-config >/dev/null || missing+=(pkg-config)

@@ -4,7 +4,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPairSync, sign } from "node:crypto";
@@ -75,6 +75,27 @@ test("skopeo pushes with --dest-creds and pulls with --creds through the token f
   const raw = await inspect("team/app", "--creds", "bob:bob-pw");
   assert.equal(JSON.parse(raw).schemaVersion, 2);
   await assert.rejects(push("team/app", "--dest-creds", "bob:bob-pw"), /denied|unauthorized|403/i, "bob may only pull");
+});
+
+test("podman logs in, pushes and pulls, and is refused once logged out", async () => {
+  const dir = join(tmpdir(), `wharf-podman-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const env = { ...process.env, REGISTRY_AUTH_FILE: join(dir, "auth.json") };
+  const podman = (...args) =>
+    run("podman", ["--root", join(dir, "root"), "--runroot", join(dir, "run"), "--storage-driver", "vfs", ...args], { env });
+  try {
+    await push("team/podman-source", "--dest-creds", "alice:alice-pw");
+    await podman("login", "--tls-verify=false", "-u", "alice", "-p", "alice-pw", front.host);
+    await podman("pull", "-q", "--tls-verify=false", `${front.host}/team/podman-source:v1`);
+    await podman("push", "--tls-verify=false", `${front.host}/team/podman-source:v1`, `docker://${front.host}/team/podman:v1`);
+    await podman("rmi", "-a", "-f");
+    await podman("pull", "-q", "--tls-verify=false", `${front.host}/team/podman:v1`);
+    assert.match(await podman("images", "--format", "{{.Repository}}:{{.Tag}}"), /team\/podman:v1/);
+    await podman("logout", front.host);
+    await assert.rejects(podman("pull", "--tls-verify=false", `${front.host}/team/podman:v1`), /unauthorized/i);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("a wrong password is refused", async () => {
