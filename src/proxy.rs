@@ -177,6 +177,9 @@ thread_local! {
     static AUTHORIZATIONS: RefCell<HashMap<String, (String, u64)>> = RefCell::new(HashMap::new());
 }
 
+/// Most upstream authorizations one isolate keeps.
+const MAX_CACHED_AUTHORIZATIONS: usize = 1000;
+
 /// How long a token lives when its issuer does not say (the Docker token spec's default).
 const DEFAULT_TOKEN_SECS: u64 = 60;
 
@@ -282,7 +285,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 _ => None,
             };
             if let Some((authorization, expires)) = authorization {
-                AUTHORIZATIONS.with_borrow_mut(|a| a.insert(cache_key, (authorization.clone(), expires)));
+                AUTHORIZATIONS.with_borrow_mut(|a| {
+                    // An isolate pulling very many repositories starts over rather than grow.
+                    if a.len() >= MAX_CACHED_AUTHORIZATIONS {
+                        a.clear();
+                    }
+                    a.insert(cache_key, (authorization.clone(), expires))
+                });
                 response = send(request(url.clone(), Some(&authorization))).await?;
             }
         }
