@@ -4,6 +4,7 @@
 //! bytes (see `keys`). A GET is two round trips: the link, then the bytes, streamed from R2 to
 //! the client without passing through wasm memory.
 
+use crate::caching;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, Headers, Response};
 use crate::keys;
@@ -92,7 +93,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     /// GET and HEAD, with single byte ranges (RFC 9110 §14): 206 with Content-Range, 416 when
     /// the range starts past the end. Other Range headers (several ranges, other units, garbage)
-    /// are ignored and the whole blob is sent, as the RFC allows.
+    /// are ignored and the whole blob is sent, as the RFC allows, and so is a Range whose
+    /// `If-Range` does not name this blob. `If-None-Match` naming it is 304.
     pub(crate) async fn get_blob(
         &self,
         name: &RepositoryName,
@@ -105,7 +107,16 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (None, Some(up)) => return self.pull_blob(up, name, digest, head).await,
             (None, None) => return Err(blob_unknown(digest)),
         };
-        let range = match headers.get("range").map(|r| parse_range(r, link.size)) {
+        let validators = |r: Response<O::Body>| {
+            r.header("Docker-Content-Digest", digest.to_string())
+                .header("ETag", caching::etag(digest))
+                .header("Cache-Control", self.cache_immutable(name))
+        };
+        if caching::none_match(headers, digest) {
+            return Ok(validators(Response::new(304)));
+        }
+        let range_header = headers.get("range").filter(|_| caching::if_range_holds(headers, digest));
+        let range = match range_header.map(|r| parse_range(r, link.size)) {
             Some(RangeRequest::Unsatisfiable) => {
                 let e =
                     RegistryError::new(ErrorCode::RangeInvalid).with_detail(serde_json::json!({ "size": link.size }));
@@ -118,14 +129,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Some(r) => (206, r.length),
             None => (200, link.size),
         };
-        let mut response = Response::new(status)
+        let mut response = validators(Response::new(status))
             // An explicit type: without it workerd and Cloudflare's edge compress the blob for
             // gzip-accepting clients, dropping Content-Length and burning CPU.
             .header("Content-Type", "application/octet-stream")
             .header("Content-Length", length.to_string())
-            .header("Accept-Ranges", "bytes")
-            .header("Docker-Content-Digest", digest.to_string())
-            .header("ETag", format!("\"{digest}\""));
+            .header("Accept-Ranges", "bytes");
         if let Some(r) = range {
             let last = r.offset + r.length - 1;
             response = response.header("Content-Range", format!("bytes {}-{last}/{}", r.offset, link.size));

@@ -31,6 +31,9 @@ pub struct Config {
     /// PAGINATION_NUMBER_INVALID), their page size when `n` is absent, and the page size of
     /// referrers. 1 to 1000 (one KV or R2 listing). Default 1000.
     pub max_page: usize,
+    /// `WHARF_TAG_MAX_AGE_SECONDS`: how long caches may keep a manifest pulled by tag without
+    /// revalidating it. Default 0: `no-cache`, revalidated every time (a 304 when unchanged).
+    pub tag_max_age_secs: u64,
     /// `WHARF_UPSTREAM` and friends: pull-through cache mode (see `proxy`). Default off.
     pub upstream: Option<crate::proxy::UpstreamConfig>,
 }
@@ -46,6 +49,7 @@ impl Default for Config {
             max_chunk_size: 512 * 1024 * 1024,
             upload_max_age_secs: 24 * 60 * 60,
             max_page: 1000,
+            tag_max_age_secs: 0,
             upstream: None,
         }
     }
@@ -97,6 +101,7 @@ impl Config {
             selftest: flag("WHARF_SELFTEST", false)?,
             max_chunk_size,
             upload_max_age_secs: number("WHARF_UPLOAD_MAX_AGE_SECONDS", defaults.upload_max_age_secs)?,
+            tag_max_age_secs: number("WHARF_TAG_MAX_AGE_SECONDS", defaults.tag_max_age_secs)?,
             upstream: crate::proxy::UpstreamConfig::from_vars(&var)?,
         })
     }

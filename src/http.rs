@@ -225,7 +225,9 @@ impl<S> From<RegistryError> for Response<S> {
         let body = e.body();
         let mut response = Response::new(e.status())
             .header("Content-Type", "application/json")
-            .header("Content-Length", body.len().to_string());
+            .header("Content-Length", body.len().to_string())
+            // An error kept by a cache would outlive the push or login that changes it.
+            .header("Cache-Control", "no-store");
         response.headers.extend(e.headers);
         response.body(Body::Bytes(body))
     }

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod blobs;
+pub mod caching;
 pub mod config;
 pub mod error;
 pub mod hashing;

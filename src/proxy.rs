@@ -357,27 +357,26 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok((format!("Bearer {token}"), expires))
     }
 
-    /// The digest a tag points at in cache mode: the cached one while it is fresh, else what
-    /// the upstream says (storing the manifest if it is new), else, when the upstream fails,
-    /// the cached one however old. `None`: neither knows the tag.
+    /// What a tag points at in cache mode: the cached record while it is fresh, else what the
+    /// upstream says (storing the manifest if it is new), else, when the upstream fails, the
+    /// cached record however old. `None`: neither knows the tag.
     pub(crate) async fn resolve_tag_through(
         &self,
         up: &UpstreamConfig,
         name: &RepositoryName,
         tag: &Tag,
-    ) -> Result<Option<Digest>> {
+    ) -> Result<Option<TagRecord>> {
         let cached = self.tag_record(name, tag).await?;
         let now = (self.clock)();
-        let cached_digest = cached.as_ref().and_then(|r| Digest::parse(&r.digest).ok());
-        if let (Some(record), Some(digest)) = (&cached, &cached_digest)
+        if let Some(record) = &cached
             && record.cached_at.is_some_and(|at| now.saturating_sub(at) < up.tag_ttl_secs)
         {
-            return Ok(Some(digest.clone()));
+            return Ok(cached);
         }
         match self.check_upstream_tag(up, name, tag, cached.as_ref()).await {
-            Err(e) if e.code == ErrorCode::UpstreamFailed && cached_digest.is_some() => {
+            Err(e) if e.code == ErrorCode::UpstreamFailed && cached.is_some() => {
                 crate::log::error(&format!("pull-through cache: serving {name}:{tag} from the cache: {:?}", e.detail));
-                Ok(cached_digest)
+                Ok(cached)
             }
             other => other,
         }
@@ -389,7 +388,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         name: &RepositoryName,
         tag: &Tag,
         cached: Option<&TagRecord>,
-    ) -> Result<Option<Digest>> {
+    ) -> Result<Option<TagRecord>> {
         let upstream_name = up.upstream_name(name);
         if let Some(cached) = cached {
             let path = format!("/v2/{upstream_name}/manifests/{tag}");
@@ -397,8 +396,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             match r.status {
                 200 if r.headers.get("docker-content-digest") == Some(cached.digest.as_str()) => {
                     let record = TagRecord { cached_at: Some((self.clock)()), ..cached.clone() };
-                    self.defer(Background::Tag { name: name.clone(), tag: tag.clone(), record });
-                    return Ok(Digest::parse(&cached.digest).ok());
+                    self.defer(Background::Tag { name: name.clone(), tag: tag.clone(), record: record.clone() });
+                    return Ok(Some(record));
                 }
                 // Moved (or no digest header): fetch it.
                 200 => {}
@@ -410,13 +409,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// Fetches a manifest from the upstream, checks it, and stores it like a push would (the
-    /// tag in KV after the response). `None`: the upstream does not have it.
+    /// tag in KV after the response). Returns what a tag pointing at it records; `None`: the
+    /// upstream does not have it.
     pub(crate) async fn pull_manifest(
         &self,
         up: &UpstreamConfig,
         name: &RepositoryName,
         reference: &Reference,
-    ) -> Result<Option<Digest>> {
+    ) -> Result<Option<TagRecord>> {
         let upstream_name = up.upstream_name(name);
         let path = format!("/v2/{upstream_name}/manifests/{reference}");
         let r = self.upstream_send(up, Method::Get, &upstream_name, &path, Some(&accept_manifests())).await?;
@@ -450,9 +450,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         };
         self.store_manifest(name, &digest, bytes, &manifest, &[]).await?;
         if let Reference::Tag(tag) = reference {
-            self.defer(Background::Tag { name: name.clone(), tag: tag.clone(), record });
+            self.defer(Background::Tag { name: name.clone(), tag: tag.clone(), record: record.clone() });
         }
-        Ok(Some(digest))
+        Ok(Some(record))
     }
 
     /// GET or HEAD of a blob this cache does not hold: from the upstream, stored after the
@@ -478,7 +478,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut response = Response::new(200)
             .header("Content-Type", "application/octet-stream")
             .header("Docker-Content-Digest", digest.to_string())
-            .header("ETag", format!("\"{digest}\""));
+            .header("ETag", crate::caching::etag(digest))
+            .header("Cache-Control", self.cache_immutable(name));
         if let Some(length) = length {
             response = response.header("Content-Length", length.to_string());
         }

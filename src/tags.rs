@@ -4,6 +4,7 @@
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Response, query_param};
 use crate::keys;
+use crate::manifests::format::MediaType;
 use crate::names::{Digest, RepositoryName, Tag};
 use crate::pagination::{next_link, page_size};
 use crate::registry::{Registry, Result, json_response};
@@ -23,22 +24,30 @@ pub struct TagRecord {
     pub cached_at: Option<u64>,
 }
 
-impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
-    /// The digest a tag points at, if the tag exists. (KV is eventually consistent: another
-    /// location may still see the previous digest for up to a minute.)
-    pub(crate) async fn resolve_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<Option<Digest>> {
-        let Some(entry) = self.kv.get(&keys::tag(name, tag)).await? else {
-            return Ok(None);
-        };
-        Digest::parse(&entry.value)
-            .map(Some)
-            .map_err(|_| RegistryError::internal(format!("tag {name}:{tag} holds a malformed digest")))
+impl TagRecord {
+    pub fn digest(&self) -> Result<Digest> {
+        Digest::parse(&self.digest)
+            .map_err(|_| RegistryError::internal(format!("a tag holds a malformed digest: {:?}", self.digest)))
     }
 
-    /// A tag's record (KV metadata), if the tag exists.
+    /// The manifest's media type, when the record has one.
+    pub fn media_type(&self) -> Option<MediaType> {
+        MediaType::parse(&self.media_type)
+    }
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// What a tag points at, if the tag exists: one KV read, its metadata carrying the
+    /// manifest's media type and size. (KV is eventually consistent: another location may still
+    /// see the previous digest for up to a minute.)
     pub(crate) async fn tag_record(&self, name: &RepositoryName, tag: &Tag) -> Result<Option<TagRecord>> {
         let Some(entry) = self.kv.get(&keys::tag(name, tag)).await? else { return Ok(None) };
-        Ok(entry.metadata.and_then(|m| serde_json::from_value(m).ok()))
+        let record = entry.metadata.and_then(|m| serde_json::from_value::<TagRecord>(m).ok());
+        // wharf writes metadata with every tag; an entry without it still names the digest.
+        let record =
+            record.unwrap_or(TagRecord { digest: entry.value, media_type: String::new(), size: 0, cached_at: None });
+        record.digest()?;
+        Ok(Some(record))
     }
 
     pub(crate) async fn put_tag(&self, name: &RepositoryName, tag: &Tag, record: &TagRecord) -> Result<()> {

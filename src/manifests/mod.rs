@@ -4,6 +4,7 @@
 
 pub mod format;
 
+use crate::caching;
 use crate::config::MAX_MANIFEST_SIZE;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Response};
@@ -20,15 +21,22 @@ fn manifest_unknown() -> RegistryError {
     RegistryError::new(ErrorCode::ManifestUnknown)
 }
 
-/// `If-None-Match` holds the digest, quoted or bare (Distribution's etagMatch; a
-/// comma-separated list and weak validators are read too).
-fn etag_matches(headers: &Headers, digest: &Digest) -> bool {
-    let d = digest.to_string();
-    headers
-        .get_all("if-none-match")
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().trim_start_matches("W/"))
-        .any(|v| v == d || v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) == Some(d.as_str()))
+/// Refuses a manifest type the client did not ask for (the OCI types; a Docker manifest list
+/// by tag is resolved to one image instead, and schema2 is served to anyone, as Distribution).
+fn refuse_unaccepted(media_type: MediaType, accepted: &Accepted) -> Result<()> {
+    match media_type {
+        MediaType::OciManifest if !accepted.accepts(MediaType::OciManifest) => {
+            Err(manifest_unknown().with_message("OCI manifest found, but accept header does not support OCI manifests"))
+        }
+        // Distribution v3 never reaches its matching check for indexes (its index type is no
+        // longer a manifest list) and serves them to anyone. wharf applies the check: the spec
+        // leaves the choice open, and an index sent to a client that did not ask for one is as
+        // unreadable to it as an OCI manifest would be.
+        MediaType::OciIndex if !accepted.accepts(MediaType::OciIndex) => {
+            Err(manifest_unknown().with_message("OCI index found, but accept header does not support OCI indexes"))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
@@ -41,38 +49,51 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         head: bool,
     ) -> Result<Response<O::Body>> {
         let accepted = Accepted::from_headers(headers.get_all("accept"));
-        let (mut digest, by_tag) = match reference {
-            Reference::Tag(tag) => {
-                let digest = match &self.config.upstream {
+        let record = match reference {
+            Reference::Tag(tag) => Some(
+                match &self.config.upstream {
                     Some(up) => self.resolve_tag_through(up, name, tag).await?,
-                    None => self.resolve_tag(name, tag).await?,
-                };
-                (digest.ok_or_else(manifest_unknown)?, true)
-            }
-            Reference::Digest(d) => (d.clone(), false),
+                    None => self.tag_record(name, tag).await?,
+                }
+                .ok_or_else(manifest_unknown)?,
+            ),
+            Reference::Digest(_) => None,
         };
-        if etag_matches(headers, &digest) {
-            return Ok(Response::new(304)
+        let mut digest = match (&record, reference) {
+            (Some(r), _) => r.digest()?,
+            (None, Reference::Digest(d)) => d.clone(),
+            (None, Reference::Tag(_)) => return Err(manifest_unknown()),
+        };
+        let by_tag = record.is_some();
+        let cache_control = if by_tag { self.cache_by_tag(name) } else { self.cache_immutable(name) };
+        let answer = |status: u16, digest: &Digest| {
+            Response::new(status)
                 .header("Docker-Content-Digest", digest.to_string())
-                .header("ETag", format!("\"{digest}\"")));
+                .header("ETag", caching::etag(digest))
+                .header("Cache-Control", cache_control.clone())
+                // The answer depends on what the client accepts.
+                .header("Vary", "Accept")
+        };
+        if caching::none_match(headers, &digest) {
+            return Ok(answer(304, &digest));
+        }
+        // HEAD by tag: the tag's metadata holds all the answer needs; R2 is not asked (unless a
+        // manifest list must be resolved to one image).
+        if head
+            && let Some(media_type) = record.as_ref().and_then(TagRecord::media_type)
+            && (media_type != MediaType::DockerManifestList || accepted.accepts(media_type))
+        {
+            refuse_unaccepted(media_type, &accepted)?;
+            let size = record.as_ref().map_or(0, |r| r.size);
+            return Ok(answer(200, &digest)
+                .header("Content-Type", media_type.as_str())
+                .header("Content-Length", size.to_string()));
         }
         let (mut meta, mut body) = self.load_manifest(name, &digest, head).await?.ok_or_else(manifest_unknown)?;
         let mut media_type = stored_media_type(&meta)?;
+        refuse_unaccepted(media_type, &accepted)?;
 
         match media_type {
-            MediaType::OciManifest if !accepted.accepts(MediaType::OciManifest) => {
-                return Err(manifest_unknown()
-                    .with_message("OCI manifest found, but accept header does not support OCI manifests"));
-            }
-            // Distribution v3 never reaches its matching check for indexes (its index type is
-            // no longer a manifest list) and serves them to anyone. wharf applies the check:
-            // the spec leaves the choice open, and an index sent to a client that did not ask
-            // for one is as unreadable to it as an OCI manifest would be.
-            MediaType::OciIndex if !accepted.accepts(MediaType::OciIndex) => {
-                return Err(
-                    manifest_unknown().with_message("OCI index found, but accept header does not support OCI indexes")
-                );
-            }
             // A client that cannot read manifest lists gets, by tag, the linux/amd64 image.
             MediaType::DockerManifestList if by_tag && !accepted.accepts(MediaType::DockerManifestList) => {
                 let (_, list) =
@@ -89,11 +110,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             _ => {}
         }
 
-        let response = Response::new(200)
+        let response = answer(200, &digest)
             .header("Content-Type", media_type.as_str())
-            .header("Content-Length", meta.size.to_string())
-            .header("Docker-Content-Digest", digest.to_string())
-            .header("ETag", format!("\"{digest}\""));
+            .header("Content-Length", meta.size.to_string());
         Ok(match body {
             Some(b) => response.body(Body::Stream(b)),
             None => response,
@@ -265,7 +284,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         match reference {
             Reference::Tag(tag) => {
-                if self.resolve_tag(name, tag).await?.is_none() {
+                if self.tag_record(name, tag).await?.is_none() {
                     return Err(manifest_unknown().with_detail(serde_json::json!({ "tag": tag.as_str() })));
                 }
                 self.delete_tag(name, tag).await?;

@@ -23,6 +23,8 @@ struct ObjectsInner {
     now_ms: u64,
     uploads: HashMap<String, PendingUpload>,
     next_etag: u64,
+    /// Storage operations so far (each a round trip to R2 in production).
+    operations: usize,
 }
 
 /// The in-memory object store.
@@ -40,6 +42,10 @@ impl MemoryObjects {
     /// Sets the time stamped on objects written from now on.
     pub fn set_now_ms(&self, now_ms: u64) {
         self.0.borrow_mut().now_ms = now_ms;
+    }
+    /// Storage operations so far: each one a round trip to R2 in production.
+    pub fn operations(&self) -> usize {
+        self.0.borrow().operations
     }
     /// Number of multipart uploads started and neither completed nor aborted.
     pub fn open_multipart_uploads(&self) -> usize {
@@ -98,6 +104,7 @@ impl ObjectStore for MemoryObjects {
         digest: &Digest,
         options: PutOptions,
     ) -> Result<bool> {
+        self.0.borrow_mut().operations += 1;
         let mut bytes = Vec::new();
         while let Some(chunk) = body.chunk().await.map_err(StorageError::new)? {
             bytes.extend_from_slice(&chunk);
@@ -113,6 +120,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        self.0.borrow_mut().operations += 1;
         Ok(self.0.borrow().objects.get(key).map(|o| o.meta.clone()))
     }
 
@@ -125,10 +133,12 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
+        self.0.borrow_mut().operations += 1;
         Ok(self.0.borrow().objects.get(key).map(|o| (o.meta.clone(), o.bytes.clone())))
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
+        self.0.borrow_mut().operations += 1;
         let mut inner = self.0.borrow_mut();
         if let Some(expected) = &options.if_etag_matches
             && inner.objects.get(key).map(|o| &o.meta.etag) != Some(expected)
@@ -140,11 +150,13 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
+        self.0.borrow_mut().operations += 1;
         self.0.borrow_mut().objects.remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, from: ListFrom<'_>, limit: u32) -> Result<ObjectPage> {
+        self.0.borrow_mut().operations += 1;
         // The memory twin's cursors are the last key of the page, so both forms mean "after".
         let cursor = match from {
             ListFrom::Beginning => None,
@@ -161,6 +173,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String> {
+        self.0.borrow_mut().operations += 1;
         let mut inner = self.0.borrow_mut();
         let id = etag(&mut inner);
         inner.uploads.insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
@@ -168,6 +181,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> Result<Part> {
+        self.0.borrow_mut().operations += 1;
         let mut inner = self.0.borrow_mut();
         let etag = etag(&mut inner);
         match inner.uploads.get_mut(upload_id) {
@@ -180,6 +194,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta> {
+        self.0.borrow_mut().operations += 1;
         let mut inner = self.0.borrow_mut();
         let Some((k, options, stored)) = inner.uploads.get(upload_id) else {
             return Err(StorageError::new(format!("no multipart upload {upload_id}")));
@@ -211,6 +226,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
+        self.0.borrow_mut().operations += 1;
         self.0.borrow_mut().uploads.remove(upload_id);
         Ok(())
     }
