@@ -2,6 +2,10 @@
 // local R2/KV) on this machine; numbers are for comparison within one run, not absolute.
 //
 // Modes:
+//   pulls    (the default) the pull paths and a manifest push, under load from `hey` (16
+//            connections, 10 s, three runs, medians), against Distribution 2.8 (apt's
+//            docker-registry, filesystem storage, loopback) measured in the same run: req/s,
+//            p50, p99, errors and the ratios; plus the wasm size and wrangler dev's start-up.
 //   uploads  a 256 MiB blob pushed monolithic (one POST ?digest=) and in 16 MiB chunks
 //            (POST, 16 PATCH, PUT; BENCH_SIZE_MIB, BENCH_CHUNK_MIB and BENCH_ROUNDS change the
 //            blob size, the chunk size and the number of rounds), against the
@@ -13,10 +17,12 @@ import { randomBytes, createHash } from "node:crypto";
 import { readFileSync, readdirSync, existsSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { cpus, tmpdir } from "node:os";
-import { startWharf, request, run as exec } from "../tests/e2e/harness.mjs";
+import { gzipSync } from "node:zlib";
+import { spawn } from "node:child_process";
+import { startWharf, request, freePort, run as exec, sha256, OCI_MANIFEST } from "../tests/e2e/harness.mjs";
 
 const MiB = 1 << 20;
-const mode = process.argv[2] ?? "uploads";
+const mode = process.argv[2] ?? "pulls";
 
 /** The workerd processes below `pid`. */
 function workerdPids(pid) {
@@ -141,11 +147,149 @@ async function uploads() {
   console.log("(workerd's RSS includes the local R2 simulator; the wasm memory is wharf's own high-water mark.)");
 }
 
+/** Distribution 2.8 (apt's docker-registry) on loopback with a throw-away filesystem store. */
+async function startDistribution() {
+  const dir = mkdtempSync(join(tmpdir(), "wharf-distribution-"));
+  const port = await freePort();
+  const config = join(dir, "config.yml");
+  writeFileSync(config, [
+    "version: 0.1",
+    "log: {level: error, accesslog: {disabled: true}}",
+    `storage: {filesystem: {rootdirectory: ${join(dir, "data")}}, delete: {enabled: true}}`,
+    `http: {addr: 127.0.0.1:${port}}`,
+  ].join("\n"));
+  const child = spawn("docker-registry", ["serve", config], { stdio: "ignore" });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`${base}/v2/`)).status === 200) break;
+    } catch {}
+    if (i > 100) throw new Error("docker-registry did not start");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { base, stop: () => { child.kill(); rmSync(dir, { recursive: true, force: true }); } };
+}
+
+/** Pushes a blob with POST then PUT ?digest= (the monolithic flow both registries speak). */
+async function pushBlob(base, repo, bytes) {
+  const digest = sha256(bytes);
+  const start = await request(base, "POST", `/v2/${repo}/blobs/uploads/`);
+  if (start.status !== 202) throw new Error(`POST: ${start.status}`);
+  const location = new URL(start.headers.get("location"), base);
+  location.searchParams.set("digest", digest);
+  const put = await request(base, "PUT", location.pathname + location.search, {
+    headers: { "Content-Type": "application/octet-stream" }, body: bytes,
+  });
+  if (put.status !== 201) throw new Error(`PUT blob: ${put.status}`);
+  return digest;
+}
+
+/** A small image: a config and one 1 MiB layer. Returns its manifest and the layer's digest. */
+async function seed(base, repo, config, layer) {
+  const c = await pushBlob(base, repo, config);
+  const l = await pushBlob(base, repo, layer);
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: c, size: config.length },
+    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: l, size: layer.length }],
+  }));
+  const r = await request(base, "PUT", `/v2/${repo}/manifests/v1`, { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
+  if (r.status !== 201) throw new Error(`PUT manifest: ${r.status} ${r.body}`);
+  return { manifest, digest: sha256(manifest), layer: l };
+}
+
+/** One `hey` run: req/s, p50 and p99 (ms), and the answers that were not `expect`. */
+async function hey(url, args, expect, seconds) {
+  const out = await exec("hey", ["-z", `${seconds}s`, "-c", "16", "-o", "csv", ...args, url], { timeout: (seconds + 60) * 1000 });
+  const rows = out.trim().split("\n").slice(1).map((l) => l.split(","));
+  const times = rows.map((r) => Number(r[0]) * 1000).sort((a, b) => a - b);
+  const pct = (p) => times[Math.min(times.length - 1, Math.floor((times.length * p) / 100))] ?? NaN;
+  return { rps: rows.length / seconds, p50: pct(50), p99: pct(99), errors: rows.filter((r) => Number(r[6]) !== expect).length };
+}
+
+/** 32 MiB pushed over and over (POST, then PUT with the body) by 4 clients for `seconds`. */
+async function uploadLoad(base, blob, seconds) {
+  const times = [];
+  let errors = 0;
+  const end = Date.now() + seconds * 1000;
+  await Promise.all([0, 1, 2, 3].map(async (i) => {
+    while (Date.now() < end) {
+      const t = process.hrtime.bigint();
+      try { await pushBlob(base, `bench/upload${i}`, blob); } catch { errors++; }
+      times.push(Number(process.hrtime.bigint() - t) / 1e6);
+    }
+  }));
+  times.sort((a, b) => a - b);
+  const pct = (p) => times[Math.min(times.length - 1, Math.floor((times.length * p) / 100))];
+  return { rps: times.length / seconds, p50: pct(50), p99: pct(99), errors };
+}
+
+async function pulls() {
+  const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+  const runs = Number(process.env.BENCH_RUNS ?? 3);
+  const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] } }));
+  const layer = randomBytes(MiB);
+  const big = randomBytes(32 * MiB);
+  const dir = mkdtempSync(join(tmpdir(), "wharf-bench-"));
+  const started = process.hrtime.bigint();
+  const wharf = await startWharf();
+  const startup = Number(process.hrtime.bigint() - started) / 1e9;
+  const distribution = await startDistribution();
+  try {
+    const targets = { wharf: wharf.base, distribution: distribution.base };
+    const image = {};
+    for (const [name, base] of Object.entries(targets)) image[name] = await seed(base, "bench/app", config, layer);
+    const manifestFile = join(dir, "manifest.json");
+    writeFileSync(manifestFile, image.wharf.manifest);
+    const oci = ["-H", `Accept: ${OCI_MANIFEST}`];
+    const scenarios = [
+      ["GET manifest by tag", (b) => hey(`${b}/v2/bench/app/manifests/v1`, oci, 200, seconds)],
+      ["HEAD manifest by tag", (b) => hey(`${b}/v2/bench/app/manifests/v1`, ["-m", "HEAD", ...oci], 200, seconds)],
+      ["GET manifest by digest", (b) => hey(`${b}/v2/bench/app/manifests/${image.wharf.digest}`, oci, 200, seconds)],
+      ["GET 1 MiB blob", (b) => hey(`${b}/v2/bench/app/blobs/${image.wharf.layer}`, ["-disable-compression"], 200, seconds)],
+      // hey's Go client asks for gzip unless told not to.
+      ["GET 1 MiB blob, Accept-Encoding: gzip", (b) => hey(`${b}/v2/bench/app/blobs/${image.wharf.layer}`, [], 200, seconds)],
+      ["PUT manifest", (b) => hey(`${b}/v2/bench/app/manifests/v1`, ["-m", "PUT", "-T", OCI_MANIFEST, "-D", manifestFile], 201, seconds)],
+      ["32 MiB upload (4 clients)", (b) => uploadLoad(b, big, seconds)],
+    ];
+    const rows = [];
+    for (const [scenario, measure] of scenarios) {
+      const results = { wharf: [], distribution: [] };
+      // Alternate the two registries, so that a slow moment of the machine hits both.
+      for (let i = 0; i < runs; i++) {
+        for (const [name, base] of Object.entries(targets)) results[name].push(await measure(base));
+      }
+      const med = (name) => {
+        const rs = results[name];
+        return { rps: median(rs.map((r) => r.rps)), p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)), errors: rs.reduce((a, r) => a + r.errors, 0) };
+      };
+      rows.push({ scenario, wharf: med("wharf"), distribution: med("distribution") });
+      console.error(`${scenario}: done`);
+    }
+    const wasm = readFileSync(new URL("../build/index_bg.wasm", import.meta.url));
+    const fmt = (r) => `${r.rps.toFixed(r.rps < 10 ? 1 : 0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors}`;
+    console.log(`\nPulls through wrangler dev vs Distribution 2.8, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}; hey, 16 connections, ${seconds} s, median of ${runs}`);
+    console.log("| scenario | wharf req/s | p50 ms | p99 ms | errors | Distribution req/s | p50 ms | p99 ms | errors | wharf / Distribution |");
+    console.log("|---|---|---|---|---|---|---|---|---|---|");
+    for (const r of rows) {
+      console.log(`| ${r.scenario} | ${fmt(r.wharf)} | ${fmt(r.distribution)} | ${(r.wharf.rps / r.distribution.rps).toFixed(2)}x |`);
+    }
+    const plain = rows.find((r) => r.scenario === "GET 1 MiB blob").wharf.rps;
+    const gzip = rows.find((r) => r.scenario.startsWith("GET 1 MiB blob, Accept")).wharf.rps;
+    console.log(`\nwharf blob GET with gzip accepted / without: ${(gzip / plain).toFixed(2)}x`);
+    console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KiB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KiB gzip; wrangler dev start-up: ${startup.toFixed(1)} s`);
+  } finally {
+    await wharf.stop();
+    distribution.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 if (!existsSync(new URL("../build/index.js", import.meta.url))) {
   console.error("build/index.js missing: npm run bench builds it first");
   process.exit(1);
 }
-const modes = { uploads };
+const modes = { pulls, uploads };
 if (!modes[mode]) {
   console.error(`unknown mode ${mode}; known: ${Object.keys(modes).join(", ")}`);
   process.exit(2);
