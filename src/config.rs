@@ -34,6 +34,9 @@ pub struct Config {
     /// `WHARF_TAG_MAX_AGE_SECONDS`: how long caches may keep a manifest pulled by tag without
     /// revalidating it. Default 0: `no-cache`, revalidated every time (a 304 when unchanged).
     pub tag_max_age_secs: u64,
+    /// `WHARF_TAG_MEMO_SECONDS`: how long an isolate keeps what a tag points at in memory
+    /// (see `memo`). Default 2; 0 turns it off.
+    pub tag_memo_secs: u64,
     /// `WHARF_UPSTREAM` and friends: pull-through cache mode (see `proxy`). Default off.
     pub upstream: Option<crate::proxy::UpstreamConfig>,
 }
@@ -50,6 +53,7 @@ impl Default for Config {
             upload_max_age_secs: 24 * 60 * 60,
             max_page: 1000,
             tag_max_age_secs: 0,
+            tag_memo_secs: 2,
             upstream: None,
         }
     }
@@ -102,6 +106,7 @@ impl Config {
             max_chunk_size,
             upload_max_age_secs: number("WHARF_UPLOAD_MAX_AGE_SECONDS", defaults.upload_max_age_secs)?,
             tag_max_age_secs: number("WHARF_TAG_MAX_AGE_SECONDS", defaults.tag_max_age_secs)?,
+            tag_memo_secs: number("WHARF_TAG_MEMO_SECONDS", defaults.tag_memo_secs)?,
             upstream: crate::proxy::UpstreamConfig::from_vars(&var)?,
         })
     }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod keys;
 pub mod log;
 pub mod manifests;
+pub mod memo;
 pub mod names;
 pub mod pagination;
 pub mod proxy;

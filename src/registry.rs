@@ -7,6 +7,7 @@ use crate::auth::{AuthConfig, Identified, Identity};
 use crate::config::Config;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
+use crate::memo::Memo;
 use crate::names::{RepositoryName, Tag};
 use crate::proxy::{Background, Upstream};
 use crate::router::Route;
@@ -14,6 +15,7 @@ use crate::storage::{KeyValueStore, ObjectStore};
 use crate::uploads::StartUpload;
 use futures_util::future::LocalBoxFuture;
 use std::cell::RefCell;
+use std::rc::Rc;
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -39,11 +41,20 @@ pub struct Registry<O: ObjectStore, K> {
     pub upstream: Option<Box<dyn Upstream<O>>>,
     /// Work for after the response ([`Registry::run_background`]).
     pub(crate) background: RefCell<Vec<Background<O::Upload>>>,
+    /// The isolate's memory of hot tags and manifests (see `memo`).
+    pub(crate) memo: Rc<Memo>,
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub fn new(objects: O, kv: K, config: Config, clock: Box<dyn Fn() -> u64>) -> Self {
-        Self { objects, kv, config, clock, signature_check: None, upstream: None, background: RefCell::default() }
+        let memo = Rc::new(Memo::new(config.tag_memo_secs));
+        Self { objects, kv, config, clock, signature_check: None, upstream: None, background: RefCell::default(), memo }
+    }
+
+    /// Shares a memo across registries: the Worker keeps one per isolate.
+    pub fn with_memo(mut self, memo: Rc<Memo>) -> Self {
+        self.memo = memo;
+        self
     }
 
     pub fn with_signature_check(mut self, check: SignatureCheck) -> Self {

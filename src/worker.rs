@@ -14,7 +14,10 @@ use crate::{Config, Registry};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
+use crate::memo::Memo;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::time::Duration;
 use worker::js_sys::{Array, ArrayBuffer, Function, Object as JsObject, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::JsCast;
@@ -376,6 +379,11 @@ fn log_sink(message: &str) {
     console_error!("{message}");
 }
 
+thread_local! {
+    /// The isolate's memo of hot tags and manifests, kept across requests.
+    static MEMO: OnceCell<Rc<Memo>> = const { OnceCell::new() };
+}
+
 /// The registry over this Worker's bindings and variables. A configuration error is logged
 /// and reported as the message of an internal error.
 fn registry(env: &Env) -> Result<Registry<R2, Kv>, RegistryError> {
@@ -388,7 +396,9 @@ fn registry(env: &Env) -> Result<Registry<R2, Kv>, RegistryError> {
     let bucket = env.bucket("BUCKET").map_err(|e| RegistryError::internal(format!("binding BUCKET: {e}")))?;
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
     let cache = config.upstream.is_some();
-    let mut registry = Registry::new(R2(bucket), Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000));
+    let memo = MEMO.with(|m| m.get_or_init(|| Rc::new(Memo::new(config.tag_memo_secs))).clone());
+    let mut registry =
+        Registry::new(R2(bucket), Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000)).with_memo(memo);
     if cache {
         registry = registry.with_upstream(Box::new(Fetcher));
     }

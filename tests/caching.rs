@@ -28,9 +28,29 @@ fn a_head_by_tag_is_answered_from_the_tag_alone() {
     let r = t.head("/v2/r/manifests/v1", &[("Accept", DOCKER_MANIFEST)]);
     assert_eq!(r.status, 404);
     assert_eq!(t.objects.operations(), before, "R2 was asked");
-    // A GET by tag is one KV read and one R2 read.
-    assert_eq!(t.get("/v2/r/manifests/v1", &[("Accept", ACCEPT_ALL)]).body, manifest);
-    assert_eq!(t.objects.operations(), before + 1);
+}
+
+#[test]
+fn a_pull_by_tag_costs_one_r2_read_and_then_none() {
+    let pusher = TestRegistry::new();
+    let (manifest, _) = pusher.push_image("r", "v1", OCI_MANIFEST, "a");
+    let accept = [("Accept", ACCEPT_ALL)];
+    // The pushing isolate remembers what it wrote.
+    let before = pusher.objects.operations();
+    assert_eq!(pusher.get("/v2/r/manifests/v1", &accept).body, manifest);
+    assert_eq!(pusher.objects.operations(), before);
+    // Another isolate: one KV read and one R2 read the first time, nothing after.
+    let other = pusher.sharing_storage(Config::default());
+    let before = other.objects.operations();
+    assert_eq!(other.get("/v2/r/manifests/v1", &accept).body, manifest);
+    assert_eq!(other.objects.operations(), before + 1);
+    assert_eq!(other.get("/v2/r/manifests/v1", &accept).body, manifest);
+    assert_eq!(other.objects.operations(), before + 1);
+    // What it remembers expires: a tag moved elsewhere is seen after WHARF_TAG_MEMO_SECONDS.
+    let (moved, _) = pusher.push_image("r", "v1", OCI_MANIFEST, "b");
+    assert_eq!(other.get("/v2/r/manifests/v1", &accept).body, manifest);
+    other.now.set(other.now.get() + Config::default().tag_memo_secs);
+    assert_eq!(other.get("/v2/r/manifests/v1", &accept).body, moved);
 }
 
 #[test]

@@ -16,6 +16,15 @@ use crate::storage::{KeyValueStore, ListFrom, ObjectMeta, ObjectStore, PutOption
 use crate::tags::TagRecord;
 use format::{Accepted, Manifest, MediaType, default_platform_child};
 use futures_util::future::{join_all, join3};
+use std::rc::Rc;
+
+/// A manifest as [`Registry::load_manifest`] found it.
+struct Loaded {
+    media_type: MediaType,
+    size: u64,
+    /// The bytes, unless only the metadata was asked for (HEAD).
+    bytes: Option<Rc<Vec<u8>>>,
+}
 
 fn manifest_unknown() -> RegistryError {
     RegistryError::new(ErrorCode::ManifestUnknown)
@@ -89,51 +98,58 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .header("Content-Type", media_type.as_str())
                 .header("Content-Length", size.to_string()));
         }
-        let (mut meta, mut body) = self.load_manifest(name, &digest, head).await?.ok_or_else(manifest_unknown)?;
-        let mut media_type = stored_media_type(&meta)?;
-        refuse_unaccepted(media_type, &accepted)?;
+        let mut manifest = self.load_manifest(name, &digest, head).await?.ok_or_else(manifest_unknown)?;
+        refuse_unaccepted(manifest.media_type, &accepted)?;
 
-        match media_type {
-            // A client that cannot read manifest lists gets, by tag, the linux/amd64 image.
-            MediaType::DockerManifestList if by_tag && !accepted.accepts(MediaType::DockerManifestList) => {
-                let (_, list) =
-                    self.objects.get_bytes(&keys::manifest(name, &digest)).await?.ok_or_else(manifest_unknown)?;
-                let child = default_platform_child(&list).ok_or_else(manifest_unknown)?;
-                (meta, body) = self.load_manifest(name, &child, head).await?.ok_or_else(manifest_unknown)?;
-                media_type = stored_media_type(&meta)?;
-                if media_type == MediaType::DockerManifest && !accepted.accepts(MediaType::DockerManifest) {
-                    return Err(RegistryError::new(ErrorCode::ManifestInvalid)
-                        .with_message("Schema 2 manifest not supported by client"));
-                }
-                digest = child;
+        // A client that cannot read manifest lists gets, by tag, the linux/amd64 image.
+        if manifest.media_type == MediaType::DockerManifestList
+            && by_tag
+            && !accepted.accepts(MediaType::DockerManifestList)
+        {
+            let list = match manifest.bytes {
+                Some(bytes) => bytes,
+                None => self
+                    .load_manifest(name, &digest, false)
+                    .await?
+                    .and_then(|m| m.bytes)
+                    .ok_or_else(manifest_unknown)?,
+            };
+            let child = default_platform_child(&list).ok_or_else(manifest_unknown)?;
+            manifest = self.load_manifest(name, &child, head).await?.ok_or_else(manifest_unknown)?;
+            if manifest.media_type == MediaType::DockerManifest && !accepted.accepts(MediaType::DockerManifest) {
+                return Err(RegistryError::new(ErrorCode::ManifestInvalid)
+                    .with_message("Schema 2 manifest not supported by client"));
             }
-            _ => {}
+            digest = child;
         }
 
         let response = answer(200, &digest)
-            .header("Content-Type", media_type.as_str())
-            .header("Content-Length", meta.size.to_string());
-        Ok(match body {
-            Some(b) => response.body(Body::Stream(b)),
+            .header("Content-Type", manifest.media_type.as_str())
+            .header("Content-Length", manifest.size.to_string());
+        Ok(match manifest.bytes {
+            Some(bytes) => response.body(Body::Bytes(bytes.to_vec())),
             None => response,
         })
     }
 
-    /// The manifest's metadata, and for GET its streamed body. A cache fetches a manifest it
-    /// does not hold from its upstream first.
-    async fn load_manifest(
-        &self,
-        name: &RepositoryName,
-        digest: &Digest,
-        head: bool,
-    ) -> Result<Option<(ObjectMeta, Option<O::Body>)>> {
+    /// A manifest's type and size, and for GET its bytes: from the isolate's memo, else from R2
+    /// (remembered for the next time). A cache fetches a manifest it does not hold from its
+    /// upstream first. Manifests are small (at most 4 MiB), so they are read whole.
+    async fn load_manifest(&self, name: &RepositoryName, digest: &Digest, head: bool) -> Result<Option<Loaded>> {
+        let now = (self.clock)();
+        if let Some(m) = self.memo.manifest(name.as_str(), &digest.to_string(), now) {
+            return Ok(Some(Loaded { media_type: m.media_type, size: m.bytes.len() as u64, bytes: Some(m.bytes) }));
+        }
         let key = keys::manifest(name, digest);
         let load = || async {
-            Ok(if head {
-                self.objects.head(&key).await?.map(|m| (m, None))
-            } else {
-                self.objects.get(&key, None).await?.map(|(m, b)| (m, Some(b)))
-            })
+            if head {
+                let Some(meta) = self.objects.head(&key).await? else { return Ok(None) };
+                return Ok(Some(Loaded { media_type: stored_media_type(&meta)?, size: meta.size, bytes: None }));
+            }
+            let Some((meta, bytes)) = self.objects.get_bytes(&key).await? else { return Ok(None) };
+            let media_type = stored_media_type(&meta)?;
+            self.memo.remember_manifest(name.as_str(), &digest.to_string(), media_type, &bytes, now);
+            Ok(Some(Loaded { media_type, size: bytes.len() as u64, bytes: Some(Rc::new(bytes)) }))
         };
         match (load().await?, &self.config.upstream) {
             (None, Some(up)) if self.pull_manifest(up, name, &Reference::Digest(digest.clone())).await?.is_some() => {
@@ -209,7 +225,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<()> {
         let size = bytes.len() as u64;
         let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
-        self.objects.put(&keys::manifest(name, digest), bytes, options).await?;
+        self.objects.put(&keys::manifest(name, digest), bytes.clone(), options).await?;
+        // Stored: the next pull from this isolate needs no R2 read.
+        self.memo.remember_manifest(name.as_str(), &digest.to_string(), manifest.media_type, &bytes, (self.clock)());
         let catalog_key = keys::catalog_entry(name);
         let catalog = self.objects.put(&catalog_key, Vec::new(), PutOptions::default());
         let referrer = async {
@@ -294,6 +312,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 let Some((_, bytes)) = self.objects.get_bytes(&key).await? else {
                     return Err(manifest_unknown());
                 };
+                self.memo.forget_manifest(name.as_str(), &digest.to_string());
                 self.objects.delete(&key).await?;
                 if let Some(subject) = format::subject_of(&bytes) {
                     self.forget_referrer(name, &subject, digest).await?;

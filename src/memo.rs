@@ -1,0 +1,177 @@
+//! Isolate memory in front of KV and R2 for the hottest reads of a pull: what a tag points at,
+//! and manifests by digest. One isolate serves many requests, so a repeated pull by tag costs
+//! no storage round trip at all.
+//!
+//! - **Tags** are kept `WHARF_TAG_MEMO_SECONDS` (default 2; 0 turns this off). Writes and
+//!   deletes through this isolate update the memo at once. Another isolate's move of a tag is
+//!   seen here within that time, on top of KV's own propagation (up to a minute between
+//!   locations).
+//! - **Manifests by digest** never change; they are kept up to [`MANIFEST_SECONDS`], so that a
+//!   manifest deleted through another isolate stops being served here within that bound. A
+//!   delete through this isolate forgets it at once.
+//!
+//! Both are bounded (entries and bytes) and forget the oldest first.
+
+use crate::manifests::format::MediaType;
+use crate::tags::TagRecord;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::rc::Rc;
+
+/// How long a manifest by digest is kept.
+pub const MANIFEST_SECONDS: u64 = 60;
+/// Most tags kept.
+const MAX_TAGS: usize = 4096;
+/// Most bytes of manifests kept, and the largest one kept.
+const MAX_MANIFEST_BYTES: usize = 8 * 1024 * 1024;
+const MAX_MANIFEST_SIZE: usize = 256 * 1024;
+
+/// A manifest as served: its type and bytes.
+#[derive(Debug, Clone)]
+pub struct MemoManifest {
+    pub media_type: MediaType,
+    pub bytes: Rc<Vec<u8>>,
+}
+
+/// A map bounded in entries and in total weight, forgetting the oldest entries first, whose
+/// entries expire.
+struct Bounded<K, V> {
+    entries: HashMap<K, (V, u64, usize)>,
+    order: VecDeque<K>,
+    weight: usize,
+    max_entries: usize,
+    max_weight: usize,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Bounded<K, V> {
+    fn new(max_entries: usize, max_weight: usize) -> Self {
+        Self { entries: HashMap::new(), order: VecDeque::new(), weight: 0, max_entries, max_weight }
+    }
+
+    fn get(&self, key: &K, now: u64) -> Option<V> {
+        self.entries.get(key).filter(|(_, expires, _)| now < *expires).map(|(v, _, _)| v.clone())
+    }
+
+    fn insert(&mut self, key: K, value: V, expires: u64, weight: usize) {
+        self.remove(&key);
+        self.order.push_back(key.clone());
+        self.entries.insert(key, (value, expires, weight));
+        self.weight += weight;
+        while self.entries.len() > self.max_entries || self.weight > self.max_weight {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if let Some((_, _, w)) = self.entries.remove(&oldest) {
+                self.weight -= w;
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &K) {
+        if let Some((_, _, w)) = self.entries.remove(key) {
+            self.weight -= w;
+            self.order.retain(|k| k != key);
+        }
+    }
+}
+
+/// The memo of one isolate (the Worker keeps one for its lifetime; each native test registry
+/// has its own).
+pub struct Memo {
+    tag_seconds: u64,
+    tags: RefCell<Bounded<(String, String), TagRecord>>,
+    manifests: RefCell<Bounded<(String, String), MemoManifest>>,
+}
+
+impl Memo {
+    pub fn new(tag_seconds: u64) -> Self {
+        Self {
+            tag_seconds,
+            tags: RefCell::new(Bounded::new(MAX_TAGS, usize::MAX)),
+            manifests: RefCell::new(Bounded::new(usize::MAX, MAX_MANIFEST_BYTES)),
+        }
+    }
+
+    pub fn tag(&self, repository: &str, tag: &str, now: u64) -> Option<TagRecord> {
+        self.tags.borrow().get(&(repository.to_owned(), tag.to_owned()), now)
+    }
+
+    pub fn remember_tag(&self, repository: &str, tag: &str, record: &TagRecord, now: u64) {
+        if self.tag_seconds > 0 {
+            self.tags.borrow_mut().insert(
+                (repository.to_owned(), tag.to_owned()),
+                record.clone(),
+                now + self.tag_seconds,
+                1,
+            );
+        }
+    }
+
+    pub fn forget_tag(&self, repository: &str, tag: &str) {
+        self.tags.borrow_mut().remove(&(repository.to_owned(), tag.to_owned()));
+    }
+
+    pub fn manifest(&self, repository: &str, digest: &str, now: u64) -> Option<MemoManifest> {
+        self.manifests.borrow().get(&(repository.to_owned(), digest.to_owned()), now)
+    }
+
+    pub fn remember_manifest(&self, repository: &str, digest: &str, media_type: MediaType, bytes: &[u8], now: u64) {
+        if bytes.len() <= MAX_MANIFEST_SIZE {
+            let value = MemoManifest { media_type, bytes: Rc::new(bytes.to_vec()) };
+            let key = (repository.to_owned(), digest.to_owned());
+            self.manifests.borrow_mut().insert(key, value, now + MANIFEST_SECONDS, bytes.len());
+        }
+    }
+
+    pub fn forget_manifest(&self, repository: &str, digest: &str) {
+        self.manifests.borrow_mut().remove(&(repository.to_owned(), digest.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(d: &str) -> TagRecord {
+        TagRecord { digest: d.into(), media_type: String::new(), size: 1, cached_at: None }
+    }
+
+    #[test]
+    fn tags_expire_and_can_be_forgotten() {
+        let memo = Memo::new(2);
+        memo.remember_tag("r", "v1", &record("a"), 100);
+        assert_eq!(memo.tag("r", "v1", 101).map(|r| r.digest), Some("a".into()));
+        assert!(memo.tag("r", "v1", 102).is_none(), "expired");
+        memo.remember_tag("r", "v1", &record("b"), 102);
+        memo.forget_tag("r", "v1");
+        assert!(memo.tag("r", "v1", 102).is_none());
+        let off = Memo::new(0);
+        off.remember_tag("r", "v1", &record("a"), 100);
+        assert!(off.tag("r", "v1", 100).is_none());
+    }
+
+    #[test]
+    fn the_oldest_entries_go_first_when_full() {
+        let mut m: Bounded<u32, u32> = Bounded::new(2, 10);
+        m.insert(1, 1, 100, 1);
+        m.insert(2, 2, 100, 1);
+        m.insert(3, 3, 100, 1);
+        assert_eq!((m.get(&1, 0), m.get(&2, 0), m.get(&3, 0)), (None, Some(2), Some(3)));
+        // Over the weight: the oldest go until it fits.
+        m.insert(4, 4, 100, 9);
+        assert_eq!((m.get(&2, 0), m.get(&3, 0), m.get(&4, 0), m.weight), (None, Some(3), Some(4), 10));
+        // Replacing an entry replaces its weight.
+        m.insert(4, 5, 100, 1);
+        assert_eq!((m.get(&4, 0), m.weight, m.order.len()), (Some(5), 2, 2));
+        assert_eq!(m.get(&4, 100), None, "expired");
+    }
+
+    #[test]
+    fn manifests_are_bounded_in_size() {
+        let memo = Memo::new(2);
+        memo.remember_manifest("r", "d", MediaType::OciManifest, &vec![0; MAX_MANIFEST_SIZE + 1], 0);
+        assert!(memo.manifest("r", "d", 0).is_none());
+        memo.remember_manifest("r", "d", MediaType::OciManifest, b"{}", 0);
+        assert_eq!(memo.manifest("r", "d", MANIFEST_SECONDS - 1).map(|m| m.bytes.len()), Some(2));
+        assert!(memo.manifest("r", "d", MANIFEST_SECONDS).is_none());
+    }
+}
