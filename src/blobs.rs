@@ -62,13 +62,20 @@ fn blob_unknown(digest: &Digest) -> RegistryError {
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// Where a repository's blob is, if it holds it: from the isolate's memo, else from R2.
     pub(crate) async fn blob_link(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<BlobLink>> {
+        let now = (self.clock)();
+        let d = digest.to_string();
+        if let Some((object, size)) = self.memo.link(name.as_str(), &d, now) {
+            return Ok(Some(BlobLink { object, size }));
+        }
         let Some(meta) = self.objects.head(&keys::blob_link(name, digest)).await? else {
             return Ok(None);
         };
-        BlobLink::from_metadata(&meta.custom)
-            .map(Some)
-            .ok_or_else(|| RegistryError::internal(format!("blob link {} has no object metadata", meta.key)))
+        let link = BlobLink::from_metadata(&meta.custom)
+            .ok_or_else(|| RegistryError::internal(format!("blob link {} has no object metadata", meta.key)))?;
+        self.memo.remember_link(name.as_str(), &d, &link.object, link.size, now);
+        Ok(Some(link))
     }
 
     /// Where the bytes of a blob are, whichever repository holds it.
@@ -88,6 +95,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub(crate) async fn link_blob(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
         let options = PutOptions { custom: link.to_metadata(), ..Default::default() };
         self.objects.put(&keys::blob_link(name, digest), Vec::new(), options).await?;
+        self.memo.remember_link(name.as_str(), &digest.to_string(), &link.object, link.size, (self.clock)());
         Ok(())
     }
 
@@ -159,6 +167,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if self.objects.head(&key).await?.is_none() {
             return Err(blob_unknown(digest));
         }
+        self.memo.forget_link(name.as_str(), &digest.to_string());
         self.objects.delete(&key).await?;
         Ok(Response::new(202).header("Content-Length", "0"))
     }

@@ -6,9 +6,9 @@
 //!   deletes through this isolate update the memo at once. Another isolate's move of a tag is
 //!   seen here within that time, on top of KV's own propagation (up to a minute between
 //!   locations).
-//! - **Manifests by digest** never change; they are kept up to [`MANIFEST_SECONDS`], so that a
-//!   manifest deleted through another isolate stops being served here within that bound. A
-//!   delete through this isolate forgets it at once.
+//! - **Manifests by digest, and where a repository's blob is** (its link) never change; they
+//!   are kept up to [`CONTENT_SECONDS`], so that what is deleted through another isolate stops
+//!   being served here within that bound. A delete through this isolate forgets it at once.
 //!
 //! Both are bounded (entries and bytes) and forget the oldest first.
 
@@ -19,8 +19,10 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::rc::Rc;
 
-/// How long a manifest by digest is kept.
-pub const MANIFEST_SECONDS: u64 = 60;
+/// How long a manifest by digest or a blob link is kept.
+pub const CONTENT_SECONDS: u64 = 60;
+/// Most blob links kept.
+const MAX_LINKS: usize = 16384;
 /// Most tags kept.
 const MAX_TAGS: usize = 4096;
 /// Most bytes of manifests kept, and the largest one kept.
@@ -80,6 +82,8 @@ pub struct Memo {
     tag_seconds: u64,
     tags: RefCell<Bounded<(String, String), TagRecord>>,
     manifests: RefCell<Bounded<(String, String), MemoManifest>>,
+    /// (repository, digest) -> (object holding the bytes, size).
+    links: RefCell<Bounded<(String, String), (String, u64)>>,
 }
 
 impl Memo {
@@ -88,6 +92,7 @@ impl Memo {
             tag_seconds,
             tags: RefCell::new(Bounded::new(MAX_TAGS, usize::MAX)),
             manifests: RefCell::new(Bounded::new(usize::MAX, MAX_MANIFEST_BYTES)),
+            links: RefCell::new(Bounded::new(MAX_LINKS, usize::MAX)),
         }
     }
 
@@ -118,12 +123,25 @@ impl Memo {
         if bytes.len() <= MAX_MANIFEST_SIZE {
             let value = MemoManifest { media_type, bytes: Rc::new(bytes.to_vec()) };
             let key = (repository.to_owned(), digest.to_owned());
-            self.manifests.borrow_mut().insert(key, value, now + MANIFEST_SECONDS, bytes.len());
+            self.manifests.borrow_mut().insert(key, value, now + CONTENT_SECONDS, bytes.len());
         }
     }
 
     pub fn forget_manifest(&self, repository: &str, digest: &str) {
         self.manifests.borrow_mut().remove(&(repository.to_owned(), digest.to_owned()));
+    }
+
+    pub fn link(&self, repository: &str, digest: &str, now: u64) -> Option<(String, u64)> {
+        self.links.borrow().get(&(repository.to_owned(), digest.to_owned()), now)
+    }
+
+    pub fn remember_link(&self, repository: &str, digest: &str, object: &str, size: u64, now: u64) {
+        let key = (repository.to_owned(), digest.to_owned());
+        self.links.borrow_mut().insert(key, (object.to_owned(), size), now + CONTENT_SECONDS, 1);
+    }
+
+    pub fn forget_link(&self, repository: &str, digest: &str) {
+        self.links.borrow_mut().remove(&(repository.to_owned(), digest.to_owned()));
     }
 }
 
@@ -171,7 +189,7 @@ mod tests {
         memo.remember_manifest("r", "d", MediaType::OciManifest, &vec![0; MAX_MANIFEST_SIZE + 1], 0);
         assert!(memo.manifest("r", "d", 0).is_none());
         memo.remember_manifest("r", "d", MediaType::OciManifest, b"{}", 0);
-        assert_eq!(memo.manifest("r", "d", MANIFEST_SECONDS - 1).map(|m| m.bytes.len()), Some(2));
-        assert!(memo.manifest("r", "d", MANIFEST_SECONDS).is_none());
+        assert_eq!(memo.manifest("r", "d", CONTENT_SECONDS - 1).map(|m| m.bytes.len()), Some(2));
+        assert!(memo.manifest("r", "d", CONTENT_SECONDS).is_none());
     }
 }

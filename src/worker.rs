@@ -4,6 +4,7 @@
 
 use crate::error::RegistryError;
 use crate::http::{self, Body, BodyReader, Headers, Method};
+use crate::memo::Memo;
 use crate::names::{Algorithm, Digest};
 use crate::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
 use crate::storage::{
@@ -14,7 +15,6 @@ use crate::{Config, Registry};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
-use crate::memo::Memo;
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -445,19 +445,13 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         Ok(r) => r,
         Err(e) => return to_worker(e.into()),
     };
-    let url = req.url()?;
-    let path_and_query = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
-    };
     let mut headers = Headers::new();
     for (name, value) in req.headers().entries() {
         headers.append(&name, &value);
     }
     let method = Method::parse(req.method().as_ref());
     let body = RequestBody { raw: req.inner().body(), reading: None };
-    let request =
-        http::Request::new(method, &path_and_query, headers, body).with_origin(url.origin().ascii_serialization());
+    let request = http::Request::from_url(method, &req.inner().url(), headers, body);
     let response = registry.handle(request).await;
     // What is left for after the response (the pull-through cache storing what it served).
     if registry.has_background() {

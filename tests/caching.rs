@@ -146,3 +146,19 @@ fn protected_repositories_are_private_to_caches() {
     let r = t.get(&format!("/v2/team/app/blobs/{team}"), &[]);
     assert_eq!((r.status, r.header("Cache-Control")), (401, Some("no-store")));
 }
+
+#[test]
+fn a_blob_pull_reads_only_its_bytes_once_its_link_is_known() {
+    let pusher = TestRegistry::new();
+    let d = pusher.push_blob("r", b"layer bytes");
+    let path = format!("/v2/r/blobs/{d}");
+    let other = pusher.sharing_storage(Config { delete_enabled: true, ..Config::default() });
+    let before = other.objects.operations();
+    assert_eq!(other.get(&path, &[]).body, b"layer bytes");
+    assert_eq!(other.objects.operations(), before + 2, "the link, then the bytes");
+    assert_eq!(other.get(&path, &[]).body, b"layer bytes");
+    assert_eq!(other.objects.operations(), before + 3, "the bytes only");
+    // A delete through this isolate is seen at once.
+    assert_eq!(other.delete(&path).status, 202);
+    assert_eq!(other.get(&path, &[]).status, 404);
+}
