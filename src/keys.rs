@@ -92,6 +92,14 @@ pub fn repository_of(key: &str) -> Option<RepositoryName> {
     RepositoryName::parse(key.strip_prefix(CATALOG_PREFIX)?).ok()
 }
 
+/// Whether a location's cache may keep the object under `key`: blob bytes, which never change
+/// and are only ever reached through a repository's link, so a copy outliving a delete (a
+/// location cache cannot be purged everywhere) is never served. Manifests are not: the manifest
+/// object is itself what says a manifest exists.
+pub fn edge_cacheable(key: &str) -> bool {
+    key.starts_with("blobs/")
+}
+
 pub fn blob_link(name: &RepositoryName, d: &Digest) -> String {
     format!("repositories/{name}/_layers/{}", digest_path(d))
 }
@@ -158,6 +166,21 @@ mod tests {
         assert_eq!(repository_of("catalog/a/b"), Some(name.clone()));
         assert_eq!(manifests_prefix(&name), "repositories/a/b/_manifests/");
         assert_eq!(tag(&name, &Tag::parse("v1").unwrap()), "tags/a/b:v1");
+    }
+
+    #[test]
+    fn only_blob_bytes_are_kept_by_location_caches() {
+        let name = RepositoryName::parse("a/b").unwrap();
+        let d = Digest::sha256_of(b"x");
+        let id = UploadId::parse(&"0".repeat(32)).unwrap();
+        for key in [blob_by_digest(&d), blob_by_upload(&id)] {
+            assert!(edge_cacheable(&key), "{key}");
+        }
+        let others =
+            [manifest(&name, &d), blob_link(&name, &d), blob_index(&d), upload_state(&id), catalog_entry(&name)];
+        for key in others {
+            assert!(!edge_cacheable(&key), "{key}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::storage::{
     self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ListFrom, ObjectMeta, ObjectPage, ObjectStore, Part,
     PutOptions, StorageError,
 };
-use crate::{Config, Registry};
+use crate::{Config, Registry, keys};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
@@ -26,8 +26,8 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::ReadableStream;
 
 use worker::{
-    Bucket, ByteStream, Conditional, Context, Data, Date, Delay, Env, Fetch, HttpMetadata, Include, KvStore, Object,
-    Range, Request, RequestInit, RequestRedirect, Response, ResponseBody, ScheduleContext, ScheduledEvent,
+    Bucket, ByteStream, Cache, Conditional, Context, Data, Date, Delay, Env, Fetch, HttpMetadata, Include, KvStore,
+    Object, Range, Request, RequestInit, RequestRedirect, Response, ResponseBody, ScheduleContext, ScheduledEvent,
     UploadedPart, console_error, console_log, event,
 };
 
@@ -35,8 +35,83 @@ fn se(e: impl std::fmt::Display) -> StorageError {
     StorageError::new(e.to_string())
 }
 
-/// The R2 bucket bound as `BUCKET`.
-struct R2(Bucket);
+/// The R2 bucket bound as `BUCKET`, with the location's cache in front of the objects that
+/// never change.
+struct R2 {
+    bucket: Bucket,
+    cache: Option<EdgeCache>,
+}
+
+/// The Cache API (`caches.default`) in front of R2 for blob bytes (`keys::edge_cacheable`):
+/// after the first read in a location they are served from its cache. A ranged read of a cached object is answered from it (206), but a
+/// range read from R2 is not cached. Deleting an object purges it here; other locations keep
+/// theirs until evicted, like any CDN copy of immutable content. The Cache API only works on
+/// a custom domain (on workers.dev it does nothing) and under `wrangler dev`.
+struct EdgeCache {
+    cache: Cache,
+    /// Keys live under the Worker's own origin: the Cache API is per zone.
+    origin: String,
+    ctx: Rc<Context>,
+}
+
+/// The largest object the Cache API keeps.
+const EDGE_CACHE_MAX: u64 = 512 * 1024 * 1024;
+
+impl EdgeCache {
+    fn url(&self, key: &str) -> String {
+        format!("{}/_wharf/cache/{key}", self.origin)
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Option<(ObjectMeta, ResponseBody)> {
+        let headers = worker::Headers::new();
+        if let Some(r) = range {
+            headers.set("Range", &format!("bytes={}-{}", r.offset, r.offset + r.length - 1)).ok()?;
+        }
+        let mut init = RequestInit::new();
+        init.with_headers(headers);
+        let request = Request::new_with_init(&self.url(key), &init).ok()?;
+        let response = self.cache.get(&request, false).await.ok()??;
+        let header = |name: &str| response.headers().get(name).ok().flatten();
+        // A ranged answer names the whole size after the slash of its Content-Range.
+        let size = header("content-range")
+            .and_then(|r| r.rsplit_once('/').and_then(|(_, total)| total.parse().ok()))
+            .or_else(|| header("content-length").and_then(|l| l.parse().ok()))?;
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size,
+            etag: header("etag").unwrap_or_default(),
+            content_type: header("content-type"),
+            custom: BTreeMap::new(),
+            uploaded_ms: 0,
+        };
+        match response.body() {
+            ResponseBody::Stream(s) => Some((meta, ResponseBody::Stream(s.clone()))),
+            _ => None,
+        }
+    }
+
+    /// Stores an object after the response (`waitUntil`), with a known length (so that ranged
+    /// reads can be answered from it).
+    fn put(&self, meta: &ObjectMeta, body: ResponseBody) {
+        let headers = worker::Headers::new();
+        let set = |name: &str, value: &str| {
+            let _ = headers.set(name, value);
+        };
+        set("Cache-Control", "public, max-age=31536000, immutable");
+        set("Content-Length", &meta.size.to_string());
+        set("ETag", &meta.etag);
+        if let Some(t) = &meta.content_type {
+            set("Content-Type", t);
+        }
+        let Ok(response) = Response::from_body(body).map(|r| r.with_headers(headers)) else { return };
+        let url = self.url(&meta.key);
+        self.ctx.wait_until(async move {
+            if let Err(e) = Cache::default().put(url, response).await {
+                console_error!("edge cache: {e}");
+            }
+        });
+    }
+}
 
 fn meta(o: &Object) -> storage::Result<ObjectMeta> {
     Ok(ObjectMeta {
@@ -73,7 +148,8 @@ impl ObjectStore for R2 {
         options: PutOptions,
     ) -> storage::Result<bool> {
         let hash = crate::hex::decode(digest.hex()).ok_or_else(|| se("digest is not hex"))?;
-        let mut put = self.0.put(key, Data::ReadableStream(body)).http_metadata(http_metadata(options.content_type));
+        let mut put =
+            self.bucket.put(key, Data::ReadableStream(body)).http_metadata(http_metadata(options.content_type));
         if !options.custom.is_empty() {
             put = put.custom_metadata(hash_map(options.custom));
         }
@@ -89,11 +165,17 @@ impl ObjectStore for R2 {
     }
 
     async fn head(&self, key: &str) -> storage::Result<Option<ObjectMeta>> {
-        self.0.head(key).await.map_err(se)?.as_ref().map(meta).transpose()
+        self.bucket.head(key).await.map_err(se)?.as_ref().map(meta).transpose()
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> storage::Result<Option<(ObjectMeta, ResponseBody)>> {
-        let mut get = self.0.get(key);
+        let cache = self.cache.as_ref().filter(|_| keys::edge_cacheable(key));
+        if let Some(cache) = cache
+            && let Some(hit) = cache.get(key, range).await
+        {
+            return Ok(Some(hit));
+        }
+        let mut get = self.bucket.get(key);
         if let Some(r) = range {
             get = get.range(Range::OffsetWithLength { offset: r.offset, length: r.length });
         }
@@ -101,11 +183,21 @@ impl ObjectStore for R2 {
             return Ok(None);
         };
         let body = object.body().ok_or_else(|| se("R2 object without a body"))?.response_body().map_err(se)?;
-        Ok(Some((meta(&object)?, body)))
+        let meta = meta(&object)?;
+        // A whole object read from R2 is kept by the location's cache for the next reader.
+        if let (Some(cache), None, ResponseBody::Stream(stream)) = (cache, range, &body)
+            && meta.size > 0
+            && meta.size <= EDGE_CACHE_MAX
+            && let Ok((to_client, to_cache)) = tee_fixed(stream.clone(), meta.size)
+        {
+            cache.put(&meta, ResponseBody::Stream(to_cache));
+            return Ok(Some((meta, ResponseBody::Stream(to_client))));
+        }
+        Ok(Some((meta, body)))
     }
 
     async fn get_bytes(&self, key: &str) -> storage::Result<Option<(ObjectMeta, Vec<u8>)>> {
-        let Some(object) = self.0.get(key).execute().await.map_err(se)? else {
+        let Some(object) = self.bucket.get(key).execute().await.map_err(se)? else {
             return Ok(None);
         };
         let bytes = match object.body() {
@@ -116,7 +208,7 @@ impl ObjectStore for R2 {
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> storage::Result<Option<ObjectMeta>> {
-        let mut put = self.0.put(key, Data::Bytes(bytes)).http_metadata(http_metadata(options.content_type));
+        let mut put = self.bucket.put(key, Data::Bytes(bytes)).http_metadata(http_metadata(options.content_type));
         if !options.custom.is_empty() {
             put = put.custom_metadata(hash_map(options.custom));
         }
@@ -127,12 +219,19 @@ impl ObjectStore for R2 {
     }
 
     async fn delete(&self, key: &str) -> storage::Result<()> {
-        self.0.delete(key).await.map_err(se)
+        if let Some(cache) = self.cache.as_ref().filter(|_| keys::edge_cacheable(key)) {
+            cache.cache.delete(cache.url(key), false).await.map_err(se)?;
+        }
+        self.bucket.delete(key).await.map_err(se)
     }
 
     async fn list(&self, prefix: &str, from: ListFrom<'_>, limit: u32) -> storage::Result<ObjectPage> {
-        let mut list =
-            self.0.list().prefix(prefix).limit(limit).include(vec![Include::HttpMetadata, Include::CustomMetadata]);
+        let mut list = self
+            .bucket
+            .list()
+            .prefix(prefix)
+            .limit(limit)
+            .include(vec![Include::HttpMetadata, Include::CustomMetadata]);
         match from {
             ListFrom::Beginning => {}
             ListFrom::Cursor(c) => list = list.cursor(c),
@@ -144,7 +243,7 @@ impl ObjectStore for R2 {
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> storage::Result<String> {
-        let mut create = self.0.create_multipart_upload(key).http_metadata(http_metadata(options.content_type));
+        let mut create = self.bucket.create_multipart_upload(key).http_metadata(http_metadata(options.content_type));
         if !options.custom.is_empty() {
             create = create.custom_metadata(hash_map(options.custom));
         }
@@ -152,20 +251,20 @@ impl ObjectStore for R2 {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> storage::Result<Part> {
-        let upload = self.0.resume_multipart_upload(key, upload_id).map_err(se)?;
+        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(se)?;
         let part = upload.upload_part(number, Data::Bytes(bytes)).await.map_err(se)?;
         Ok(Part { number: part.part_number(), etag: part.etag() })
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> storage::Result<ObjectMeta> {
-        let upload = self.0.resume_multipart_upload(key, upload_id).map_err(se)?;
+        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(se)?;
         let parts = parts.iter().map(|p| UploadedPart::new(p.number, p.etag.clone()));
         let object = upload.complete(parts).await.map_err(se)?;
         meta(&object)
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> storage::Result<()> {
-        self.0.resume_multipart_upload(key, upload_id).map_err(se)?.abort().await.map_err(se)
+        self.bucket.resume_multipart_upload(key, upload_id).map_err(se)?.abort().await.map_err(se)
     }
 }
 
@@ -347,26 +446,31 @@ impl Upstream<R2> for Fetcher {
         })
     }
 
-    /// `body.tee()`, the second branch piped through a `FixedLengthStream`: R2 takes only
-    /// streams of known length. `pipeThrough` carries a failed pipe to the readable side, where
-    /// the R2 put fails with it.
     fn tee(&self, body: ReadableStream, length: u64) -> Result<(ResponseBody, ReadableStream), String> {
-        let call = |target: &JsValue, method: &str, args: Array| -> Result<JsValue, JsValue> {
-            let f: Function = Reflect::get(target, &method.into())?.dyn_into()?;
-            f.apply(target, &args)
-        };
-        let branches: Array = call(&body, "tee", Array::new()).and_then(|b| b.dyn_into()).map_err(js_error)?;
-        let ctor: Function = Reflect::get(&worker::js_sys::global(), &"FixedLengthStream".into())
-            .and_then(|c| c.dyn_into())
-            .map_err(js_error)?;
-        let fixed = Reflect::construct(&ctor, &Array::of1(&JsValue::from_f64(length as f64))).map_err(js_error)?;
-        let to_store = call(&branches.get(1), "pipeThrough", Array::of1(&fixed)).map_err(js_error)?;
-        Ok((ResponseBody::Stream(branches.get(0).unchecked_into()), to_store.unchecked_into()))
+        let (to_client, to_store) = tee_fixed(body, length)?;
+        Ok((ResponseBody::Stream(to_client), to_store))
     }
 
     fn pass(&self, body: ReadableStream) -> ResponseBody {
         ResponseBody::Stream(body)
     }
+}
+
+/// `stream.tee()`, the second branch piped through a `FixedLengthStream` of `length`: R2 and
+/// the Cache API want streams of known length. `pipeThrough` carries a failed pipe to the
+/// readable side, where the put reading it fails with it.
+fn tee_fixed(stream: ReadableStream, length: u64) -> Result<(ReadableStream, ReadableStream), String> {
+    let call = |target: &JsValue, method: &str, args: Array| -> Result<JsValue, JsValue> {
+        let f: Function = Reflect::get(target, &method.into())?.dyn_into()?;
+        f.apply(target, &args)
+    };
+    let branches: Array = call(&stream, "tee", Array::new()).and_then(|b| b.dyn_into()).map_err(js_error)?;
+    let ctor: Function = Reflect::get(&worker::js_sys::global(), &"FixedLengthStream".into())
+        .and_then(|c| c.dyn_into())
+        .map_err(js_error)?;
+    let fixed = Reflect::construct(&ctor, &Array::of1(&JsValue::from_f64(length as f64))).map_err(js_error)?;
+    let second = call(&branches.get(1), "pipeThrough", Array::of1(&fixed)).map_err(js_error)?;
+    Ok((branches.get(0).unchecked_into(), second.unchecked_into()))
 }
 
 /// R2's answer to a put whose checksum did not match the bytes (production: code 10037;
@@ -386,7 +490,7 @@ thread_local! {
 
 /// The registry over this Worker's bindings and variables. A configuration error is logged
 /// and reported as the message of an internal error.
-fn registry(env: &Env) -> Result<Registry<R2, Kv>, RegistryError> {
+fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, RegistryError> {
     crate::log::set_sink(log_sink);
     // Variables and secrets alike (users and the token key are secrets).
     let config = Config::from_vars(|name| {
@@ -395,11 +499,11 @@ fn registry(env: &Env) -> Result<Registry<R2, Kv>, RegistryError> {
     .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?;
     let bucket = env.bucket("BUCKET").map_err(|e| RegistryError::internal(format!("binding BUCKET: {e}")))?;
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
-    let cache = config.upstream.is_some();
+    let pull_through = config.upstream.is_some();
     let memo = MEMO.with(|m| m.get_or_init(|| Rc::new(Memo::new(config.tag_memo_secs))).clone());
-    let mut registry =
-        Registry::new(R2(bucket), Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000)).with_memo(memo);
-    if cache {
+    let mut registry = Registry::new(R2 { bucket, cache }, Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000))
+        .with_memo(memo);
+    if pull_through {
         registry = registry.with_upstream(Box::new(Fetcher));
     }
     Ok(registry.with_signature_check(Box::new(|alg, jwk, data, signature| {
@@ -441,10 +545,6 @@ async fn webcrypto_verify(alg: &str, jwk: &Value, data: &[u8], signature: &[u8])
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let registry = match registry(&env) {
-        Ok(r) => r,
-        Err(e) => return to_worker(e.into()),
-    };
     let mut headers = Headers::new();
     for (name, value) in req.headers().entries() {
         headers.append(&name, &value);
@@ -452,6 +552,12 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let method = Method::parse(req.method().as_ref());
     let body = RequestBody { raw: req.inner().body(), reading: None };
     let request = http::Request::from_url(method, &req.inner().url(), headers, body);
+    let ctx = Rc::new(ctx);
+    let cache = EdgeCache { cache: Cache::default(), origin: request.origin.clone(), ctx: ctx.clone() };
+    let registry = match registry(&env, Some(cache)) {
+        Ok(r) => r,
+        Err(e) => return to_worker(e.into()),
+    };
     let response = registry.handle(request).await;
     // What is left for after the response (the pull-through cache storing what it served).
     if registry.has_background() {
@@ -463,7 +569,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 /// The cron trigger of wrangler.toml: abort upload sessions abandoned by their clients.
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    let Ok(registry) = registry(&env) else { return };
+    let Ok(registry) = registry(&env, None) else { return };
     match registry.clean_abandoned_uploads(Date::now().as_millis()).await {
         Ok(0) => {}
         Ok(n) => console_log!("removed {n} abandoned upload sessions"),

@@ -79,6 +79,8 @@ export async function startWharf({ vars = {}, args: extra = [] } = {}) {
     base,
     pid: child.pid,
     host: `127.0.0.1:${port}`,
+    /** The --persist-to directory: local R2, KV and Cache API state. */
+    state,
     log: () => log,
     /** Stops wrangler dev; resolves once it exited and its local R2/KV state is removed. */
     stop: () => {
