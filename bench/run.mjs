@@ -243,6 +243,8 @@ async function pulls() {
     writeFileSync(manifestFile, image.wharf.manifest);
     const oci = ["-H", `Accept: ${OCI_MANIFEST}`];
     const scenarios = [
+      // No storage at all: what the server and its HTTP stack cost by themselves.
+      ["GET /v2/", (b) => hey(`${b}/v2/`, [], 200, seconds)],
       ["GET manifest by tag", (b) => hey(`${b}/v2/bench/app/manifests/v1`, oci, 200, seconds)],
       ["HEAD manifest by tag", (b) => hey(`${b}/v2/bench/app/manifests/v1`, ["-m", "HEAD", ...oci], 200, seconds)],
       ["GET manifest by digest", (b) => hey(`${b}/v2/bench/app/manifests/${image.wharf.digest}`, oci, 200, seconds)],

@@ -43,13 +43,15 @@ struct R2 {
 }
 
 /// The Cache API (`caches.default`) in front of R2 for blob bytes (`keys::edge_cacheable`):
-/// after the first read in a location they are served from its cache. A ranged read of a cached object is answered from it (206), but a
-/// range read from R2 is not cached. Deleting an object purges it here; other locations keep
-/// theirs until evicted, like any CDN copy of immutable content. The Cache API only works on
+/// after the first read in a location they are served from its cache. A ranged read of a
+/// cached object is answered from it (206), but a ranged read from R2 is not cached. Deleting
+/// an object purges it here; other locations keep theirs until evicted, which is harmless
+/// because a blob is only reached through its repository's link. The Cache API only works on
 /// a custom domain (on workers.dev it does nothing) and under `wrangler dev`.
 struct EdgeCache {
     cache: Cache,
-    /// Keys live under the Worker's own origin: the Cache API is per zone.
+    /// Keys live under the Worker's own origin, the Cache API being per zone. A client asking
+    /// for such a URL itself reaches the Worker (which runs before the cache) and gets a 404.
     origin: String,
     ctx: Rc<Context>,
 }
