@@ -132,6 +132,38 @@ pub struct Manifest {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// Deepest nesting of arrays and objects a manifest may have. Real ones nest four or five
+/// levels; deeper documents are refused before parsing, so that nothing stored can choke the
+/// parsers of clients that pull it (Go's stops at 10,000, others far sooner).
+const MAX_NESTING: usize = 32;
+
+/// How deeply a JSON text nests arrays and objects (brackets inside strings not counted).
+/// Malformed text gets some number; the parser refuses it anyway.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fn invalid(detail: impl Into<serde_json::Value>) -> RegistryError {
     RegistryError::new(ErrorCode::ManifestInvalid).with_detail(detail)
 }
@@ -154,6 +186,9 @@ impl Manifest {
         let ct = content_type.unwrap_or("");
         let media_type = MediaType::parse(ct)
             .ok_or_else(|| invalid(json!({ "reason": "unsupported manifest media type", "contentType": ct })))?;
+        if nesting_depth(body) > MAX_NESTING {
+            return Err(invalid(json!({ "reason": format!("JSON nested deeper than {MAX_NESTING} levels") })));
+        }
         let raw: RawManifest = serde_json::from_slice(body).map_err(|e| {
             invalid(json!({ "reason": format!("manifest is not valid JSON of the expected shape: {e}") }))
         })?;
@@ -245,6 +280,15 @@ pub fn default_platform_child(list_body: &[u8]) -> Option<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert_eq!(nesting_depth(b"{}"), 1);
+        assert_eq!(nesting_depth(br#"{"a":[{"b":[]}],"c":{}}"#), 4);
+        assert_eq!(nesting_depth(br#"{"a":"[[[{{{\"[["}"#), 1);
+        assert_eq!(nesting_depth(br#"{"a":"\\","b":[[]]}"#), 3);
+        assert_eq!(nesting_depth(b"]]]]"), 0);
+    }
 
     fn d(n: u8) -> String {
         Digest::sha256_of(&[n]).to_string()
