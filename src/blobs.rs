@@ -69,12 +69,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let Some((object, size)) = self.memo.link(name.as_str(), &d, now) {
             return Ok(Some(BlobLink { object, size }));
         }
+        let read_at = self.memo.generation();
         let Some(meta) = self.objects.head(&keys::blob_link(name, digest)).await? else {
             return Ok(None);
         };
         let link = BlobLink::from_metadata(&meta.custom)
             .ok_or_else(|| RegistryError::internal(format!("blob link {} has no object metadata", meta.key)))?;
-        self.memo.remember_link(name.as_str(), &d, &link.object, link.size, now);
+        self.memo.remember_link(name.as_str(), &d, &link.object, link.size, now, Some(read_at));
         Ok(Some(link))
     }
 
@@ -95,7 +96,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub(crate) async fn link_blob(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
         let options = PutOptions { custom: link.to_metadata(), ..Default::default() };
         self.objects.put(&keys::blob_link(name, digest), Vec::new(), options).await?;
-        self.memo.remember_link(name.as_str(), &digest.to_string(), &link.object, link.size, (self.clock)());
+        self.memo.remember_link(name.as_str(), &digest.to_string(), &link.object, link.size, (self.clock)(), None);
         Ok(())
     }
 
@@ -169,6 +170,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         self.memo.forget_link(name.as_str(), &digest.to_string());
         self.objects.delete(&key).await?;
+        self.memo.forget_link(name.as_str(), &digest.to_string());
         Ok(Response::new(202).header("Content-Length", "0"))
     }
 }

@@ -11,6 +11,11 @@
 //!   being served here within that bound. A delete through this isolate forgets it at once.
 //!
 //! Both are bounded (entries and bytes) and forget the oldest first.
+//!
+//! A read that raced a write must not put the old value back: every write and delete moves
+//! the memo's generation on, and a value read from storage is only remembered when the
+//! generation is still the one taken before the read ([`Memo::generation`]). Deletes forget
+//! before and after they reach storage, so that a read overlapping the delete is dropped too.
 
 use crate::manifests::format::MediaType;
 use crate::tags::TagRecord;
@@ -80,6 +85,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Bounded<K, V> {
 /// has its own).
 pub struct Memo {
     tag_seconds: u64,
+    generation: std::cell::Cell<u64>,
     tags: RefCell<Bounded<(String, String), TagRecord>>,
     manifests: RefCell<Bounded<(String, String), MemoManifest>>,
     /// (repository, digest) -> (object holding the bytes, size).
@@ -90,18 +96,41 @@ impl Memo {
     pub fn new(tag_seconds: u64) -> Self {
         Self {
             tag_seconds,
+            generation: std::cell::Cell::new(0),
             tags: RefCell::new(Bounded::new(MAX_TAGS, usize::MAX)),
             manifests: RefCell::new(Bounded::new(usize::MAX, MAX_MANIFEST_BYTES)),
             links: RefCell::new(Bounded::new(MAX_LINKS, usize::MAX)),
         }
     }
 
+    /// The generation to pass to a `remember_*` call for a value about to be read from storage.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// Whether a value read from storage may be remembered (`Some` of the generation taken
+    /// before the read), or the value was just written (`None`: it is the newest, and reads in
+    /// flight must not overwrite it).
+    fn admit(&self, read_at: Option<u64>) -> bool {
+        match read_at {
+            Some(g) => g == self.generation.get(),
+            None => {
+                self.generation.set(self.generation.get() + 1);
+                true
+            }
+        }
+    }
+
+    fn invalidate(&self) {
+        self.generation.set(self.generation.get() + 1);
+    }
+
     pub fn tag(&self, repository: &str, tag: &str, now: u64) -> Option<TagRecord> {
         self.tags.borrow().get(&(repository.to_owned(), tag.to_owned()), now)
     }
 
-    pub fn remember_tag(&self, repository: &str, tag: &str, record: &TagRecord, now: u64) {
-        if self.tag_seconds > 0 {
+    pub fn remember_tag(&self, repository: &str, tag: &str, record: &TagRecord, now: u64, read_at: Option<u64>) {
+        if self.admit(read_at) && self.tag_seconds > 0 {
             self.tags.borrow_mut().insert(
                 (repository.to_owned(), tag.to_owned()),
                 record.clone(),
@@ -112,6 +141,7 @@ impl Memo {
     }
 
     pub fn forget_tag(&self, repository: &str, tag: &str) {
+        self.invalidate();
         self.tags.borrow_mut().remove(&(repository.to_owned(), tag.to_owned()));
     }
 
@@ -119,8 +149,16 @@ impl Memo {
         self.manifests.borrow().get(&(repository.to_owned(), digest.to_owned()), now)
     }
 
-    pub fn remember_manifest(&self, repository: &str, digest: &str, media_type: MediaType, bytes: &[u8], now: u64) {
-        if bytes.len() <= MAX_MANIFEST_SIZE {
+    pub fn remember_manifest(
+        &self,
+        repository: &str,
+        digest: &str,
+        media_type: MediaType,
+        bytes: &[u8],
+        now: u64,
+        read_at: Option<u64>,
+    ) {
+        if self.admit(read_at) && bytes.len() <= MAX_MANIFEST_SIZE {
             let value = MemoManifest { media_type, bytes: Rc::new(bytes.to_vec()) };
             let key = (repository.to_owned(), digest.to_owned());
             self.manifests.borrow_mut().insert(key, value, now + CONTENT_SECONDS, bytes.len());
@@ -128,6 +166,7 @@ impl Memo {
     }
 
     pub fn forget_manifest(&self, repository: &str, digest: &str) {
+        self.invalidate();
         self.manifests.borrow_mut().remove(&(repository.to_owned(), digest.to_owned()));
     }
 
@@ -135,12 +174,24 @@ impl Memo {
         self.links.borrow().get(&(repository.to_owned(), digest.to_owned()), now)
     }
 
-    pub fn remember_link(&self, repository: &str, digest: &str, object: &str, size: u64, now: u64) {
+    pub fn remember_link(
+        &self,
+        repository: &str,
+        digest: &str,
+        object: &str,
+        size: u64,
+        now: u64,
+        read_at: Option<u64>,
+    ) {
+        if !self.admit(read_at) {
+            return;
+        }
         let key = (repository.to_owned(), digest.to_owned());
         self.links.borrow_mut().insert(key, (object.to_owned(), size), now + CONTENT_SECONDS, 1);
     }
 
     pub fn forget_link(&self, repository: &str, digest: &str) {
+        self.invalidate();
         self.links.borrow_mut().remove(&(repository.to_owned(), digest.to_owned()));
     }
 }
@@ -156,15 +207,35 @@ mod tests {
     #[test]
     fn tags_expire_and_can_be_forgotten() {
         let memo = Memo::new(2);
-        memo.remember_tag("r", "v1", &record("a"), 100);
+        memo.remember_tag("r", "v1", &record("a"), 100, None);
         assert_eq!(memo.tag("r", "v1", 101).map(|r| r.digest), Some("a".into()));
         assert!(memo.tag("r", "v1", 102).is_none(), "expired");
-        memo.remember_tag("r", "v1", &record("b"), 102);
+        memo.remember_tag("r", "v1", &record("b"), 102, None);
         memo.forget_tag("r", "v1");
         assert!(memo.tag("r", "v1", 102).is_none());
         let off = Memo::new(0);
-        off.remember_tag("r", "v1", &record("a"), 100);
+        off.remember_tag("r", "v1", &record("a"), 100, None);
         assert!(off.tag("r", "v1", 100).is_none());
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_or_delete_is_not_remembered() {
+        let memo = Memo::new(2);
+        // A read starts, a push writes B and remembers it, the read ends with the old A.
+        let read_at = memo.generation();
+        memo.remember_tag("r", "v1", &record("B"), 100, None);
+        memo.remember_tag("r", "v1", &record("A"), 100, Some(read_at));
+        assert_eq!(memo.tag("r", "v1", 100).map(|r| r.digest), Some("B".into()));
+        // A read starts during a delete (after its first forget), ends after it.
+        memo.forget_manifest("r", "d");
+        let read_at = memo.generation();
+        memo.forget_manifest("r", "d");
+        memo.remember_manifest("r", "d", MediaType::OciManifest, b"{}", 100, Some(read_at));
+        assert!(memo.manifest("r", "d", 100).is_none());
+        // A read with nothing in between is remembered.
+        let read_at = memo.generation();
+        memo.remember_link("r", "d", "blobs/x", 1, 100, Some(read_at));
+        assert_eq!(memo.link("r", "d", 100), Some(("blobs/x".into(), 1)));
     }
 
     #[test]
@@ -186,9 +257,9 @@ mod tests {
     #[test]
     fn manifests_are_bounded_in_size() {
         let memo = Memo::new(2);
-        memo.remember_manifest("r", "d", MediaType::OciManifest, &vec![0; MAX_MANIFEST_SIZE + 1], 0);
+        memo.remember_manifest("r", "d", MediaType::OciManifest, &vec![0; MAX_MANIFEST_SIZE + 1], 0, None);
         assert!(memo.manifest("r", "d", 0).is_none());
-        memo.remember_manifest("r", "d", MediaType::OciManifest, b"{}", 0);
+        memo.remember_manifest("r", "d", MediaType::OciManifest, b"{}", 0, None);
         assert_eq!(memo.manifest("r", "d", CONTENT_SECONDS - 1).map(|m| m.bytes.len()), Some(2));
         assert!(memo.manifest("r", "d", CONTENT_SECONDS).is_none());
     }

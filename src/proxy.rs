@@ -51,6 +51,9 @@ pub const DEFAULT_TAG_TTL_SECS: u64 = 300;
 /// Hosts of Docker Hub's registry, where official images live under `library/`.
 const DOCKER_HUB: [&str; 4] = ["registry-1.docker.io", "index.docker.io", "docker.io", "registry.hub.docker.com"];
 
+/// Largest blob streamed to the client while being stored; larger ones are stored first.
+const TEE_MAX: u64 = 32 * 1024 * 1024;
+
 /// Most redirects followed for one request (Docker Hub: one, to its CDN).
 const MAX_REDIRECTS: usize = 5;
 
@@ -180,6 +183,9 @@ thread_local! {
 /// Most upstream authorizations one isolate keeps.
 const MAX_CACHED_AUTHORIZATIONS: usize = 1000;
 
+/// Longest a token is kept, whatever its issuer says.
+const MAX_TOKEN_SECS: u64 = 24 * 60 * 60;
+
 /// How long a token lives when its issuer does not say (the Docker token spec's default).
 const DEFAULT_TOKEN_SECS: u64 = 60;
 
@@ -220,7 +226,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             let Some(task) = self.background.borrow_mut().pop() else { return };
             let result = match task {
                 Background::Blob { name, digest, length, body } => {
-                    self.store_pulled_blob(&name, &digest, length, body).await
+                    self.store_pulled_blob(&name, &digest, length, body).await.map(|_| ())
                 }
                 Background::Tag { name, tag, record } => self.put_tag(&name, &tag, &record).await,
             };
@@ -230,20 +236,23 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
     }
 
+    /// Stores a blob read from the upstream, verified by the store against its digest, and links
+    /// it. `false`: the bytes did not match, nothing was stored.
     async fn store_pulled_blob(
         &self,
         name: &RepositoryName,
         digest: &Digest,
         length: u64,
         body: O::Upload,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let key = keys::blob_by_digest(digest);
         let options = PutOptions { content_type: Some("application/octet-stream".into()), ..Default::default() };
         if !self.objects.put_verified(&key, body, length, digest, options).await? {
             crate::log::error(&format!("pull-through cache: the upstream's bytes for {digest} do not match it"));
-            return Ok(());
+            return Ok(false);
         }
-        self.publish(name, digest, &BlobLink { object: key, size: length }).await
+        self.publish(name, digest, &BlobLink { object: key, size: length }).await?;
+        Ok(true)
     }
 
     /// Sends a request for `path` to the upstream, authenticating as it asks and following
@@ -318,9 +327,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         repository: &str,
     ) -> Result<(String, u64)> {
         let client = self.upstream_client()?;
-        let realm = challenge.params.get("realm").filter(|r| r.starts_with("https://") || r.starts_with("http://"));
-        let realm =
-            realm.ok_or_else(|| upstream_failed(serde_json::json!({ "reason": "challenge without a realm" })))?;
+        // Credentials go to the realm: over TLS, unless the upstream itself is plain HTTP (a
+        // registry on loopback or a private network).
+        let secure_only = up.url.starts_with("https://");
+        let realm = challenge
+            .params
+            .get("realm")
+            .filter(|r| r.starts_with("https://") || (!secure_only && r.starts_with("http://")));
+        let realm = realm
+            .ok_or_else(|| upstream_failed(serde_json::json!({ "reason": "challenge without an acceptable realm" })))?;
         let default_scope = format!("repository:{repository}:pull");
         let scope = challenge.params.get("scope").unwrap_or(&default_scope);
         let mut url = format!("{realm}{}scope={}", if realm.contains('?') { '&' } else { '?' }, percent_encode(scope));
@@ -353,7 +368,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let token =
             token.ok_or_else(|| upstream_failed(serde_json::json!({ "reason": "the token answer has no token" })))?;
         // A little before it really expires, so that a request never carries a dying token.
-        let expires = (self.clock)() + answer.expires_in.unwrap_or(DEFAULT_TOKEN_SECS).saturating_sub(5);
+        let lifetime = answer.expires_in.unwrap_or(DEFAULT_TOKEN_SECS).min(MAX_TOKEN_SECS).saturating_sub(5);
+        let expires = (self.clock)().saturating_add(lifetime);
         Ok((format!("Bearer {token}"), expires))
     }
 
@@ -478,23 +494,39 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut response = Response::new(200)
             .header("Content-Type", "application/octet-stream")
             .header("Docker-Content-Digest", digest.to_string())
-            .header("ETag", crate::caching::etag(digest))
-            .header("Cache-Control", self.cache_immutable(name));
+            .header("ETag", crate::caching::etag(digest));
         if let Some(length) = length {
             response = response.header("Content-Length", length.to_string());
         }
-        let Some(body) = r.body.filter(|_| !head) else { return Ok(response) };
+        // Bytes passed on as they arrive are not verified yet: no cache may keep them.
+        let Some(body) = r.body.filter(|_| !head) else { return Ok(response.header("Cache-Control", "no-store")) };
         let client = self.upstream_client()?;
-        // Stored only with a known length that one R2 put takes (R2 checks the digest on it).
-        let body = match length.filter(|&l| l > 0 && l <= crate::uploads::MAX_SINGLE_PUT) {
-            Some(length) => {
+        let body = match length {
+            // Small: streamed to the client and stored after the response. The two readers of
+            // one stream buffer what the slower has not taken, at most this much.
+            Some(length) if length > 0 && length <= TEE_MAX => {
                 let (to_client, to_store) = client.tee(body, length).map_err(RegistryError::internal)?;
                 self.defer(Background::Blob { name: name.clone(), digest: digest.clone(), length, body: to_store });
                 to_client
             }
-            None => client.pass(body),
+            // Large: stored first (R2 checks the digest as it writes), then served from R2,
+            // verified and cacheable. The client waits for the whole transfer before the first
+            // byte, but no memory holds more than a stream's chunk, and nothing depends on the
+            // time `waitUntil` leaves after a response.
+            Some(length) if length > 0 && length <= crate::uploads::MAX_SINGLE_PUT => {
+                if !self.store_pulled_blob(name, digest, length, body).await? {
+                    return Err(upstream_failed(serde_json::json!({ "reason": "blob does not match its digest" })));
+                }
+                let key = keys::blob_by_digest(digest);
+                let (_, stored) = self.objects.get(&key, None).await?.ok_or_else(|| {
+                    RegistryError::internal(format!("pull-through cache: {key} missing right after its put"))
+                })?;
+                return Ok(response.header("Cache-Control", self.cache_immutable(name)).body(Body::Stream(stored)));
+            }
+            // No length (or above one put): passed on, not stored.
+            _ => client.pass(body),
         };
-        Ok(response.body(Body::Stream(body)))
+        Ok(response.header("Cache-Control", "no-store").body(Body::Stream(body)))
     }
 }
 

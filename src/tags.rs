@@ -45,26 +45,29 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let Some(record) = self.memo.tag(name.as_str(), tag.as_str(), now) {
             return Ok(Some(record));
         }
+        let read_at = self.memo.generation();
         let Some(entry) = self.kv.get(&keys::tag(name, tag)).await? else { return Ok(None) };
         let record = entry.metadata.and_then(|m| serde_json::from_value::<TagRecord>(m).ok());
         // wharf writes metadata with every tag; an entry without it still names the digest.
         let record =
             record.unwrap_or(TagRecord { digest: entry.value, media_type: String::new(), size: 0, cached_at: None });
         record.digest()?;
-        self.memo.remember_tag(name.as_str(), tag.as_str(), &record, now);
+        self.memo.remember_tag(name.as_str(), tag.as_str(), &record, now, Some(read_at));
         Ok(Some(record))
     }
 
     pub(crate) async fn put_tag(&self, name: &RepositoryName, tag: &Tag, record: &TagRecord) -> Result<()> {
         let meta = serde_json::to_value(record).map_err(RegistryError::internal)?;
         self.kv.put(&keys::tag(name, tag), &record.digest, Some(&meta)).await?;
-        self.memo.remember_tag(name.as_str(), tag.as_str(), record, (self.clock)());
+        self.memo.remember_tag(name.as_str(), tag.as_str(), record, (self.clock)(), None);
         Ok(())
     }
 
     pub(crate) async fn delete_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<()> {
         self.memo.forget_tag(name.as_str(), tag.as_str());
-        Ok(self.kv.delete(&keys::tag(name, tag)).await?)
+        self.kv.delete(&keys::tag(name, tag)).await?;
+        self.memo.forget_tag(name.as_str(), tag.as_str());
+        Ok(())
     }
 
     /// Every tag of a repository with the digest it points at, in lexical order.

@@ -43,9 +43,10 @@ struct R2 {
 }
 
 /// The Cache API (`caches.default`) in front of R2 for blob bytes (`keys::edge_cacheable`):
-/// after the first read in a location they are served from its cache. A ranged read of a
-/// cached object is answered from it (206), but a ranged read from R2 is not cached. Deleting
-/// an object purges it here; other locations keep theirs until evicted, which is harmless
+/// after the first read in a location they are served from its cache, ranged reads included.
+/// A miss is answered from R2 while a second R2 read fills the cache after the response: a tee
+/// of one read would buffer whatever the slower of client and cache had not taken yet, up to
+/// the whole blob, in the isolate's 128 MB. Deleting an object purges it here; other locations keep theirs until evicted, which is harmless
 /// because a blob is only reached through its repository's link. The Cache API only works on
 /// a custom domain (on workers.dev it does nothing) and under `wrangler dev`.
 struct EdgeCache {
@@ -73,6 +74,10 @@ impl EdgeCache {
         init.with_headers(headers);
         let request = Request::new_with_init(&self.url(key), &init).ok()?;
         let response = self.cache.get(&request, false).await.ok()??;
+        // Only what was asked: a cache that ignored the Range would send the whole object.
+        if response.status_code() != if range.is_some() { 206 } else { 200 } {
+            return None;
+        }
         let header = |name: &str| response.headers().get(name).ok().flatten();
         // A ranged answer names the whole size after the slash of its Content-Range.
         let size = header("content-range")
@@ -92,9 +97,9 @@ impl EdgeCache {
         }
     }
 
-    /// Stores an object after the response (`waitUntil`), with a known length (so that ranged
-    /// reads can be answered from it).
-    fn put(&self, meta: &ObjectMeta, body: ResponseBody) {
+    /// Reads the object from R2 again after the response (`waitUntil`) and stores it, with its
+    /// length (so that ranged reads can be answered from it).
+    fn fill(&self, bucket: &Bucket, meta: &ObjectMeta) {
         let headers = worker::Headers::new();
         let set = |name: &str, value: &str| {
             let _ = headers.set(name, value);
@@ -105,10 +110,15 @@ impl EdgeCache {
         if let Some(t) = &meta.content_type {
             set("Content-Type", t);
         }
-        let Ok(response) = Response::from_body(body).map(|r| r.with_headers(headers)) else { return };
-        let url = self.url(&meta.key);
+        let (bucket, key, url) = (bucket.clone(), meta.key.clone(), self.url(&meta.key));
         self.ctx.wait_until(async move {
-            if let Err(e) = Cache::default().put(url, response).await {
+            let stored = async {
+                let Some(object) = bucket.get(&key).execute().await? else { return Ok(()) };
+                let Some(body) = object.body() else { return Ok(()) };
+                let response = Response::from_body(body.response_body()?)?.with_headers(headers);
+                Cache::default().put(url, response).await
+            };
+            if let Err(e) = stored.await {
                 console_error!("edge cache: {e}");
             }
         });
@@ -186,14 +196,9 @@ impl ObjectStore for R2 {
         };
         let body = object.body().ok_or_else(|| se("R2 object without a body"))?.response_body().map_err(se)?;
         let meta = meta(&object)?;
-        // A whole object read from R2 is kept by the location's cache for the next reader.
-        if let (Some(cache), None, ResponseBody::Stream(stream)) = (cache, range, &body)
-            && meta.size > 0
-            && meta.size <= EDGE_CACHE_MAX
-            && let Ok((to_client, to_cache)) = tee_fixed(stream.clone(), meta.size)
-        {
-            cache.put(&meta, ResponseBody::Stream(to_cache));
-            return Ok(Some((meta, ResponseBody::Stream(to_client))));
+        // Kept by the location's cache for the next reader.
+        if let Some(cache) = cache.filter(|_| meta.size > 0 && meta.size <= EDGE_CACHE_MAX) {
+            cache.fill(&self.bucket, &meta);
         }
         Ok(Some((meta, body)))
     }

@@ -10,6 +10,7 @@ use wharf::Config;
 use wharf::auth::AuthConfig;
 use wharf::auth::secret::PasswordHash;
 use wharf::http::{MemoryBody, Method};
+use wharf::names::Digest;
 
 const IMMUTABLE: &str = "max-age=31536000, immutable";
 
@@ -99,6 +100,12 @@ fn revalidation_with_the_digest_is_304_without_a_body() {
         assert_eq!(r.header("ETag"), Some(etag.as_str()));
         assert!(r.header("Cache-Control").is_some());
     }
+    // No 304 for what does not exist, whatever the client holds.
+    let gone = Digest::sha256_of(b"never pushed");
+    for condition in ["*".to_owned(), format!("\"{gone}\"")] {
+        let r = t.get(&format!("/v2/r/manifests/{gone}"), &[("Accept", ACCEPT_ALL), ("If-None-Match", &condition)]);
+        assert_eq!(r.status, 404, "{condition}");
+    }
     let blob = t.push_blob("r", b"layer bytes");
     let r = t.get(&format!("/v2/r/blobs/{blob}"), &[("If-None-Match", &format!("\"{blob}\""))]);
     assert_eq!((r.status, r.body.len()), (304, 0));
@@ -130,7 +137,7 @@ fn protected_repositories_are_private_to_caches() {
     let t = TestRegistry::with_config(Config { auth, ..Config::default() });
     let alice = format!("Basic {}", STANDARD.encode("alice:pw"));
     let push = |repo: &str| {
-        let d = wharf::names::Digest::sha256_of(repo.as_bytes());
+        let d = Digest::sha256_of(repo.as_bytes());
         let path = format!("/v2/{repo}/blobs/uploads/?digest={d}");
         let r =
             t.send(Method::Post, &path, &[("Authorization", &alice)], MemoryBody::from_bytes(repo.as_bytes().to_vec()));

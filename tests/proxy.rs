@@ -228,3 +228,52 @@ fn the_upstream_token_flow_is_followed_with_the_configured_credentials() {
     assert_eq!(tokens, 1, "{:?}", upstream.requests());
     assert!(upstream.requests()[3..].iter().all(|r| r.ends_with(" auth")));
 }
+
+#[test]
+fn blobs_streamed_before_verification_are_not_cacheable_and_large_ones_are_stored_first() {
+    let origin = TestRegistry::new();
+    let small = origin.push_blob("lib/app", b"small layer");
+    let large_bytes: Vec<u8> = (0..(33 * 1024 * 1024)).map(|i| (i % 251) as u8).collect();
+    let large = origin.push_blob("lib/app", &large_bytes);
+    let upstream = FakeUpstream::new(origin);
+    let cache = TestRegistry::with_upstream(upstream_config(None), upstream.clone());
+
+    // Small: streamed as it arrives, so not yet verified when sent: no-store. Then stored.
+    let r = cache.get(&format!("/v2/lib/app/blobs/{small}"), &[]);
+    assert_eq!((r.status, r.header("Cache-Control")), (200, Some("no-store")));
+    let r = cache.get(&format!("/v2/lib/app/blobs/{small}"), &[]);
+    assert_eq!(r.header("Cache-Control"), Some("public, max-age=31536000, immutable"));
+
+    // Large, corrupted on the way: refused, nothing stored.
+    let before = cache.snapshot();
+    upstream.corrupt_blobs.set(true);
+    let r = cache.get(&format!("/v2/lib/app/blobs/{large}"), &[]);
+    assert_eq!((r.status, r.error_code().as_str()), (502, "UNKNOWN"));
+    assert_eq!(cache.snapshot(), before);
+    // Large, intact: stored first, then served from the cache's own storage, verified.
+    upstream.corrupt_blobs.set(false);
+    let r = cache.get(&format!("/v2/lib/app/blobs/{large}"), &[]);
+    assert_eq!((r.status, r.header("Cache-Control")), (200, Some("public, max-age=31536000, immutable")));
+    assert!(r.body == large_bytes);
+    upstream.down.set(true);
+    assert_eq!(cache.head(&format!("/v2/lib/app/blobs/{large}"), &[]).status, 200);
+}
+
+#[test]
+fn credentials_never_go_to_a_plain_http_realm_of_an_https_upstream() {
+    let open = TestRegistry::new();
+    open.push_image("lib/app", "v1", OCI_MANIFEST, "private");
+    let users = format!(r#"{{"mirror":"{}"}}"#, PasswordHash::new("mirror-pw", b"salt", 10));
+    let vars = [
+        ("WHARF_RULES", r#"[{"repositories": "lib/*", "users": {"mirror": ["pull"]}}]"#.to_owned()),
+        ("WHARF_USERS", users),
+        ("WHARF_TOKEN_SECRET", "k".repeat(40)),
+        ("WHARF_REALM", "http://upstream.test/token".to_owned()),
+    ];
+    let auth = AuthConfig::from_vars(&|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())).unwrap();
+    let upstream = FakeUpstream::new(open.sharing_storage(Config { auth, ..Config::default() }));
+    let cache = TestRegistry::with_upstream(upstream_config(Some(("mirror", "mirror-pw"))), upstream.clone());
+    let r = get_manifest(&cache, "v1");
+    assert_eq!((r.status, r.error_code().as_str()), (502, "UNKNOWN"));
+    assert_eq!(upstream.requests(), ["GET /v2/lib/app/manifests/v1"], "nothing but the first request");
+}

@@ -84,7 +84,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .header("Vary", "Accept")
         };
         if caching::none_match(headers, &digest) {
-            return Ok(answer(304, &digest));
+            // By tag the tag vouches for the manifest; by digest it must still exist (RFC 9110
+            // §13.1.2: If-None-Match is false when there is no current representation).
+            if by_tag || self.load_manifest(name, &digest, true).await?.is_some() {
+                return Ok(answer(304, &digest));
+            }
+            return Err(manifest_unknown());
         }
         // HEAD by tag: the tag's metadata holds all the answer needs; R2 is not asked (unless a
         // manifest list must be resolved to one image).
@@ -146,9 +151,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 let Some(meta) = self.objects.head(&key).await? else { return Ok(None) };
                 return Ok(Some(Loaded { media_type: stored_media_type(&meta)?, size: meta.size, bytes: None }));
             }
+            let read_at = self.memo.generation();
             let Some((meta, bytes)) = self.objects.get_bytes(&key).await? else { return Ok(None) };
             let media_type = stored_media_type(&meta)?;
-            self.memo.remember_manifest(name.as_str(), &digest.to_string(), media_type, &bytes, now);
+            self.memo.remember_manifest(name.as_str(), &digest.to_string(), media_type, &bytes, now, Some(read_at));
             Ok(Some(Loaded { media_type, size: bytes.len() as u64, bytes: Some(Rc::new(bytes)) }))
         };
         match (load().await?, &self.config.upstream) {
@@ -227,7 +233,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
         self.objects.put(&keys::manifest(name, digest), bytes.clone(), options).await?;
         // Stored: the next pull from this isolate needs no R2 read.
-        self.memo.remember_manifest(name.as_str(), &digest.to_string(), manifest.media_type, &bytes, (self.clock)());
+        self.memo.remember_manifest(
+            name.as_str(),
+            &digest.to_string(),
+            manifest.media_type,
+            &bytes,
+            (self.clock)(),
+            None,
+        );
         let catalog_key = keys::catalog_entry(name);
         let catalog = self.objects.put(&catalog_key, Vec::new(), PutOptions::default());
         let referrer = async {
@@ -314,6 +327,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 };
                 self.memo.forget_manifest(name.as_str(), &digest.to_string());
                 self.objects.delete(&key).await?;
+                self.memo.forget_manifest(name.as_str(), &digest.to_string());
                 if let Some(subject) = format::subject_of(&bytes) {
                     self.forget_referrer(name, &subject, digest).await?;
                 }

@@ -219,11 +219,13 @@ impl Upstream<MemoryObjects> for FakeUpstream {
             if self.down.get() {
                 return Err("connection refused".into());
             }
-            let path =
-                request.url.strip_prefix(Self::ORIGIN).ok_or_else(|| format!("unknown host: {}", request.url))?;
             let auth = request.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
             let method = format!("{:?}", request.method).to_uppercase();
-            self.requests.borrow_mut().push(format!("{method} {path}{}", if auth { " auth" } else { "" }));
+            // Paths on the upstream's origin, whole URLs elsewhere (which it does not answer).
+            let target = request.url.strip_prefix(Self::ORIGIN).unwrap_or(&request.url);
+            self.requests.borrow_mut().push(format!("{method} {target}{}", if auth { " auth" } else { "" }));
+            let path =
+                request.url.strip_prefix(Self::ORIGIN).ok_or_else(|| format!("unknown host: {}", request.url))?;
             let headers: Vec<(&str, &str)> = request.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             let r = self.registry.respond(Self::ORIGIN, request.method, path, &headers, MemoryBody::empty()).await;
             let mut body = r.body;
