@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { startWharf, startTlsFront, request, run, sha256, ACCEPT_ALL, OCI_MANIFEST } from "./harness.mjs";
 import { Layout } from "./layout.mjs";
 
-let upstream, cache, front, layout, image;
+let upstream, cache, front, layout, image, big;
 const tmp = mkdtempSync(join(tmpdir(), "wharf-proxy-"));
 const basic = (user, pw) => "Basic " + Buffer.from(`${user}:${pw}`).toString("base64");
 const ALICE = basic("alice", "alice-pw");
@@ -37,6 +37,8 @@ before(async () => {
   layout = new Layout(join(tmp, "layout"));
   image = layout.image("amd64", [64 * 1024, 6 * 1024 * 1024]);
   layout.tag("image", image);
+  // A layer above 32 MiB: the cache stores it (verified) before serving it.
+  big = layout.image("amd64", [40 * 1024 * 1024]);
 });
 
 after(async () => {
@@ -44,9 +46,9 @@ after(async () => {
   await Promise.all([upstream?.stop(), cache?.stop()]);
 });
 
-/** Pushes the layout's image to the upstream as alice, with Basic credentials on each request. */
-async function pushUpstream(repo, tag) {
-  const manifest = layout.blobs.get(image.digest);
+/** Pushes one of the layout's images to the upstream as alice, with Basic credentials on each request. */
+async function pushUpstream(repo, tag, img) {
+  const manifest = layout.blobs.get(img.digest);
   const m = JSON.parse(manifest);
   for (const d of [m.config, ...m.layers]) {
     const r = await request(upstream.base, "POST", `/v2/${repo}/blobs/uploads/?digest=${d.digest}`, {
@@ -64,11 +66,12 @@ async function pushUpstream(repo, tag) {
 }
 
 /** Pulls through the cache with skopeo's dir: transport; checks every byte. */
-async function pullAndCheck(repo, tag, manifest) {
+async function pullAndCheck(repo, tag, img) {
+  const manifest = JSON.parse(layout.blobs.get(img.digest));
   const out = mkdtempSync(join(tmp, "pull-"));
   await run("skopeo", ["--insecure-policy", "copy", "--src-tls-verify=false", `docker://${front.host}/${repo}:${tag}`, `dir:${out}`]);
   const files = new Map(readdirSync(out).map((f) => [f, readFileSync(join(out, f))]));
-  assert.ok(files.get("manifest.json").equals(layout.blobs.get(image.digest)), "manifest identical to the upstream's");
+  assert.ok(files.get("manifest.json").equals(layout.blobs.get(img.digest)), "manifest identical to the upstream's");
   for (const d of [manifest.config, ...manifest.layers]) {
     const got = files.get(d.digest.slice("sha256:".length));
     assert.ok(got && sha256(got) === d.digest, `blob ${d.digest} pulled intact`);
@@ -76,13 +79,15 @@ async function pullAndCheck(repo, tag, manifest) {
 }
 
 test("skopeo pulls through the cache, then again with the upstream stopped", async () => {
-  const manifest = await pushUpstream("lib/app", "v1");
+  const manifest = await pushUpstream("lib/app", "v1", image);
+  await pushUpstream("lib/big", "v1", big);
   // The upstream is private: anonymous pulls there are refused, so the cache must run its
   // token flow with the mirror's credentials.
   const anonymous = await request(upstream.base, "GET", "/v2/lib/app/manifests/v1", { headers: { Accept: ACCEPT_ALL } });
   assert.equal(anonymous.status, 401);
 
-  await pullAndCheck("lib/app", "v1", manifest);
+  await pullAndCheck("lib/app", "v1", image);
+  await pullAndCheck("lib/big", "v1", big);
 
   await upstream.stop();
   // Blobs are stored after the response (waitUntil): wait until each is served from the cache,
@@ -97,7 +102,8 @@ test("skopeo pulls through the cache, then again with the upstream stopped", asy
       await new Promise((r) => setTimeout(r, 200));
     }
   }
-  await pullAndCheck("lib/app", "v1", manifest);
+  await pullAndCheck("lib/app", "v1", image);
+  await pullAndCheck("lib/big", "v1", big);
   const byDigest = await request(cache.base, "GET", `/v2/lib/app/manifests/${image.digest}`, { headers: { Accept: ACCEPT_ALL } });
   assert.equal(byDigest.status, 200);
   // What was never pulled is not there, and the answer says why.
