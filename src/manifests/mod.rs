@@ -321,23 +321,28 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 self.delete_tag(name, tag).await?;
             }
             Reference::Digest(digest) => {
+                // Order matters for a delete stopped half-way (a storage error, the Worker
+                // stopping): whatever points at the manifest goes first, so that no tag or
+                // referrer entry is ever left pointing at a manifest that is gone, and a retry
+                // finds the manifest and finishes the job.
+                //   1. the tags pointing at it;  2. its referrer entry;  3. the manifest bytes;
+                //   4. the catalog entry, if it was the repository's last manifest.
                 let key = keys::manifest(name, digest);
                 let Some((_, bytes)) = self.objects.get_bytes(&key).await? else {
                     return Err(manifest_unknown());
                 };
-                self.memo.forget_manifest(name.as_str(), &digest.to_string());
-                self.objects.delete(&key).await?;
-                self.memo.forget_manifest(name.as_str(), &digest.to_string());
-                if let Some(subject) = format::subject_of(&bytes) {
-                    self.forget_referrer(name, &subject, digest).await?;
-                }
-                // The repository leaves the catalog with its last manifest.
-                if self.objects.list(&keys::manifests_prefix(name), ListFrom::Beginning, 1).await?.objects.is_empty() {
-                    self.objects.delete(&keys::catalog_entry(name)).await?;
-                }
                 let target = digest.to_string();
                 for (tag, _) in self.all_tags(name).await?.into_iter().filter(|(_, d)| *d == target) {
                     self.delete_tag(name, &tag).await?;
+                }
+                if let Some(subject) = format::subject_of(&bytes) {
+                    self.forget_referrer(name, &subject, digest).await?;
+                }
+                self.memo.forget_manifest(name.as_str(), &target);
+                self.objects.delete(&key).await?;
+                self.memo.forget_manifest(name.as_str(), &target);
+                if self.objects.list(&keys::manifests_prefix(name), ListFrom::Beginning, 1).await?.objects.is_empty() {
+                    self.objects.delete(&keys::catalog_entry(name)).await?;
                 }
             }
         }

@@ -25,6 +25,57 @@ struct ObjectsInner {
     next_etag: u64,
     /// Storage operations so far (each a round trip to R2 in production).
     operations: usize,
+    faults: Faults,
+}
+
+/// How an injected fault behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The operation fails; later ones succeed (a storage error the request sees).
+    Error,
+    /// The operation and every later one fail, as if the Worker had stopped there: nothing
+    /// after it reaches storage.
+    Crash,
+}
+
+/// Faults shared by an object store and a KV store, counting their operations together, so a
+/// test can fail "the Nth storage operation" of a request wherever it lands.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Rc<RefCell<FaultPlan>>);
+
+#[derive(Debug, Default)]
+struct FaultPlan {
+    count: usize,
+    at: Option<(usize, Fault)>,
+}
+
+impl Faults {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Fails the `n`th operation from now (1-based) the given way.
+    pub fn fail_at(&self, n: usize, fault: Fault) {
+        let mut plan = self.0.borrow_mut();
+        plan.count = 0;
+        plan.at = Some((n, fault));
+    }
+    /// No more faults; counting starts over.
+    pub fn clear(&self) {
+        *self.0.borrow_mut() = FaultPlan::default();
+    }
+    /// Operations since the last `fail_at` or `clear`.
+    pub fn count(&self) -> usize {
+        self.0.borrow().count
+    }
+    fn check(&self) -> Result<()> {
+        let mut plan = self.0.borrow_mut();
+        plan.count += 1;
+        match plan.at {
+            Some((n, Fault::Error)) if plan.count == n => Err(StorageError::new("injected fault")),
+            Some((n, Fault::Crash)) if plan.count >= n => Err(StorageError::new("injected crash")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The in-memory object store.
@@ -42,6 +93,20 @@ impl MemoryObjects {
     /// Sets the time stamped on objects written from now on.
     pub fn set_now_ms(&self, now_ms: u64) {
         self.0.borrow_mut().now_ms = now_ms;
+    }
+    /// Shares `faults` with this store (see [`Faults`]).
+    pub fn with_faults(self, faults: Faults) -> Self {
+        self.0.borrow_mut().faults = faults;
+        self
+    }
+    /// Counts an operation, and fails it if a fault is planned for it.
+    fn begin(&self) -> Result<()> {
+        let faults = {
+            let mut inner = self.0.borrow_mut();
+            inner.operations += 1;
+            inner.faults.clone()
+        };
+        faults.check()
     }
     /// Storage operations so far: each one a round trip to R2 in production.
     pub fn operations(&self) -> usize {
@@ -104,7 +169,7 @@ impl ObjectStore for MemoryObjects {
         digest: &Digest,
         options: PutOptions,
     ) -> Result<bool> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         let mut bytes = Vec::new();
         while let Some(chunk) = body.chunk().await.map_err(StorageError::new)? {
             bytes.extend_from_slice(&chunk);
@@ -120,7 +185,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         Ok(self.0.borrow().objects.get(key).map(|o| o.meta.clone()))
     }
 
@@ -133,12 +198,12 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         Ok(self.0.borrow().objects.get(key).map(|o| (o.meta.clone(), o.bytes.clone())))
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         let mut inner = self.0.borrow_mut();
         if let Some(expected) = &options.if_etag_matches
             && inner.objects.get(key).map(|o| &o.meta.etag) != Some(expected)
@@ -150,13 +215,13 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         self.0.borrow_mut().objects.remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, from: ListFrom<'_>, limit: u32) -> Result<ObjectPage> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         // The memory twin's cursors are the last key of the page, so both forms mean "after".
         let cursor = match from {
             ListFrom::Beginning => None,
@@ -173,7 +238,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         let mut inner = self.0.borrow_mut();
         let id = etag(&mut inner);
         inner.uploads.insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
@@ -181,7 +246,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> Result<Part> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         let mut inner = self.0.borrow_mut();
         let etag = etag(&mut inner);
         match inner.uploads.get_mut(upload_id) {
@@ -194,7 +259,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         let mut inner = self.0.borrow_mut();
         let Some((k, options, stored)) = inner.uploads.get(upload_id) else {
             return Err(StorageError::new(format!("no multipart upload {upload_id}")));
@@ -226,7 +291,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
-        self.0.borrow_mut().operations += 1;
+        self.begin()?;
         self.0.borrow_mut().uploads.remove(upload_id);
         Ok(())
     }
@@ -237,6 +302,7 @@ impl ObjectStore for MemoryObjects {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryKv {
     entries: Rc<RefCell<BTreeMap<String, KvEntry>>>,
+    faults: Faults,
     /// While set, every put is refused as KV refuses writes over its per-key rate.
     refuse_puts: Rc<RefCell<bool>>,
 }
@@ -248,6 +314,11 @@ impl MemoryKv {
     pub fn snapshot(&self) -> BTreeMap<String, String> {
         self.entries.borrow().iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
     }
+    /// Shares `faults` with this store (see [`Faults`]).
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
     /// Makes puts fail as rate-limited (`true`) or succeed again (`false`).
     pub fn refuse_puts(&self, refuse: bool) {
         *self.refuse_puts.borrow_mut() = refuse;
@@ -256,10 +327,12 @@ impl MemoryKv {
 
 impl KeyValueStore for MemoryKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>> {
+        self.faults.check()?;
         Ok(self.entries.borrow().get(key).cloned())
     }
 
     async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<()> {
+        self.faults.check()?;
         if *self.refuse_puts.borrow() {
             return Err(StorageError::rate_limited(format!("KV put of {key}: too many requests")));
         }
@@ -276,11 +349,13 @@ impl KeyValueStore for MemoryKv {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
+        self.faults.check()?;
         self.entries.borrow_mut().remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage> {
+        self.faults.check()?;
         let map = self.entries.borrow();
         let items = map
             .range(prefix.to_owned()..)

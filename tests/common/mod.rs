@@ -9,7 +9,7 @@ use std::rc::Rc;
 use wharf::http::{Body, Headers, MemoryBody, Method, Request};
 use wharf::names::Digest;
 use wharf::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
-use wharf::storage::memory::{MemoryKv, MemoryObjects};
+use wharf::storage::memory::{Faults, MemoryKv, MemoryObjects};
 use wharf::{Config, Registry};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -75,6 +75,16 @@ impl TestRegistry {
             kv: self.kv.snapshot(),
             open_uploads: self.objects.open_multipart_uploads(),
         }
+    }
+
+    /// A registry whose stores share `faults` (see `wharf::storage::memory::Faults`).
+    pub fn with_faults(config: Config, faults: &Faults) -> Self {
+        let objects = MemoryObjects::new().with_faults(faults.clone());
+        let kv = MemoryKv::new().with_faults(faults.clone());
+        let now = Rc::new(Cell::new(1_800_000_000));
+        let clock = now.clone();
+        let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get()));
+        Self { registry, objects, kv, now }
     }
 
     /// Another registry, with its own configuration, over this one's storage and clock.
