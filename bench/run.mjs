@@ -6,6 +6,10 @@
 //            connections, 10 s, three runs, medians), against Distribution 2.8 (apt's
 //            docker-registry, filesystem storage, loopback) measured in the same run: req/s,
 //            p50, p99, errors and the ratios; plus the wasm size and wrangler dev's start-up.
+//   load     64 concurrent clients on loopback for 60 s (BENCH_SECONDS), each pushing images
+//            under new tags or pulling acknowledged ones, every pulled manifest and blob
+//            checked against its digest; at the end every acknowledged tag must resolve to
+//            what was pushed. Fails on any 5xx or mismatch.
 //   uploads  a 256 MiB blob pushed monolithic (one POST ?digest=) and in 16 MiB chunks
 //            (POST, 16 PATCH, PUT; BENCH_SIZE_MIB, BENCH_CHUNK_MIB and BENCH_ROUNDS change the
 //            blob size, the chunk size and the number of rounds), against the
@@ -287,11 +291,87 @@ async function pulls() {
   }
 }
 
+async function load() {
+  const seconds = Number(process.env.BENCH_SECONDS ?? 60);
+  const clients = 64;
+  const wharf = await startWharf();
+  const acknowledged = new Map(); // "repo:tag" -> manifest digest
+  const counts = { pushes: 0, pulls: 0, status5xx: 0, mismatches: 0, otherErrors: 0 };
+  const latencies = [];
+  const timedRequest = async (method, path, options) => {
+    const t = process.hrtime.bigint();
+    const r = await request(wharf.base, method, path, options);
+    latencies.push(Number(process.hrtime.bigint() - t) / 1e6);
+    if (r.status >= 500) counts.status5xx++;
+    return r;
+  };
+  const push = async (client, n) => {
+    const repo = `load/c${client % 8}`;
+    const tag = `t${client}-${n}`;
+    const layer = randomBytes(1024 + Math.floor(Math.random() * 64 * 1024));
+    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", client, n }));
+    for (const blob of [layer, config]) {
+      const r = await timedRequest("POST", `/v2/${repo}/blobs/uploads/?digest=${sha256(blob)}`, { body: blob });
+      if (r.status !== 201) return counts.otherErrors++;
+    }
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: OCI_MANIFEST,
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha256(config), size: config.length },
+      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha256(layer), size: layer.length }],
+    }));
+    const r = await timedRequest("PUT", `/v2/${repo}/manifests/${tag}`, { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
+    if (r.status !== 201) return counts.otherErrors++;
+    acknowledged.set(`${repo}:${tag}`, sha256(manifest));
+    counts.pushes++;
+  };
+  const pull = async (key) => {
+    const [repo, tag] = key.split(":");
+    const m = await timedRequest("GET", `/v2/${repo}/manifests/${tag}`, { headers: { Accept: OCI_MANIFEST } });
+    if (m.status !== 200 || sha256(m.body) !== acknowledged.get(key)) return counts.mismatches++;
+    const manifest = m.json();
+    for (const d of [manifest.config, ...manifest.layers]) {
+      const b = await timedRequest("GET", `/v2/${repo}/blobs/${d.digest}`);
+      if (b.status !== 200 || sha256(b.body) !== d.digest) return counts.mismatches++;
+    }
+    counts.pulls++;
+  };
+  const end = Date.now() + seconds * 1000;
+  try {
+    await Promise.all(Array.from({ length: clients }, async (_, client) => {
+      for (let n = 0; Date.now() < end; n++) {
+        const keys = [...acknowledged.keys()];
+        try {
+          if (keys.length === 0 || Math.random() < 0.3) await push(client, n);
+          else await pull(keys[Math.floor(Math.random() * keys.length)]);
+        } catch {
+          counts.otherErrors++;
+        }
+      }
+    }));
+    // Every acknowledged push is still there, exactly.
+    let lost = 0;
+    for (const [key, digest] of acknowledged) {
+      const [repo, tag] = key.split(":");
+      const r = await request(wharf.base, "HEAD", `/v2/${repo}/manifests/${tag}`, { headers: { Accept: OCI_MANIFEST } });
+      if (r.status !== 200 || r.headers.get("docker-content-digest") !== digest) lost++;
+    }
+    latencies.sort((a, b) => a - b);
+    const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))].toFixed(1);
+    console.log(`\nLoad through wrangler dev, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}: ${clients} clients, ${seconds} s`);
+    console.log("| pushes | pulls (verified) | requests/s | p50 ms | p99 ms | 5xx | digest mismatches | other errors | acknowledged tags lost |");
+    console.log("|---|---|---|---|---|---|---|---|---|");
+    console.log(`| ${counts.pushes} | ${counts.pulls} | ${(latencies.length / seconds).toFixed(0)} | ${pct(50)} | ${pct(99)} | ${counts.status5xx} | ${counts.mismatches} | ${counts.otherErrors} | ${lost} |`);
+    if (counts.status5xx || counts.mismatches || lost) process.exitCode = 1;
+  } finally {
+    await wharf.stop();
+  }
+}
+
 if (!existsSync(new URL("../build/index.js", import.meta.url))) {
   console.error("build/index.js missing: npm run bench builds it first");
   process.exit(1);
 }
-const modes = { pulls, uploads };
+const modes = { pulls, load, uploads };
 if (!modes[mode]) {
   console.error(`unknown mode ${mode}; known: ${Object.keys(modes).join(", ")}`);
   process.exit(2);
