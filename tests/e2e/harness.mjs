@@ -38,13 +38,17 @@ export async function freePort() {
   }
 }
 
-/** Starts wharf; resolves to { base, host, stop } once GET /v2/ answers. */
-export async function startWharf({ vars = {}, args: extra = [] } = {}) {
+/**
+ * Starts wharf; resolves to { base, host, stop, kill } once GET /v2/ answers. With `state`, the
+ * local R2/KV state lives there and is kept on stop (a restart can reuse it); else in a
+ * temporary directory removed on stop.
+ */
+export async function startWharf({ vars = {}, args: extra = [], state: given } = {}) {
   if (!existsSync(join(ROOT, "build", "index.js"))) {
     throw new Error("build/index.js is missing: run .ci/build.sh first");
   }
   const port = await freePort();
-  const state = mkdtempSync(join(tmpdir(), "wharf-e2e-"));
+  const state = given ?? mkdtempSync(join(tmpdir(), "wharf-e2e-"));
   const args = [
     "dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", "0",
     "--persist-to", state, "--show-interactive-dev-session=false", "--log-level", "warn",
@@ -75,6 +79,11 @@ export async function startWharf({ vars = {}, args: extra = [] } = {}) {
     if (Date.now() > deadline) throw new Error(`wrangler dev did not answer in 60 s: ${log}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+  const end = (signal) => {
+    const exited = child.exitCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", r));
+    try { process.kill(-child.pid, signal); } catch {}
+    return exited;
+  };
   return {
     base,
     pid: child.pid,
@@ -82,12 +91,10 @@ export async function startWharf({ vars = {}, args: extra = [] } = {}) {
     /** The --persist-to directory: local R2, KV and Cache API state. */
     state,
     log: () => log,
-    /** Stops wrangler dev; resolves once it exited and its local R2/KV state is removed. */
-    stop: () => {
-      const exited = child.exitCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", r));
-      try { process.kill(-child.pid, "SIGTERM"); } catch {}
-      return exited.then(() => rmSync(state, { recursive: true, force: true, maxRetries: 3 }));
-    },
+    /** Stops wrangler dev; resolves once it exited (and its temporary state is removed). */
+    stop: () => end("SIGTERM").then(() => given || rmSync(state, { recursive: true, force: true, maxRetries: 3 })),
+    /** Kills wrangler dev and workerd at once, as a crash would; the state stays. */
+    kill: () => end("SIGKILL"),
   };
 }
 
