@@ -8,14 +8,16 @@
 //!   Within `WHARF_UPSTREAM_TAG_TTL_SECONDS` the cached digest is served as is. After that, one
 //!   HEAD upstream tells whether the tag moved (HEADs do not count against Docker Hub's pull
 //!   limit). When the upstream cannot be reached or fails, the cached digest is served.
-//! - **Blobs** stream from the upstream to the client. A second reader of the same stream is
-//!   stored in R2 after the response, verified by R2 against the digest, so nothing unverified
-//!   ever becomes visible under it.
+//! - **Blobs** are verified by R2 against their digest as they are stored, so nothing unverified
+//!   ever becomes visible under one. Up to [`TEE_MAX`], they stream from the upstream to the
+//!   client (`no-store`: not verified when sent) while a second reader of the same stream is
+//!   stored after the response. Larger ones are stored first and then served from R2.
 //! - **Writes** (push, delete) are 405 UNSUPPORTED: the upstream is the source of truth.
 //!
 //! The upstream's auth is the Docker token flow: a 401 with a Bearer challenge, then GET on the
 //! realm with Basic credentials (or none), then the request again with the token. The token is
 //! cached per isolate until it expires. A Basic challenge gets the credentials directly.
+//! Credentials only go to an https realm of an https upstream.
 //! Redirects (Docker Hub sends blobs to a CDN) are followed without credentials.
 
 use crate::blobs::BlobLink;
