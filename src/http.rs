@@ -52,6 +52,10 @@ impl Headers {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+    /// The announced length of a body (`Content-Length`), if readable.
+    pub fn content_length(&self) -> Option<u64> {
+        self.get("content-length").and_then(|l| l.trim().parse().ok())
+    }
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }

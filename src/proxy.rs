@@ -145,6 +145,11 @@ fn upstream_failed(detail: impl Into<serde_json::Value>) -> RegistryError {
     RegistryError::new(ErrorCode::UpstreamFailed).with_detail(detail)
 }
 
+/// The upstream could not be reached, or its answer not read.
+fn upstream_unreachable(reason: String) -> RegistryError {
+    upstream_failed(serde_json::json!({ "reason": reason }))
+}
+
 /// A `WWW-Authenticate` challenge: the scheme (lower-cased) and its parameters.
 #[derive(Debug, PartialEq)]
 pub struct Challenge {
@@ -210,6 +215,14 @@ fn accept_manifests() -> String {
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     fn upstream_client(&self) -> Result<&dyn Upstream<O>> {
         self.upstream.as_deref().ok_or_else(|| RegistryError::internal("cache mode without an upstream client"))
+    }
+
+    /// An upstream answer's body, whole (at most `limit` bytes).
+    async fn read_upstream(&self, body: Option<O::Upload>, limit: usize) -> Result<Vec<u8>> {
+        match body {
+            Some(b) => self.upstream_client()?.read(b, limit).await.map_err(upstream_unreachable),
+            None => Ok(Vec::new()),
+        }
     }
 
     pub(crate) fn defer(&self, task: Background<O::Upload>) {
@@ -283,9 +296,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
             UpstreamRequest { method, url, headers }
         };
-        let send = |r: UpstreamRequest| async move {
-            client.fetch(r).await.map_err(|e| upstream_failed(serde_json::json!({ "reason": e })))
-        };
+        let send = |r: UpstreamRequest| async move { client.fetch(r).await.map_err(upstream_unreachable) };
         let url = format!("{}{path}", up.url);
         let mut response = send(request(url.clone(), cached.as_deref())).await?;
         if response.status == 401 {
@@ -345,19 +356,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             url.push_str(&format!("&service={}", percent_encode(service)));
         }
         let headers = up.basic().map(|b| vec![("Authorization", b)]).unwrap_or_default();
-        let response = client
-            .fetch(UpstreamRequest { method: Method::Get, url, headers })
-            .await
-            .map_err(|e| upstream_failed(serde_json::json!({ "reason": e })))?;
+        let response =
+            client.fetch(UpstreamRequest { method: Method::Get, url, headers }).await.map_err(upstream_unreachable)?;
         if response.status != 200 {
             return Err(upstream_failed(serde_json::json!({ "tokenStatus": response.status })));
         }
-        let body = match response.body {
-            Some(b) => {
-                client.read(b, 64 * 1024).await.map_err(|e| upstream_failed(serde_json::json!({ "reason": e })))?
-            }
-            None => Vec::new(),
-        };
+        let body = self.read_upstream(response.body, 64 * 1024).await?;
         #[derive(serde::Deserialize)]
         struct TokenAnswer {
             token: Option<String>,
@@ -443,14 +447,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             404 => return Ok(None),
             status => return Err(upstream_failed(serde_json::json!({ "status": status }))),
         }
-        let client = self.upstream_client()?;
-        let bytes = match r.body {
-            Some(b) => client
-                .read(b, MAX_MANIFEST_SIZE)
-                .await
-                .map_err(|e| upstream_failed(serde_json::json!({ "reason": e })))?,
-            None => Vec::new(),
-        };
+        let bytes = self.read_upstream(r.body, MAX_MANIFEST_SIZE).await?;
         let manifest = Manifest::parse(r.headers.get("content-type"), &bytes)
             .map_err(|e| upstream_failed(serde_json::json!({ "reason": "invalid manifest", "detail": e.detail })))?;
         let digest = match reference {
@@ -492,7 +489,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             404 => return Err(RegistryError::new(ErrorCode::BlobUnknown).with_detail(digest.to_string())),
             status => return Err(upstream_failed(serde_json::json!({ "status": status }))),
         }
-        let length = r.headers.get("content-length").and_then(|l| l.trim().parse::<u64>().ok());
+        let length = r.headers.content_length();
         let mut response = Response::new(200)
             .header("Content-Type", "application/octet-stream")
             .header("Docker-Content-Digest", digest.to_string())

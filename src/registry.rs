@@ -31,7 +31,8 @@ pub type SignatureCheck = Box<
 pub struct Registry<O: ObjectStore, K> {
     pub objects: O,
     pub kv: K,
-    pub config: Config,
+    /// Shared: the Worker parses its variables once per isolate, not per request.
+    pub config: Rc<Config>,
     /// Seconds since the Unix epoch (token lifetimes); the host supplies it, since wasm has no
     /// clock of its own.
     pub clock: Box<dyn Fn() -> u64>,
@@ -46,7 +47,8 @@ pub struct Registry<O: ObjectStore, K> {
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
-    pub fn new(objects: O, kv: K, config: Config, clock: Box<dyn Fn() -> u64>) -> Self {
+    pub fn new(objects: O, kv: K, config: impl Into<Rc<Config>>, clock: Box<dyn Fn() -> u64>) -> Self {
+        let config = config.into();
         let memo = Rc::new(Memo::new(config.tag_memo_secs));
         Self { objects, kv, config, clock, signature_check: None, upstream: None, background: RefCell::default(), memo }
     }

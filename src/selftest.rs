@@ -62,7 +62,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         body: &mut B,
     ) -> Result<Response<O::Body>> {
         let digest = Digest::parse(query_param(query, "digest").unwrap_or_default())?;
-        let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or_default();
+        let length = headers.content_length().unwrap_or_default();
         let raw = body.take_raw().ok_or_else(|| RegistryError::internal("body already read"))?;
         if !self
             .objects

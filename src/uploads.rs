@@ -115,7 +115,7 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
     /// parts must all be equal).
     fn choose_part_size(&mut self, headers: &Headers) {
         if self.size == 0 && self.multipart.is_none() {
-            self.part_size = part_size_for(declared_length(headers));
+            self.part_size = part_size_for(headers.content_length());
         }
     }
 
@@ -252,14 +252,9 @@ fn digest_mismatch(expected: &Digest, computed: Option<Digest>) -> RegistryError
     RegistryError::new(ErrorCode::DigestInvalid).with_detail(detail)
 }
 
-/// The announced Content-Length of a request body.
-fn declared_length(headers: &Headers) -> Option<u64> {
-    headers.get("content-length").and_then(|l| l.trim().parse::<u64>().ok())
-}
-
 /// Refuses a body whose announced length is already over the limit, before reading it.
 fn check_declared_length(headers: &Headers, limit: u64) -> Result<()> {
-    match declared_length(headers) {
+    match headers.content_length() {
         Some(l) if l > limit => Err(chunk_too_large(limit)),
         _ => Ok(()),
     }
@@ -440,7 +435,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         headers: &Headers,
         body: &mut B,
     ) -> Result<Option<Response<O::Body>>> {
-        let Some(length) = declared_length(headers).filter(|&l| l > 0 && l <= MAX_SINGLE_PUT) else { return Ok(None) };
+        let Some(length) = headers.content_length().filter(|&l| l > 0 && l <= MAX_SINGLE_PUT) else { return Ok(None) };
         let Some(raw) = body.take_raw() else { return Ok(None) };
         let key = keys::blob_by_digest(digest);
         let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };

@@ -493,17 +493,28 @@ fn log_sink(message: &str) {
 thread_local! {
     /// The isolate's memo of hot tags and manifests, kept across requests.
     static MEMO: OnceCell<Rc<Memo>> = const { OnceCell::new() };
+    /// The isolate's configuration, parsed from its variables on the first request.
+    static CONFIG: OnceCell<Rc<Config>> = const { OnceCell::new() };
 }
 
 /// The registry over this Worker's bindings and variables. A configuration error is logged
 /// and reported as the message of an internal error.
 fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, RegistryError> {
     crate::log::set_sink(log_sink);
-    // Variables and secrets alike (users and the token key are secrets).
-    let config = Config::from_vars(|name| {
-        env.var(name).ok().map(|v| v.to_string()).or_else(|| env.secret(name).ok().map(|s| s.to_string()))
-    })
-    .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?;
+    // Variables and secrets alike (users and the token key are secrets). They are fixed for an
+    // isolate's life (a change deploys a new one), so they are parsed once: not on every pull.
+    let config = match CONFIG.with(|c| c.get().cloned()) {
+        Some(config) => config,
+        None => {
+            let config = Rc::new(
+                Config::from_vars(|name| {
+                    env.var(name).ok().map(|v| v.to_string()).or_else(|| env.secret(name).ok().map(|s| s.to_string()))
+                })
+                .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?,
+            );
+            CONFIG.with(|c| c.get_or_init(|| config.clone()).clone())
+        }
+    };
     let bucket = env.bucket("BUCKET").map_err(|e| RegistryError::internal(format!("binding BUCKET: {e}")))?;
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
     let pull_through = config.upstream.is_some();

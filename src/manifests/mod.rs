@@ -177,11 +177,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<Response<O::Body>> {
         // spec: "accept at least 4 MB, reject larger with 413". Refuse early when the client
         // announces the size; read_limited enforces it for chunked bodies.
-        if headers
-            .get("content-length")
-            .and_then(|l| l.trim().parse::<u64>().ok())
-            .is_some_and(|l| l > MAX_MANIFEST_SIZE as u64)
-        {
+        if headers.content_length().is_some_and(|l| l > MAX_MANIFEST_SIZE as u64) {
             return Err(RegistryError::new(ErrorCode::PayloadTooLarge)
                 .with_detail(serde_json::json!({ "limit": MAX_MANIFEST_SIZE })));
         }
