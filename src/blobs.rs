@@ -153,7 +153,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         match self.objects.get(&link.object, range).await? {
             Some((_, body)) => Ok(response.body(Body::Stream(body))),
-            None => Err(RegistryError::internal(format!("blob {digest} of {name} links to missing {}", link.object))),
+            // The link came from this isolate's memo, and garbage collection (in another
+            // isolate) has since removed the blob: it is unknown, not broken.
+            None => {
+                self.memo.forget_link(name.as_str(), &digest.to_string());
+                Err(blob_unknown(digest))
+            }
         }
     }
 

@@ -12,12 +12,12 @@
 //! │                                a manifest of this repository whose `subject` is the first
 //! │                                digest: empty body, its descriptor in customMetadata, so one
 //! │                                listing answers GET /v2/<name>/referrers/<subject>
-//! ├── blobs/
-//! │   ├── <alg>/<hex>              blob bytes written by a single put after their digest was
-//! │   │                            verified (blobs smaller than one multipart part)
-//! │   └── by-upload/<id>           blob bytes written by upload session <id> as an R2 multipart
-//! │                                upload; completed only after the digest verified, so never
-//! │                                visible half-written. Completing in place means no copy.
+//! ├── blobs/by-upload/<id>        blob bytes written by upload <id> (a session, a single-request
+//! │                                upload or a pull-through fetch): by one put that R2 verified
+//! │                                against the digest, or as an R2 multipart upload completed
+//! │                                only after the digest verified, so never visible half-written.
+//! │                                Completing in place means no copy. One key per upload, never
+//! │                                rewritten: garbage collection relies on it (see `gc`).
 //! ├── catalog/<name>                the repository holds at least one manifest (empty body);
 //! │                                listed with startAfter for GET /v2/_catalog
 //! ├── digests/<alg>/<hex>          registry-wide record of a blob: empty body, customMetadata
@@ -104,10 +104,6 @@ pub fn blob_link(name: &RepositoryName, d: &Digest) -> String {
     format!("repositories/{name}/_layers/{}", digest_path(d))
 }
 
-pub fn blob_by_digest(d: &Digest) -> String {
-    format!("blobs/{}", digest_path(d))
-}
-
 pub fn blob_by_upload(id: &UploadId) -> String {
     format!("blobs/by-upload/{id}")
 }
@@ -152,7 +148,6 @@ mod tests {
         let id = UploadId::parse(&"0".repeat(32)).unwrap();
         assert_eq!(manifest(&name, &d), format!("repositories/a/b/_manifests/sha256/{hex}"));
         assert_eq!(blob_link(&name, &d), format!("repositories/a/b/_layers/sha256/{hex}"));
-        assert_eq!(blob_by_digest(&d), format!("blobs/sha256/{hex}"));
         assert_eq!(blob_by_upload(&id), format!("blobs/by-upload/{}", "0".repeat(32)));
         assert_eq!(upload_state(&id), format!("uploads/{}/state", "0".repeat(32)));
         assert_eq!(upload_of_state(&upload_state(&id)), Some(id));
@@ -173,9 +168,7 @@ mod tests {
         let name = RepositoryName::parse("a/b").unwrap();
         let d = Digest::sha256_of(b"x");
         let id = UploadId::parse(&"0".repeat(32)).unwrap();
-        for key in [blob_by_digest(&d), blob_by_upload(&id)] {
-            assert!(edge_cacheable(&key), "{key}");
-        }
+        assert!(edge_cacheable(&blob_by_upload(&id)));
         let others =
             [manifest(&name, &d), blob_link(&name, &d), blob_index(&d), upload_state(&id), catalog_entry(&name)];
         for key in others {

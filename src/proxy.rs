@@ -26,7 +26,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, Headers, Method, Response, percent_encode};
 use crate::keys;
 use crate::manifests::format::{Manifest, MediaType};
-use crate::names::{Digest, Reference, RepositoryName, Tag};
+use crate::names::{Digest, Reference, RepositoryName, Tag, UploadId};
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions};
 use crate::tags::TagRecord;
@@ -241,7 +241,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             let Some(task) = self.background.borrow_mut().pop() else { return };
             let result = match task {
                 Background::Blob { name, digest, length, body } => {
-                    self.store_pulled_blob(&name, &digest, length, body).await.map(|_| ())
+                    self.store_pulled_blob(&name, &digest, length, body).await.map(drop)
                 }
                 Background::Tag { name, tag, record } => self.put_tag(&name, &tag, &record).await,
             };
@@ -252,22 +252,22 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// Stores a blob read from the upstream, verified by the store against its digest, and links
-    /// it. `false`: the bytes did not match, nothing was stored.
+    /// it. Returns the object holding it; `None`: the bytes did not match, nothing was stored.
     async fn store_pulled_blob(
         &self,
         name: &RepositoryName,
         digest: &Digest,
         length: u64,
         body: O::Upload,
-    ) -> Result<bool> {
-        let key = keys::blob_by_digest(digest);
+    ) -> Result<Option<String>> {
+        let key = keys::blob_by_upload(&UploadId::random()?);
         let options = PutOptions { content_type: Some("application/octet-stream".into()), ..Default::default() };
         if !self.objects.put_verified(&key, body, length, digest, options).await? {
             crate::log::error(&format!("pull-through cache: the upstream's bytes for {digest} do not match it"));
-            return Ok(false);
+            return Ok(None);
         }
-        self.publish(name, digest, &BlobLink { object: key, size: length }).await?;
-        Ok(true)
+        self.publish(name, digest, &BlobLink { object: key.clone(), size: length }).await?;
+        Ok(Some(key))
     }
 
     /// Sends a request for `path` to the upstream, authenticating as it asks and following
@@ -513,10 +513,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             // byte, but no memory holds more than a stream's chunk, and nothing depends on the
             // time `waitUntil` leaves after a response.
             Some(length) if length > 0 && length <= crate::uploads::MAX_SINGLE_PUT => {
-                if !self.store_pulled_blob(name, digest, length, body).await? {
+                let Some(key) = self.store_pulled_blob(name, digest, length, body).await? else {
                     return Err(upstream_failed(serde_json::json!({ "reason": "blob does not match its digest" })));
-                }
-                let key = keys::blob_by_digest(digest);
+                };
                 let (_, stored) = self.objects.get(&key, None).await?.ok_or_else(|| {
                     RegistryError::internal(format!("pull-through cache: {key} missing right after its put"))
                 })?;

@@ -198,7 +198,7 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
                 key
             }
             None => {
-                let key = keys::blob_by_digest(expected);
+                let key = keys::blob_by_upload(&self.id);
                 let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
                 self.objects.put(&key, std::mem::take(&mut self.buffer), options).await?;
                 key
@@ -331,7 +331,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let Some(digest) = params.digest.filter(|_| params.mount.is_none()) {
             let digest = Digest::parse(digest)?;
             check_declared_length(headers, self.config.max_chunk_size)?;
-            if let Some(response) = self.put_whole(name, &digest, headers, body).await? {
+            if let Some(response) = self.put_whole(name, &id, &digest, headers, body).await? {
                 return Ok(response);
             }
             let mut writer = Writer::new(&self.objects, id, &[digest.algorithm()]);
@@ -392,7 +392,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         // A session that received nothing yet, finished by a PUT carrying the whole blob (as
         // containerd and oci-client push), is a single-request upload.
         let result = if writer.size == 0
-            && let Some(result) = self.put_whole(name, &digest, headers, body).await.transpose()
+            && let Some(result) = self.put_whole(name, id, &digest, headers, body).await.transpose()
         {
             result
         } else {
@@ -431,13 +431,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     async fn put_whole<B: BodyReader<Raw = O::Upload>>(
         &self,
         name: &RepositoryName,
+        id: &UploadId,
         digest: &Digest,
         headers: &Headers,
         body: &mut B,
     ) -> Result<Option<Response<O::Body>>> {
         let Some(length) = headers.content_length().filter(|&l| l > 0 && l <= MAX_SINGLE_PUT) else { return Ok(None) };
         let Some(raw) = body.take_raw() else { return Ok(None) };
-        let key = keys::blob_by_digest(digest);
+        let key = keys::blob_by_upload(id);
         let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
         if !self.objects.put_verified(&key, raw, length, digest, options).await? {
             return Err(digest_mismatch(digest, None));

@@ -668,8 +668,10 @@ fn a_whole_blob_with_its_length_announced_is_written_by_one_verified_put() {
         MemoryBody::from_bytes(data.clone()),
     );
     assert_eq!(r.status, 201);
-    // One object under the digest, no multipart upload.
-    assert!(t.objects.snapshot().contains_key(&format!("blobs/sha256/{}", d.hex())));
+    // One object with the bytes, written by a single put (no multipart upload).
+    let objects = t.objects.snapshot();
+    assert_eq!(objects.iter().filter(|(k, v)| k.starts_with("blobs/by-upload/") && **v == data).count(), 1);
+    assert_eq!(t.objects.open_multipart_uploads(), 0);
     assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
     // A session finished by a PUT with the whole body goes the same way.
     let location = start_session(&t, "s");

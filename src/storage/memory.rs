@@ -90,6 +90,10 @@ impl MemoryObjects {
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
         self.0.borrow().objects.iter().map(|(k, v)| (k.clone(), v.bytes.clone())).collect()
     }
+    /// An object's metadata, read without counting as an operation.
+    pub fn metadata(&self, key: &str) -> Option<ObjectMeta> {
+        self.0.borrow().objects.get(key).map(|o| o.meta.clone())
+    }
     /// Sets the time stamped on objects written from now on.
     pub fn set_now_ms(&self, now_ms: u64) {
         self.0.borrow_mut().now_ms = now_ms;
