@@ -23,7 +23,7 @@ impl BlobLink {
     fn to_metadata(&self) -> BTreeMap<String, String> {
         BTreeMap::from([("object".to_owned(), self.object.clone()), ("size".to_owned(), self.size.to_string())])
     }
-    fn from_metadata(m: &BTreeMap<String, String>) -> Option<Self> {
+    pub(crate) fn from_metadata(m: &BTreeMap<String, String>) -> Option<Self> {
         Some(Self { object: m.get("object")?.clone(), size: m.get("size")?.parse().ok()? })
     }
 }
@@ -169,14 +169,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry")
             );
         }
-        let key = keys::blob_link(name, digest);
-        if self.objects.head(&key).await?.is_none() {
+        if self.objects.head(&keys::blob_link(name, digest)).await?.is_none() {
             return Err(blob_unknown(digest));
         }
-        self.memo.forget_link(name.as_str(), &digest.to_string());
-        self.objects.delete(&key).await?;
-        self.memo.forget_link(name.as_str(), &digest.to_string());
+        self.unlink_blob(name, digest).await?;
         Ok(Response::new(202).header("Content-Length", "0"))
+    }
+
+    /// Removes the blob from the repository (its bytes stay for other repositories).
+    pub(crate) async fn unlink_blob(&self, name: &RepositoryName, digest: &Digest) -> Result<()> {
+        self.memo.forget_link(name.as_str(), &digest.to_string());
+        self.objects.delete(&keys::blob_link(name, digest)).await?;
+        self.memo.forget_link(name.as_str(), &digest.to_string());
+        Ok(())
     }
 }
 

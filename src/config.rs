@@ -39,6 +39,30 @@ pub struct Config {
     pub tag_memo_secs: u64,
     /// `WHARF_UPSTREAM` and friends: pull-through cache mode (see `proxy`). Default off.
     pub upstream: Option<crate::proxy::UpstreamConfig>,
+    /// `WHARF_GC`: what the cron trigger's garbage collection does (see `gc`). Default off.
+    pub gc: GcMode,
+    /// `WHARF_GC_UNTAGGED`: garbage collection also removes manifests no tag reaches. Default
+    /// false.
+    pub gc_untagged: bool,
+    /// `WHARF_GC_GRACE_SECONDS`: how old an unreferenced object must be before garbage
+    /// collection removes it; covers a push between its blobs and its manifest. Default one day.
+    pub gc_grace_secs: u64,
+    /// `WHARF_ADMIN_TOKEN` (a secret, at least 32 bytes): the bearer token of the admin
+    /// endpoints (`POST /_wharf/gc`). Without it they do not exist.
+    pub admin_token: Option<String>,
+}
+
+/// `WHARF_GC`: whether garbage collection may delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GcMode {
+    /// No scheduled collection; the admin endpoint only reports (dry runs).
+    #[default]
+    Off,
+    /// The cron trigger logs what a collection would remove; nothing is deleted.
+    DryRun,
+    /// The cron trigger collects, and so may the admin endpoint. Pushes and mounts then check
+    /// once more after writing (see `gc`).
+    On,
 }
 
 impl Default for Config {
@@ -55,6 +79,10 @@ impl Default for Config {
             tag_max_age_secs: 0,
             tag_memo_secs: 2,
             upstream: None,
+            gc: GcMode::Off,
+            gc_untagged: false,
+            gc_grace_secs: 24 * 60 * 60,
+            admin_token: None,
         }
     }
 }
@@ -96,6 +124,16 @@ impl Config {
         if !(1..=1000).contains(&max_page) {
             return Err(format!("WHARF_MAX_PAGE_SIZE: between 1 and 1000, got {max_page}"));
         }
+        let gc = match var("WHARF_GC").as_deref().map(str::trim) {
+            None | Some("" | "off" | "false") => GcMode::Off,
+            Some("dry-run") => GcMode::DryRun,
+            Some("on" | "true") => GcMode::On,
+            Some(other) => return Err(format!("WHARF_GC: expected off, dry-run or on, got {other:?}")),
+        };
+        let admin_token = var("WHARF_ADMIN_TOKEN").filter(|t| !t.is_empty());
+        if admin_token.as_ref().is_some_and(|t| t.len() < 32) {
+            return Err("WHARF_ADMIN_TOKEN: at least 32 bytes".into());
+        }
         Ok(Self {
             auth: crate::auth::AuthConfig::from_vars(&var)?,
             max_page: max_page as usize,
@@ -108,6 +146,10 @@ impl Config {
             tag_max_age_secs: number("WHARF_TAG_MAX_AGE_SECONDS", defaults.tag_max_age_secs)?,
             tag_memo_secs: number("WHARF_TAG_MEMO_SECONDS", defaults.tag_memo_secs)?,
             upstream: crate::proxy::UpstreamConfig::from_vars(&var)?,
+            gc,
+            gc_untagged: flag("WHARF_GC_UNTAGGED", false)?,
+            gc_grace_secs: number("WHARF_GC_GRACE_SECONDS", defaults.gc_grace_secs)?,
+            admin_token,
         })
     }
 }
@@ -138,6 +180,17 @@ mod tests {
         assert_eq!(c.allowed_classes, ["image", "plugin"]);
         let c = from(&[("WHARF_MAX_CHUNK_SIZE", "10485760"), ("WHARF_UPLOAD_MAX_AGE_SECONDS", "60")]).unwrap();
         assert_eq!((c.max_chunk_size, c.upload_max_age_secs), (10 * 1024 * 1024, 60));
+        let token = "t".repeat(32);
+        let c = from(&[
+            ("WHARF_GC", "dry-run"),
+            ("WHARF_GC_UNTAGGED", "true"),
+            ("WHARF_GC_GRACE_SECONDS", "0"),
+            ("WHARF_ADMIN_TOKEN", &token),
+        ])
+        .unwrap();
+        assert_eq!((c.gc, c.gc_untagged, c.gc_grace_secs), (GcMode::DryRun, true, 0));
+        assert_eq!(c.admin_token.as_deref(), Some(token.as_str()));
+        assert_eq!(from(&[("WHARF_GC", "on")]).unwrap().gc, GcMode::On);
     }
 
     #[test]
@@ -147,5 +200,7 @@ mod tests {
         assert!(from(&[("WHARF_MAX_CHUNK_SIZE", "lots")]).unwrap_err().contains("WHARF_MAX_CHUNK_SIZE"));
         assert!(from(&[("WHARF_MAX_CHUNK_SIZE", "1024")]).unwrap_err().contains("at least"));
         assert!(from(&[("WHARF_UPLOAD_MAX_AGE_SECONDS", "-1")]).is_err());
+        assert!(from(&[("WHARF_GC", "sometimes")]).unwrap_err().contains("WHARF_GC"));
+        assert!(from(&[("WHARF_ADMIN_TOKEN", "short")]).unwrap_err().contains("WHARF_ADMIN_TOKEN"));
     }
 }

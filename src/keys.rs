@@ -41,13 +41,50 @@ fn digest_path(d: &Digest) -> String {
 }
 
 pub fn manifest(name: &RepositoryName, d: &Digest) -> String {
-    format!("repositories/{name}/_manifests/{}", digest_path(d))
+    format!("{}{}", manifests_prefix(name), digest_path(d))
 }
 
 /// Prefix of every manifest of a repository (to tell whether any is left).
 pub fn manifests_prefix(name: &RepositoryName) -> String {
-    format!("repositories/{name}/_manifests/")
+    format!("{REPOSITORIES_PREFIX}{name}/_manifests/")
 }
+
+/// Prefix of every repository's manifests, blob links and referrer entries.
+pub const REPOSITORIES_PREFIX: &str = "repositories/";
+
+/// What a key under [`REPOSITORIES_PREFIX`] is.
+#[derive(Debug, PartialEq)]
+pub enum RepositoryKey {
+    Manifest(Digest),
+    BlobLink(Digest),
+    Referrer,
+}
+
+/// Reads a key under [`REPOSITORIES_PREFIX`]. The name ends at the first `/_`: no name
+/// component starts with `_`.
+pub fn parse_repository_key(key: &str) -> Option<(RepositoryName, RepositoryKey)> {
+    let (name, rest) = key.strip_prefix(REPOSITORIES_PREFIX)?.split_once("/_")?;
+    let digest = |path: &str| {
+        let (alg, hex) = path.split_once('/')?;
+        Digest::parse(&format!("{alg}:{hex}")).ok()
+    };
+    let kind = if let Some(path) = rest.strip_prefix("manifests/") {
+        RepositoryKey::Manifest(digest(path)?)
+    } else if let Some(path) = rest.strip_prefix("layers/") {
+        RepositoryKey::BlobLink(digest(path)?)
+    } else if rest.starts_with("referrers/") {
+        RepositoryKey::Referrer
+    } else {
+        return None;
+    };
+    Some((RepositoryName::parse(name).ok()?, kind))
+}
+
+/// Prefix of the registry-wide blob index.
+pub const BLOB_INDEX_PREFIX: &str = "digests/";
+
+/// Prefix of every object holding blob bytes.
+pub const BLOBS_PREFIX: &str = "blobs/";
 
 /// Prefix of the referrers of `subject` in a repository.
 pub fn referrers_prefix(name: &RepositoryName, subject: &Digest) -> String {
@@ -97,7 +134,7 @@ pub fn repository_of(key: &str) -> Option<RepositoryName> {
 /// location cache cannot be purged everywhere) is never served. Manifests are not: the manifest
 /// object is itself what says a manifest exists.
 pub fn edge_cacheable(key: &str) -> bool {
-    key.starts_with("blobs/")
+    key.starts_with(BLOBS_PREFIX)
 }
 
 pub fn blob_link(name: &RepositoryName, d: &Digest) -> String {
@@ -105,7 +142,7 @@ pub fn blob_link(name: &RepositoryName, d: &Digest) -> String {
 }
 
 pub fn blob_by_upload(id: &UploadId) -> String {
-    format!("blobs/by-upload/{id}")
+    format!("{BLOBS_PREFIX}by-upload/{id}")
 }
 
 /// Prefix of every upload session object.
@@ -124,7 +161,7 @@ pub fn upload_of_state(key: &str) -> Option<UploadId> {
 /// Registry-wide record of a blob (empty body; customMetadata {object, size}): where its
 /// bytes are, for mounts that do not name a source repository.
 pub fn blob_index(d: &Digest) -> String {
-    format!("digests/{}", digest_path(d))
+    format!("{BLOB_INDEX_PREFIX}{}", digest_path(d))
 }
 
 pub fn tag(name: &RepositoryName, tag: &Tag) -> String {
@@ -161,6 +198,19 @@ mod tests {
         assert_eq!(repository_of("catalog/a/b"), Some(name.clone()));
         assert_eq!(manifests_prefix(&name), "repositories/a/b/_manifests/");
         assert_eq!(tag(&name, &Tag::parse("v1").unwrap()), "tags/a/b:v1");
+        assert_eq!(
+            parse_repository_key(&manifest(&name, &d)),
+            Some((name.clone(), RepositoryKey::Manifest(d.clone())))
+        );
+        assert_eq!(
+            parse_repository_key(&blob_link(&name, &d)),
+            Some((name.clone(), RepositoryKey::BlobLink(d.clone())))
+        );
+        assert_eq!(parse_repository_key(&key), Some((name.clone(), RepositoryKey::Referrer)));
+        let nested = RepositoryName::parse("a_b/c__d").unwrap();
+        assert_eq!(parse_repository_key(&blob_link(&nested, &d)), Some((nested, RepositoryKey::BlobLink(d.clone()))));
+        assert_eq!(parse_repository_key("repositories/a/_other/x"), None);
+        assert_eq!(parse_repository_key("repositories/a/_layers/sha256/zz"), None);
     }
 
     #[test]

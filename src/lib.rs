@@ -12,6 +12,7 @@ pub mod blobs;
 pub mod caching;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod hashing;
 pub mod hex;
 pub mod http;

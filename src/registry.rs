@@ -4,7 +4,7 @@
 
 use crate::auth::access::Actions;
 use crate::auth::{AuthConfig, Identified, Identity};
-use crate::config::Config;
+use crate::config::{Config, GcMode};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
 use crate::memo::Memo;
@@ -21,6 +21,9 @@ pub type Result<T> = std::result::Result<T, RegistryError>;
 
 /// Path of the token endpoint (the realm of challenges), outside `/v2/`.
 pub const TOKEN_PATH: &str = "/token";
+
+/// The admin endpoint that runs a garbage collection (with `WHARF_ADMIN_TOKEN`).
+pub const ADMIN_GC_PATH: &str = "/_wharf/gc";
 
 /// Checks a signature with an external issuer's key: (alg, JWK, signed bytes, signature) ->
 /// whether it holds. The Worker uses WebCrypto; nothing in the wasm does public-key crypto.
@@ -124,6 +127,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             && let Some(response) = self.selftest(method, path, query, h, body).await
         {
             return response;
+        }
+        if let (Some(token), ADMIN_GC_PATH) = (&self.config.admin_token, path) {
+            return self.admin_gc(token, method, query, h).await;
         }
         if let (Some(auth), TOKEN_PATH, Method::Get) = (&self.config.auth, path, method) {
             return self.issue_token(auth, query, h).await;
@@ -276,6 +282,37 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let token = auth.issue_token(&identity, &scopes, (self.clock)())?;
         let body = serde_json::to_vec(&token).map_err(RegistryError::internal)?;
         // Tokens are per caller: no cache may keep one.
+        Ok(json_response(body, false).header("Cache-Control", "no-store"))
+    }
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// `POST /_wharf/gc?dry-run=`: runs a garbage collection and answers its report. It only
+    /// reports unless `dry-run=false`, which needs `WHARF_GC=on` (then writers check for it,
+    /// see `gc`). Authenticated by `Authorization: Bearer <WHARF_ADMIN_TOKEN>` alone.
+    async fn admin_gc(
+        &self,
+        token: &str,
+        method: Method,
+        query: &[(String, String)],
+        h: &Headers,
+    ) -> Result<Response<O::Body>> {
+        let given = h.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        if !crate::auth::secret::constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            return Err(RegistryError::new(ErrorCode::Unauthorized)
+                .with_message("the admin token is needed")
+                .with_header("WWW-Authenticate", "Bearer realm=\"wharf admin\""));
+        }
+        if method != Method::Post {
+            return Err(RegistryError::new(ErrorCode::Unsupported).with_message("POST runs a garbage collection"));
+        }
+        let dry_run = !matches!(query_param(query, "dry-run"), Some("false" | "0"));
+        if !dry_run && self.config.gc != GcMode::On {
+            return Err(RegistryError::new(ErrorCode::Unsupported)
+                .with_message("garbage collection deletes only with WHARF_GC=on; dry runs are allowed"));
+        }
+        let report = self.collect_garbage((self.clock)().saturating_mul(1000), dry_run).await?;
+        let body = serde_json::to_vec(&report).map_err(RegistryError::internal)?;
         Ok(json_response(body, false).header("Cache-Control", "no-store"))
     }
 }

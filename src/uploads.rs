@@ -17,6 +17,7 @@
 //! extend it.
 
 use crate::blobs::BlobLink;
+use crate::config::GcMode;
 use crate::error::{ErrorCode, RegistryError};
 use crate::hashing::Hashers;
 use crate::http::{BodyReader, Headers, Response};
@@ -24,7 +25,7 @@ use crate::keys;
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::registry::{Registry, Result, body_error};
 use crate::router::{blob_url, upload_url};
-use crate::storage::{KeyValueStore, ListFrom, MIN_PART_SIZE, ObjectStore, Part, PutOptions};
+use crate::storage::{KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PutOptions};
 use futures_util::future::join;
 use serde::{Deserialize, Serialize};
 
@@ -324,7 +325,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             };
             if let Some(link) = source {
                 self.link_blob(name, &digest, &link).await?;
-                return Ok(created(name, &digest));
+                if self.config.gc != GcMode::On || self.mount_source_holds(params.from, &digest, &link).await? {
+                    return Ok(created(name, &digest));
+                }
+                // A garbage collection took the source meanwhile (see `gc`): no mount.
+                self.unlink_blob(name, &digest).await?;
             }
         }
         let id = UploadId::random()?;
@@ -345,6 +350,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let writer = Writer::new(&self.objects, id.clone(), &SESSION_ALGORITHMS);
         self.save_session(name, &writer, None).await?;
         Ok(self.session_response(202, name, &id, 0))
+    }
+
+    /// Whether the source a mount linked from (a repository's link, or without `from` the
+    /// registry-wide index) still names the same bytes.
+    async fn mount_source_holds(&self, from: Option<&str>, digest: &Digest, link: &BlobLink) -> Result<bool> {
+        let key = match from {
+            Some(from) => keys::blob_link(&RepositoryName::parse(from)?, digest),
+            None => keys::blob_index(digest),
+        };
+        let source = self.objects.head(&key).await?.and_then(|m| BlobLink::from_metadata(&m.custom));
+        Ok(source.is_some_and(|s| s.object == link.object))
     }
 
     pub(crate) async fn upload_status(&self, name: &RepositoryName, id: &UploadId) -> Result<Response<O::Body>> {
@@ -524,23 +540,16 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub async fn clean_abandoned_uploads(&self, now_ms: u64) -> Result<usize> {
         let cutoff = now_ms.saturating_sub(self.config.upload_max_age_secs.saturating_mul(1000));
         let mut removed = 0;
-        let mut cursor: Option<String> = None;
-        loop {
-            let from = cursor.as_deref().map_or(ListFrom::Beginning, ListFrom::Cursor);
-            let page = self.objects.list(keys::UPLOADS_PREFIX, from, 1000).await?;
-            for object in page.objects.iter().filter(|o| o.uploaded_ms < cutoff) {
-                let Some(id) = keys::upload_of_state(&object.key) else { continue };
-                if let Some(upload) = object.custom.get(MULTIPART_META) {
-                    self.objects.abort_multipart(&keys::blob_by_upload(&id), upload).await?;
-                }
-                self.objects.delete(&object.key).await?;
-                removed += 1;
+        let mut listing = Listing::new(keys::UPLOADS_PREFIX);
+        while let Some(object) = listing.next(&self.objects).await? {
+            let Some(id) = keys::upload_of_state(&object.key).filter(|_| object.uploaded_ms < cutoff) else { continue };
+            if let Some(upload) = object.custom.get(MULTIPART_META) {
+                self.objects.abort_multipart(&keys::blob_by_upload(&id), upload).await?;
             }
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(removed),
-            }
+            self.objects.delete(&object.key).await?;
+            removed += 1;
         }
+        Ok(removed)
     }
 }
 

@@ -2,6 +2,7 @@
 //! environment, and the R2 and KV implementations of the storage contracts. Nothing here
 //! makes a protocol decision.
 
+use crate::config::GcMode;
 use crate::error::RegistryError;
 use crate::http::{self, Body, BodyReader, Headers, Method};
 use crate::memo::Memo;
@@ -584,14 +585,25 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     to_worker(response)
 }
 
-/// The cron trigger of wrangler.toml: abort upload sessions abandoned by their clients.
+/// The cron trigger of wrangler.toml: abort upload sessions abandoned by their clients, then,
+/// with `WHARF_GC`, collect garbage (a dry run only logs its report).
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let Ok(registry) = registry(&env, None) else { return };
-    match registry.clean_abandoned_uploads(Date::now().as_millis()).await {
+    let now = Date::now().as_millis();
+    match registry.clean_abandoned_uploads(now).await {
         Ok(0) => {}
         Ok(n) => console_log!("removed {n} abandoned upload sessions"),
         Err(e) => console_error!("upload cleanup failed: {e}"),
+    }
+    let dry_run = match registry.config.gc {
+        GcMode::Off => return,
+        GcMode::DryRun => true,
+        GcMode::On => false,
+    };
+    match registry.collect_garbage(now, dry_run).await {
+        Ok(report) => console_log!("gc: {}", serde_json::to_string(&report).unwrap_or_default()),
+        Err(e) => console_error!("gc failed: {}", e.message()),
     }
 }
 

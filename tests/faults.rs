@@ -10,13 +10,15 @@ mod common;
 
 use common::*;
 use wharf::Config;
+use wharf::config::GcMode;
 use wharf::http::{MemoryBody, Method};
 use wharf::names::Digest;
 use wharf::storage::memory::{Fault, Faults};
 use wharf::uploads::PART_SIZE;
 
 fn config() -> Config {
-    Config { delete_enabled: true, ..Config::default() }
+    // Collection on: pushes and mounts take their extra checks (see `wharf::gc`).
+    Config { delete_enabled: true, gc: GcMode::On, ..Config::default() }
 }
 
 /// What storage holds must agree with itself, as seen by a registry with no memory of its own.

@@ -5,7 +5,7 @@
 pub mod format;
 
 use crate::caching;
-use crate::config::MAX_MANIFEST_SIZE;
+use crate::config::{GcMode, MAX_MANIFEST_SIZE};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Response};
 use crate::keys;
@@ -15,7 +15,7 @@ use crate::router::manifest_url;
 use crate::storage::{KeyValueStore, ListFrom, ObjectMeta, ObjectStore, PutOptions};
 use crate::tags::TagRecord;
 use format::{Accepted, Manifest, MediaType, default_platform_child};
-use futures_util::future::{join_all, join3};
+use futures_util::future::{join, join_all, join3};
 use std::rc::Rc;
 
 /// A manifest as [`Registry::load_manifest`] found it.
@@ -194,7 +194,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
         self.apply_resource_policy(&manifest, token_classes)?;
-        self.verify_references(name, &manifest).await?;
+        // With garbage collection on, whether the manifest was here before (see below).
+        let collecting = self.config.gc == GcMode::On;
+        let key = keys::manifest(name, &digest);
+        let (verified, existed) = join(self.verify_references(name, &manifest), async {
+            if collecting { self.objects.head(&key).await.map(|m| m.is_some()) } else { Ok(true) }
+        })
+        .await;
+        verified?;
+        let existed = existed?;
 
         // The URL's tag and any `?tag=` (spec main branch).
         let url_tag = match reference {
@@ -202,7 +210,29 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Reference::Digest(_) => None,
         };
         let tags: Vec<&Tag> = url_tag.into_iter().chain(extra_tags).collect();
-        self.store_manifest(name, &digest, bytes, &manifest, &tags).await?;
+        let size = bytes.len() as u64;
+        let copy = collecting.then(|| bytes.clone());
+        self.write_manifest(name, &digest, bytes, &manifest).await?;
+        if collecting {
+            // A collection may have swept a blob or child after the first check (see `gc`):
+            // check again, before any tag points here.
+            let (verified, still_here) = join(self.verify_references(name, &manifest), self.objects.head(&key)).await;
+            if let Err(e) = verified {
+                if !existed {
+                    self.memo.forget_manifest(name.as_str(), &digest.to_string());
+                    self.objects.delete(&key).await?;
+                    self.memo.forget_manifest(name.as_str(), &digest.to_string());
+                }
+                return Err(e);
+            }
+            // Taken as untagged between the write and now: written again.
+            if still_here?.is_none()
+                && let Some(bytes) = copy
+            {
+                self.write_manifest(name, &digest, bytes, &manifest).await?;
+            }
+        }
+        self.index_manifest(name, &digest, &manifest, size, &tags).await?;
 
         let mut response = Response::new(201)
             .header("Location", manifest_url(name, &digest))
@@ -226,17 +256,35 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         tags: &[&Tag],
     ) -> Result<()> {
         let size = bytes.len() as u64;
+        self.write_manifest(name, digest, bytes, manifest).await?;
+        self.index_manifest(name, digest, manifest, size, tags).await
+    }
+
+    /// Writes the manifest's bytes.
+    async fn write_manifest(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        bytes: Vec<u8>,
+        manifest: &Manifest,
+    ) -> Result<()> {
         let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
         self.objects.put(&keys::manifest(name, digest), bytes.clone(), options).await?;
         // Stored: the next pull from this isolate needs no R2 read.
-        self.memo.remember_manifest(
-            name.as_str(),
-            &digest.to_string(),
-            manifest.media_type,
-            &bytes,
-            (self.clock)(),
-            None,
-        );
+        let now = (self.clock)();
+        self.memo.remember_manifest(name.as_str(), &digest.to_string(), manifest.media_type, &bytes, now, None);
+        Ok(())
+    }
+
+    /// Makes a written manifest findable: catalog entry, referrer entry and tags, side by side.
+    async fn index_manifest(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        manifest: &Manifest,
+        size: u64,
+        tags: &[&Tag],
+    ) -> Result<()> {
         let catalog_key = keys::catalog_entry(name);
         let catalog = self.objects.put(&catalog_key, Vec::new(), PutOptions::default());
         let referrer = async {
@@ -337,12 +385,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 self.memo.forget_manifest(name.as_str(), &target);
                 self.objects.delete(&key).await?;
                 self.memo.forget_manifest(name.as_str(), &target);
-                if self.objects.list(&keys::manifests_prefix(name), ListFrom::Beginning, 1).await?.objects.is_empty() {
-                    self.objects.delete(&keys::catalog_entry(name)).await?;
-                }
+                self.drop_catalog_entry_if_empty(name).await?;
             }
         }
         Ok(Response::new(202).header("Content-Length", "0"))
+    }
+
+    /// Takes the repository out of the catalog once its last manifest is gone.
+    pub(crate) async fn drop_catalog_entry_if_empty(&self, name: &RepositoryName) -> Result<()> {
+        if self.objects.list(&keys::manifests_prefix(name), ListFrom::Beginning, 1).await?.objects.is_empty() {
+            self.objects.delete(&keys::catalog_entry(name)).await?;
+        }
+        Ok(())
     }
 }
 

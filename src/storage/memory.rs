@@ -5,7 +5,9 @@ use super::*;
 use crate::http::{BodyReader, MemoryBody};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::future::poll_fn;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 #[derive(Debug, Clone)]
 struct StoredObject {
@@ -47,6 +49,54 @@ pub struct Faults(Rc<RefCell<FaultPlan>>);
 struct FaultPlan {
     count: usize,
     at: Option<(usize, Fault)>,
+    pause: Option<(usize, Pause)>,
+}
+
+/// A point where a request stops until the test lets it go on, so that another request can run
+/// in between: races, made deterministic. See [`Faults::pause_at`].
+#[derive(Debug, Clone, Default)]
+pub struct Pause(Rc<RefCell<PauseState>>);
+
+#[derive(Debug, Default)]
+struct PauseState {
+    reached: bool,
+    released: bool,
+    /// The paused request, and the test waiting for the pause.
+    wakers: Vec<Waker>,
+}
+
+impl Pause {
+    /// Resolves once the paused request has stopped at its operation, or [`Pause::release`]
+    /// was called (the request ended before reaching it).
+    pub async fn reached(&self) {
+        poll_fn(|cx| self.poll_until(cx, |s| s.reached || s.released)).await
+    }
+    /// Lets the paused request go on (or, called first, makes it never stop).
+    pub fn release(&self) {
+        let mut state = self.0.borrow_mut();
+        state.released = true;
+        state.wakers.drain(..).for_each(Waker::wake);
+    }
+    /// Whether a request stopped here.
+    pub fn was_reached(&self) -> bool {
+        self.0.borrow().reached
+    }
+    async fn wait(&self) {
+        {
+            let mut state = self.0.borrow_mut();
+            state.reached = true;
+            state.wakers.drain(..).for_each(Waker::wake);
+        }
+        poll_fn(|cx| self.poll_until(cx, |s| s.released)).await
+    }
+    fn poll_until(&self, cx: &mut Context<'_>, done: impl Fn(&PauseState) -> bool) -> Poll<()> {
+        let mut state = self.0.borrow_mut();
+        if done(&state) {
+            return Poll::Ready(());
+        }
+        state.wakers.push(cx.waker().clone());
+        Poll::Pending
+    }
 }
 
 impl Faults {
@@ -63,18 +113,41 @@ impl Faults {
     pub fn clear(&self) {
         *self.0.borrow_mut() = FaultPlan::default();
     }
-    /// Operations since the last `fail_at` or `clear`.
+    /// Operations since the last `fail_at`, `pause_at` or `clear`.
     pub fn count(&self) -> usize {
         self.0.borrow().count
     }
-    fn check(&self) -> Result<()> {
+    /// Stops the `n`th operation from now (1-based) before it runs, until the returned pause is
+    /// released; operations of other requests meanwhile go through.
+    pub fn pause_at(&self, n: usize) -> Pause {
+        let pause = Pause::default();
+        self.pause_with(n, &pause);
+        pause
+    }
+    /// [`Faults::pause_at`] with a pause made beforehand.
+    pub fn pause_with(&self, n: usize, pause: &Pause) {
         let mut plan = self.0.borrow_mut();
-        plan.count += 1;
-        match plan.at {
-            Some((n, Fault::Error)) if plan.count == n => Err(StorageError::new("injected fault")),
-            Some((n, Fault::Crash)) if plan.count >= n => Err(StorageError::new("injected crash")),
-            _ => Ok(()),
+        plan.count = 0;
+        plan.pause = Some((n, pause.clone()));
+    }
+    async fn check(&self) -> Result<()> {
+        let pause = {
+            let mut plan = self.0.borrow_mut();
+            plan.count += 1;
+            match plan.at {
+                Some((n, Fault::Error)) if plan.count == n => return Err(StorageError::new("injected fault")),
+                Some((n, Fault::Crash)) if plan.count >= n => return Err(StorageError::new("injected crash")),
+                _ => {}
+            }
+            match &plan.pause {
+                Some((n, _)) if plan.count == *n => plan.pause.take().map(|(_, p)| p),
+                _ => None,
+            }
+        };
+        if let Some(pause) = pause {
+            pause.wait().await;
         }
+        Ok(())
     }
 }
 
@@ -103,14 +176,14 @@ impl MemoryObjects {
         self.0.borrow_mut().faults = faults;
         self
     }
-    /// Counts an operation, and fails it if a fault is planned for it.
-    fn begin(&self) -> Result<()> {
+    /// Counts an operation, and fails or pauses it if so planned.
+    async fn begin(&self) -> Result<()> {
         let faults = {
             let mut inner = self.0.borrow_mut();
             inner.operations += 1;
             inner.faults.clone()
         };
-        faults.check()
+        faults.check().await
     }
     /// Storage operations so far: each one a round trip to R2 in production.
     pub fn operations(&self) -> usize {
@@ -173,7 +246,7 @@ impl ObjectStore for MemoryObjects {
         digest: &Digest,
         options: PutOptions,
     ) -> Result<bool> {
-        self.begin()?;
+        self.begin().await?;
         let mut bytes = Vec::new();
         while let Some(chunk) = body.chunk().await.map_err(StorageError::new)? {
             bytes.extend_from_slice(&chunk);
@@ -189,7 +262,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        self.begin()?;
+        self.begin().await?;
         Ok(self.0.borrow().objects.get(key).map(|o| o.meta.clone()))
     }
 
@@ -202,12 +275,12 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
-        self.begin()?;
+        self.begin().await?;
         Ok(self.0.borrow().objects.get(key).map(|o| (o.meta.clone(), o.bytes.clone())))
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
-        self.begin()?;
+        self.begin().await?;
         let mut inner = self.0.borrow_mut();
         if let Some(expected) = &options.if_etag_matches
             && inner.objects.get(key).map(|o| &o.meta.etag) != Some(expected)
@@ -219,13 +292,13 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         self.0.borrow_mut().objects.remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, from: ListFrom<'_>, limit: u32) -> Result<ObjectPage> {
-        self.begin()?;
+        self.begin().await?;
         // The memory twin's cursors are the last key of the page, so both forms mean "after".
         let cursor = match from {
             ListFrom::Beginning => None,
@@ -242,7 +315,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String> {
-        self.begin()?;
+        self.begin().await?;
         let mut inner = self.0.borrow_mut();
         let id = etag(&mut inner);
         inner.uploads.insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
@@ -250,7 +323,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> Result<Part> {
-        self.begin()?;
+        self.begin().await?;
         let mut inner = self.0.borrow_mut();
         let etag = etag(&mut inner);
         match inner.uploads.get_mut(upload_id) {
@@ -263,7 +336,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta> {
-        self.begin()?;
+        self.begin().await?;
         let mut inner = self.0.borrow_mut();
         let Some((k, options, stored)) = inner.uploads.get(upload_id) else {
             return Err(StorageError::new(format!("no multipart upload {upload_id}")));
@@ -295,7 +368,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
-        self.begin()?;
+        self.begin().await?;
         self.0.borrow_mut().uploads.remove(upload_id);
         Ok(())
     }
@@ -331,12 +404,12 @@ impl MemoryKv {
 
 impl KeyValueStore for MemoryKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>> {
-        self.faults.check()?;
+        self.faults.check().await?;
         Ok(self.entries.borrow().get(key).cloned())
     }
 
     async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<()> {
-        self.faults.check()?;
+        self.faults.check().await?;
         if *self.refuse_puts.borrow() {
             return Err(StorageError::rate_limited(format!("KV put of {key}: too many requests")));
         }
@@ -353,13 +426,13 @@ impl KeyValueStore for MemoryKv {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.faults.check()?;
+        self.faults.check().await?;
         self.entries.borrow_mut().remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage> {
-        self.faults.check()?;
+        self.faults.check().await?;
         let map = self.entries.borrow();
         let items = map
             .range(prefix.to_owned()..)

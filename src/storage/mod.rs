@@ -14,7 +14,7 @@ pub mod suite;
 use crate::names::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 /// A backend failure. Never a client's fault: it surfaces as 500 UNKNOWN and is logged,
@@ -150,6 +150,36 @@ pub trait ObjectStore {
     /// Makes the object visible under `key` from the given parts, in order.
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
+}
+
+/// A listing walked key by key, page after page (wharf asks for the largest pages, 1000 keys).
+pub struct Listing {
+    prefix: String,
+    cursor: Option<String>,
+    page: VecDeque<ObjectMeta>,
+    done: bool,
+}
+
+impl Listing {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into(), cursor: None, page: VecDeque::new(), done: false }
+    }
+
+    pub async fn next<O: ObjectStore>(&mut self, objects: &O) -> Result<Option<ObjectMeta>> {
+        loop {
+            if let Some(meta) = self.page.pop_front() {
+                return Ok(Some(meta));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let from = self.cursor.as_deref().map_or(ListFrom::Beginning, ListFrom::Cursor);
+            let page = objects.list(&self.prefix, from, 1000).await?;
+            self.page = page.objects.into();
+            self.done = page.cursor.is_none();
+            self.cursor = page.cursor;
+        }
+    }
 }
 
 /// A value read from KV with its metadata.

@@ -1,0 +1,379 @@
+//! Garbage collection: removes the blobs no manifest references and, with `WHARF_GC_UNTAGGED`,
+//! the manifests no tag reaches. The cron trigger runs it (`WHARF_GC`), and so does
+//! `POST /_wharf/gc` with the admin token, as a dry run unless asked otherwise.
+//!
+//! # Protocol
+//! Distribution's collector needs the registry read-only while it runs. wharf keeps taking
+//! pushes, and R2 has neither locks nor conditional deletes, so safety comes from the order of
+//! operations on both sides.
+//!
+//! The collection, one repository at a time (from one listing of `repositories/`):
+//! 1. **Mark.** Read every manifest. The live ones are all of them, or with
+//!    `WHARF_GC_UNTAGGED` the tagged ones, the ones younger than the grace period, and what they
+//!    reach (index children; referrers whose subject is live). Their configs and layers are
+//!    referenced.
+//! 2. **Sweep.** Remove the manifests that are not live and the blob links nothing references,
+//!    only when older than the grace period (`WHARF_GC_GRACE_SECONDS`), and each only after a
+//!    last HEAD shows it unchanged since the listing (a push rewrote it: it stays).
+//! 3. **Re-check.** List the repository's manifests again. One that is new or rewritten since the
+//!    mark (a push that checked its blobs before the sweep) gets back every link and child
+//!    manifest the sweep took from under it.
+//!
+//! Then registry-wide:
+//! 4. Index entries (`digests/`) naming bytes that no link names and older than the grace
+//!    period go.
+//! 5. A fresh listing of every link; byte objects that none names and older than the grace
+//!    period go.
+//!
+//! The writers, when `WHARF_GC=on`, check again after writing:
+//! - A manifest PUT checks its blobs and children again after writing the manifest and before
+//!   any tag. If one is gone it undoes its write and answers MANIFEST_BLOB_UNKNOWN. Either that
+//!   check follows the sweep's delete and sees it, or the manifest was written before the
+//!   re-check (3), which restores what it needs. If its own manifest is gone (taken as
+//!   untagged), it writes it again.
+//! - A mount checks its source (the link or index entry it copied) again after linking. If the
+//!   source is gone or changed, it removes its link and starts an upload session instead.
+//!   Otherwise the source went after the mount's link was written, and the listing of step 5
+//!   sees that link.
+//! - Uploads write bytes under a key of their own (`keys::blob_by_upload`), never rewritten, so
+//!   bytes the collection removes (listed, older than the grace period) are never new ones.
+//!
+//! A blob uploaded but not yet referenced (a push between its layers and its manifest) is
+//! younger than the grace period, so it stays. A collection stopped half-way is safe: each step
+//! removes only what nothing referenced when it looked. The next run finishes the job. It also
+//! repairs, from the index, a link that a manifest needs and lacks (a re-check that never ran),
+//! while the bytes remain.
+//!
+//! What remains open: the last HEAD and the delete of step 2 are two requests. A push that
+//! rewrites the same link, or the same untagged manifest, exactly between them loses the
+//! rewrite. For a link, the manifest PUT that follows is then refused (MANIFEST_BLOB_UNKNOWN) and
+//! the client uploads again. For an untagged manifest, the window is one R2 round trip, and the
+//! PUT's own re-check must also fall inside it.
+
+use crate::blobs::BlobLink;
+use crate::error::RegistryError;
+use crate::keys::{self, RepositoryKey};
+use crate::manifests::format::Manifest;
+use crate::names::{Digest, RepositoryName};
+use crate::registry::{Registry, Result};
+use crate::storage::{KeyValueStore, Listing, ObjectMeta, ObjectStore, PutOptions};
+use futures_util::future::join_all;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// What a collection removed, or in a dry run would remove.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Untagged manifests, as `repository@digest`.
+    pub manifests: Vec<String>,
+    /// Blob links no manifest references, as `repository@digest`.
+    pub blob_links: Vec<String>,
+    /// Registry-wide index entries of blobs that are gone.
+    pub index_entries: Vec<String>,
+    /// Objects of blob bytes.
+    pub blobs: Vec<RemovedBlob>,
+    pub bytes_freed: u64,
+    /// Links and manifests put back for a push that raced the sweep, as `repository@digest`.
+    pub restored: Vec<String>,
+    /// Links a manifest needed and lacked, made again from the index.
+    pub repaired: Vec<String>,
+    /// Repositories left alone because one of their manifests could not be read.
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RemovedBlob {
+    pub object: String,
+    pub size: u64,
+}
+
+/// What a manifest references.
+struct Refs {
+    blobs: Vec<Digest>,
+    children: Vec<Digest>,
+    subject: Option<Digest>,
+}
+
+impl Refs {
+    fn of(m: &Manifest) -> Self {
+        Self {
+            blobs: m.blobs().cloned().collect(),
+            children: m.child_manifests().map(|c| c.digest.clone()).collect(),
+            subject: m.subject.as_ref().map(|s| s.digest.clone()),
+        }
+    }
+}
+
+/// A manifest as the mark read it.
+struct Marked {
+    meta: ObjectMeta,
+    bytes: Vec<u8>,
+    refs: Refs,
+}
+
+/// One repository's manifests and blob links, as listed.
+struct Listed {
+    name: RepositoryName,
+    manifests: BTreeMap<Digest, ObjectMeta>,
+    links: BTreeMap<Digest, ObjectMeta>,
+}
+
+/// Most storage requests a collection has in flight (a Worker keeps at most six connections).
+const CONCURRENCY: usize = 6;
+
+fn parse_stored(meta: &ObjectMeta, bytes: &[u8]) -> std::result::Result<Manifest, RegistryError> {
+    Manifest::parse(meta.content_type.as_deref(), bytes)
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// Runs one collection at `now_ms` (see the module's protocol); a dry run only reports.
+    pub async fn collect_garbage(&self, now_ms: u64, dry_run: bool) -> Result<GcReport> {
+        let cutoff = now_ms.saturating_sub(self.config.gc_grace_secs.saturating_mul(1000));
+        let mut report = GcReport { dry_run, ..GcReport::default() };
+        // Objects named by links that stay: what a dry run works from. A real run lists again.
+        let mut named = HashSet::new();
+        let mut listing = Listing::new(keys::REPOSITORIES_PREFIX);
+        let mut current: Option<Listed> = None;
+        // A repository's keys all start with `repositories/<name>/_`, so they come together.
+        while let Some(meta) = listing.next(&self.objects).await? {
+            let Some((name, kind)) = keys::parse_repository_key(&meta.key) else { continue };
+            if let Some(done) = current.take_if(|c| c.name != name) {
+                self.collect_repository(done, cutoff, &mut report, &mut named).await?;
+            }
+            let listed =
+                current.get_or_insert_with(|| Listed { name, manifests: BTreeMap::new(), links: BTreeMap::new() });
+            match kind {
+                RepositoryKey::Manifest(d) => listed.manifests.insert(d, meta),
+                RepositoryKey::BlobLink(d) => listed.links.insert(d, meta),
+                RepositoryKey::Referrer => None,
+            };
+        }
+        if let Some(done) = current {
+            self.collect_repository(done, cutoff, &mut report, &mut named).await?;
+        }
+
+        // 4. Index entries of bytes no link names.
+        if !dry_run {
+            named = self.linked_objects().await?;
+        }
+        let mut listing = Listing::new(keys::BLOB_INDEX_PREFIX);
+        while let Some(entry) = listing.next(&self.objects).await? {
+            let object = entry.custom.get("object");
+            if entry.uploaded_ms >= cutoff || object.is_some_and(|o| named.contains(o)) {
+                continue;
+            }
+            if !dry_run {
+                if !self.unchanged(&entry).await? {
+                    continue;
+                }
+                self.objects.delete(&entry.key).await?;
+            }
+            let digest = entry.key.strip_prefix(keys::BLOB_INDEX_PREFIX).unwrap_or(&entry.key).replacen('/', ":", 1);
+            report.index_entries.push(digest);
+        }
+
+        // 5. Bytes no link names, against a listing made after every source was removed.
+        if !dry_run {
+            named = self.linked_objects().await?;
+        }
+        let mut listing = Listing::new(keys::BLOBS_PREFIX);
+        while let Some(object) = listing.next(&self.objects).await? {
+            if object.uploaded_ms >= cutoff || named.contains(&object.key) {
+                continue;
+            }
+            if !dry_run {
+                self.objects.delete(&object.key).await?;
+            }
+            report.bytes_freed += object.size;
+            report.blobs.push(RemovedBlob { object: object.key, size: object.size });
+        }
+        Ok(report)
+    }
+
+    /// Steps 1 to 3 for one repository; adds the objects its remaining links name to `named`.
+    async fn collect_repository(
+        &self,
+        listed: Listed,
+        cutoff: u64,
+        report: &mut GcReport,
+        named: &mut HashSet<String>,
+    ) -> Result<()> {
+        let name = &listed.name;
+        let at = |d: &Digest| format!("{name}@{d}");
+        let object_of = |meta: &ObjectMeta| BlobLink::from_metadata(&meta.custom).map(|l| l.object);
+
+        // 1. Mark.
+        let mut marked = BTreeMap::new();
+        let entries: Vec<(&Digest, &ObjectMeta)> = listed.manifests.iter().collect();
+        for batch in entries.chunks(CONCURRENCY) {
+            let reads = join_all(batch.iter().map(|(_, listed)| self.objects.get_bytes(&listed.key))).await;
+            for ((d, _), read) in batch.iter().zip(reads) {
+                // Gone since the listing: deleted by a client, nothing to mark.
+                let Some((meta, bytes)) = read? else { continue };
+                let Ok(manifest) = parse_stored(&meta, &bytes) else {
+                    // Without its references nothing here can be judged unreferenced.
+                    crate::log::error(&format!("gc: {name}: cannot read manifest {d}; repository skipped"));
+                    report.skipped.push(name.to_string());
+                    named.extend(listed.links.values().filter_map(object_of));
+                    return Ok(());
+                };
+                marked.insert((*d).clone(), Marked { meta, bytes, refs: Refs::of(&manifest) });
+            }
+        }
+        let live = if self.config.gc_untagged {
+            self.live_manifests(name, &marked, cutoff).await?
+        } else {
+            marked.keys().cloned().collect()
+        };
+        let referenced: BTreeSet<&Digest> = live.iter().flat_map(|d| &marked[d].refs.blobs).collect();
+
+        // A link a manifest needs and lacks: made again from the index while the bytes remain.
+        for &d in referenced.iter().filter(|d| !listed.links.contains_key(d)) {
+            let Some(link) = self.blob_by_digest(d).await? else { continue };
+            if self.objects.head(&link.object).await?.is_none() {
+                continue;
+            }
+            if !report.dry_run {
+                self.link_blob(name, d, &link).await?;
+            }
+            named.insert(link.object);
+            report.repaired.push(at(d));
+        }
+
+        let doomed_manifests: Vec<Digest> = marked.keys().filter(|d| !live.contains(*d)).cloned().collect();
+        let (doomed_links, kept_links): (Vec<_>, Vec<_>) =
+            listed.links.iter().partition(|(d, meta)| !referenced.contains(d) && meta.uploaded_ms < cutoff);
+        named.extend(kept_links.iter().filter_map(|(_, meta)| object_of(meta)));
+        if report.dry_run {
+            report.manifests.extend(doomed_manifests.iter().map(at));
+            report.blob_links.extend(doomed_links.iter().map(|(d, _)| at(d)));
+            return Ok(());
+        }
+
+        // 2. Sweep: what points at a manifest before the manifest (see `delete_manifest`).
+        let mut removed_manifests = BTreeMap::new();
+        for d in doomed_manifests {
+            let Some(m) = marked.remove(&d) else { continue };
+            if !self.unchanged(&m.meta).await? {
+                continue;
+            }
+            if let Some(subject) = &m.refs.subject {
+                self.forget_referrer(name, subject, &d).await?;
+            }
+            self.memo.forget_manifest(name.as_str(), &d.to_string());
+            self.objects.delete(&m.meta.key).await?;
+            self.memo.forget_manifest(name.as_str(), &d.to_string());
+            report.manifests.push(at(&d));
+            removed_manifests.insert(d, m);
+        }
+        let mut removed_links = BTreeMap::new();
+        for (d, meta) in doomed_links {
+            if !self.unchanged(meta).await? {
+                continue;
+            }
+            self.unlink_blob(name, d).await?;
+            report.blob_links.push(at(d));
+            removed_links.insert(d.clone(), meta);
+        }
+        if removed_manifests.is_empty() && removed_links.is_empty() {
+            return Ok(());
+        }
+
+        // 3. Re-check: manifests written since the mark get back what they need.
+        let mut pending = Vec::new();
+        let mut listing = Listing::new(keys::manifests_prefix(name));
+        while let Some(meta) = listing.next(&self.objects).await? {
+            let Some((_, RepositoryKey::Manifest(d))) = keys::parse_repository_key(&meta.key) else { continue };
+            if listed.manifests.get(&d).is_some_and(|old| old.etag == meta.etag && old.uploaded_ms == meta.uploaded_ms)
+            {
+                continue;
+            }
+            if let Some((meta, bytes)) = self.objects.get_bytes(&meta.key).await?
+                && let Ok(manifest) = parse_stored(&meta, &bytes)
+            {
+                pending.push(Refs::of(&manifest));
+            }
+        }
+        let any_manifest_removed = !removed_manifests.is_empty();
+        while let Some(refs) = pending.pop() {
+            for b in &refs.blobs {
+                if let Some(meta) = removed_links.remove(b) {
+                    let options = PutOptions { custom: meta.custom.clone(), ..PutOptions::default() };
+                    self.objects.put(&meta.key, Vec::new(), options).await?;
+                    report.restored.push(at(b));
+                }
+            }
+            for c in &refs.children {
+                if let Some(m) = removed_manifests.remove(c) {
+                    let manifest = parse_stored(&m.meta, &m.bytes)?;
+                    let size = m.bytes.len() as u64;
+                    let options = PutOptions { content_type: m.meta.content_type.clone(), ..PutOptions::default() };
+                    self.objects.put(&m.meta.key, m.bytes, options).await?;
+                    if let Some(subject) = &m.refs.subject {
+                        self.record_referrer(name, subject, c, &manifest, size).await?;
+                    }
+                    report.restored.push(at(c));
+                    pending.push(m.refs);
+                }
+            }
+        }
+        if any_manifest_removed {
+            self.drop_catalog_entry_if_empty(name).await?;
+        }
+        Ok(())
+    }
+
+    /// The manifests of `name` a collection with `WHARF_GC_UNTAGGED` keeps: tagged, younger than
+    /// `cutoff`, and what those reach (index children, referrers of a kept subject).
+    async fn live_manifests(
+        &self,
+        name: &RepositoryName,
+        marked: &BTreeMap<Digest, Marked>,
+        cutoff: u64,
+    ) -> Result<BTreeSet<Digest>> {
+        let tagged: HashSet<String> = self.all_tags(name).await?.into_iter().map(|(_, d)| d).collect();
+        let mut live: BTreeSet<Digest> = marked
+            .iter()
+            .filter(|(d, m)| m.meta.uploaded_ms >= cutoff || tagged.contains(&d.to_string()))
+            .map(|(d, _)| d.clone())
+            .collect();
+        loop {
+            let before = live.len();
+            for (d, m) in marked {
+                if live.contains(d) {
+                    live.extend(m.refs.children.iter().filter(|c| marked.contains_key(*c)).cloned());
+                } else if m.refs.subject.as_ref().is_some_and(|s| live.contains(s)) {
+                    live.insert(d.clone());
+                }
+            }
+            if live.len() == before {
+                return Ok(live);
+            }
+        }
+    }
+
+    /// Whether the object is still the one listed (not rewritten, not deleted).
+    async fn unchanged(&self, listed: &ObjectMeta) -> Result<bool> {
+        Ok(self
+            .objects
+            .head(&listed.key)
+            .await?
+            .is_some_and(|now| now.etag == listed.etag && now.uploaded_ms == listed.uploaded_ms))
+    }
+
+    /// Every object some repository's blob link names.
+    async fn linked_objects(&self) -> Result<HashSet<String>> {
+        let mut named = HashSet::new();
+        let mut listing = Listing::new(keys::REPOSITORIES_PREFIX);
+        while let Some(meta) = listing.next(&self.objects).await? {
+            if let Some((_, RepositoryKey::BlobLink(_))) = keys::parse_repository_key(&meta.key)
+                && let Some(link) = BlobLink::from_metadata(&meta.custom)
+            {
+                named.insert(link.object);
+            }
+        }
+        Ok(named)
+    }
+}
