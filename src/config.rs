@@ -50,6 +50,8 @@ pub struct Config {
     /// `WHARF_ADMIN_TOKEN` (a secret, at least 32 bytes): the bearer token of the admin
     /// endpoints (`POST /_wharf/gc`). Without it they do not exist.
     pub admin_token: Option<String>,
+    /// `WHARF_IMMUTABLE_TAGS`: tag patterns that cannot be moved or deleted once set.
+    pub immutable_tags: crate::tags::ImmutableTags,
 }
 
 /// `WHARF_GC`: whether garbage collection may delete.
@@ -83,6 +85,7 @@ impl Default for Config {
             gc_untagged: false,
             gc_grace_secs: 24 * 60 * 60,
             admin_token: None,
+            immutable_tags: crate::tags::ImmutableTags::default(),
         }
     }
 }
@@ -150,6 +153,7 @@ impl Config {
             gc_untagged: flag("WHARF_GC_UNTAGGED", false)?,
             gc_grace_secs: number("WHARF_GC_GRACE_SECONDS", defaults.gc_grace_secs)?,
             admin_token,
+            immutable_tags: crate::tags::ImmutableTags::parse(&var("WHARF_IMMUTABLE_TAGS").unwrap_or_default())?,
         })
     }
 }
@@ -201,6 +205,7 @@ mod tests {
         assert!(from(&[("WHARF_MAX_CHUNK_SIZE", "1024")]).unwrap_err().contains("at least"));
         assert!(from(&[("WHARF_UPLOAD_MAX_AGE_SECONDS", "-1")]).is_err());
         assert!(from(&[("WHARF_GC", "sometimes")]).unwrap_err().contains("WHARF_GC"));
+        assert!(from(&[("WHARF_IMMUTABLE_TAGS", "v*, :x")]).unwrap_err().contains("WHARF_IMMUTABLE_TAGS"));
         assert!(from(&[("WHARF_ADMIN_TOKEN", "short")]).unwrap_err().contains("WHARF_ADMIN_TOKEN"));
     }
 }

@@ -1,6 +1,7 @@
 //! Tags: KV entries `tag -> digest`, with the manifest's digest, media type and size in the
 //! entry's metadata so that a listing needs no per-tag reads.
 
+use crate::auth::access::glob;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Response, query_param};
 use crate::keys;
@@ -36,7 +37,56 @@ impl TagRecord {
     }
 }
 
+/// `WHARF_IMMUTABLE_TAGS`: tags that, once set, can be neither moved nor deleted. Each pattern
+/// is `[<repository glob>:]<tag glob>` (`*` matches any run of characters), e.g. `v*` or
+/// `prod/*:release-*`; without a repository part it applies to every repository.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImmutableTags(Vec<(String, String)>);
+
+impl ImmutableTags {
+    pub fn parse(value: &str) -> std::result::Result<Self, String> {
+        let patterns = value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(|p| match p.split_once(':') {
+            Some((repo, tag)) if !repo.is_empty() && !tag.is_empty() => Ok((repo.to_owned(), tag.to_owned())),
+            Some(_) => Err(format!("WHARF_IMMUTABLE_TAGS: {p:?} needs a repository and a tag pattern")),
+            None => Ok(("*".to_owned(), p.to_owned())),
+        });
+        Ok(Self(patterns.collect::<std::result::Result<_, _>>()?))
+    }
+
+    pub fn protects(&self, name: &RepositoryName, tag: &Tag) -> bool {
+        self.0.iter().any(|(repo, t)| glob(repo, name.as_str()) && glob(t, tag.as_str()))
+    }
+}
+
+/// 403 DENIED: not a malformed manifest (MANIFEST_INVALID) but a refused change.
+fn immutable(tag: &Tag, what: &str) -> RegistryError {
+    RegistryError::new(ErrorCode::Denied)
+        .with_message(format!("tag {tag} is immutable and cannot be {what}; push a new tag instead"))
+        .with_detail(serde_json::json!({ "tag": tag.as_str() }))
+}
+
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// Refuses to move an immutable tag that exists to `digest` (setting it, or re-pushing the
+    /// same digest, is fine). KV being eventually consistent, a tag set in another location in
+    /// the last minute may not be seen yet.
+    pub(crate) async fn check_tag_move(&self, name: &RepositoryName, tag: &Tag, digest: &Digest) -> Result<()> {
+        if !self.config.immutable_tags.protects(name, tag) {
+            return Ok(());
+        }
+        match self.tag_record(name, tag).await? {
+            Some(current) if current.digest != digest.to_string() => Err(immutable(tag, "moved")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses to delete an immutable tag.
+    pub(crate) fn check_tag_delete(&self, name: &RepositoryName, tag: &Tag) -> Result<()> {
+        match self.config.immutable_tags.protects(name, tag) {
+            true => Err(immutable(tag, "deleted")),
+            false => Ok(()),
+        }
+    }
+
     /// What a tag points at, if the tag exists: one KV read, its metadata carrying the
     /// manifest's media type and size. (KV is eventually consistent: another location may still
     /// see the previous digest for up to a minute.)

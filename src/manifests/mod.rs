@@ -210,6 +210,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Reference::Digest(_) => None,
         };
         let tags: Vec<&Tag> = url_tag.into_iter().chain(extra_tags).collect();
+        for tag in &tags {
+            self.check_tag_move(name, tag, &digest).await?;
+        }
         let size = bytes.len() as u64;
         let copy = collecting.then(|| bytes.clone());
         self.write_manifest(name, &digest, bytes, &manifest).await?;
@@ -362,6 +365,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 if self.tag_record(name, tag).await?.is_none() {
                     return Err(manifest_unknown().with_detail(serde_json::json!({ "tag": tag.as_str() })));
                 }
+                self.check_tag_delete(name, tag)?;
                 self.delete_tag(name, tag).await?;
             }
             Reference::Digest(digest) => {
@@ -376,8 +380,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     return Err(manifest_unknown());
                 };
                 let target = digest.to_string();
-                for (tag, _) in self.all_tags(name).await?.into_iter().filter(|(_, d)| *d == target) {
-                    self.delete_tag(name, &tag).await?;
+                let tags: Vec<Tag> =
+                    self.all_tags(name).await?.into_iter().filter(|(_, d)| *d == target).map(|(t, _)| t).collect();
+                // Deleting the manifest would delete its tags: not if one is immutable.
+                tags.iter().try_for_each(|t| self.check_tag_delete(name, t))?;
+                for tag in &tags {
+                    self.delete_tag(name, tag).await?;
                 }
                 if let Some(subject) = format::subject_of(&bytes) {
                     self.forget_referrer(name, &subject, digest).await?;
