@@ -64,7 +64,7 @@ fn blob_unknown(digest: &Digest) -> RegistryError {
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// Where a repository's blob is, if it holds it: from the isolate's memo, else from R2.
     pub(crate) async fn blob_link(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<BlobLink>> {
-        let now = (self.clock)();
+        let now = self.now_secs();
         let d = digest.to_string();
         if let Some((object, size)) = self.memo.link(name.as_str(), &d, now) {
             return Ok(Some(BlobLink { object, size }));
@@ -96,7 +96,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub(crate) async fn link_blob(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
         let options = PutOptions { custom: link.to_metadata(), ..Default::default() };
         self.objects.put(&keys::blob_link(name, digest), Vec::new(), options).await?;
-        self.memo.remember_link(name.as_str(), &digest.to_string(), &link.object, link.size, (self.clock)(), None);
+        self.memo.remember_link(name.as_str(), &digest.to_string(), &link.object, link.size, self.now_secs(), None);
         Ok(())
     }
 

@@ -283,7 +283,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let client = self.upstream_client()?;
         let user = up.credentials.as_ref().map_or("", |(u, _)| u.as_str());
         let cache_key = format!("{user}@{}/{repository}", up.url);
-        let now = (self.clock)();
+        let now = self.now_secs();
         let cached =
             AUTHORIZATIONS.with_borrow(|a| a.get(&cache_key).filter(|(_, exp)| *exp > now).map(|(v, _)| v.clone()));
         let request = |url: String, authorization: Option<&str>| {
@@ -375,7 +375,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             token.ok_or_else(|| upstream_failed(serde_json::json!({ "reason": "the token answer has no token" })))?;
         // A little before it really expires, so that a request never carries a dying token.
         let lifetime = answer.expires_in.unwrap_or(DEFAULT_TOKEN_SECS).min(MAX_TOKEN_SECS).saturating_sub(5);
-        let expires = (self.clock)().saturating_add(lifetime);
+        let expires = self.now_secs().saturating_add(lifetime);
         Ok((format!("Bearer {token}"), expires))
     }
 
@@ -389,7 +389,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         tag: &Tag,
     ) -> Result<Option<TagRecord>> {
         let cached = self.tag_record(name, tag).await?;
-        let now = (self.clock)();
+        let now = self.now_secs();
         if let Some(record) = &cached
             && record.cached_at.is_some_and(|at| now.saturating_sub(at) < up.tag_ttl_secs)
         {
@@ -417,7 +417,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             let r = self.upstream_send(up, Method::Head, &upstream_name, &path, Some(&accept_manifests())).await?;
             match r.status {
                 200 if r.headers.get("docker-content-digest") == Some(cached.digest.as_str()) => {
-                    let record = TagRecord { cached_at: Some((self.clock)()), ..cached.clone() };
+                    let record = TagRecord { cached_at: Some(self.now_secs()), ..cached.clone() };
                     self.defer(Background::Tag { name: name.clone(), tag: tag.clone(), record: record.clone() });
                     return Ok(Some(record));
                 }
@@ -461,7 +461,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             digest: digest.to_string(),
             media_type: manifest.media_type.as_str().to_owned(),
             size: bytes.len() as u64,
-            cached_at: Some((self.clock)()),
+            cached_at: Some(self.now_secs()),
         };
         self.store_manifest(name, &digest, bytes, &manifest, &[]).await?;
         if let Reference::Tag(tag) = reference {

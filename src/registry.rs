@@ -36,8 +36,8 @@ pub struct Registry<O: ObjectStore, K> {
     pub kv: K,
     /// Shared: the Worker parses its variables once per isolate, not per request.
     pub config: Rc<Config>,
-    /// Seconds since the Unix epoch (token lifetimes); the host supplies it, since wasm has no
-    /// clock of its own.
+    /// Milliseconds since the Unix epoch; the host supplies it, since wasm has no clock of its
+    /// own.
     pub clock: Box<dyn Fn() -> u64>,
     /// The host's signature check for external tokens; without one they are refused.
     pub signature_check: Option<SignatureCheck>,
@@ -54,6 +54,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let config = config.into();
         let memo = Rc::new(Memo::new(config.tag_memo_secs));
         Self { objects, kv, config, clock, signature_check: None, upstream: None, background: RefCell::default(), memo }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Seconds since the Unix epoch (token lifetimes, memo ages).
+    pub fn now_secs(&self) -> u64 {
+        (self.clock)() / 1000
     }
 
     /// Shares a memo across registries: the Worker keeps one per isolate.
@@ -74,7 +83,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     /// Who is asking, with an external token's signature checked by the host.
     async fn identify(&self, auth: &AuthConfig, h: &Headers) -> Result<Identity> {
-        let now = (self.clock)();
+        let now = self.now_secs();
         match auth.identify(h, now)? {
             Identified::Ready(identity) => Ok(identity),
             Identified::External(check) => {
@@ -279,7 +288,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<Response<O::Body>> {
         let identity = self.identify(auth, h).await?;
         let scopes: Vec<&str> = query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()).collect();
-        let token = auth.issue_token(&identity, &scopes, (self.clock)())?;
+        let token = auth.issue_token(&identity, &scopes, self.now_secs())?;
         let body = serde_json::to_vec(&token).map_err(RegistryError::internal)?;
         // Tokens are per caller: no cache may keep one.
         Ok(json_response(body, false).header("Cache-Control", "no-store"))
@@ -311,7 +320,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             return Err(RegistryError::new(ErrorCode::Unsupported)
                 .with_message("garbage collection deletes only with WHARF_GC=on; dry runs are allowed"));
         }
-        let report = self.collect_garbage((self.clock)().saturating_mul(1000), dry_run).await?;
+        let report = self.collect_garbage(self.now_ms(), dry_run).await?;
         let body = serde_json::to_vec(&report).map_err(RegistryError::internal)?;
         Ok(json_response(body, false).header("Cache-Control", "no-store"))
     }

@@ -91,7 +91,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// manifest's media type and size. (KV is eventually consistent: another location may still
     /// see the previous digest for up to a minute.)
     pub(crate) async fn tag_record(&self, name: &RepositoryName, tag: &Tag) -> Result<Option<TagRecord>> {
-        let now = (self.clock)();
+        let now = self.now_secs();
         if let Some(record) = self.memo.tag(name.as_str(), tag.as_str(), now) {
             return Ok(Some(record));
         }
@@ -109,7 +109,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub(crate) async fn put_tag(&self, name: &RepositoryName, tag: &Tag, record: &TagRecord) -> Result<()> {
         let meta = serde_json::to_value(record).map_err(RegistryError::internal)?;
         self.kv.put(&keys::tag(name, tag), &record.digest, Some(&meta)).await?;
-        self.memo.remember_tag(name.as_str(), tag.as_str(), record, (self.clock)(), None);
+        self.memo.remember_tag(name.as_str(), tag.as_str(), record, self.now_secs(), None);
         Ok(())
     }
 

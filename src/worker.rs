@@ -520,7 +520,7 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
     let pull_through = config.upstream.is_some();
     let memo = MEMO.with(|m| m.get_or_init(|| Rc::new(Memo::new(config.tag_memo_secs))).clone());
-    let mut registry = Registry::new(R2 { bucket, cache }, Kv(kv), config, Box::new(|| Date::now().as_millis() / 1000))
+    let mut registry = Registry::new(R2 { bucket, cache }, Kv(kv), config, Box::new(|| Date::now().as_millis()))
         .with_memo(memo);
     if pull_through {
         registry = registry.with_upstream(Box::new(Fetcher));

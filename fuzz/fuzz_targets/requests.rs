@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         MemoryObjects::new(),
         MemoryKv::new(),
         Config { delete_enabled: true, ..Config::default() },
-        Box::new(|| 1_800_000_000),
+        Box::new(|| 1_800_000_000_000),
     );
     seed(&registry);
     let method = METHODS[m as usize % METHODS.len()];

@@ -141,7 +141,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// (remembered for the next time). A cache fetches a manifest it does not hold from its
     /// upstream first. Manifests are small (at most 4 MiB), so they are read whole.
     async fn load_manifest(&self, name: &RepositoryName, digest: &Digest, head: bool) -> Result<Option<Loaded>> {
-        let now = (self.clock)();
+        let now = self.now_secs();
         if let Some(m) = self.memo.manifest(name.as_str(), &digest.to_string(), now) {
             return Ok(Some(Loaded { media_type: m.media_type, size: m.bytes.len() as u64, bytes: Some(m.bytes) }));
         }
@@ -274,7 +274,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
         self.objects.put(&keys::manifest(name, digest), bytes.clone(), options).await?;
         // Stored: the next pull from this isolate needs no R2 read.
-        let now = (self.clock)();
+        let now = self.now_secs();
         self.memo.remember_manifest(name.as_str(), &digest.to_string(), manifest.media_type, &bytes, now, None);
         Ok(())
     }

@@ -22,7 +22,7 @@ pub struct TestRegistry {
     pub registry: Registry<MemoryObjects, MemoryKv>,
     pub objects: MemoryObjects,
     pub kv: MemoryKv,
-    /// The registry's clock, in seconds; tests move it.
+    /// The registry's clock, in seconds (it reads milliseconds); tests move it.
     pub now: Rc<Cell<u64>>,
 }
 
@@ -65,7 +65,7 @@ impl TestRegistry {
         let kv = MemoryKv::new();
         let now = Rc::new(Cell::new(1_800_000_000));
         let clock = now.clone();
-        let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get()));
+        let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get() * 1000));
         Self { registry, objects, kv, now }
     }
 
@@ -83,14 +83,14 @@ impl TestRegistry {
         let kv = MemoryKv::new().with_faults(faults.clone());
         let now = Rc::new(Cell::new(1_800_000_000));
         let clock = now.clone();
-        let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get()));
+        let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get() * 1000));
         Self { registry, objects, kv, now }
     }
 
     /// Another registry, with its own configuration, over this one's storage and clock.
     pub fn sharing_storage(&self, config: Config) -> Self {
         let clock = self.now.clone();
-        let registry = Registry::new(self.objects.clone(), self.kv.clone(), config, Box::new(move || clock.get()));
+        let registry = Registry::new(self.objects.clone(), self.kv.clone(), config, Box::new(move || clock.get() * 1000));
         Self { registry, objects: self.objects.clone(), kv: self.kv.clone(), now: self.now.clone() }
     }
 
@@ -99,7 +99,7 @@ impl TestRegistry {
         let mut t = Self::with_config(config);
         let clock = t.now.clone();
         let registry =
-            Registry::new(t.objects.clone(), t.kv.clone(), t.registry.config.clone(), Box::new(move || clock.get()));
+            Registry::new(t.objects.clone(), t.kv.clone(), t.registry.config.clone(), Box::new(move || clock.get() * 1000));
         t.registry = registry.with_upstream(Box::new(upstream));
         t
     }
