@@ -52,6 +52,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `WHARF_IMMUTABLE_TAGS`: tag patterns that cannot be moved or deleted once set.
     pub immutable_tags: crate::tags::ImmutableTags,
+    /// `WHARF_LOG_LEVEL`: `off`, `error`, `info` (default: one line per request) or `debug`.
+    pub log_level: crate::log::Level,
 }
 
 /// `WHARF_GC`: whether garbage collection may delete.
@@ -86,6 +88,7 @@ impl Default for Config {
             gc_grace_secs: 24 * 60 * 60,
             admin_token: None,
             immutable_tags: crate::tags::ImmutableTags::default(),
+            log_level: crate::log::Level::Info,
         }
     }
 }
@@ -154,6 +157,11 @@ impl Config {
             gc_grace_secs: number("WHARF_GC_GRACE_SECONDS", defaults.gc_grace_secs)?,
             admin_token,
             immutable_tags: crate::tags::ImmutableTags::parse(&var("WHARF_IMMUTABLE_TAGS").unwrap_or_default())?,
+            log_level: match var("WHARF_LOG_LEVEL") {
+                None => defaults.log_level,
+                Some(v) => crate::log::Level::parse(&v)
+                    .ok_or_else(|| format!("WHARF_LOG_LEVEL: expected off, error, info or debug, got {v:?}"))?,
+            },
         })
     }
 }
@@ -206,6 +214,8 @@ mod tests {
         assert!(from(&[("WHARF_UPLOAD_MAX_AGE_SECONDS", "-1")]).is_err());
         assert!(from(&[("WHARF_GC", "sometimes")]).unwrap_err().contains("WHARF_GC"));
         assert!(from(&[("WHARF_IMMUTABLE_TAGS", "v*, :x")]).unwrap_err().contains("WHARF_IMMUTABLE_TAGS"));
+        assert!(from(&[("WHARF_LOG_LEVEL", "loud")]).unwrap_err().contains("WHARF_LOG_LEVEL"));
+        assert_eq!(from(&[("WHARF_LOG_LEVEL", "debug")]).unwrap().log_level, crate::log::Level::Debug);
         assert!(from(&[("WHARF_ADMIN_TOKEN", "short")]).unwrap_err().contains("WHARF_ADMIN_TOKEN"));
     }
 }

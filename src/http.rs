@@ -27,6 +27,17 @@ impl Method {
             _ => Method::Other,
         }
     }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Other => "OTHER",
+        }
+    }
     /// Whether the method changes the registry (refused in read-only mode).
     pub fn writes(self) -> bool {
         matches!(self, Method::Post | Method::Put | Method::Patch | Method::Delete)

@@ -1,18 +1,114 @@
-//! Logging without a platform dependency: the core writes through a sink the host installs
-//! (the Worker points it at `console.error`); natively it goes to stderr.
+//! Structured logs: one JSON object per line, for `wrangler tail` and Workers Logs. The core
+//! writes through a sink the host installs (the Worker points it at `console.log`); natively it
+//! goes to stderr. Nothing secret is ever logged: no header values, no query strings, only the
+//! kind of route and the repository.
 
-use std::sync::OnceLock;
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
 
-static SINK: OnceLock<fn(&str)> = OnceLock::new();
-
-/// Installs the log sink; the first call wins.
-pub fn set_sink(sink: fn(&str)) {
-    let _ = SINK.set(sink);
+/// `WHARF_LOG_LEVEL`: `off`, `error` (failures only), `info` (also one line per request, the
+/// default) or `debug` (also the client's User-Agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Level {
+    Off,
+    Error,
+    #[default]
+    Info,
+    Debug,
 }
 
+impl Level {
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value.trim() {
+            "off" => Level::Off,
+            "error" => Level::Error,
+            "" | "info" => Level::Info,
+            "debug" => Level::Debug,
+            _ => return None,
+        })
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Off => "off",
+            Level::Error => "error",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+type Sink = Box<dyn Fn(&str)>;
+
+// A Worker isolate runs on one thread; natively each test thread has its own sink.
+thread_local! {
+    static SINK: RefCell<Option<Sink>> = RefCell::new(None);
+    static LEVEL: Cell<Level> = const { Cell::new(Level::Info) };
+}
+
+/// Where log lines go from now on (on this thread).
+pub fn set_sink(sink: impl Fn(&str) + 'static) {
+    SINK.with(|s| *s.borrow_mut() = Some(Box::new(sink)));
+}
+
+/// The most detailed level written from now on (on this thread).
+pub fn set_level(level: Level) {
+    LEVEL.with(|l| l.set(level));
+}
+
+pub fn enabled(level: Level) -> bool {
+    level != Level::Off && level <= LEVEL.with(Cell::get)
+}
+
+fn write(line: &str) {
+    SINK.with(|s| match &*s.borrow() {
+        Some(sink) => sink(line),
+        None => eprintln!("{line}"),
+    })
+}
+
+/// A failure worth an operator's eye (storage errors, refused tokens, upstream trouble).
 pub fn error(message: &str) {
-    match SINK.get() {
-        Some(sink) => sink(message),
-        None => eprintln!("{message}"),
+    if enabled(Level::Error) {
+        let line = serde_json::json!({ "level": "error", "message": message });
+        write(&line.to_string());
+    }
+}
+
+/// The one line logged per request.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestLine<'a> {
+    pub level: &'static str,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// What was asked for: `manifest`, `blob`, `upload`, `tags`, `referrers`, `catalog`, `base`,
+    /// `token`, `admin`, `ui` or `other`.
+    pub route: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<&'a str>,
+    pub status: u16,
+    /// Response body bytes (0 for HEAD and bodiless answers).
+    pub bytes: u64,
+    pub duration_ms: u64,
+    /// The OCI error code of an error response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    /// At `debug` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<&'a str>,
+}
+
+/// Writes a request's line: at `error` for a 5xx, else at `info`.
+pub fn request(mut line: RequestLine<'_>) {
+    let level = if line.status >= 500 { Level::Error } else { Level::Info };
+    if !enabled(level) {
+        return;
+    }
+    line.level = level.as_str();
+    if !enabled(Level::Debug) {
+        line.user_agent = None;
+    }
+    if let Ok(json) = serde_json::to_string(&line) {
+        write(&json);
     }
 }

@@ -104,9 +104,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
     }
 
-    /// Answers one request. Never fails: every error becomes an OCI error response.
+    /// Answers one request. Never fails: every error becomes an OCI error response. Logs one
+    /// line (see `log`) and names the request in `X-Request-Id`.
     pub async fn handle<B: BodyReader<Raw = O::Upload>>(&self, req: Request<B>) -> Response<O::Body> {
+        let started = self.now_ms();
         let Request { method, path, query, headers, mut body, origin } = req;
+        let request_id = request_id(&headers);
+        let mut error = None;
         let response = match self.dispatch(method, &path, &query, &headers, &origin, &mut body).await {
             Ok(r) => r,
             Err(e) => {
@@ -115,12 +119,34 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 if !matches!(e.code, ErrorCode::Unauthorized | ErrorCode::Denied) {
                     drain(&mut body).await;
                 }
+                error = Some(e.code.code());
                 e.into()
             }
         };
         // Distribution sends the API version on every response; clients use it to detect a
         // registry behind a proxy.
-        response.header("Docker-Distribution-API-Version", "registry/2.0")
+        let response = response
+            .header("Docker-Distribution-API-Version", "registry/2.0")
+            .header("X-Request-Id", request_id.clone());
+        let (route, repository) = describe(&path);
+        let bytes = match (method, &response.body) {
+            (Method::Head, _) | (_, Body::Empty) => 0,
+            (_, Body::Bytes(b)) => b.len() as u64,
+            (_, Body::Stream(_)) => response.get_header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0),
+        };
+        crate::log::request(crate::log::RequestLine {
+            level: "info",
+            request_id: &request_id,
+            method: method.as_str(),
+            route,
+            repository: repository.as_ref().map(RepositoryName::as_str),
+            status: response.status,
+            bytes,
+            duration_ms: self.now_ms().saturating_sub(started),
+            error,
+            user_agent: headers.get("user-agent"),
+        });
+        response
     }
 
     async fn dispatch<B: BodyReader<Raw = O::Upload>>(
@@ -202,6 +228,34 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Route::Referrers(n, d), Get) => self.list_referrers(&n, &d, query).await,
             _ => Err(RegistryError::new(ErrorCode::Unsupported).with_message("method not allowed on this endpoint")),
         }
+    }
+}
+
+/// Cloudflare's ray id names the request where there is one (the edge sets it; a value of
+/// another shape is not trusted), else a random id.
+fn request_id(h: &Headers) -> String {
+    match h.get("cf-ray") {
+        Some(ray) if (1..=64).contains(&ray.len()) && ray.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+            ray.to_owned()
+        }
+        _ => {
+            let mut bytes = [0u8; 8];
+            // Without randomness the id is only less unique, never wrong.
+            let _ = getrandom::fill(&mut bytes);
+            crate::hex::encode(&bytes)
+        }
+    }
+}
+
+/// The kind of route and its repository, for the request's log line.
+fn describe(path: &str) -> (&'static str, Option<RepositoryName>) {
+    match path {
+        TOKEN_PATH => ("token", None),
+        p if p.starts_with("/_wharf/") => ("admin", None),
+        _ => match Route::parse(path) {
+            Ok(route) => (route.kind(), route.repository().cloned()),
+            Err(_) => ("other", None),
+        },
     }
 }
 

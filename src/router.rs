@@ -36,6 +36,31 @@ fn split<'a>(rest: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
 }
 
 impl Route {
+    /// The kind of route, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Route::Base => "base",
+            Route::Manifest(..) => "manifest",
+            Route::Blob(..) => "blob",
+            Route::UploadStart(_) | Route::Upload(..) => "upload",
+            Route::TagsList(_) => "tags",
+            Route::Referrers(..) => "referrers",
+            Route::Catalog => "catalog",
+        }
+    }
+
+    pub fn repository(&self) -> Option<&RepositoryName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Manifest(n, _)
+            | Route::Blob(n, _)
+            | Route::UploadStart(n)
+            | Route::Upload(n, _)
+            | Route::TagsList(n)
+            | Route::Referrers(n, _) => Some(n),
+        }
+    }
+
     /// Parses a percent-decoded path. Unknown shapes are RouteUnknown; a known shape with an
     /// invalid name, reference or digest gets that identifier's own error.
     pub fn parse(path: &str) -> Result<Route, RegistryError> {

@@ -487,10 +487,6 @@ fn is_checksum_mismatch(error: &str) -> bool {
     error.contains("10037") || error.contains("checksum you specified did not match")
 }
 
-fn log_sink(message: &str) {
-    console_error!("{message}");
-}
-
 thread_local! {
     /// The isolate's memo of hot tags and manifests, kept across requests.
     static MEMO: OnceCell<Rc<Memo>> = const { OnceCell::new() };
@@ -501,7 +497,6 @@ thread_local! {
 /// The registry over this Worker's bindings and variables. A configuration error is logged
 /// and reported as the message of an internal error.
 fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, RegistryError> {
-    crate::log::set_sink(log_sink);
     // Variables and secrets alike (users and the token key are secrets). They are fixed for an
     // isolate's life (a change deploys a new one), so they are parsed once: not on every pull.
     let config = match CONFIG.with(|c| c.get().cloned()) {
@@ -513,6 +508,12 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
                 })
                 .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?,
             );
+            // Once per isolate too: where log lines go, and how many.
+            crate::log::set_sink(|line| match line.starts_with(r#"{"level":"error""#) {
+                true => console_error!("{line}"),
+                false => console_log!("{line}"),
+            });
+            crate::log::set_level(config.log_level);
             CONFIG.with(|c| c.get_or_init(|| config.clone()).clone())
         }
     };
@@ -520,8 +521,8 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
     let pull_through = config.upstream.is_some();
     let memo = MEMO.with(|m| m.get_or_init(|| Rc::new(Memo::new(config.tag_memo_secs))).clone());
-    let mut registry = Registry::new(R2 { bucket, cache }, Kv(kv), config, Box::new(|| Date::now().as_millis()))
-        .with_memo(memo);
+    let mut registry =
+        Registry::new(R2 { bucket, cache }, Kv(kv), config, Box::new(|| Date::now().as_millis())).with_memo(memo);
     if pull_through {
         registry = registry.with_upstream(Box::new(Fetcher));
     }

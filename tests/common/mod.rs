@@ -90,7 +90,8 @@ impl TestRegistry {
     /// Another registry, with its own configuration, over this one's storage and clock.
     pub fn sharing_storage(&self, config: Config) -> Self {
         let clock = self.now.clone();
-        let registry = Registry::new(self.objects.clone(), self.kv.clone(), config, Box::new(move || clock.get() * 1000));
+        let registry =
+            Registry::new(self.objects.clone(), self.kv.clone(), config, Box::new(move || clock.get() * 1000));
         Self { registry, objects: self.objects.clone(), kv: self.kv.clone(), now: self.now.clone() }
     }
 
@@ -98,8 +99,12 @@ impl TestRegistry {
     pub fn with_upstream(config: Config, upstream: FakeUpstream) -> Self {
         let mut t = Self::with_config(config);
         let clock = t.now.clone();
-        let registry =
-            Registry::new(t.objects.clone(), t.kv.clone(), t.registry.config.clone(), Box::new(move || clock.get() * 1000));
+        let registry = Registry::new(
+            t.objects.clone(),
+            t.kv.clone(),
+            t.registry.config.clone(),
+            Box::new(move || clock.get() * 1000),
+        );
         t.registry = registry.with_upstream(Box::new(upstream));
         t
     }
