@@ -9,6 +9,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, Headers, Response};
 use crate::keys;
 use crate::names::{Digest, RepositoryName};
+use crate::notify::{Action, Target};
 use crate::registry::{Registry, Result};
 use crate::storage::{ByteRange, KeyValueStore, ObjectStore, PutOptions};
 use std::collections::BTreeMap;
@@ -173,6 +174,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             return Err(blob_unknown(digest));
         }
         self.unlink_blob(name, digest).await?;
+        self.record_event(Action::Delete, Target { digest: Some(digest.to_string()), ..Target::new(name) });
         Ok(Response::new(202).header("Content-Length", "0"))
     }
 

@@ -54,6 +54,8 @@ pub struct Config {
     pub immutable_tags: crate::tags::ImmutableTags,
     /// `WHARF_LOG_LEVEL`: `off`, `error`, `info` (default: one line per request) or `debug`.
     pub log_level: crate::log::Level,
+    /// `WHARF_NOTIFY_URLS` and friends: where push, delete and pull events go (see `notify`).
+    pub notify: Option<crate::notify::NotifyConfig>,
 }
 
 /// `WHARF_GC`: whether garbage collection may delete.
@@ -89,6 +91,7 @@ impl Default for Config {
             admin_token: None,
             immutable_tags: crate::tags::ImmutableTags::default(),
             log_level: crate::log::Level::Info,
+            notify: None,
         }
     }
 }
@@ -162,6 +165,7 @@ impl Config {
                 Some(v) => crate::log::Level::parse(&v)
                     .ok_or_else(|| format!("WHARF_LOG_LEVEL: expected off, error, info or debug, got {v:?}"))?,
             },
+            notify: crate::notify::NotifyConfig::from_vars(&var)?,
         })
     }
 }

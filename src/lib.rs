@@ -21,6 +21,7 @@ pub mod log;
 pub mod manifests;
 pub mod memo;
 pub mod names;
+pub mod notify;
 pub mod pagination;
 pub mod proxy;
 pub mod referrers;

@@ -139,6 +139,8 @@ pub(crate) enum Background<U> {
     Blob { name: RepositoryName, digest: Digest, length: u64, body: U },
     /// Point a tag at a manifest the upstream confirmed, noting when.
     Tag { name: RepositoryName, tag: Tag, record: TagRecord },
+    /// Send a notification envelope (see `notify`).
+    Notify { body: Vec<u8> },
 }
 
 fn upstream_failed(detail: impl Into<serde_json::Value>) -> RegistryError {
@@ -244,6 +246,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     self.store_pulled_blob(&name, &digest, length, body).await.map(drop)
                 }
                 Background::Tag { name, tag, record } => self.put_tag(&name, &tag, &record).await,
+                Background::Notify { body } => {
+                    self.deliver(body).await;
+                    Ok(())
+                }
             };
             if let Err(e) = result {
                 crate::log::error(&format!("pull-through cache: storing failed: {}", e.message()));

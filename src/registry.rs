@@ -9,6 +9,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
 use crate::memo::Memo;
 use crate::names::{RepositoryName, Tag};
+use crate::notify::{Action, Notifier, RequestRecord, Target};
 use crate::proxy::{Background, Upstream};
 use crate::router::Route;
 use crate::storage::{KeyValueStore, ObjectStore};
@@ -47,13 +48,30 @@ pub struct Registry<O: ObjectStore, K> {
     pub(crate) background: RefCell<Vec<Background<O::Upload>>>,
     /// The isolate's memory of hot tags and manifests (see `memo`).
     pub(crate) memo: Rc<Memo>,
+    /// The host's HTTP client for notifications.
+    pub notifier: Option<Box<dyn Notifier>>,
+    /// Events of the request being answered, and who made it (see `notify`).
+    pub(crate) events: RefCell<Vec<(Action, Target)>>,
+    actor: RefCell<Option<String>>,
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub fn new(objects: O, kv: K, config: impl Into<Rc<Config>>, clock: Box<dyn Fn() -> u64>) -> Self {
         let config = config.into();
         let memo = Rc::new(Memo::new(config.tag_memo_secs));
-        Self { objects, kv, config, clock, signature_check: None, upstream: None, background: RefCell::default(), memo }
+        Self {
+            objects,
+            kv,
+            config,
+            clock,
+            signature_check: None,
+            upstream: None,
+            background: RefCell::default(),
+            memo,
+            notifier: None,
+            events: RefCell::default(),
+            actor: RefCell::default(),
+        }
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -73,6 +91,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     pub fn with_signature_check(mut self, check: SignatureCheck) -> Self {
         self.signature_check = Some(check);
+        self
+    }
+
+    pub fn with_notifier(mut self, notifier: Box<dyn Notifier>) -> Self {
+        self.notifier = Some(notifier);
         self
     }
 
@@ -134,6 +157,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (_, Body::Bytes(b)) => b.len() as u64,
             (_, Body::Stream(_)) => response.get_header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0),
         };
+        let actor = self.actor.take();
+        if self.config.notify.is_some() {
+            let record = RequestRecord {
+                id: request_id.clone(),
+                host: origin,
+                method: method.as_str().to_owned(),
+                useragent: headers.get("user-agent").unwrap_or_default().to_owned(),
+            };
+            if let Some(body) = self.take_events(&record, actor.as_deref()) {
+                self.defer(Background::Notify { body });
+            }
+        }
         crate::log::request(crate::log::RequestLine {
             level: "info",
             request_id: &request_id,
@@ -183,6 +218,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Some(auth) => {
                 let identity = self.identify(auth, h).await.map_err(|e| auth.challenge(e, origin, None))?;
                 authorize(auth, &identity, &route, method, origin)?;
+                *self.actor.borrow_mut() = identity.user().map(str::to_owned);
                 Some(identity)
             }
         };

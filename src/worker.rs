@@ -7,6 +7,7 @@ use crate::error::RegistryError;
 use crate::http::{self, Body, BodyReader, Headers, Method};
 use crate::memo::Memo;
 use crate::names::{Algorithm, Digest};
+use crate::notify::Notifier;
 use crate::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
 use crate::storage::{
     self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ListFrom, ObjectMeta, ObjectPage, ObjectStore, Part,
@@ -415,6 +416,35 @@ fn js_error(e: JsValue) -> String {
     format!("{e:?}")
 }
 
+/// Sends notifications with the Fetch API.
+struct Poster;
+
+impl Notifier for Poster {
+    fn post(
+        &self,
+        url: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> LocalBoxFuture<'_, Result<u16, String>> {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let h = worker::Headers::new();
+            for (name, value) in &headers {
+                h.set(name, value).map_err(|e| e.to_string())?;
+            }
+            let mut init = RequestInit::new();
+            init.with_method(worker::Method::Post).with_headers(h).with_body(Some(Uint8Array::from(&body[..]).into()));
+            let request = Request::new_with_init(&url, &init).map_err(|e| e.to_string())?;
+            let response = Fetch::Request(request).send().await.map_err(|e| e.to_string())?;
+            Ok(response.status_code())
+        })
+    }
+
+    fn sleep(&self, ms: u64) -> LocalBoxFuture<'_, ()> {
+        Box::pin(worker::Delay::from(std::time::Duration::from_millis(ms)))
+    }
+}
+
 impl Upstream<R2> for Fetcher {
     fn fetch(&self, request: UpstreamRequest) -> LocalBoxFuture<'_, Result<UpstreamResponse<ReadableStream>, String>> {
         Box::pin(async move {
@@ -520,11 +550,15 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
     let bucket = env.bucket("BUCKET").map_err(|e| RegistryError::internal(format!("binding BUCKET: {e}")))?;
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
     let pull_through = config.upstream.is_some();
+    let notifying = config.notify.is_some();
     let memo = MEMO.with(|m| m.get_or_init(|| Rc::new(Memo::new(config.tag_memo_secs))).clone());
     let mut registry =
         Registry::new(R2 { bucket, cache }, Kv(kv), config, Box::new(|| Date::now().as_millis())).with_memo(memo);
     if pull_through {
         registry = registry.with_upstream(Box::new(Fetcher));
+    }
+    if notifying {
+        registry = registry.with_notifier(Box::new(Poster));
     }
     Ok(registry.with_signature_check(Box::new(|alg, jwk, data, signature| {
         Box::pin(async move { webcrypto_verify(&alg, &jwk, &data, &signature).await.map_err(|e| format!("{e:?}")) })

@@ -4,8 +4,12 @@
 mod common;
 
 use common::*;
+use futures_util::future::LocalBoxFuture;
+use std::cell::RefCell;
+use std::rc::Rc;
 use wharf::Config;
 use wharf::http::{MemoryBody, Method};
+use wharf::notify::{Notifier, NotifyConfig};
 use wharf::tags::ImmutableTags;
 
 fn immutable(patterns: &str) -> TestRegistry {
@@ -113,4 +117,134 @@ fn every_request_logs_one_json_line_without_secrets() {
     lines.borrow_mut().clear();
     t.get("/v2/", &[]);
     assert!(lines.borrow().is_empty());
+}
+
+/// Records what would be POSTed; each URL fails its first `failures` attempts.
+#[derive(Clone, Default)]
+struct FakeNotifier {
+    posts: Rc<RefCell<Vec<(String, Vec<(&'static str, String)>, Vec<u8>)>>>,
+    sleeps: Rc<RefCell<Vec<u64>>>,
+    failures: Rc<RefCell<std::collections::HashMap<String, usize>>>,
+}
+
+impl Notifier for FakeNotifier {
+    fn post(
+        &self,
+        url: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> LocalBoxFuture<'_, Result<u16, String>> {
+        self.posts.borrow_mut().push((url.to_owned(), headers, body));
+        let result = match self.failures.borrow_mut().get_mut(url) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                if *n % 2 == 0 { Ok(503) } else { Err("connection refused".to_owned()) }
+            }
+            _ => Ok(200),
+        };
+        Box::pin(async move { result })
+    }
+    fn sleep(&self, ms: u64) -> LocalBoxFuture<'_, ()> {
+        self.sleeps.borrow_mut().push(ms);
+        Box::pin(async {})
+    }
+}
+
+const HOOK: &str = "https://hooks.test/registry";
+const FLAKY: &str = "https://flaky.test/registry";
+
+fn notifying(events: &str) -> (TestRegistry, FakeNotifier) {
+    let var = |name: &str| match name {
+        "WHARF_NOTIFY_URLS" => Some(format!("{HOOK}, {FLAKY}")),
+        "WHARF_NOTIFY_SECRET" => Some("s3cret".to_owned()),
+        "WHARF_NOTIFY_EVENTS" => Some(events.to_owned()),
+        _ => None,
+    };
+    let notify = NotifyConfig::from_vars(&var).unwrap();
+    let notifier = FakeNotifier::default();
+    let config = Config { delete_enabled: true, notify, ..Config::default() };
+    (TestRegistry::with_notifier(config, Box::new(notifier.clone())), notifier)
+}
+
+/// The events POSTed to `url` since the last call, as JSON.
+fn delivered(n: &FakeNotifier, url: &str) -> Vec<serde_json::Value> {
+    let posts = std::mem::take(&mut *n.posts.borrow_mut());
+    let (mine, others): (Vec<_>, Vec<_>) = posts.into_iter().partition(|(u, _, _)| u == url);
+    n.posts.borrow_mut().extend(others);
+    mine.iter()
+        .flat_map(|(_, _, body)| {
+            serde_json::from_slice::<serde_json::Value>(body).unwrap()["events"].as_array().unwrap().clone()
+        })
+        .collect()
+}
+
+#[test]
+fn pushes_and_deletes_are_notified_signed_in_distributions_envelope() {
+    let (t, n) = notifying("push,delete");
+    let (_, digest) = t.push_image("team/app", "v1", OCI_MANIFEST, "x");
+    let posts = n.posts.borrow().clone();
+    assert_eq!(posts.len(), 2, "one envelope per endpoint: blob uploads are not notified");
+    for (_, headers, body) in &posts {
+        let header = |name: &str| headers.iter().find(|(h, _)| *h == name).map(|(_, v)| v.clone());
+        assert_eq!(header("Content-Type").as_deref(), Some(wharf::notify::EVENTS_MEDIA_TYPE));
+        assert_eq!(header(wharf::notify::SIGNATURE_HEADER), Some(wharf::notify::signature("s3cret", body)));
+    }
+    let events = delivered(&n, HOOK);
+    let e = &events[0];
+    assert_eq!(e["action"], "push");
+    assert_eq!(e["target"]["repository"], "team/app");
+    assert_eq!(e["target"]["tag"], "v1");
+    assert_eq!(e["target"]["digest"], digest.to_string());
+    assert_eq!(e["target"]["mediaType"], OCI_MANIFEST);
+    assert_eq!(e["target"]["url"], format!("https://registry.test/v2/team/app/manifests/{digest}"));
+    assert_eq!(e["request"]["method"], "PUT");
+    assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
+    n.posts.borrow_mut().clear();
+
+    // Pulls are not asked for here; deletes are.
+    t.get("/v2/team/app/manifests/v1", &[("Accept", ACCEPT_ALL)]);
+    assert!(n.posts.borrow().is_empty());
+    let r = t.delete("/v2/team/app/manifests/v1");
+    let e = &delivered(&n, HOOK)[0];
+    assert_eq!((e["action"].as_str(), e["target"]["tag"].as_str()), (Some("delete"), Some("v1")));
+    assert_eq!(e["request"]["id"].as_str().map(|id| id.starts_with(r.header("X-Request-Id").unwrap())), Some(true));
+    t.delete(&format!("/v2/team/app/manifests/{digest}"));
+    let e = &delivered(&n, HOOK)[0];
+    assert_eq!(
+        (e["action"].as_str(), e["target"]["digest"].as_str()),
+        (Some("delete"), Some(digest.to_string().as_str()))
+    );
+    // A refused request notifies nothing.
+    n.posts.borrow_mut().clear();
+    t.delete(&format!("/v2/team/app/manifests/{digest}"));
+    assert!(n.posts.borrow().is_empty());
+}
+
+#[test]
+fn a_failing_endpoint_is_retried_a_bounded_number_of_times_and_never_fails_the_push() {
+    let (t, n) = notifying("push");
+    // Fails twice (an error, then a 503), then takes it.
+    n.failures.borrow_mut().insert(FLAKY.to_owned(), 2);
+    t.push_image("app", "v1", OCI_MANIFEST, "x");
+    assert_eq!(delivered(&n, FLAKY).len(), 3, "two failures, then delivered");
+    assert_eq!(*n.sleeps.borrow(), [500, 2000]);
+    assert_eq!(delivered(&n, HOOK).len(), 1, "the other endpoint got it once");
+    // Down for good: three tries, then given up; the push is still acknowledged.
+    n.failures.borrow_mut().insert(FLAKY.to_owned(), 100);
+    let body = t.image_manifest("app", OCI_MANIFEST, "y");
+    assert_eq!(t.put_manifest("app", "v2", OCI_MANIFEST, &body).status, 201);
+    assert_eq!(delivered(&n, FLAKY).len(), 3);
+}
+
+#[test]
+fn pulls_are_notified_when_asked_for() {
+    let (t, n) = notifying("pull");
+    let (_, digest) = t.push_image("app", "v1", OCI_MANIFEST, "x");
+    assert!(n.posts.borrow().is_empty(), "pushes are not asked for");
+    t.head("/v2/app/manifests/v1", &[("Accept", ACCEPT_ALL)]);
+    assert!(n.posts.borrow().is_empty(), "a HEAD is not a pull");
+    t.get("/v2/app/manifests/v1", &[("Accept", ACCEPT_ALL)]);
+    let e = &delivered(&n, HOOK)[0];
+    assert_eq!((e["action"].as_str(), e["target"]["tag"].as_str()), (Some("pull"), Some("v1")));
+    assert_eq!(e["target"]["digest"], digest.to_string());
 }

@@ -10,6 +10,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Response};
 use crate::keys;
 use crate::names::{Digest, Reference, RepositoryName, Tag};
+use crate::notify::{Action, Target};
 use crate::registry::{Registry, Result, read_limited};
 use crate::router::manifest_url;
 use crate::storage::{KeyValueStore, ListFrom, ObjectMeta, ObjectStore, PutOptions};
@@ -131,6 +132,22 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let response = answer(200, &digest)
             .header("Content-Type", manifest.media_type.as_str())
             .header("Content-Length", manifest.size.to_string());
+        if !head {
+            let tag = match reference {
+                Reference::Tag(t) => Some(t.to_string()),
+                Reference::Digest(_) => None,
+            };
+            let target = Target {
+                media_type: Some(manifest.media_type.as_str().to_owned()),
+                size: Some(manifest.size),
+                length: Some(manifest.size),
+                digest: Some(digest.to_string()),
+                url: Some(manifest_url(name, &digest)),
+                tag,
+                ..Target::new(name)
+            };
+            self.record_event(Action::Pull, target);
+        }
         Ok(match manifest.bytes {
             Some(bytes) => response.body(Body::Bytes(bytes.to_vec())),
             None => response,
@@ -236,6 +253,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
         self.index_manifest(name, &digest, &manifest, size, &tags).await?;
+        let event = |tag: Option<&&Tag>| Target {
+            media_type: Some(manifest.media_type.as_str().to_owned()),
+            size: Some(size),
+            length: Some(size),
+            digest: Some(digest.to_string()),
+            url: Some(manifest_url(name, &digest)),
+            tag: tag.map(|t| t.to_string()),
+            ..Target::new(name)
+        };
+        match tags.is_empty() {
+            true => self.record_event(Action::Push, event(None)),
+            false => tags.iter().for_each(|t| self.record_event(Action::Push, event(Some(t)))),
+        }
 
         let mut response = Response::new(201)
             .header("Location", manifest_url(name, &digest))
@@ -367,6 +397,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 }
                 self.check_tag_delete(name, tag)?;
                 self.delete_tag(name, tag).await?;
+                self.record_event(Action::Delete, Target { tag: Some(tag.to_string()), ..Target::new(name) });
             }
             Reference::Digest(digest) => {
                 // Order matters for a delete stopped half-way (a storage error, the Worker
@@ -394,6 +425,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 self.objects.delete(&key).await?;
                 self.memo.forget_manifest(name.as_str(), &target);
                 self.drop_catalog_entry_if_empty(name).await?;
+                self.record_event(Action::Delete, Target { digest: Some(target), ..Target::new(name) });
             }
         }
         Ok(Response::new(202).header("Content-Length", "0"))

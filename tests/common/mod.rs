@@ -109,6 +109,20 @@ impl TestRegistry {
         t
     }
 
+    /// A registry sending notifications through `notifier`.
+    pub fn with_notifier(config: Config, notifier: Box<dyn wharf::notify::Notifier>) -> Self {
+        let mut t = Self::with_config(config);
+        let clock = t.now.clone();
+        let registry = Registry::new(
+            t.objects.clone(),
+            t.kv.clone(),
+            t.registry.config.clone(),
+            Box::new(move || clock.get() * 1000),
+        );
+        t.registry = registry.with_notifier(notifier);
+        t
+    }
+
     /// Answers a request as a client on `origin` would see it, then runs the work left for
     /// after the response, as the Worker's waitUntil would.
     pub async fn respond(

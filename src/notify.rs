@@ -1,0 +1,275 @@
+//! Notifications: on push, delete and (optionally) pull, a JSON event in Distribution's envelope
+//! (`{"events":[...]}`, notifications/event.go) POSTed to each configured endpoint after the
+//! response (the Worker's `waitUntil`), signed with an HMAC of the body, retried a bounded number
+//! of times. A failing endpoint never slows or fails the request that caused the event.
+//!
+//! What is notified: manifests pushed (one event per tag, or one without a tag for a push by
+//! digest), manifests and tags deleted, blobs deleted, and with `pull` manifests pulled (GET, not
+//! HEAD). Blob uploads are not: the manifest push that follows them is.
+
+use crate::names::RepositoryName;
+use crate::registry::Registry;
+use crate::storage::{KeyValueStore, ObjectStore};
+use futures_util::future::{LocalBoxFuture, join_all};
+use hmac::{KeyInit, Mac};
+use serde::Serialize;
+
+/// Media type of the envelope (Distribution's `EventsMediaType`).
+pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v2+json";
+
+/// The header carrying `sha256=<hex HMAC-SHA256 of the body>` keyed by `WHARF_NOTIFY_SECRET`.
+pub const SIGNATURE_HEADER: &str = "X-Wharf-Signature-256";
+
+/// Tries per endpoint and event, and the pause before each retry: bounded well inside the time
+/// `waitUntil` leaves after a response.
+const ATTEMPTS: usize = 3;
+const BACKOFF_MS: [u64; ATTEMPTS - 1] = [500, 2000];
+
+/// `WHARF_NOTIFY_URLS` and friends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    /// `WHARF_NOTIFY_URLS`: comma-separated http(s) endpoints.
+    pub endpoints: Vec<String>,
+    /// `WHARF_NOTIFY_SECRET` (a secret): signs each body; without it bodies go unsigned.
+    pub secret: Option<String>,
+    /// `WHARF_NOTIFY_EVENTS`: which actions are sent, from `push`, `delete`, `pull`. Default
+    /// push and delete.
+    pub actions: Vec<Action>,
+}
+
+impl NotifyConfig {
+    /// `Ok(None)` without endpoints.
+    pub fn from_vars(var: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let urls = var("WHARF_NOTIFY_URLS").unwrap_or_default();
+        let endpoints: Vec<String> =
+            urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
+        if endpoints.is_empty() {
+            return Ok(None);
+        }
+        if let Some(bad) = endpoints.iter().find(|u| !u.starts_with("https://") && !u.starts_with("http://")) {
+            return Err(format!("WHARF_NOTIFY_URLS: expected http(s) URLs, got {bad:?}"));
+        }
+        let actions = match var("WHARF_NOTIFY_EVENTS").filter(|e| !e.trim().is_empty()) {
+            None => vec![Action::Push, Action::Delete],
+            Some(list) => list
+                .split(',')
+                .map(|a| match a.trim() {
+                    "push" => Ok(Action::Push),
+                    "delete" => Ok(Action::Delete),
+                    "pull" => Ok(Action::Pull),
+                    other => Err(format!("WHARF_NOTIFY_EVENTS: unknown event {other:?} (known: push, delete, pull)")),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Some(Self { endpoints, secret: var("WHARF_NOTIFY_SECRET").filter(|s| !s.is_empty()), actions }))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Push,
+    Pull,
+    Delete,
+}
+
+/// What an event is about (Distribution's `Event.Target`).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    pub repository: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+impl Target {
+    pub fn new(repository: &RepositoryName) -> Self {
+        Self { repository: repository.to_string(), ..Self::default() }
+    }
+}
+
+/// The request behind an event (Distribution's `RequestRecord`; no address: a Worker sees the
+/// client's only through headers it cannot trust).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub struct RequestRecord {
+    pub id: String,
+    pub host: String,
+    pub method: String,
+    pub useragent: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    id: String,
+    timestamp: String,
+    action: Action,
+    target: &'a Target,
+    request: &'a RequestRecord,
+    actor: Actor<'a>,
+    source: Source<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct Actor<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct Source<'a> {
+    addr: &'a str,
+    #[serde(rename = "instanceID")]
+    instance_id: &'static str,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    events: Vec<Event<'a>>,
+}
+
+/// The host's means of sending notifications.
+pub trait Notifier {
+    /// POSTs `body`; the response status, or why nothing came back.
+    fn post(
+        &self,
+        url: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> LocalBoxFuture<'_, Result<u16, String>>;
+    /// Waits before a retry.
+    fn sleep(&self, ms: u64) -> LocalBoxFuture<'_, ()>;
+}
+
+/// `sha256=<hex>`: HMAC-SHA256 of `body` keyed by `secret`, for [`SIGNATURE_HEADER`].
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", crate::hex::encode(&mac.finalize().into_bytes()))
+}
+
+/// RFC 3339 UTC time of `ms` since the Unix epoch (days to civil date: Howard Hinnant's
+/// algorithm, no calendar dependency).
+pub fn rfc3339(ms: u64) -> String {
+    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// Notes an event of the request being answered, if notifications want it.
+    pub(crate) fn record_event(&self, action: Action, target: Target) {
+        if self.config.notify.as_ref().is_some_and(|n| n.actions.contains(&action)) {
+            self.events.borrow_mut().push((action, target));
+        }
+    }
+
+    /// The envelope of the events the request recorded, for delivery after the response.
+    pub(crate) fn take_events(&self, request: &RequestRecord, actor: Option<&str>) -> Option<Vec<u8>> {
+        let mut recorded = std::mem::take(&mut *self.events.borrow_mut());
+        if recorded.is_empty() {
+            return None;
+        }
+        // URLs are recorded as paths; the event carries them whole.
+        for (_, target) in &mut recorded {
+            target.url = target.url.take().map(|path| format!("{}{path}", request.host));
+        }
+        let timestamp = rfc3339(self.now_ms());
+        let events = recorded
+            .iter()
+            .enumerate()
+            .map(|(i, (action, target))| Event {
+                id: format!("{}-{i}", request.id),
+                timestamp: timestamp.clone(),
+                action: *action,
+                target,
+                request,
+                actor: Actor { name: actor },
+                source: Source { addr: &request.host, instance_id: "wharf" },
+            })
+            .collect();
+        serde_json::to_vec(&Envelope { events }).ok()
+    }
+
+    /// Sends an envelope to every endpoint, side by side, each with bounded retries; failures
+    /// are logged, never returned.
+    pub(crate) async fn deliver(&self, body: Vec<u8>) {
+        let (Some(config), Some(notifier)) = (&self.config.notify, &self.notifier) else { return };
+        let mut headers = vec![("Content-Type", EVENTS_MEDIA_TYPE.to_owned())];
+        if let Some(secret) = &config.secret {
+            headers.push((SIGNATURE_HEADER, signature(secret, &body)));
+        }
+        join_all(config.endpoints.iter().map(|url| send(notifier.as_ref(), url, &headers, &body))).await;
+    }
+}
+
+/// One endpoint, with bounded retries on errors and non-2xx answers.
+async fn send(notifier: &dyn Notifier, url: &str, headers: &[(&'static str, String)], body: &[u8]) {
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            notifier.sleep(BACKOFF_MS[attempt - 1]).await;
+        }
+        match notifier.post(url, headers.to_vec(), body.to_vec()).await {
+            Ok(status) if (200..300).contains(&status) => return,
+            Ok(status) => last = format!("status {status}"),
+            Err(e) => last = e,
+        }
+    }
+    crate::log::error(&format!("notification to {url} failed after {ATTEMPTS} attempts: {last}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc_3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_740_123_456), "2026-11-27T00:42:03.456Z");
+    }
+
+    #[test]
+    fn signatures_are_hmac_sha256_of_the_body() {
+        // RFC 4231 test case 2.
+        let s = signature("Jefe", b"what do ya want for nothing?");
+        assert_eq!(s, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn configuration_needs_http_endpoints_and_known_events() {
+        let from = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            NotifyConfig::from_vars(&|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        };
+        assert_eq!(from(&[]), Ok(None));
+        let c = from(&[("WHARF_NOTIFY_URLS", "https://a.example/hook, http://127.0.0.1:9/x")]).unwrap().unwrap();
+        assert_eq!(c.endpoints.len(), 2);
+        assert_eq!(c.actions, [Action::Push, Action::Delete]);
+        let c = from(&[("WHARF_NOTIFY_URLS", "https://a"), ("WHARF_NOTIFY_EVENTS", "pull")]).unwrap().unwrap();
+        assert_eq!(c.actions, [Action::Pull]);
+        assert!(from(&[("WHARF_NOTIFY_URLS", "ftp://a")]).unwrap_err().contains("WHARF_NOTIFY_URLS"));
+        assert!(from(&[("WHARF_NOTIFY_URLS", "https://a"), ("WHARF_NOTIFY_EVENTS", "push,tag")]).is_err());
+    }
+}
