@@ -119,10 +119,13 @@ fn every_request_logs_one_json_line_without_secrets() {
     assert!(lines.borrow().is_empty());
 }
 
+/// A POST: URL, headers, body.
+type Post = (String, Vec<(&'static str, String)>, Vec<u8>);
+
 /// Records what would be POSTed; each URL fails its first `failures` attempts.
 #[derive(Clone, Default)]
 struct FakeNotifier {
-    posts: Rc<RefCell<Vec<(String, Vec<(&'static str, String)>, Vec<u8>)>>>,
+    posts: Rc<RefCell<Vec<Post>>>,
     sleeps: Rc<RefCell<Vec<u64>>>,
     failures: Rc<RefCell<std::collections::HashMap<String, usize>>>,
 }
