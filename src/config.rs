@@ -56,6 +56,8 @@ pub struct Config {
     pub log_level: crate::log::Level,
     /// `WHARF_NOTIFY_URLS` and friends: where push, delete and pull events go (see `notify`).
     pub notify: Option<crate::notify::NotifyConfig>,
+    /// `WHARF_UI`: serve the web UI under `/ui/` (see `ui`). Default false.
+    pub ui: bool,
 }
 
 /// `WHARF_GC`: whether garbage collection may delete.
@@ -92,6 +94,7 @@ impl Default for Config {
             immutable_tags: crate::tags::ImmutableTags::default(),
             log_level: crate::log::Level::Info,
             notify: None,
+            ui: false,
         }
     }
 }
@@ -166,6 +169,7 @@ impl Config {
                     .ok_or_else(|| format!("WHARF_LOG_LEVEL: expected off, error, info or debug, got {v:?}"))?,
             },
             notify: crate::notify::NotifyConfig::from_vars(&var)?,
+            ui: flag("WHARF_UI", false)?,
         })
     }
 }

@@ -105,7 +105,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// Who is asking, with an external token's signature checked by the host.
-    async fn identify(&self, auth: &AuthConfig, h: &Headers) -> Result<Identity> {
+    pub(crate) async fn identify(&self, auth: &AuthConfig, h: &Headers) -> Result<Identity> {
         let now = self.now_secs();
         match auth.identify(h, now)? {
             Identified::Ready(identity) => Ok(identity),
@@ -201,6 +201,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let (Some(token), ADMIN_GC_PATH) = (&self.config.admin_token, path) {
             return self.admin_gc(token, method, query, h).await;
         }
+        if self.config.ui {
+            if path == "/" && method == Method::Get {
+                return Ok(Response::new(302).header("Location", "/ui/").header("Content-Length", "0"));
+            }
+            if path == crate::ui::UI_PREFIX || path.starts_with("/ui/") {
+                let page = self.ui(method, path, query, h, origin).await?;
+                return Ok(if method == Method::Head { page.body(Body::Empty) } else { page });
+            }
+        }
         if let (Some(auth), TOKEN_PATH, Method::Get) = (&self.config.auth, path, method) {
             return self.issue_token(auth, query, h).await;
         }
@@ -288,6 +297,7 @@ fn describe(path: &str) -> (&'static str, Option<RepositoryName>) {
     match path {
         TOKEN_PATH => ("token", None),
         p if p.starts_with("/_wharf/") => ("admin", None),
+        p if p == "/" || p == crate::ui::UI_PREFIX || p.starts_with("/ui/") => ("ui", None),
         _ => match Route::parse(path) {
             Ok(route) => (route.kind(), route.repository().cloned()),
             Err(_) => ("other", None),

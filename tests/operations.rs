@@ -251,3 +251,115 @@ fn pulls_are_notified_when_asked_for() {
     assert_eq!((e["action"].as_str(), e["target"]["tag"].as_str()), (Some("pull"), Some("v1")));
     assert_eq!(e["target"]["digest"], digest.to_string());
 }
+
+fn ui_registry(auth: Option<wharf::auth::AuthConfig>) -> TestRegistry {
+    TestRegistry::with_config(Config { ui: true, auth, delete_enabled: true, ..Config::default() })
+}
+
+fn html(t: &TestRegistry, path: &str, headers: &[(&str, &str)]) -> String {
+    let r = t.get(path, headers);
+    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    assert!(r.header("Content-Security-Policy").unwrap().starts_with("default-src 'none'"));
+    String::from_utf8(r.body).unwrap()
+}
+
+#[test]
+fn the_ui_is_off_unless_configured() {
+    let t = TestRegistry::new();
+    assert_eq!(t.get("/ui/", &[]).status, 404);
+    assert_eq!(t.get("/", &[]).status, 404);
+}
+
+#[test]
+fn the_ui_shows_repositories_tags_manifests_and_referrers_escaped() {
+    let t = ui_registry(None);
+    let (image, digest) = t.push_image("team/app", "v1", OCI_MANIFEST, "x");
+    t.push_image("other", "latest", OCI_MANIFEST, "y");
+    let index = list_body(OCI_INDEX, &[(&digest, image.len(), OCI_MANIFEST, "arm64")]);
+    assert_eq!(t.put_manifest("team/app", "multi", OCI_INDEX, &index).status, 201);
+    let index_digest = wharf::names::Digest::sha256_of(&index);
+    // A signature whose artifact type tries to inject markup.
+    let empty = t.push_blob("team/app", b"{}");
+    let evil = "<script>alert(1)</script>";
+    let sig = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{evil}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":{}}}}}"#,
+        image.len()
+    );
+    let sig_digest = wharf::names::Digest::sha256_of(sig.as_bytes());
+    assert_eq!(t.put_manifest("team/app", &sig_digest.to_string(), OCI_MANIFEST, sig.as_bytes()).status, 201);
+
+    assert_eq!(t.get("/", &[]).header("Location"), Some("/ui/"));
+    let home = html(&t, "/ui/", &[]);
+    assert!(home.contains("href=\"/ui/repo/team/app\"") && home.contains("href=\"/ui/repo/other\""));
+    let found = html(&t, "/ui/?q=team", &[]);
+    assert!(found.contains("/ui/repo/team/app") && !found.contains("/ui/repo/other"));
+
+    let repo = html(&t, "/ui/repo/team/app", &[]);
+    for expected in [
+        "<b>v1</b>",
+        "<b>multi</b>",
+        "docker pull registry.test/team/app:v1",
+        &format!("/ui/repo/team/app/manifest/{digest}"),
+        "linux/amd64",
+        "linux/arm64",
+        "image",
+        "index",
+        " UTC",
+    ] {
+        assert!(repo.contains(expected), "repository page lacks {expected}");
+    }
+
+    let detail = html(&t, &format!("/ui/repo/team/app/manifest/{digest}"), &[]);
+    let m: serde_json::Value = serde_json::from_slice(&image).unwrap();
+    for layer in m["layers"].as_array().unwrap() {
+        assert!(detail.contains(layer["digest"].as_str().unwrap()), "layer listed");
+    }
+    assert!(detail.contains(&format!("docker pull registry.test/team/app@{digest}")));
+    assert!(detail.contains(&sig_digest.to_string()), "the signature is listed as a referrer");
+    assert!(detail.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !detail.contains(evil));
+    let index_page = html(&t, &format!("/ui/repo/team/app/manifest/{index_digest}"), &[]);
+    assert!(index_page.contains("linux/arm64") && index_page.contains(&digest.to_string()));
+
+    assert_eq!(t.get("/ui/repo/nothing-here", &[]).status, 404);
+    assert_eq!(
+        t.get(&format!("/ui/repo/team/app/manifest/{}", wharf::names::Digest::sha256_of(b"no")), &[]).status,
+        404
+    );
+    assert_eq!(t.send(Method::Post, "/ui/", &[], MemoryBody::empty()).status, 405);
+}
+
+#[test]
+fn the_ui_follows_the_access_rules_and_asks_browsers_to_log_in() {
+    let users = format!(r#"{{"alice":"{}"}}"#, wharf::auth::secret::PasswordHash::new("alice-pw", b"salt", 10));
+    let rules = r#"[{"repositories":"public/*","anonymous":["pull"],"users":{"alice":["push"]}},{"repositories":"team/*","users":{"alice":["pull","push"]}}]"#;
+    let vars = [("WHARF_RULES", rules.to_owned()), ("WHARF_USERS", users), ("WHARF_TOKEN_SECRET", "s".repeat(40))];
+    let auth =
+        wharf::auth::AuthConfig::from_vars(&|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())).unwrap();
+    let t = ui_registry(auth);
+    let alice = format!(
+        "Basic {}",
+        base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:alice-pw")
+    );
+    let as_alice = [("Authorization", alice.as_str())];
+    // Pushed through an open registry over the same storage.
+    let open = t.sharing_storage(Config::default());
+    for repo in ["public/base", "team/secret"] {
+        open.push_image(repo, "v1", OCI_MANIFEST, repo);
+    }
+    let anonymous = html(&t, "/ui/", &[]);
+    assert!(anonymous.contains("public/base") && !anonymous.contains("team/secret"));
+    assert!(anonymous.contains("/ui/login"));
+    let r = t.get("/ui/repo/team/secret", &[]);
+    assert_eq!(r.status, 401);
+    assert!(r.header("WWW-Authenticate").unwrap().starts_with("Basic "));
+    assert_eq!(t.get("/ui/login", &[]).status, 401);
+    assert_eq!(t.get("/ui/login", &as_alice).header("Location"), Some("/ui/"));
+    let home = html(&t, "/ui/", &as_alice);
+    assert!(home.contains("team/secret") && home.contains("alice"));
+    assert!(html(&t, "/ui/repo/team/secret", &as_alice).contains("<b>v1</b>"));
+    let wrong =
+        format!("Basic {}", base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:nope"));
+    assert_eq!(t.get("/ui/", &[("Authorization", &wrong)]).status, 401);
+}

@@ -36,7 +36,7 @@ impl MediaType {
         MediaType::ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(essence))
     }
 
-    fn is_list(self) -> bool {
+    pub fn is_list(self) -> bool {
         matches!(self, MediaType::OciIndex | MediaType::DockerManifestList)
     }
 }

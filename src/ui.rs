@@ -1,0 +1,477 @@
+//! The web UI (`WHARF_UI=true`): server-rendered HTML, no JavaScript, one small stylesheet.
+//!
+//! - `/ui/`: repositories, with a search box (`?q=`);
+//! - `/ui/repo/<name>`: a repository's tags with digest, platforms, size and push time;
+//! - `/ui/repo/<name>/manifest/<digest>`: a manifest's config, layers, an index's platforms,
+//!   its referrers (signatures, SBOMs) and pull commands.
+//!
+//! It follows the API's access rules. Anonymous visitors see what anonymous clients may pull.
+//! A private repository answers 401 with a Basic challenge, so the browser asks for the same
+//! user and password as `docker login`; `/ui/login` asks for them up front. Every value shown is
+//! HTML-escaped (tags, annotations and artifact types come from whoever pushed), and the pages
+//! forbid scripts outright (Content-Security-Policy).
+
+use crate::auth::Identity;
+use crate::auth::access::Actions;
+use crate::error::{ErrorCode, RegistryError};
+use crate::http::{Body, Headers, Method, Response, query_param};
+use crate::keys;
+use crate::manifests::format::{Manifest, Platform};
+use crate::names::{Digest, RepositoryName};
+use crate::notify::rfc3339;
+use crate::registry::{Registry, Result};
+use crate::storage::{KeyValueStore, Listing, ObjectStore};
+use futures_util::future::join_all;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+pub const UI_PREFIX: &str = "/ui";
+
+/// Most repositories and tags one page lists.
+const PAGE: usize = 200;
+
+const CSS: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}\
+header{background:#14335a;color:#fff;padding:.7em 1.5em}header a{color:#fff;text-decoration:none}\
+main{max-width:72em;margin:1.5em auto;padding:0 1.5em}h1{font-size:1.4em;word-break:break-all}\
+table{border-collapse:collapse;width:100%;background:#fff}td,th{text-align:left;padding:.45em .6em;\
+border-bottom:1px solid #e3e6eb;vertical-align:top}th{background:#eef1f5;font-weight:600}\
+code,.cmd{font:13px ui-monospace,monospace;word-break:break-all}.cmd{display:block;background:#fff;\
+border:1px solid #cfd5dd;padding:.5em;margin:.3em 0 1em;user-select:all}ul.repos{list-style:none;padding:0}\
+ul.repos li{background:#fff;margin:.3em 0;padding:.55em .8em;border:1px solid #e3e6eb}\
+.muted{color:#66707d}form{margin:0 0 1em}input[type=search]{padding:.4em;width:20em}";
+
+/// `&`, `<`, `>`, `"` and `'` as entities: enough for text and quoted attributes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page<S>(title: &str, crumbs: &str, content: &str) -> Response<S> {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width,initial-scale=1\"><title>{} · wharf</title><style>{CSS}</style></head>\
+         <body><header><a href=\"/ui/\"><b>wharf</b></a>{crumbs}</header><main>{content}</main></body></html>",
+        escape(title)
+    );
+    Response::new(200)
+        .header("Content-Type", "text/html; charset=utf-8")
+        .header("Content-Length", html.len().to_string())
+        // What a page shows depends on who asks: never kept by a shared cache.
+        .header("Cache-Control", "no-store")
+        .header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Referrer-Policy", "no-referrer")
+        .body(Body::Bytes(html.into_bytes()))
+}
+
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+fn when(ms: u64) -> String {
+    let t = rfc3339(ms);
+    format!("{} {} UTC", &t[..10], &t[11..16])
+}
+
+fn platform(p: &Platform) -> String {
+    format!("{}/{}", p.os, p.architecture)
+}
+
+fn short(d: &Digest) -> String {
+    format!("{}:{}", d.algorithm().as_str(), &d.hex()[..12])
+}
+
+fn repo_url(name: &RepositoryName) -> String {
+    format!("{UI_PREFIX}/repo/{name}")
+}
+
+fn manifest_page_url(name: &RepositoryName, d: &Digest) -> String {
+    format!("{UI_PREFIX}/repo/{name}/manifest/{d}")
+}
+
+fn not_found() -> RegistryError {
+    RegistryError::new(ErrorCode::RouteUnknown)
+}
+
+/// The pages' routes.
+enum Page {
+    Repositories,
+    Login,
+    Repository(RepositoryName),
+    Manifest(RepositoryName, Digest),
+}
+
+fn route(path: &str) -> Result<Page> {
+    let rest = path.strip_prefix(UI_PREFIX).ok_or_else(not_found)?;
+    match rest {
+        "" | "/" => return Ok(Page::Repositories),
+        "/login" => return Ok(Page::Login),
+        _ => {}
+    }
+    let repo = rest.strip_prefix("/repo/").ok_or_else(not_found)?;
+    // A digest has a ':' and a name never does, so the split is unambiguous.
+    if let Some((name, digest)) = repo.rsplit_once("/manifest/").filter(|(_, d)| d.contains(':')) {
+        return Ok(Page::Manifest(RepositoryName::parse(name)?, Digest::parse(digest)?));
+    }
+    Ok(Page::Repository(RepositoryName::parse(repo.trim_end_matches('/'))?))
+}
+
+/// What the UI knows of a manifest for a table row.
+struct Summary {
+    kind: &'static str,
+    platforms: Vec<String>,
+    size: u64,
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// Serves a page of the UI.
+    pub(crate) async fn ui(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        h: &Headers,
+        origin: &str,
+    ) -> Result<Response<O::Body>> {
+        if method != Method::Get && method != Method::Head {
+            return Err(RegistryError::new(ErrorCode::Unsupported).with_message("the UI only answers GET"));
+        }
+        let identity = match &self.config.auth {
+            Some(auth) => Some(self.identify(auth, h).await.map_err(basic_challenge)?),
+            None => None,
+        };
+        let may_pull = |name: &RepositoryName| match (&self.config.auth, &identity) {
+            (Some(auth), Some(id)) => auth.permitted(id, name.as_str()).contains(Actions::PULL),
+            _ => true,
+        };
+        let host = origin.split_once("://").map_or(origin, |(_, h)| h);
+        let user = identity.as_ref().and_then(Identity::user);
+        let crumbs = |extra: &str| match user {
+            Some(u) => format!("{extra}<span style=\"float:right\">{}</span>", escape(u)),
+            None if self.config.auth.is_some() => {
+                format!("{extra}<a style=\"float:right\" href=\"/ui/login\">log in</a>")
+            }
+            None => extra.to_owned(),
+        };
+        match route(path)? {
+            Page::Login if user.is_none() => Err(basic_challenge(RegistryError::new(ErrorCode::Unauthorized))),
+            Page::Login => Ok(Response::new(302).header("Location", "/ui/").header("Content-Length", "0")),
+            Page::Repositories => {
+                self.repositories_page(query_param(query, "q").unwrap_or(""), &may_pull, &crumbs("")).await
+            }
+            Page::Repository(name) | Page::Manifest(name, _) if !may_pull(&name) => {
+                // Anonymous: ask who it is. Known but without the right: the same answer as a
+                // repository that does not exist, so names are not revealed.
+                Err(match user {
+                    None => basic_challenge(RegistryError::new(ErrorCode::Unauthorized)),
+                    Some(_) => RegistryError::new(ErrorCode::NameUnknown),
+                })
+            }
+            Page::Repository(name) => {
+                let crumb = format!(" / <a href=\"{}\">{}</a>", repo_url(&name), escape(name.as_str()));
+                self.repository_page(&name, host, &crumbs(&crumb)).await
+            }
+            Page::Manifest(name, digest) => {
+                let crumb =
+                    format!(" / <a href=\"{}\">{}</a> / {}", repo_url(&name), escape(name.as_str()), short(&digest));
+                self.manifest_page(&name, &digest, host, &crumbs(&crumb)).await
+            }
+        }
+    }
+
+    async fn repositories_page(
+        &self,
+        q: &str,
+        may_pull: &impl Fn(&RepositoryName) -> bool,
+        crumbs: &str,
+    ) -> Result<Response<O::Body>> {
+        let mut listing = Listing::new(keys::CATALOG_PREFIX);
+        let mut names = Vec::new();
+        while let Some(entry) = listing.next(&self.objects).await? {
+            let Some(name) = keys::repository_of(&entry.key) else { continue };
+            if name.as_str().contains(q) && may_pull(&name) {
+                names.push(name);
+                if names.len() > PAGE {
+                    break;
+                }
+            }
+        }
+        let mut html = format!(
+            "<h1>Repositories</h1><form method=\"get\" action=\"/ui/\"><input type=\"search\" name=\"q\" \
+             value=\"{}\" placeholder=\"search repositories\"> <button>Search</button></form>",
+            escape(q)
+        );
+        if names.is_empty() {
+            html.push_str("<p class=\"muted\">No repositories.</p>");
+        }
+        html.push_str("<ul class=\"repos\">");
+        for name in names.iter().take(PAGE) {
+            let _ = write!(html, "<li><a href=\"{}\">{}</a></li>", repo_url(name), escape(name.as_str()));
+        }
+        html.push_str("</ul>");
+        if names.len() > PAGE {
+            let _ = write!(html, "<p class=\"muted\">The first {PAGE} are shown: narrow the search.</p>");
+        }
+        Ok(page("Repositories", crumbs, &html))
+    }
+
+    async fn repository_page(&self, name: &RepositoryName, host: &str, crumbs: &str) -> Result<Response<O::Body>> {
+        let tags = self.all_tags(name).await?;
+        // One listing gives every manifest's push time.
+        let mut pushed = HashMap::new();
+        let mut listing = Listing::new(keys::manifests_prefix(name));
+        while let Some(m) = listing.next(&self.objects).await? {
+            if let Some((_, keys::RepositoryKey::Manifest(d))) = keys::parse_repository_key(&m.key) {
+                pushed.insert(d.to_string(), m.uploaded_ms);
+            }
+        }
+        if tags.is_empty() && pushed.is_empty() {
+            return Err(
+                RegistryError::new(ErrorCode::NameUnknown).with_detail(serde_json::json!({ "name": name.as_str() }))
+            );
+        }
+        let shown: Vec<_> = tags.iter().take(PAGE).collect();
+        let mut summaries = Vec::new();
+        for batch in shown.chunks(6) {
+            summaries.extend(join_all(batch.iter().map(|(_, d)| self.summary(name, d))).await);
+        }
+        let mut html = format!(
+            "<h1>{}</h1><p class=\"muted\">{} tags, {} manifests</p>",
+            escape(name.as_str()),
+            tags.len(),
+            pushed.len()
+        );
+        html.push_str(
+            "<table><tr><th>Tag</th><th>Digest</th><th>Type</th><th>Platforms</th><th>Size</th><th>Pushed</th></tr>",
+        );
+        for ((tag, digest), summary) in shown.iter().zip(summaries) {
+            let Ok(d) = Digest::parse(digest) else { continue };
+            let summary = summary?;
+            let pushed_at = pushed.get(digest).map_or_else(|| "—".to_owned(), |ms| when(*ms));
+            let _ = write!(
+                html,
+                "<tr><td><b>{tag}</b><code class=\"cmd\">docker pull {host}/{name}:{tag}</code></td><td><a href=\"{url}\"><code>{short}</code></a></td>\
+                 <td>{kind}</td><td>{platforms}</td><td>{size}</td><td>{pushed_at}</td></tr>",
+                tag = escape(tag.as_str()),
+                host = escape(host),
+                name = escape(name.as_str()),
+                url = manifest_page_url(name, &d),
+                short = short(&d),
+                kind = summary.kind,
+                platforms = escape(&summary.platforms.join(", ")),
+                size = size(summary.size),
+            );
+        }
+        html.push_str("</table>");
+        if tags.len() > PAGE {
+            let _ = write!(html, "<p class=\"muted\">The first {PAGE} tags are shown.</p>");
+        }
+        Ok(page(name.as_str(), crumbs, &html))
+    }
+
+    /// Kind, platforms and size of a manifest: an index's from its children, an image's from
+    /// its config (one more small read).
+    async fn summary(&self, name: &RepositoryName, digest: &str) -> Result<Summary> {
+        let unknown = || Summary { kind: "?", platforms: Vec::new(), size: 0 };
+        let Ok(d) = Digest::parse(digest) else { return Ok(unknown()) };
+        let Some((manifest, _)) = self.read_manifest(name, &d).await? else { return Ok(unknown()) };
+        if manifest.media_type.is_list() {
+            let children: Vec<_> = manifest.child_manifests().collect();
+            let platforms = children.iter().filter_map(|c| c.platform.as_ref()).map(platform).collect();
+            return Ok(Summary { kind: "index", platforms, size: children.iter().map(|c| c.size).sum() });
+        }
+        let size = manifest.config.iter().chain(&manifest.references).map(|d| d.size).sum();
+        let platforms = match &manifest.config {
+            Some(c) => self.config_platform(name, &c.digest).await?.into_iter().collect(),
+            None => Vec::new(),
+        };
+        Ok(Summary { kind: "image", platforms, size })
+    }
+
+    /// A manifest parsed, with its bytes.
+    async fn read_manifest(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<(Manifest, Vec<u8>)>> {
+        let Some((meta, bytes)) = self.objects.get_bytes(&keys::manifest(name, digest)).await? else { return Ok(None) };
+        Ok(Manifest::parse(meta.content_type.as_deref(), &bytes).ok().map(|m| (m, bytes)))
+    }
+
+    /// `os/architecture` from an image config (skipped above 1 MiB, or when not JSON).
+    async fn config_platform(&self, name: &RepositoryName, config: &Digest) -> Result<Option<String>> {
+        let Some(link) = self.blob_link(name, config).await?.filter(|l| l.size <= 1 << 20) else { return Ok(None) };
+        let Some((_, bytes)) = self.objects.get_bytes(&link.object).await? else { return Ok(None) };
+        Ok(serde_json::from_slice::<Platform>(&bytes).ok().filter(|p| !p.os.is_empty()).map(|p| platform(&p)))
+    }
+
+    async fn manifest_page(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        host: &str,
+        crumbs: &str,
+    ) -> Result<Response<O::Body>> {
+        let (manifest, bytes) =
+            self.read_manifest(name, digest).await?.ok_or_else(|| RegistryError::new(ErrorCode::ManifestUnknown))?;
+        let tags: Vec<String> = self
+            .all_tags(name)
+            .await?
+            .into_iter()
+            .filter(|(_, d)| *d == digest.to_string())
+            .map(|(t, _)| t.to_string())
+            .collect();
+        let mut html = format!(
+            "<h1>{}@{}</h1><table><tr><th>Media type</th><td><code>{}</code></td></tr><tr><th>Digest</th><td><code>{digest}</code></td></tr>\
+             <tr><th>Size</th><td>{}</td></tr><tr><th>Tags</th><td>{}</td></tr></table>",
+            escape(name.as_str()),
+            short(digest),
+            manifest.media_type.as_str(),
+            size(bytes.len() as u64),
+            escape(&tags.join(", ")),
+        );
+        let _ = write!(
+            html,
+            "<h2>Pull</h2><code class=\"cmd\">docker pull {}/{}@{digest}</code>",
+            escape(host),
+            escape(name.as_str())
+        );
+        if let Some(t) = tags.first() {
+            let _ = write!(
+                html,
+                "<code class=\"cmd\">docker pull {}/{}:{}</code>",
+                escape(host),
+                escape(name.as_str()),
+                escape(t)
+            );
+        }
+        if manifest.media_type.is_list() {
+            html.push_str("<h2>Platforms</h2><table><tr><th>Platform</th><th>Digest</th><th>Size</th></tr>");
+            for c in manifest.child_manifests() {
+                let p = c.platform.as_ref().map(platform).unwrap_or_default();
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td><a href=\"{}\"><code>{}</code></a></td><td>{}</td></tr>",
+                    escape(&p),
+                    manifest_page_url(name, &c.digest),
+                    c.digest,
+                    size(c.size)
+                );
+            }
+            html.push_str("</table>");
+        } else {
+            if let Some(c) = &manifest.config {
+                let p = self.config_platform(name, &c.digest).await?.unwrap_or_default();
+                let _ = write!(
+                    html,
+                    "<h2>Config</h2><table><tr><th>Media type</th><th>Digest</th><th>Size</th><th>Platform</th></tr><tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr></table>",
+                    escape(&c.media_type),
+                    c.digest,
+                    size(c.size),
+                    escape(&p)
+                );
+            }
+            let total: u64 = manifest.references.iter().map(|l| l.size).sum();
+            let _ = write!(
+                html,
+                "<h2>Layers</h2><p class=\"muted\">{} layers, {}</p><table><tr><th>#</th><th>Media type</th><th>Digest</th><th>Size</th></tr>",
+                manifest.references.len(),
+                size(total)
+            );
+            for (i, l) in manifest.references.iter().enumerate() {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+                    i + 1,
+                    escape(&l.media_type),
+                    l.digest,
+                    size(l.size)
+                );
+            }
+            html.push_str("</table>");
+        }
+        if let Some(subject) = &manifest.subject {
+            let _ = write!(
+                html,
+                "<h2>Subject</h2><p><a href=\"{}\"><code>{}</code></a></p>",
+                manifest_page_url(name, &subject.digest),
+                subject.digest
+            );
+        }
+        let prefix = keys::referrers_prefix(name, digest);
+        let mut listing = Listing::new(prefix.clone());
+        let mut referrers = String::new();
+        while let Some(entry) = listing.next(&self.objects).await? {
+            let Some(d) = keys::referrer_of(&entry.key, &prefix) else { continue };
+            let kind = entry.custom.get("artifactType").map(String::as_str).unwrap_or("");
+            let bytes = entry.custom.get("size").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let _ = write!(
+                referrers,
+                "<tr><td><code>{}</code></td><td><a href=\"{}\"><code>{}</code></a></td><td>{}</td></tr>",
+                escape(kind),
+                manifest_page_url(name, &d),
+                d,
+                size(bytes)
+            );
+        }
+        html.push_str("<h2>Referrers</h2>");
+        if referrers.is_empty() {
+            html.push_str("<p class=\"muted\">No signatures, SBOMs or other referrers.</p>");
+        } else {
+            let _ =
+                write!(html, "<table><tr><th>Artifact type</th><th>Digest</th><th>Size</th></tr>{referrers}</table>");
+        }
+        Ok(page(&format!("{name}@{}", short(digest)), crumbs, &html))
+    }
+}
+
+/// A 401 that makes browsers ask for a user and password.
+fn basic_challenge(e: RegistryError) -> RegistryError {
+    match e.code {
+        ErrorCode::Unauthorized => e.with_header("WWW-Authenticate", "Basic realm=\"wharf\", charset=\"UTF-8\""),
+        _ => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_leaves_no_markup() {
+        assert_eq!(escape("<script>\"x\"&'y'</script>"), "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;");
+    }
+
+    #[test]
+    fn sizes_and_times_read_well() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(3 << 30), "3.0 GiB");
+        assert_eq!(when(1_795_740_123_456), "2026-11-27 00:42 UTC");
+    }
+
+    #[test]
+    fn page_routes_split_names_from_digests() {
+        let d = Digest::sha256_of(b"x");
+        assert!(matches!(route("/ui/"), Ok(Page::Repositories)));
+        assert!(matches!(route("/ui/repo/a/manifest/b"), Ok(Page::Repository(n)) if n.as_str() == "a/manifest/b"));
+        assert!(
+            matches!(route(&format!("/ui/repo/a/b/manifest/{d}")), Ok(Page::Manifest(n, x)) if n.as_str() == "a/b" && x == d)
+        );
+        assert!(route("/ui/repo/A").is_err());
+        assert!(route("/ui/other").is_err());
+    }
+}
