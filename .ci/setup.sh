@@ -25,13 +25,15 @@ fi
 
 if [ "${1:-}" = --with-test-tools ]; then
   # skopeo and podman: real clients for the end-to-end tests; openssl: their throw-away TLS
-  # front; libssl-dev and pkg-config: native-tls of the oci-client test crate.
+  # front; libssl-dev and pkg-config: native-tls of the oci-client test crate; chromium: the
+  # browser the web UI is tested in (driven by playwright-core from npm).
   missing=()
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v podman >/dev/null || missing+=(podman)
   command -v openssl >/dev/null || missing+=(openssl)
   dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   fi

@@ -41,9 +41,9 @@ export async function freePort() {
 /**
  * Starts wharf; resolves to { base, host, stop, kill } once GET /v2/ answers. With `state`, the
  * local R2/KV state lives there and is kept on stop (a restart can reuse it); else in a
- * temporary directory removed on stop.
+ * temporary directory removed on stop. `logLevel: "log"` shows the Worker's own log lines.
  */
-export async function startWharf({ vars = {}, args: extra = [], state: given } = {}) {
+export async function startWharf({ vars = {}, args: extra = [], state: given, logLevel = "warn" } = {}) {
   if (!existsSync(join(ROOT, "build", "index.js"))) {
     throw new Error("build/index.js is missing: run .ci/build.sh first");
   }
@@ -51,7 +51,7 @@ export async function startWharf({ vars = {}, args: extra = [], state: given } =
   const state = given ?? mkdtempSync(join(tmpdir(), "wharf-e2e-"));
   const args = [
     "dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", "0",
-    "--persist-to", state, "--show-interactive-dev-session=false", "--log-level", "warn",
+    "--persist-to", state, "--show-interactive-dev-session=false", "--log-level", logLevel,
   ];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   args.push(...extra);
