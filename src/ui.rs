@@ -74,15 +74,18 @@ fn page<S>(title: &str, crumbs: &str, content: &str) -> Response<S> {
         .body(Body::Bytes(html.into_bytes()))
 }
 
+/// Sizes to one decimal, in integers: float formatting would cost the wasm kilobytes.
 fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
+    while unit + 1 < UNITS.len() && bytes >= 1024u64.pow(unit as u32 + 1) {
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        return format!("{bytes} B");
+    }
+    let tenths = (u128::from(bytes) * 10 + (1u128 << (10 * unit)) / 2) >> (10 * unit);
+    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
 }
 
 fn when(ms: u64) -> String {
