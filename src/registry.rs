@@ -194,19 +194,21 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         body: &mut B,
     ) -> Result<Response<O::Body>> {
         if self.config.selftest
-            && let Some(response) = self.selftest(method, path, query, h, body).await
+            && let Some(response) = Box::pin(self.selftest(method, path, query, h, body)).await
         {
             return response;
         }
         if let (Some(token), ADMIN_GC_PATH) = (&self.config.admin_token, path) {
-            return self.admin_gc(token, method, query, h).await;
+            // Boxed, as the UI below: the state of these rare requests does not belong in the
+            // future of every pull.
+            return Box::pin(self.admin_gc(token, method, query, h)).await;
         }
         if self.config.ui {
             if path == "/" && method == Method::Get {
                 return Ok(Response::new(302).header("Location", "/ui/").header("Content-Length", "0"));
             }
             if path == crate::ui::UI_PREFIX || path.starts_with("/ui/") {
-                let page = self.ui(method, path, query, h, origin).await?;
+                let page = Box::pin(self.ui(method, path, query, h, origin)).await?;
                 return Ok(if method == Method::Head { page.body(Body::Empty) } else { page });
             }
         }
