@@ -7,8 +7,10 @@
 //! digest), manifests and tags deleted, blobs deleted, and with `pull` manifests pulled (GET, not
 //! HEAD). Blob uploads are not: the manifest push that follows them is.
 
-use crate::names::RepositoryName;
+use crate::manifests::format::MediaType;
+use crate::names::{Digest, RepositoryName};
 use crate::registry::Registry;
+use crate::router::manifest_url;
 use crate::storage::{KeyValueStore, ObjectStore};
 use futures_util::future::{LocalBoxFuture, join_all};
 use hmac::{KeyInit, Mac};
@@ -95,6 +97,25 @@ pub struct Target {
 impl Target {
     pub fn new(repository: &RepositoryName) -> Self {
         Self { repository: repository.to_string(), ..Self::default() }
+    }
+
+    /// A manifest pushed or pulled.
+    pub fn manifest(
+        name: &RepositoryName,
+        digest: &Digest,
+        media_type: MediaType,
+        size: u64,
+        tag: Option<&str>,
+    ) -> Self {
+        Self {
+            media_type: Some(media_type.as_str().to_owned()),
+            size: Some(size),
+            length: Some(size),
+            digest: Some(digest.to_string()),
+            url: Some(manifest_url(name, digest)),
+            tag: tag.map(str::to_owned),
+            ..Self::new(name)
+        }
     }
 }
 

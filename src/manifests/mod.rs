@@ -134,19 +134,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             .header("Content-Length", manifest.size.to_string());
         if !head {
             let tag = match reference {
-                Reference::Tag(t) => Some(t.to_string()),
+                Reference::Tag(t) => Some(t.as_str()),
                 Reference::Digest(_) => None,
             };
-            let target = Target {
-                media_type: Some(manifest.media_type.as_str().to_owned()),
-                size: Some(manifest.size),
-                length: Some(manifest.size),
-                digest: Some(digest.to_string()),
-                url: Some(manifest_url(name, &digest)),
-                tag,
-                ..Target::new(name)
-            };
-            self.record_event(Action::Pull, target);
+            self.record_event(Action::Pull, Target::manifest(name, &digest, manifest.media_type, manifest.size, tag));
         }
         Ok(match manifest.bytes {
             Some(bytes) => response.body(Body::Bytes(bytes.to_vec())),
@@ -213,9 +204,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         self.apply_resource_policy(&manifest, token_classes)?;
         // With garbage collection on, whether the manifest was here before (see below).
         let collecting = self.config.gc == GcMode::On;
-        let key = keys::manifest(name, &digest);
         let (verified, existed) = join(self.verify_references(name, &manifest), async {
-            if collecting { self.objects.head(&key).await.map(|m| m.is_some()) } else { Ok(true) }
+            if !collecting {
+                return Ok(true);
+            }
+            self.objects.head(&keys::manifest(name, &digest)).await.map(|m| m.is_some())
         })
         .await;
         verified?;
@@ -233,35 +226,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let size = bytes.len() as u64;
         let copy = collecting.then(|| bytes.clone());
         self.write_manifest(name, &digest, bytes, &manifest).await?;
-        if collecting {
-            // A collection may have swept a blob or child after the first check (see `gc`):
-            // check again, before any tag points here.
-            let (verified, still_here) = join(self.verify_references(name, &manifest), self.objects.head(&key)).await;
-            if let Err(e) = verified {
-                if !existed {
-                    self.memo.forget_manifest(name.as_str(), &digest.to_string());
-                    self.objects.delete(&key).await?;
-                    self.memo.forget_manifest(name.as_str(), &digest.to_string());
-                }
-                return Err(e);
-            }
-            // Taken as untagged between the write and now: written again.
-            if still_here?.is_none()
-                && let Some(bytes) = copy
-            {
-                self.write_manifest(name, &digest, bytes, &manifest).await?;
-            }
+        if let Some(bytes) = copy {
+            self.recheck_after_write(name, &digest, &manifest, existed, bytes).await?;
         }
         self.index_manifest(name, &digest, &manifest, size, &tags).await?;
-        let event = |tag: Option<&&Tag>| Target {
-            media_type: Some(manifest.media_type.as_str().to_owned()),
-            size: Some(size),
-            length: Some(size),
-            digest: Some(digest.to_string()),
-            url: Some(manifest_url(name, &digest)),
-            tag: tag.map(|t| t.to_string()),
-            ..Target::new(name)
-        };
+        let event =
+            |tag: Option<&&Tag>| Target::manifest(name, &digest, manifest.media_type, size, tag.map(|t| t.as_str()));
         match tags.is_empty() {
             true => self.record_event(Action::Push, event(None)),
             false => tags.iter().for_each(|t| self.record_event(Action::Push, event(Some(t)))),
@@ -276,6 +246,34 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             response = response.header("OCI-Subject", subject.digest.to_string());
         }
         Ok(response)
+    }
+
+    /// With garbage collection on, a written manifest's blobs and children are checked again
+    /// before any tag points at it: a collection may have swept one after the first check (see
+    /// `gc`). Then the write is taken back (unless the manifest was there before) and the push
+    /// refused. A manifest swept as untagged meanwhile is written again.
+    async fn recheck_after_write(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        manifest: &Manifest,
+        existed: bool,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        let key = keys::manifest(name, digest);
+        let (verified, still_here) = join(self.verify_references(name, manifest), self.objects.head(&key)).await;
+        if let Err(e) = verified {
+            if !existed {
+                self.memo.forget_manifest(name.as_str(), &digest.to_string());
+                self.objects.delete(&key).await?;
+                self.memo.forget_manifest(name.as_str(), &digest.to_string());
+            }
+            return Err(e);
+        }
+        if still_here?.is_none() {
+            self.write_manifest(name, digest, bytes, manifest).await?;
+        }
+        Ok(())
     }
 
     /// Stores a verified manifest: the bytes first, then, the bytes being in place, the catalog
