@@ -299,7 +299,7 @@ fn describe(path: &str) -> (&'static str, Option<RepositoryName>) {
     match path {
         TOKEN_PATH => ("token", None),
         p if p.starts_with("/_wharf/") => ("admin", None),
-        p if p == "/" || p == crate::ui::UI_PREFIX || p.starts_with("/ui/") => ("ui", None),
+        p if p == crate::ui::UI_PREFIX || p.starts_with("/ui/") => ("ui", None),
         _ => match Route::parse(path) {
             Ok(route) => (route.kind(), route.repository().cloned()),
             Err(_) => ("other", None),
