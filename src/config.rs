@@ -52,7 +52,7 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `WHARF_IMMUTABLE_TAGS`: tag patterns that cannot be moved or deleted once set.
     pub immutable_tags: crate::tags::ImmutableTags,
-    /// `WHARF_LOG_LEVEL`: `off`, `error`, `info` (default: one line per request) or `debug`.
+    /// `WHARF_LOG_LEVEL`: `off`, `error` (the default), `info` (a line per request) or `debug`.
     pub log_level: crate::log::Level,
     /// `WHARF_NOTIFY_URLS` and friends: where push, delete and pull events go (see `notify`).
     pub notify: Option<crate::notify::NotifyConfig>,
@@ -92,7 +92,7 @@ impl Default for Config {
             gc_grace_secs: 24 * 60 * 60,
             admin_token: None,
             immutable_tags: crate::tags::ImmutableTags::default(),
-            log_level: crate::log::Level::Info,
+            log_level: crate::log::Level::Error,
             notify: None,
             ui: false,
         }

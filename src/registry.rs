@@ -151,12 +151,6 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let response = response
             .header("Docker-Distribution-API-Version", "registry/2.0")
             .header("X-Request-Id", request_id.clone());
-        let (route, repository) = describe(&path);
-        let bytes = match (method, &response.body) {
-            (Method::Head, _) | (_, Body::Empty) => 0,
-            (_, Body::Bytes(b)) => b.len() as u64,
-            (_, Body::Stream(_)) => response.get_header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0),
-        };
         let actor = self.actor.take();
         if self.config.notify.is_some() {
             let record = RequestRecord {
@@ -169,18 +163,28 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 self.defer(Background::Notify { body });
             }
         }
-        crate::log::request(crate::log::RequestLine {
-            level: "info",
-            request_id: &request_id,
-            method: method.as_str(),
-            route,
-            repository: repository.as_ref().map(RepositoryName::as_str),
-            status: response.status,
-            bytes,
-            duration_ms: self.now_ms().saturating_sub(started),
-            error,
-            user_agent: headers.get("user-agent"),
-        });
+        // Built only when it will be written: a pull at the default level pays nothing for it.
+        let level = if response.status >= 500 { crate::log::Level::Error } else { crate::log::Level::Info };
+        if crate::log::enabled(level) {
+            let (route, repository) = describe(&path);
+            let bytes = match (method, &response.body) {
+                (Method::Head, _) | (_, Body::Empty) => 0,
+                (_, Body::Bytes(b)) => b.len() as u64,
+                (_, Body::Stream(_)) => response.get_header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0),
+            };
+            crate::log::request(crate::log::RequestLine {
+                level: level.as_str(),
+                request_id: &request_id,
+                method: method.as_str(),
+                route,
+                repository: repository.as_ref().map(RepositoryName::as_str),
+                status: response.status,
+                bytes,
+                duration_ms: self.now_ms().saturating_sub(started),
+                error,
+                user_agent: headers.get("user-agent"),
+            });
+        }
         response
     }
 

@@ -48,6 +48,7 @@ before(async () => {
       WHARF_NOTIFY_SECRET: SECRET,
       WHARF_IMMUTABLE_TAGS: "v*",
       WHARF_DELETE_ENABLED: "true",
+      WHARF_LOG_LEVEL: "info",
     },
     // The Worker's console lines (the request log) are printed at wrangler's "log" level.
     logLevel: "log",
