@@ -9,7 +9,11 @@
 //   load     64 concurrent clients on loopback for 60 s (BENCH_SECONDS), each pushing images
 //            under new tags or pulling acknowledged ones, every pulled manifest and blob
 //            checked against its digest; at the end every acknowledged tag must resolve to
-//            what was pushed. Fails on any 5xx or mismatch.
+//            what was pushed. Fails on any 5xx or mismatch. With BENCH_GC=1, garbage
+//            collection is on (grace period 5 s) and runs every 2 s through the admin endpoint
+//            while clients also delete images and push new ones reusing the deleted images'
+//            layers without uploading them again (the race the collector's protocol handles);
+//            at the end every acknowledged image must still pull, blobs included.
 //   uploads  a 256 MiB blob pushed monolithic (one POST ?digest=) and in 16 MiB chunks
 //            (POST, 16 PATCH, PUT; BENCH_SIZE_MIB, BENCH_CHUNK_MIB and BENCH_ROUNDS change the
 //            blob size, the chunk size and the number of rounds), against the
@@ -294,9 +298,16 @@ async function pulls() {
 async function load() {
   const seconds = Number(process.env.BENCH_SECONDS ?? 60);
   const clients = 64;
-  const wharf = await startWharf();
+  const collecting = process.env.BENCH_GC === "1";
+  const token = randomBytes(24).toString("hex");
+  const wharf = await startWharf({
+    vars: collecting
+      ? { WHARF_GC: "on", WHARF_GC_GRACE_SECONDS: "5", WHARF_ADMIN_TOKEN: token, WHARF_DELETE_ENABLED: "true" }
+      : {},
+  });
   const acknowledged = new Map(); // "repo:tag" -> manifest digest
-  const counts = { pushes: 0, pulls: 0, status5xx: 0, mismatches: 0, otherErrors: 0 };
+  const deleted = []; // { repo, layer } of deleted images, whose layers pushes reuse
+  const counts = { pushes: 0, pulls: 0, status5xx: 0, mismatches: 0, otherErrors: 0, deletes: 0, reused: 0, refused: 0, collections: 0, linksCollected: 0, blobsCollected: 0 };
   const latencies = [];
   const timedRequest = async (method, path, options) => {
     const t = process.hrtime.bigint();
@@ -305,55 +316,111 @@ async function load() {
     if (r.status >= 500) counts.status5xx++;
     return r;
   };
+  const upload = async (repo, blob) => {
+    const r = await timedRequest("POST", `/v2/${repo}/blobs/uploads/?digest=${sha256(blob)}`, { body: blob });
+    return r.status === 201;
+  };
   const push = async (client, n) => {
-    const repo = `load/c${client % 8}`;
+    // With collection on, a third of pushes reuse a deleted image's layer as a client would:
+    // HEAD it, and upload only if the registry lacks it.
+    const reuse = collecting && deleted.length > 0 && Math.random() < 0.33 ? deleted[Math.floor(Math.random() * deleted.length)] : null;
+    const repo = reuse?.repo ?? `load/c${client % 8}`;
     const tag = `t${client}-${n}`;
-    const layer = randomBytes(1024 + Math.floor(Math.random() * 64 * 1024));
+    const layer = reuse?.layer ?? randomBytes(1024 + Math.floor(Math.random() * 64 * 1024));
     const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", client, n }));
-    for (const blob of [layer, config]) {
-      const r = await timedRequest("POST", `/v2/${repo}/blobs/uploads/?digest=${sha256(blob)}`, { body: blob });
-      if (r.status !== 201) return counts.otherErrors++;
+    const present = reuse && (await timedRequest("HEAD", `/v2/${repo}/blobs/${sha256(layer)}`)).status === 200;
+    if (present) counts.reused++;
+    for (const blob of present ? [config] : [layer, config]) {
+      if (!(await upload(repo, blob))) return counts.otherErrors++;
     }
     const manifest = Buffer.from(JSON.stringify({
       schemaVersion: 2, mediaType: OCI_MANIFEST,
       config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha256(config), size: config.length },
       layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha256(layer), size: layer.length }],
     }));
-    const r = await timedRequest("PUT", `/v2/${repo}/manifests/${tag}`, { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
+    const put = () => timedRequest("PUT", `/v2/${repo}/manifests/${tag}`, { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
+    let r = await put();
+    // The collector took the reused layer between the HEAD and the push: the push is refused,
+    // and the client uploads the layer and pushes again, as docker does.
+    if (r.status === 400 && r.code() === "MANIFEST_BLOB_UNKNOWN" && present) {
+      counts.refused++;
+      if (!(await upload(repo, layer))) return counts.otherErrors++;
+      r = await put();
+    }
     if (r.status !== 201) return counts.otherErrors++;
     acknowledged.set(`${repo}:${tag}`, sha256(manifest));
     counts.pushes++;
   };
+  const remove = async (key) => {
+    const [repo, tag] = key.split(":");
+    const digest = acknowledged.get(key);
+    if (!digest) return;
+    acknowledged.delete(key);
+    const m = await timedRequest("GET", `/v2/${repo}/manifests/${digest}`, { headers: { Accept: OCI_MANIFEST } });
+    const r = await timedRequest("DELETE", `/v2/${repo}/manifests/${digest}`);
+    if (m.status !== 200 || r.status !== 202) return counts.otherErrors++;
+    const layer = m.json().layers[0];
+    const b = await timedRequest("GET", `/v2/${repo}/blobs/${layer.digest}`);
+    if (b.status === 200) deleted.push({ repo, layer: b.body });
+    counts.deletes++;
+  };
+  const collector = async () => {
+    while (Date.now() < end) {
+      const r = await request(wharf.base, "POST", "/_wharf/gc?dry-run=false", { headers: { Authorization: `Bearer ${token}` } });
+      if (r.status >= 500) counts.status5xx++;
+      else if (r.status !== 200) counts.otherErrors++;
+      else {
+        counts.collections++;
+        counts.linksCollected += r.json().blobLinks.length;
+        counts.blobsCollected += r.json().blobs.length;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  };
   const pull = async (key) => {
     const [repo, tag] = key.split(":");
+    const expected = acknowledged.get(key);
+    // Deleted by another client meanwhile: a 404 is then the right answer.
+    const mismatch = () => acknowledged.has(key) && counts.mismatches++;
     const m = await timedRequest("GET", `/v2/${repo}/manifests/${tag}`, { headers: { Accept: OCI_MANIFEST } });
-    if (m.status !== 200 || sha256(m.body) !== acknowledged.get(key)) return counts.mismatches++;
+    if (m.status !== 200 || sha256(m.body) !== expected) return mismatch();
     const manifest = m.json();
     for (const d of [manifest.config, ...manifest.layers]) {
       const b = await timedRequest("GET", `/v2/${repo}/blobs/${d.digest}`);
-      if (b.status !== 200 || sha256(b.body) !== d.digest) return counts.mismatches++;
+      if (b.status !== 200 || sha256(b.body) !== d.digest) return mismatch();
     }
     counts.pulls++;
   };
   const end = Date.now() + seconds * 1000;
   try {
-    await Promise.all(Array.from({ length: clients }, async (_, client) => {
+    const working = Array.from({ length: clients }, async (_, client) => {
       for (let n = 0; Date.now() < end; n++) {
         const keys = [...acknowledged.keys()];
+        const key = keys[Math.floor(Math.random() * keys.length)];
+        const dice = Math.random();
         try {
-          if (keys.length === 0 || Math.random() < 0.3) await push(client, n);
-          else await pull(keys[Math.floor(Math.random() * keys.length)]);
+          if (keys.length === 0 || dice < 0.3) await push(client, n);
+          else if (collecting && dice < 0.4) await remove(key);
+          else if (acknowledged.has(key)) await pull(key);
         } catch {
           counts.otherErrors++;
         }
       }
-    }));
-    // Every acknowledged push is still there, exactly.
+    });
+    await Promise.all(collecting ? [...working, collector()] : working);
+    // Every acknowledged push is still there, exactly; with collection on, blobs included.
     let lost = 0;
     for (const [key, digest] of acknowledged) {
       const [repo, tag] = key.split(":");
-      const r = await request(wharf.base, "HEAD", `/v2/${repo}/manifests/${tag}`, { headers: { Accept: OCI_MANIFEST } });
-      if (r.status !== 200 || r.headers.get("docker-content-digest") !== digest) lost++;
+      const r = await request(wharf.base, "GET", `/v2/${repo}/manifests/${tag}`, { headers: { Accept: OCI_MANIFEST } });
+      let whole = r.status === 200 && r.headers.get("docker-content-digest") === digest;
+      if (whole && collecting) {
+        for (const d of [r.json().config, ...r.json().layers]) {
+          const b = await request(wharf.base, "GET", `/v2/${repo}/blobs/${d.digest}`);
+          whole &&= b.status === 200 && sha256(b.body) === d.digest;
+        }
+      }
+      if (!whole) lost++;
     }
     latencies.sort((a, b) => a - b);
     const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))].toFixed(1);
@@ -361,6 +428,9 @@ async function load() {
     console.log("| pushes | pulls (verified) | requests/s | p50 ms | p99 ms | 5xx | digest mismatches | other errors | acknowledged tags lost |");
     console.log("|---|---|---|---|---|---|---|---|---|");
     console.log(`| ${counts.pushes} | ${counts.pulls} | ${(latencies.length / seconds).toFixed(0)} | ${pct(50)} | ${pct(99)} | ${counts.status5xx} | ${counts.mismatches} | ${counts.otherErrors} | ${lost} |`);
+    if (collecting) {
+      console.log(`\nWith garbage collection every 2 s: ${counts.collections} collections removing ${counts.linksCollected} blob links and ${counts.blobsCollected} blobs, ${counts.deletes} images deleted, ${counts.reused} pushes reusing a deleted image's layer, ${counts.refused} of them refused once (layer collected in between) and pushed again`);
+    }
     if (counts.status5xx || counts.mismatches || lost) process.exitCode = 1;
   } finally {
     await wharf.stop();
