@@ -174,7 +174,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             None => extra.to_owned(),
         };
         match route(path)? {
-            Page::Login if user.is_none() => Err(basic_challenge(RegistryError::new(ErrorCode::Unauthorized))),
+            Page::Login if user.is_none() && self.config.auth.is_some() => {
+                Err(basic_challenge(RegistryError::new(ErrorCode::Unauthorized)))
+            }
             Page::Login => Ok(Response::new(302).header("Location", "/ui/").header("Content-Length", "0")),
             Page::Repositories => {
                 self.repositories_page(query_param(query, "q").unwrap_or(""), &may_pull, &crumbs("")).await

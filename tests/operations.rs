@@ -291,6 +291,8 @@ fn the_ui_shows_repositories_tags_manifests_and_referrers_escaped() {
     assert_eq!(t.put_manifest("team/app", &sig_digest.to_string(), OCI_MANIFEST, sig.as_bytes()).status, 201);
 
     assert_eq!(t.get("/", &[]).header("Location"), Some("/ui/"));
+    // Nobody to log in as without access control.
+    assert_eq!(t.get("/ui/login", &[]).header("Location"), Some("/ui/"));
     let home = html(&t, "/ui/", &[]);
     assert!(home.contains("href=\"/ui/repo/team/app\"") && home.contains("href=\"/ui/repo/other\""));
     let found = html(&t, "/ui/?q=team", &[]);
