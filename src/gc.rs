@@ -40,9 +40,12 @@
 //!
 //! A blob uploaded but not yet referenced (a push between its layers and its manifest) is
 //! younger than the grace period, so it stays. A collection stopped half-way is safe: each step
-//! removes only what nothing referenced when it looked. The next run finishes the job. It also
-//! repairs, from the index, a link that a manifest needs and lacks (a re-check that never ran),
-//! while the bytes remain.
+//! removes only what nothing referenced when it looked, and the next run finishes the job. A
+//! sweep writes down the links it may take before taking any (`keys::gc_sweep`) and drops the
+//! record after its re-check, so a run that finds a record knows that re-check never ran. It
+//! then puts back, while the bytes remain, each recorded link that a manifest needs. Only
+//! recorded links come back: a blob a client deleted stays deleted (its bytes are kept while a
+//! manifest references it).
 //!
 //! What remains open: the last HEAD and the delete of step 2 are two requests. A push that
 //! rewrites the same link, or the same untagged manifest, exactly between them loses the
@@ -59,7 +62,7 @@ use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, Listing, ObjectMeta, ObjectStore, PutOptions};
 use futures_util::future::join_all;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// What a collection removed, or in a dry run would remove.
 #[derive(Debug, Default, Serialize)]
@@ -77,7 +80,7 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Links and manifests put back for a push that raced the sweep, as `repository@digest`.
     pub restored: Vec<String>,
-    /// Links a manifest needed and lacked, made again from the index.
+    /// Links a stopped collection took from a manifest that needs them, put back.
     pub repaired: Vec<String>,
     /// Repositories left alone because one of their manifests could not be read.
     pub skipped: Vec<String>,
@@ -120,6 +123,9 @@ struct Listed {
     links: BTreeMap<Digest, ObjectMeta>,
 }
 
+/// The blob links a sweep may remove: digest -> the link's metadata (see `keys::gc_sweep`).
+type Sweep = BTreeMap<String, BTreeMap<String, String>>;
+
 /// Most storage requests a collection has in flight (a Worker keeps at most six connections).
 const CONCURRENCY: usize = 6;
 
@@ -132,15 +138,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub async fn collect_garbage(&self, now_ms: u64, dry_run: bool) -> Result<GcReport> {
         let cutoff = now_ms.saturating_sub(self.config.gc_grace_secs.saturating_mul(1000));
         let mut report = GcReport { dry_run, ..GcReport::default() };
+        let mut unfinished = self.unfinished_sweeps().await?;
         // Objects named by links that stay: what a dry run works from. A real run lists again.
         let mut named = HashSet::new();
+        // Objects that manifests reference through no link: kept, whatever the listings say.
+        let mut pinned = HashSet::new();
         let mut listing = Listing::new(keys::REPOSITORIES_PREFIX);
         let mut current: Option<Listed> = None;
         // A repository's keys all start with `repositories/<name>/_`, so they come together.
         while let Some(meta) = listing.next(&self.objects).await? {
             let Some((name, kind)) = keys::parse_repository_key(&meta.key) else { continue };
             if let Some(done) = current.take_if(|c| c.name != name) {
-                self.collect_repository(done, cutoff, &mut report, &mut named).await?;
+                self.collect_repository(done, cutoff, &mut unfinished, &mut report, (&mut named, &mut pinned)).await?;
             }
             let listed =
                 current.get_or_insert_with(|| Listed { name, manifests: BTreeMap::new(), links: BTreeMap::new() });
@@ -151,13 +160,21 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             };
         }
         if let Some(done) = current {
-            self.collect_repository(done, cutoff, &mut report, &mut named).await?;
+            self.collect_repository(done, cutoff, &mut unfinished, &mut report, (&mut named, &mut pinned)).await?;
+        }
+
+        // Records of stopped sweeps of repositories that are gone altogether.
+        if !dry_run {
+            for name in unfinished.keys() {
+                self.objects.delete(&keys::gc_sweep(name)).await?;
+            }
         }
 
         // 4. Index entries of bytes no link names.
         if !dry_run {
             named = self.linked_objects().await?;
         }
+        named.extend(pinned.iter().cloned());
         let mut listing = Listing::new(keys::BLOB_INDEX_PREFIX);
         while let Some(entry) = listing.next(&self.objects).await? {
             let object = entry.custom.get("object");
@@ -177,6 +194,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         // 5. Bytes no link names, against a listing made after every source was removed.
         if !dry_run {
             named = self.linked_objects().await?;
+            named.extend(pinned);
         }
         let mut listing = Listing::new(keys::BLOBS_PREFIX);
         while let Some(object) = listing.next(&self.objects).await? {
@@ -192,14 +210,36 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(report)
     }
 
-    /// Steps 1 to 3 for one repository; adds the objects its remaining links name to `named`.
+    /// Steps 1 to 3 for one repository, and what a stopped sweep of it left. Adds the objects its
+    /// remaining links name to `named`, and those its manifests reference without a link (a
+    /// client deleted it) to `pinned`.
     async fn collect_repository(
         &self,
         listed: Listed,
         cutoff: u64,
+        unfinished: &mut HashMap<RepositoryName, Sweep>,
         report: &mut GcReport,
-        named: &mut HashSet<String>,
+        (named, pinned): (&mut HashSet<String>, &mut HashSet<String>),
     ) -> Result<()> {
+        let stopped = unfinished.remove(&listed.name);
+        let swept = self.sweep_repository(&listed, cutoff, stopped.as_ref(), report, (named, pinned)).await?;
+        // The sweep's re-check is done (or nothing was swept): its record, and that of a stopped
+        // run, can go.
+        if !report.dry_run && (swept || stopped.is_some()) {
+            self.objects.delete(&keys::gc_sweep(&listed.name)).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Registry::collect_repository`] but for the record; `true` when a sweep record was written.
+    async fn sweep_repository(
+        &self,
+        listed: &Listed,
+        cutoff: u64,
+        stopped: Option<&Sweep>,
+        report: &mut GcReport,
+        (named, pinned): (&mut HashSet<String>, &mut HashSet<String>),
+    ) -> Result<bool> {
         let name = &listed.name;
         let at = |d: &Digest| format!("{name}@{d}");
         let object_of = |meta: &ObjectMeta| BlobLink::from_metadata(&meta.custom).map(|l| l.object);
@@ -217,7 +257,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     crate::log::error(&format!("gc: {name}: cannot read manifest {d}; repository skipped"));
                     report.skipped.push(name.to_string());
                     named.extend(listed.links.values().filter_map(object_of));
-                    return Ok(());
+                    return Ok(false);
                 };
                 marked.insert((*d).clone(), Marked { meta, bytes, refs: Refs::of(&manifest) });
             }
@@ -229,17 +269,22 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         };
         let referenced: BTreeSet<&Digest> = live.iter().flat_map(|d| &marked[d].refs.blobs).collect();
 
-        // A link a manifest needs and lacks: made again from the index while the bytes remain.
+        // A link a manifest needs and lacks. If a stopped sweep took it (its re-check never ran),
+        // it is put back while the bytes remain. If a client deleted it, it stays deleted, but
+        // the bytes are kept while a manifest references them.
         for &d in referenced.iter().filter(|d| !listed.links.contains_key(d)) {
-            let Some(link) = self.blob_by_digest(d).await? else { continue };
-            if self.objects.head(&link.object).await?.is_none() {
-                continue;
+            match stopped.and_then(|s| s.get(&d.to_string())).and_then(BlobLink::from_metadata) {
+                Some(link) => {
+                    if self.objects.head(&link.object).await?.is_some() {
+                        if !report.dry_run {
+                            self.link_blob(name, d, &link).await?;
+                        }
+                        report.repaired.push(at(d));
+                        named.insert(link.object);
+                    }
+                }
+                None => pinned.extend(self.blob_by_digest(d).await?.map(|link| link.object)),
             }
-            if !report.dry_run {
-                self.link_blob(name, d, &link).await?;
-            }
-            named.insert(link.object);
-            report.repaired.push(at(d));
         }
 
         let doomed_manifests: Vec<Digest> = marked.keys().filter(|d| !live.contains(*d)).cloned().collect();
@@ -249,7 +294,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if report.dry_run {
             report.manifests.extend(doomed_manifests.iter().map(at));
             report.blob_links.extend(doomed_links.iter().map(|(d, _)| at(d)));
-            return Ok(());
+            return Ok(false);
+        }
+        // Which links this sweep may take, written down first: if it stops before its re-check,
+        // the next run knows what it may have to put back.
+        let record: Sweep = doomed_links.iter().map(|(d, meta)| (d.to_string(), meta.custom.clone())).collect();
+        if !record.is_empty() {
+            let bytes = serde_json::to_vec(&record).map_err(RegistryError::internal)?;
+            self.objects.put(&keys::gc_sweep(name), bytes, PutOptions::default()).await?;
         }
 
         // 2. Sweep: what points at a manifest before the manifest (see `delete_manifest`).
@@ -278,7 +330,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             removed_links.insert(d.clone(), meta);
         }
         if removed_manifests.is_empty() && removed_links.is_empty() {
-            return Ok(());
+            return Ok(!record.is_empty());
         }
 
         // 3. Re-check: manifests written since the mark get back what they need.
@@ -322,7 +374,20 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if any_manifest_removed {
             self.drop_catalog_entry_if_empty(name).await?;
         }
-        Ok(())
+        Ok(!record.is_empty())
+    }
+
+    /// The records of sweeps a stopped collection left, by repository.
+    async fn unfinished_sweeps(&self) -> Result<HashMap<RepositoryName, Sweep>> {
+        let mut sweeps = HashMap::new();
+        let mut listing = Listing::new(keys::GC_SWEEPS_PREFIX);
+        while let Some(meta) = listing.next(&self.objects).await? {
+            let Some(name) = keys::repository_of_sweep(&meta.key) else { continue };
+            let Some((_, bytes)) = self.objects.get_bytes(&meta.key).await? else { continue };
+            let sweep = serde_json::from_slice(&bytes).map_err(RegistryError::internal)?;
+            sweeps.insert(name, sweep);
+        }
+        Ok(sweeps)
     }
 
     /// The manifests of `name` a collection with `WHARF_GC_UNTAGGED` keeps: tagged, younger than

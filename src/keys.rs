@@ -22,6 +22,10 @@
 //! │                                listed with startAfter for GET /v2/_catalog
 //! ├── digests/<alg>/<hex>          registry-wide record of a blob: empty body, customMetadata
 //! │                                {object, size} as a link; lets a mount without `from` find it
+//! ├── gc/sweeps/<name>             garbage collection: the blob links a sweep of <name> is about
+//! │                                to remove, as JSON {digest: link metadata}; deleted once the
+//! │                                sweep's re-check is done, so one left over tells the next run
+//! │                                which links it may have to put back (see `gc`)
 //! ├── selftest/...                 written only by the test-only endpoints (WHARF_SELFTEST)
 //! └── uploads/<id>/state           upload session: a JSON line (see uploads::SessionState),
 //!                                  then the bytes received but not yet cut into a part
@@ -78,6 +82,18 @@ pub fn parse_repository_key(key: &str) -> Option<(RepositoryName, RepositoryKey)
         return None;
     };
     Some((RepositoryName::parse(name).ok()?, kind))
+}
+
+/// Prefix of the records of garbage collection sweeps in progress.
+pub const GC_SWEEPS_PREFIX: &str = "gc/sweeps/";
+
+pub fn gc_sweep(name: &RepositoryName) -> String {
+    format!("{GC_SWEEPS_PREFIX}{name}")
+}
+
+/// The repository of a key listed under [`GC_SWEEPS_PREFIX`].
+pub fn repository_of_sweep(key: &str) -> Option<RepositoryName> {
+    RepositoryName::parse(key.strip_prefix(GC_SWEEPS_PREFIX)?).ok()
 }
 
 /// Prefix of the registry-wide blob index.
@@ -210,6 +226,7 @@ mod tests {
         let nested = RepositoryName::parse("a_b/c__d").unwrap();
         assert_eq!(parse_repository_key(&blob_link(&nested, &d)), Some((nested, RepositoryKey::BlobLink(d.clone()))));
         assert_eq!(parse_repository_key("repositories/a/_other/x"), None);
+        assert_eq!(repository_of_sweep(&gc_sweep(&name)), Some(name.clone()));
         assert_eq!(parse_repository_key("repositories/a/_layers/sha256/zz"), None);
     }
 

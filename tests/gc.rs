@@ -6,14 +6,13 @@ mod common;
 
 use common::*;
 use futures_executor::block_on;
-use futures_util::future::join3;
+use futures_util::future::{join, join3};
 use std::future::Future;
 use wharf::Config;
 use wharf::config::GcMode;
 use wharf::gc::GcReport;
 use wharf::http::{MemoryBody, Method};
 use wharf::names::Digest;
-use wharf::storage::ObjectStore;
 use wharf::storage::memory::{Fault, Faults, Pause};
 
 const HOUR_MS: u64 = 3600 * 1000;
@@ -198,22 +197,64 @@ fn untagged_manifests_go_only_when_asked_and_what_tags_reach_stays() {
 }
 
 #[test]
-fn a_link_a_manifest_lacks_is_repaired_from_the_index() {
+fn a_blob_a_client_deleted_stays_deleted_but_its_bytes_stay_while_referenced() {
     let t = TestRegistry::with_config(config());
     at(&t, PUSHED_MS);
     let (body, _) = t.push_image("r", "v1", OCI_MANIFEST, "x");
     let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let layer = Digest::parse(m["layers"][0]["digest"].as_str().unwrap()).unwrap();
-    // As a collection stopped between its sweep and its re-check would leave it.
-    block_on(t.objects.delete(&wharf::keys::blob_link(&wharf::names::RepositoryName::parse("r").unwrap(), &layer)))
-        .unwrap();
-    let fresh = t.sharing_storage(config());
-    assert_eq!(blob_status(&fresh, "r", &layer), 404);
+    assert_eq!(t.delete(&format!("/v2/r/blobs/{layer}")).status, 202);
     at(&t, PUSHED_MS + 2 * HOUR_MS);
     let report = collect(&t, false);
-    assert_eq!(report.repaired, [format!("r@{layer}")]);
-    assert!(report.blobs.is_empty(), "{report:?}");
-    assert_pullable(&fresh, "r", "v1");
+    assert!(report.repaired.is_empty() && report.blobs.is_empty(), "{report:?}");
+    assert_eq!(blob_status(&t, "r", &layer), 404, "not linked again behind the client's back");
+    let layer_bytes = b"layer one of x".to_vec();
+    assert!(t.objects.snapshot().values().any(|v| *v == layer_bytes), "the bytes a manifest references stay");
+}
+
+#[test]
+fn a_sweep_stopped_before_its_recheck_is_finished_by_the_next_run() {
+    let old = Digest::sha256_of(b"old bytes, about to be used again");
+    let mut repaired = 0;
+    for n in 1.. {
+        let faults = Faults::new();
+        let (t, _) = old_orphan(&faults);
+        let other = t.sharing_storage(config());
+        let pause = faults.pause_at(n);
+        let collection = async {
+            let result = t.registry.collect_garbage(t.now.get() * 1000, false).await;
+            pause.release();
+            result
+        };
+        let racing = async {
+            pause.reached().await;
+            if !pause.was_reached() {
+                return None;
+            }
+            let config = b"{\"config\":\"new\"}";
+            let c = Digest::sha256_of(config);
+            let path = format!("/v2/src/blobs/uploads/?digest={c}");
+            assert_eq!(send_async(&other, Method::Post, &path, &[], config).await.status, 201);
+            let body = manifest_of(&c, config.len(), &[(&old, 33)]);
+            let headers = [("Content-Type", OCI_MANIFEST)];
+            let put = send_async(&other, Method::Put, "/v2/src/manifests/v1", &headers, &body).await;
+            // The collection runs one more operation, then stops as if the Worker died.
+            faults.fail_at(2, Fault::Crash);
+            pause.release();
+            Some(put)
+        };
+        let (_, put) = block_on(join(collection, racing));
+        let Some(put) = put else { break };
+        faults.clear();
+        let fresh = t.sharing_storage(config());
+        let report = collect(&fresh, false);
+        if put.status == 201 {
+            assert_pullable(&fresh, "src", "v1");
+            repaired += report.repaired.len();
+        }
+        assert!(!fresh.objects.snapshot().keys().any(|k| k.starts_with("gc/")), "step {n}: a sweep record left");
+    }
+    assert!(repaired > 0, "no step left a link for the next run to put back");
 }
 
 #[test]
