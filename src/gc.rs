@@ -52,6 +52,9 @@
 //! rewrite. For a link, the manifest PUT that follows is then refused (MANIFEST_BLOB_UNKNOWN) and
 //! the client uploads again. For an untagged manifest, the window is one R2 round trip, and the
 //! PUT's own re-check must also fall inside it.
+//! Also, sweep records hold links only. With `WHARF_GC_UNTAGGED`, suppose a collection is stopped
+//! between removing an untagged manifest and its re-check. An index pushed in that window, naming
+//! the manifest as a child, then keeps a missing child.
 
 use crate::blobs::BlobLink;
 use crate::error::RegistryError;
