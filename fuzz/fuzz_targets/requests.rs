@@ -29,7 +29,14 @@ fuzz_target!(|data: &[u8]| {
     let registry = Registry::new(
         MemoryObjects::new(),
         MemoryKv::new(),
-        Config { delete_enabled: true, ..Config::default() },
+        // Every optional surface on: the UI, collection's extra checks, immutable tags.
+        Config {
+            delete_enabled: true,
+            ui: true,
+            gc: wharf::config::GcMode::On,
+            immutable_tags: wharf::tags::ImmutableTags::parse("v*").unwrap(),
+            ..Config::default()
+        },
         Box::new(|| 1_800_000_000_000),
     );
     seed(&registry);
