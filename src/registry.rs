@@ -143,7 +143,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     drain(&mut body).await;
                 }
                 error = Some(e.code.code());
-                e.into()
+                if self.config.ui && crate::ui::is_ui_path(&path) { crate::ui::error_page(e) } else { e.into() }
             }
         };
         // Distribution sends the API version on every response; clients use it to detect a
@@ -211,7 +211,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             if path == "/" && method == Method::Get {
                 return Ok(Response::new(302).header("Location", "/ui/").header("Content-Length", "0"));
             }
-            if path == crate::ui::UI_PREFIX || path.starts_with("/ui/") {
+            if crate::ui::is_ui_path(path) {
                 let page = Box::pin(self.ui(method, path, query, h, origin)).await?;
                 return Ok(if method == Method::Head { page.body(Body::Empty) } else { page });
             }
@@ -303,7 +303,7 @@ fn describe(path: &str) -> (&'static str, Option<RepositoryName>) {
     match path {
         TOKEN_PATH => ("token", None),
         p if p.starts_with("/_wharf/") => ("admin", None),
-        p if p == crate::ui::UI_PREFIX || p.starts_with("/ui/") => ("ui", None),
+        p if crate::ui::is_ui_path(p) => ("ui", None),
         _ => match Route::parse(path) {
             Ok(route) => (route.kind(), route.repository().cloned()),
             Err(_) => ("other", None),

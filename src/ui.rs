@@ -56,6 +56,20 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Whether `path` is one of the UI's.
+pub fn is_ui_path(path: &str) -> bool {
+    path == UI_PREFIX || path.starts_with("/ui/")
+}
+
+/// An error as a page, with its status and headers (a login challenge), for browsers.
+pub fn error_page<S>(e: RegistryError) -> Response<S> {
+    let content = format!("<h1>{}</h1><p class=\"muted\">{}</p>", e.status(), escape(e.message()));
+    let mut response = page(e.message(), "", &content);
+    response.status = e.status();
+    response.headers.extend(e.headers);
+    response
+}
+
 fn page<S>(title: &str, crumbs: &str, content: &str) -> Response<S> {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \

@@ -324,7 +324,9 @@ fn the_ui_shows_repositories_tags_manifests_and_referrers_escaped() {
     let index_page = html(&t, &format!("/ui/repo/team/app/manifest/{index_digest}"), &[]);
     assert!(index_page.contains("linux/arm64") && index_page.contains(&digest.to_string()));
 
-    assert_eq!(t.get("/ui/repo/nothing-here", &[]).status, 404);
+    let missing = t.get("/ui/repo/nothing-here", &[]);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("Content-Type"), Some("text/html; charset=utf-8"), "errors are pages too");
     assert_eq!(
         t.get(&format!("/ui/repo/team/app/manifest/{}", wharf::names::Digest::sha256_of(b"no")), &[]).status,
         404
