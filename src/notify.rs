@@ -257,12 +257,26 @@ async fn send(notifier: &dyn Notifier, url: &str, headers: &[(&'static str, Stri
             Err(e) => last = e,
         }
     }
-    crate::log::error(&format!("notification to {url} failed after {ATTEMPTS} attempts: {last}"));
+    crate::log::error(&format!("notification to {} failed after {ATTEMPTS} attempts: {last}", host_of(url)));
+}
+
+/// The host of an endpoint, for logs: webhook URLs often carry a token in their path or query,
+/// or credentials before the host.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_logged_by_host_only() {
+        assert_eq!(host_of("https://user:pw@hooks.example:8443/t/SECRET?token=x"), "hooks.example:8443");
+        assert_eq!(host_of("http://127.0.0.1:9/hook"), "127.0.0.1:9");
+    }
 
     #[test]
     fn timestamps_are_rfc_3339_utc() {
