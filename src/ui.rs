@@ -27,8 +27,12 @@ use std::fmt::Write;
 
 pub const UI_PREFIX: &str = "/ui";
 
-/// Most repositories and tags one page lists.
+/// Most repositories one page lists.
 const PAGE: usize = 200;
+
+/// Most tags one page lists. Each costs one or two storage reads (manifest, config), and a
+/// Worker on the Free plan may make 50 subrequests per request.
+const TAGS_PAGE: usize = 20;
 
 const CSS: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}\
 header{background:#14335a;color:#fff;padding:.7em 1.5em}header a{color:#fff;text-decoration:none}\
@@ -205,7 +209,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
             Page::Repository(name) => {
                 let crumb = format!(" / <a href=\"{}\">{}</a>", repo_url(&name), escape(name.as_str()));
-                self.repository_page(&name, host, &crumbs(&crumb)).await
+                self.repository_page(&name, query_param(query, "after"), host, &crumbs(&crumb)).await
             }
             Page::Manifest(name, digest) => {
                 let crumb =
@@ -251,7 +255,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(page("Repositories", crumbs, &html))
     }
 
-    async fn repository_page(&self, name: &RepositoryName, host: &str, crumbs: &str) -> Result<Response<O::Body>> {
+    /// A page of tags, in lexical order after `after`.
+    async fn repository_page(
+        &self,
+        name: &RepositoryName,
+        after: Option<&str>,
+        host: &str,
+        crumbs: &str,
+    ) -> Result<Response<O::Body>> {
         let tags = self.all_tags(name).await?;
         // One listing gives every manifest's push time.
         let mut pushed = HashMap::new();
@@ -266,7 +277,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 RegistryError::new(ErrorCode::NameUnknown).with_detail(serde_json::json!({ "name": name.as_str() }))
             );
         }
-        let shown: Vec<_> = tags.iter().take(PAGE).collect();
+        let rest: Vec<_> = tags.iter().filter(|(t, _)| after.is_none_or(|a| t.as_str() > a)).collect();
+        let shown = &rest[..rest.len().min(TAGS_PAGE)];
         let mut summaries = Vec::new();
         for batch in shown.chunks(6) {
             summaries.extend(join_all(batch.iter().map(|(_, d)| self.summary(name, d))).await);
@@ -299,8 +311,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             );
         }
         html.push_str("</table>");
-        if tags.len() > PAGE {
-            let _ = write!(html, "<p class=\"muted\">The first {PAGE} tags are shown.</p>");
+        if let Some((last, _)) = shown.last().filter(|_| rest.len() > TAGS_PAGE) {
+            let _ =
+                write!(html, "<p><a href=\"{}?after={}\">Next tags →</a></p>", repo_url(name), escape(last.as_str()));
         }
         Ok(page(name.as_str(), crumbs, &html))
     }

@@ -367,3 +367,20 @@ fn the_ui_follows_the_access_rules_and_asks_browsers_to_log_in() {
         format!("Basic {}", base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:nope"));
     assert_eq!(t.get("/ui/", &[("Authorization", &wrong)]).status, 401);
 }
+
+#[test]
+fn the_ui_pages_tags_so_a_page_stays_within_the_free_plans_subrequests() {
+    let t = ui_registry(None);
+    let (body, _) = t.push_image("many", "t00", OCI_MANIFEST, "x");
+    for i in 1..23 {
+        assert_eq!(t.put_manifest("many", &format!("t{i:02}"), OCI_MANIFEST, &body).status, 201);
+    }
+    let before = t.objects.operations();
+    let first = html(&t, "/ui/repo/many", &[]);
+    assert!(t.objects.operations() - before < 50, "{} storage reads for one page", t.objects.operations() - before);
+    assert!(first.contains("<b>t19</b>") && !first.contains("<b>t20</b>"));
+    assert!(first.contains("href=\"/ui/repo/many?after=t19\""));
+    let second = html(&t, "/ui/repo/many?after=t19", &[]);
+    assert!(second.contains("<b>t20</b>") && second.contains("<b>t22</b>") && !second.contains("<b>t19</b>"));
+    assert!(!second.contains("?after="), "the last page has no next link");
+}
