@@ -30,6 +30,7 @@ pub mod router;
 pub mod selftest;
 pub mod storage;
 pub mod tags;
+pub mod time;
 pub mod ui;
 pub mod uploads;
 

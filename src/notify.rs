@@ -180,23 +180,6 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", crate::hex::encode(&mac.finalize().into_bytes()))
 }
 
-/// RFC 3339 UTC time of `ms` since the Unix epoch (days to civil date: Howard Hinnant's
-/// algorithm, no calendar dependency).
-pub fn rfc3339(ms: u64) -> String {
-    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, milli) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
-}
-
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// Notes an event of the request being answered, if notifications want it.
     pub(crate) fn record_event(&self, action: Action, target: Target) {
@@ -215,7 +198,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         for (_, target) in &mut recorded {
             target.url = target.url.take().map(|path| format!("{}{path}", request.host));
         }
-        let timestamp = rfc3339(self.now_ms());
+        let timestamp = crate::time::rfc3339_millis(self.now_ms());
         let events = recorded
             .iter()
             .enumerate()
@@ -276,13 +259,6 @@ mod tests {
     fn endpoints_are_logged_by_host_only() {
         assert_eq!(host_of("https://user:pw@hooks.example:8443/t/SECRET?token=x"), "hooks.example:8443");
         assert_eq!(host_of("http://127.0.0.1:9/hook"), "127.0.0.1:9");
-    }
-
-    #[test]
-    fn timestamps_are_rfc_3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_740_123_456), "2026-11-27T00:42:03.456Z");
     }
 
     #[test]

@@ -18,7 +18,6 @@ use crate::http::{Body, Headers, Method, Response, query_param};
 use crate::keys;
 use crate::manifests::format::{Manifest, Platform};
 use crate::names::{Digest, RepositoryName};
-use crate::notify::rfc3339;
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, Listing, ObjectStore};
 use futures_util::future::join_all;
@@ -107,7 +106,7 @@ fn size(bytes: u64) -> String {
 }
 
 fn when(ms: u64) -> String {
-    let t = rfc3339(ms);
+    let t = crate::time::rfc3339(ms / 1000);
     format!("{} {} UTC", &t[..10], &t[11..16])
 }
 

@@ -253,7 +253,7 @@ impl AuthConfig {
             "token": jwt,
             "access_token": jwt,
             "expires_in": self.token_ttl,
-            "issued_at": rfc3339(now),
+            "issued_at": crate::time::rfc3339(now),
         }))
     }
 }
@@ -263,22 +263,6 @@ fn basic_credentials(encoded: &str) -> Option<(String, String)> {
     let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
-}
-
-/// Seconds since the epoch as RFC 3339 UTC (civil-from-days, H. Hinnant's algorithm).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -366,12 +350,5 @@ mod tests {
         assert!(base(&[("WHARF_TOKEN_SECRET", &long)]).unwrap().is_some());
         assert!(base(&[("WHARF_TOKEN_SECRET", &long), ("WHARF_USERS", r#"{"a":"plain"}"#)]).is_err());
         assert_eq!(AuthConfig::from_vars(&|_| None), Ok(None));
-    }
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

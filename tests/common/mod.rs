@@ -97,30 +97,29 @@ impl TestRegistry {
 
     /// A registry in pull-through cache mode in front of `upstream`.
     pub fn with_upstream(config: Config, upstream: FakeUpstream) -> Self {
-        let mut t = Self::with_config(config);
-        let clock = t.now.clone();
-        let registry = Registry::new(
-            t.objects.clone(),
-            t.kv.clone(),
-            t.registry.config.clone(),
-            Box::new(move || clock.get() * 1000),
-        );
-        t.registry = registry.with_upstream(Box::new(upstream));
-        t
+        Self::with_config(config).rebuilt(|r| r.with_upstream(Box::new(upstream)))
     }
 
     /// A registry sending notifications through `notifier`.
     pub fn with_notifier(config: Config, notifier: Box<dyn wharf::notify::Notifier>) -> Self {
-        let mut t = Self::with_config(config);
-        let clock = t.now.clone();
+        Self::with_config(config).rebuilt(|r| r.with_notifier(notifier))
+    }
+
+    /// The registry made again over the same storage, clock and configuration, then `finish`ed
+    /// (host hooks are set when a registry is built).
+    fn rebuilt(
+        mut self,
+        finish: impl FnOnce(Registry<MemoryObjects, MemoryKv>) -> Registry<MemoryObjects, MemoryKv>,
+    ) -> Self {
+        let clock = self.now.clone();
         let registry = Registry::new(
-            t.objects.clone(),
-            t.kv.clone(),
-            t.registry.config.clone(),
+            self.objects.clone(),
+            self.kv.clone(),
+            self.registry.config.clone(),
             Box::new(move || clock.get() * 1000),
         );
-        t.registry = registry.with_notifier(notifier);
-        t
+        self.registry = finish(registry);
+        self
     }
 
     /// Answers a request as a client on `origin` would see it, then runs the work left for
