@@ -65,37 +65,6 @@ impl Hasher {
     }
 }
 
-/// One hasher per algorithm over the same bytes: an upload session does not know before its
-/// last request which algorithm the client's digest will use, so it computes each.
-#[derive(Clone)]
-pub struct Hashers(Vec<Hasher>);
-
-impl Hashers {
-    pub fn new(algorithms: &[Algorithm]) -> Self {
-        Self(algorithms.iter().map(|&a| Hasher::new(a)).collect())
-    }
-
-    pub fn update(&mut self, bytes: &[u8]) {
-        for h in &mut self.0 {
-            h.update(bytes);
-        }
-    }
-
-    /// The digest with `algorithm`, if it is one of those computed.
-    pub fn finish(self, algorithm: Algorithm) -> Option<Digest> {
-        self.0.into_iter().find(|h| h.algorithm() == algorithm).map(Hasher::finish)
-    }
-
-    /// The states, space-separated.
-    pub fn save(&self) -> String {
-        self.0.iter().map(Hasher::save).collect::<Vec<_>>().join(" ")
-    }
-
-    pub fn restore(saved: &str) -> Option<Self> {
-        saved.split(' ').map(Hasher::restore).collect::<Option<Vec<_>>>().map(Self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,20 +88,6 @@ mod tests {
                 assert_eq!(resumed.finish(), expected, "{alg:?} cut at {cut}");
             }
         }
-    }
-
-    #[test]
-    fn several_hashers_resume_together_and_finish_by_algorithm() {
-        let mut h = Hashers::new(&[Algorithm::Sha256, Algorithm::Sha512]);
-        h.update(b"hello ");
-        let mut resumed = Hashers::restore(&h.save()).unwrap();
-        resumed.update(b"world");
-        let sha512 = Digest::parse(&format!("sha512:{}", "0".repeat(128))).unwrap().recompute(b"hello world");
-        assert_eq!(resumed.clone().finish(Algorithm::Sha256), Some(Digest::sha256_of(b"hello world")));
-        assert_eq!(resumed.finish(Algorithm::Sha512), Some(sha512));
-        let only = Hashers::new(&[Algorithm::Sha512]);
-        assert_eq!(only.finish(Algorithm::Sha256), None);
-        assert!(Hashers::restore("sha256:zz sha512:00").is_none());
     }
 
     #[test]

@@ -1,15 +1,14 @@
 //! `/v2/<name>/blobs/uploads/`: blob uploads, monolithic (POST ?digest=) and in sessions
 //! (POST, PATCH..., PUT ?digest=), as docker, skopeo and containerd do them.
 //!
-//! Bytes stream through in chunks and never sit whole in memory: they are hashed (sha256 and
-//! sha512, resumable across requests: see `hashing`) as they
-//! pass and cut into equal parts of one R2 multipart upload; what is left over after a request
+//! Bytes stream through in chunks and never sit whole in memory: they are hashed (sha256,
+//! resumable across requests: see `hashing`) as they pass and cut into equal parts of one R2 multipart upload; what is left over after a request
 //! (less than a part) is carried in the session object to the next one. The part size is
 //! chosen from the first chunk's length (see [`part_size_for`]), so a client sending chunks of
-//! one size leaves nothing to carry. The
-//! digest is checked before the blob becomes visible: a mismatch aborts the multipart upload,
+//! one size leaves nothing to carry. The digest is checked before the blob becomes visible: a mismatch aborts the multipart upload,
 //! so nothing is ever readable under a wrong digest. Blobs smaller than a part are written with
-//! one put once verified.
+//! one put once verified. A session finished with a sha512 digest is checked by reading the
+//! blob back once, as Distribution does: see [`SESSION_ALGORITHM`].
 //!
 //! The session (R2 object `uploads/<id>/state`: a JSON line, then the carried bytes) lives in
 //! strongly consistent R2, so any isolate in any location can continue it; it is rewritten
@@ -19,13 +18,13 @@
 use crate::blobs::BlobLink;
 use crate::config::GcMode;
 use crate::error::{ErrorCode, RegistryError};
-use crate::hashing::Hashers;
+use crate::hashing::Hasher;
 use crate::http::{BodyReader, Headers, Response};
 use crate::keys;
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::registry::{Registry, Result, body_error};
 use crate::router::{blob_url, upload_url};
-use crate::storage::{KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PutOptions};
+use crate::storage::{ByteRange, KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PutOptions};
 use futures_util::future::join;
 use serde::{Deserialize, Serialize};
 
@@ -53,9 +52,13 @@ pub fn part_size_for(length: Option<u64>) -> usize {
 
 const OCTET_STREAM: &str = "application/octet-stream";
 
-/// What a session hashes: both algorithms the spec allows, since the client names the digest
-/// only in its last request. (A monolithic upload names it first and hashes only that one.)
-const SESSION_ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
+/// What a session hashes as the bytes arrive. The client names its digest only in the last
+/// request; every client in use names a sha256 one. The spec also allows sha512: such a
+/// session is checked by reading the blob back once at the end, as Distribution does
+/// (registry/storage/blobwriter.go, "they'll just have to be patient"). Hashing both on the way
+/// cost a third of a chunked upload's throughput here, for a digest no client sends. (A
+/// monolithic upload names its digest first and hashes only that algorithm.)
+const SESSION_ALGORITHM: Algorithm = Algorithm::Sha256;
 
 /// Largest body written with one put (R2 takes up to 5 GiB in one; larger goes in parts).
 pub(crate) const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024;
@@ -69,7 +72,8 @@ struct SessionState {
     repository: String,
     /// Bytes received so far.
     size: u64,
-    /// Hash state of everything received (hashing::Hasher::save).
+    /// Hash state of everything received (hashing::Hasher::save). Sessions written before
+    /// sessions hashed sha256 alone hold a sha512 state after it, space-separated (ignored).
     hash: String,
     /// R2 multipart upload id, once the first full part was written.
     multipart: Option<String>,
@@ -87,7 +91,7 @@ fn default_part_size() -> usize {
 struct Writer<'a, O> {
     objects: &'a O,
     id: UploadId,
-    hashers: Hashers,
+    hasher: Hasher,
     size: u64,
     buffer: Vec<u8>,
     multipart: Option<String>,
@@ -98,11 +102,11 @@ struct Writer<'a, O> {
 }
 
 impl<'a, O: ObjectStore> Writer<'a, O> {
-    fn new(objects: &'a O, id: UploadId, algorithms: &[Algorithm]) -> Self {
+    fn new(objects: &'a O, id: UploadId, algorithm: Algorithm) -> Self {
         Self {
             objects,
             id,
-            hashers: Hashers::new(algorithms),
+            hasher: Hasher::new(algorithm),
             size: 0,
             buffer: Vec::new(),
             multipart: None,
@@ -152,7 +156,7 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
             if *received > limit {
                 return Err(chunk_too_large(limit));
             }
-            self.hashers.update(&chunk);
+            self.hasher.update(&chunk);
             self.size += chunk.len() as u64;
             self.buffer.extend_from_slice(&chunk);
         }
@@ -178,14 +182,47 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
         Ok((key, upload, number))
     }
 
-    /// Verifies the digest and, only if it matches, makes the bytes visible. Returns where they
-    /// are. On a mismatch the multipart upload is aborted and nothing is written.
-    async fn finish(mut self, expected: &Digest) -> Result<BlobLink> {
-        let actual = self.hashers.clone().finish(expected.algorithm());
-        if actual.as_ref() != Some(expected) {
-            self.discard().await?;
-            return Err(digest_mismatch(expected, actual));
+    /// Verifies the digest and, only if it matches, returns where the bytes are, for a link to
+    /// make them visible. On a mismatch the multipart upload is aborted and nothing is written.
+    async fn finish(self, expected: &Digest) -> Result<BlobLink> {
+        if expected.algorithm() != self.hasher.algorithm() {
+            return self.finish_by_reading_back(expected).await;
         }
+        let actual = self.hasher.clone().finish();
+        if actual != *expected {
+            self.discard().await?;
+            return Err(digest_mismatch(expected, Some(actual)));
+        }
+        self.store().await
+    }
+
+    /// For a digest of another algorithm than the one hashed on the way: stores the bytes under
+    /// the upload's own key (which no digest names), hashes them read back piece by piece, and
+    /// deletes them on a mismatch.
+    async fn finish_by_reading_back(self, expected: &Digest) -> Result<BlobLink> {
+        let objects = self.objects;
+        let link = self.store().await?;
+        let mut hasher = Hasher::new(expected.algorithm());
+        let mut offset = 0;
+        while offset < link.size {
+            let length = (link.size - offset).min(MAX_PART_SIZE as u64);
+            let bytes = objects
+                .read_range(&link.object, ByteRange { offset, length })
+                .await?
+                .ok_or_else(|| RegistryError::internal("an upload's bytes vanished while being verified"))?;
+            hasher.update(&bytes);
+            offset += length;
+        }
+        let actual = hasher.finish();
+        if actual != *expected {
+            objects.delete(&link.object).await?;
+            return Err(digest_mismatch(expected, Some(actual)));
+        }
+        Ok(link)
+    }
+
+    /// Writes what is left and makes the bytes one object under the upload's key.
+    async fn store(mut self) -> Result<BlobLink> {
         let size = self.size;
         let object = match self.multipart.clone() {
             Some(upload) => {
@@ -339,7 +376,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             if let Some(response) = self.put_whole(name, &id, &digest, headers, body).await? {
                 return Ok(response);
             }
-            let mut writer = Writer::new(&self.objects, id, &[digest.algorithm()]);
+            let mut writer = Writer::new(&self.objects, id, digest.algorithm());
             writer.choose_part_size(headers);
             if let Err(e) = writer.write(body, self.config.max_chunk_size).await {
                 writer.discard().await?;
@@ -347,7 +384,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
             return self.complete(name, &digest, writer).await;
         }
-        let writer = Writer::new(&self.objects, id.clone(), &SESSION_ALGORITHMS);
+        let writer = Writer::new(&self.objects, id.clone(), SESSION_ALGORITHM);
         self.save_session(name, &writer, None).await?;
         Ok(self.session_response(202, name, &id, 0))
     }
@@ -491,12 +528,16 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             // A session belongs to the repository that started it.
             return Err(upload_unknown(id));
         }
-        let hashers = Hashers::restore(&state.hash)
+        let hasher = state
+            .hash
+            .split(' ')
+            .next()
+            .and_then(Hasher::restore)
             .ok_or_else(|| RegistryError::internal("upload state with a bad hash state"))?;
         let writer = Writer {
             objects: &self.objects,
             id: id.clone(),
-            hashers,
+            hasher,
             size: state.size,
             buffer: bytes[newline + 1..].to_vec(),
             multipart: state.multipart,
@@ -513,7 +554,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let state = SessionState {
             repository: name.as_str().to_owned(),
             size: writer.size,
-            hash: writer.hashers.save(),
+            hash: writer.hasher.save(),
             multipart: writer.multipart.clone(),
             parts: writer.parts.clone(),
             part_size: writer.part_size,

@@ -216,6 +216,15 @@ impl ObjectStore for R2 {
         Ok(Some((meta(&object)?, bytes)))
     }
 
+    async fn read_range(&self, key: &str, range: ByteRange) -> storage::Result<Option<Vec<u8>>> {
+        let get = self.bucket.get(key).range(Range::OffsetWithLength { offset: range.offset, length: range.length });
+        let Some(object) = get.execute().await.map_err(se)? else { return Ok(None) };
+        match object.body() {
+            Some(body) => body.bytes().await.map(Some).map_err(se),
+            None => Ok(Some(Vec::new())),
+        }
+    }
+
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> storage::Result<Option<ObjectMeta>> {
         let mut put = self.bucket.put(key, Data::Bytes(bytes)).http_metadata(http_metadata(options.content_type));
         if !options.custom.is_empty() {

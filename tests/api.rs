@@ -7,7 +7,7 @@ use common::*;
 use wharf::Config;
 use wharf::http::{MemoryBody, Method};
 use wharf::names::Digest;
-use wharf::uploads::PART_SIZE;
+use wharf::uploads::{MAX_PART_SIZE, PART_SIZE};
 
 // ---------------------------------------------------------------- base
 
@@ -643,6 +643,31 @@ fn a_session_upload_can_finish_with_a_sha512_digest() {
     let r = t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty());
     assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
     assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
+}
+
+#[test]
+fn a_sha512_session_is_verified_by_reading_the_blob_back_and_leaves_nothing_on_a_mismatch() {
+    // Sessions hash sha256 as the bytes come; a sha512 digest is checked by reading the stored
+    // bytes back, piece by piece (this blob spans three of them).
+    let t = TestRegistry::new();
+    let data: Vec<u8> = (0..(2 * MAX_PART_SIZE + 5)).map(|i| (i % 251) as u8).collect();
+    let sha512 = |b: &[u8]| Digest::parse(&format!("sha512:{}", "0".repeat(128))).unwrap().recompute(b);
+    let before = t.snapshot();
+    let location = start_session(&t, "r");
+    t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(data.clone()));
+    let wrong = sha512(b"something else");
+    let r = t.send(Method::Put, &format!("{location}?digest={wrong}"), &[], MemoryBody::empty());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+    assert_eq!(t.snapshot(), before, "a refused sha512 upload left something behind");
+    assert_eq!(t.objects.open_multipart_uploads(), 0);
+    assert_eq!(t.get(&location, &[]).status, 404);
+
+    let location = start_session(&t, "r");
+    t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(data.clone()));
+    let right = sha512(&data);
+    let r = t.send(Method::Put, &format!("{location}?digest={right}"), &[], MemoryBody::empty());
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(t.get(&format!("/v2/r/blobs/{right}"), &[]).body, data);
 }
 
 #[test]

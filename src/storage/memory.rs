@@ -279,6 +279,10 @@ impl ObjectStore for MemoryObjects {
         Ok(self.0.borrow().objects.get(key).map(|o| (o.meta.clone(), o.bytes.clone())))
     }
 
+    async fn read_range(&self, key: &str, range: ByteRange) -> Result<Option<Vec<u8>>> {
+        Ok(self.get(key, Some(range)).await?.map(|(_, bytes)| bytes))
+    }
+
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
         self.begin().await?;
         let mut inner = self.0.borrow_mut();

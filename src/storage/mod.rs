@@ -125,6 +125,9 @@ pub trait ObjectStore {
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<(ObjectMeta, Self::Body)>>;
     /// The object read whole; only for small objects wharf itself wrote (state, manifests).
     async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>>;
+    /// Bytes `range` of the object, read into memory: a large object read back piece by piece.
+    /// The range must lie within the object. `Ok(None)` if the object is missing.
+    async fn read_range(&self, key: &str, range: ByteRange) -> Result<Option<Vec<u8>>>;
     /// Writes the object. `Ok(None)` when `if_etag_matches` was given and did not hold (nothing
     /// written), else the new object's metadata.
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>>;

@@ -41,6 +41,7 @@ pub async fn run_objects<O: ObjectStore>(store: &O, prefix: &str) -> Vec<CaseRes
     case!(conditional_put_writes_only_when_the_etag_still_matches);
     case!(list_returns_prefixed_keys_in_order_with_metadata_and_a_cursor);
     case!(multipart_upload_is_invisible_until_completed);
+    case!(ranged_reads_return_just_those_bytes);
     case!(aborted_multipart_upload_leaves_nothing);
     out
 }
@@ -155,6 +156,20 @@ async fn multipart_upload_is_invisible_until_completed<O: ObjectStore>(s: &O, p:
         bytes.len() == MIN_PART_SIZE + 4 && bytes[..MIN_PART_SIZE] == a[..] && &bytes[MIN_PART_SIZE..] == b"tail",
         "completed bytes differ"
     );
+    s.delete(&k).await.map_err(se)
+}
+
+async fn ranged_reads_return_just_those_bytes<O: ObjectStore>(s: &O, p: &str) -> Check {
+    let k = format!("{p}ranged");
+    let bytes: Vec<u8> = (0..=255u8).collect();
+    s.put(&k, bytes.clone(), PutOptions::default()).await.map_err(se)?;
+    for (offset, length) in [(0, 256), (0, 1), (100, 50), (255, 1)] {
+        let got = s.read_range(&k, ByteRange { offset, length }).await.map_err(se)?.ok_or("object missing")?;
+        let want = &bytes[offset as usize..(offset + length) as usize];
+        ensure!(got == want, "bytes {offset}+{length}: {} bytes, not the expected {}", got.len(), want.len());
+    }
+    let missing = s.read_range(&format!("{p}ranged-missing"), ByteRange { offset: 0, length: 1 }).await;
+    ensure!(missing.map_err(se)?.is_none(), "a ranged read of a missing object");
     s.delete(&k).await.map_err(se)
 }
 
