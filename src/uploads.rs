@@ -24,7 +24,7 @@ use crate::keys;
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::registry::{Registry, Result, body_error};
 use crate::router::{blob_url, upload_url};
-use crate::storage::{ByteRange, KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PutOptions};
+use crate::storage::{ByteRange, KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PartSource, PutOptions};
 use futures_util::future::join;
 use serde::{Deserialize, Serialize};
 
@@ -124,11 +124,19 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
         }
     }
 
-    /// Appends one request's body; more than `limit` bytes in it is 413. Each full part goes
-    /// to R2 while the next one is read and hashed, so that waiting on R2 and on the client
-    /// overlap.
-    async fn write<B: BodyReader>(&mut self, body: &mut B, limit: u64) -> Result<()> {
+    /// Appends one request's body, of the length the headers announce if they do; more than `limit`
+    /// bytes in it is 413. With the length known, each part the body completes is streamed to
+    /// R2 as it arrives. Otherwise each full part goes to R2 while the next one is read and
+    /// hashed, so that waiting on R2 and on the client overlap. Less than a part is left in
+    /// `buffer`.
+    async fn write<B: BodyReader>(&mut self, body: &mut B, headers: &Headers, limit: u64) -> Result<()> {
+        self.choose_part_size(headers);
         let mut received = 0u64;
+        if let Some(length) = headers.content_length() {
+            while self.buffer.len() as u64 + length.saturating_sub(received) >= self.part_size as u64 {
+                self.stream_part(body, limit, &mut received).await?;
+            }
+        }
         let mut ended = self.fill(body, limit, &mut received).await?;
         while self.buffer.len() >= self.part_size {
             let rest = self.buffer.split_off(self.part_size);
@@ -145,6 +153,30 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
             };
             self.parts.push(uploaded?);
         }
+        Ok(())
+    }
+
+    /// Sends the next part, the buffered bytes first and then the body's, while they arrive.
+    async fn stream_part<B: BodyReader>(&mut self, body: &mut B, limit: u64, received: &mut u64) -> Result<()> {
+        let (key, upload, number) = self.next_part().await?;
+        let mut feed = PartFeed {
+            body,
+            hasher: &mut self.hasher,
+            size: &mut self.size,
+            received,
+            limit,
+            carried: std::mem::take(&mut self.buffer),
+            want: self.part_size,
+            leftover: Vec::new(),
+            error: None,
+        };
+        let uploaded = self.objects.upload_part_streamed(&key, &upload, number, self.part_size as u64, &mut feed).await;
+        // The body's own failure (broken off, too large) explains a failed part best.
+        if let Some(e) = feed.error {
+            return Err(e);
+        }
+        self.buffer = feed.leftover;
+        self.parts.push(uploaded?);
         Ok(())
     }
 
@@ -248,8 +280,8 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
     /// Appends a request's body to a saved session. If the body fails (broken off, too large),
     /// a multipart upload this request started is aborted: the session, not saved, does not
     /// know it. Parts added to an older one are harmless, the next request rewrites their numbers.
-    async fn append<B: BodyReader>(&mut self, body: &mut B, limit: u64) -> Result<()> {
-        let result = self.write(body, limit).await;
+    async fn append<B: BodyReader>(&mut self, body: &mut B, headers: &Headers, limit: u64) -> Result<()> {
+        let result = self.write(body, headers, limit).await;
         if result.is_err()
             && self.started_multipart
             && let Some(upload) = &self.multipart
@@ -264,6 +296,58 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
             self.objects.abort_multipart(&keys::blob_by_upload(&self.id), upload).await?;
         }
         Ok(())
+    }
+}
+
+/// The bytes of one streamed part: those carried from earlier (already hashed), then the
+/// body's, hashed as they pass. The end of a chunk beyond the part is kept for the next one.
+struct PartFeed<'a, B> {
+    body: &'a mut B,
+    hasher: &'a mut Hasher,
+    size: &'a mut u64,
+    received: &'a mut u64,
+    limit: u64,
+    carried: Vec<u8>,
+    /// Bytes the part still needs.
+    want: usize,
+    leftover: Vec<u8>,
+    /// Why the body stopped giving bytes before the part was whole.
+    error: Option<RegistryError>,
+}
+
+impl<B: BodyReader> PartSource for PartFeed<'_, B> {
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        if self.want == 0 || self.error.is_some() {
+            return None;
+        }
+        let mut bytes = if self.carried.is_empty() {
+            let chunk = match self.body.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
+                    self.error = Some(body_error("the body ended before its announced length".into()));
+                    return None;
+                }
+                Err(e) => {
+                    self.error = Some(body_error(e));
+                    return None;
+                }
+            };
+            *self.received += chunk.len() as u64;
+            if *self.received > self.limit {
+                self.error = Some(chunk_too_large(self.limit));
+                return None;
+            }
+            self.hasher.update(&chunk);
+            *self.size += chunk.len() as u64;
+            chunk
+        } else {
+            std::mem::take(&mut self.carried)
+        };
+        if bytes.len() > self.want {
+            self.leftover = bytes.split_off(self.want);
+        }
+        self.want -= bytes.len();
+        Some(bytes)
     }
 }
 
@@ -377,8 +461,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 return Ok(response);
             }
             let mut writer = Writer::new(&self.objects, id, digest.algorithm());
-            writer.choose_part_size(headers);
-            if let Err(e) = writer.write(body, self.config.max_chunk_size).await {
+            if let Err(e) = writer.write(body, headers, self.config.max_chunk_size).await {
                 writer.discard().await?;
                 return Err(e);
             }
@@ -424,8 +507,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
             }
         }
-        writer.choose_part_size(headers);
-        writer.append(body, self.config.max_chunk_size).await?;
+        writer.append(body, headers, self.config.max_chunk_size).await?;
         self.save_session(name, &writer, Some(etag)).await?;
         Ok(self.session_response(202, name, id, writer.size))
     }
@@ -449,8 +531,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         {
             result
         } else {
-            writer.choose_part_size(headers);
-            writer.append(body, self.config.max_chunk_size).await?;
+            writer.append(body, headers, self.config.max_chunk_size).await?;
             self.complete(name, &digest, writer).await
         };
         // Finished or failed verification, the session is over (Distribution cancels the

@@ -11,7 +11,7 @@ use crate::notify::Notifier;
 use crate::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
 use crate::storage::{
     self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ListFrom, ObjectMeta, ObjectPage, ObjectStore, Part,
-    PutOptions, StorageError,
+    PartSource, PutOptions, StorageError,
 };
 use crate::{Config, Registry, keys};
 use futures_util::StreamExt;
@@ -21,11 +21,12 @@ use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
-use worker::js_sys::{Array, ArrayBuffer, Function, Object as JsObject, Promise, Reflect, Uint8Array};
+use worker::js_sys::{Array, ArrayBuffer, BigInt, Function, Object as JsObject, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::JsCast;
 use worker::wasm_bindgen::prelude::*;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::ReadableStream;
+use worker::worker_sys::FixedLengthStream;
 
 use worker::{
     Bucket, ByteStream, Cache, Conditional, Context, Data, Date, Delay, Env, Fetch, HttpMetadata, Include, KvStore,
@@ -274,6 +275,47 @@ impl ObjectStore for R2 {
         Ok(Part { number: part.part_number(), etag: part.etag() })
     }
 
+    /// The part's bytes go through a FixedLengthStream (R2 takes a stream of known length): each
+    /// write resolves once R2 has taken the bytes, so at most one read's worth waits in memory.
+    async fn upload_part_streamed<S: PartSource>(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u16,
+        length: u64,
+        source: &mut S,
+    ) -> storage::Result<Part> {
+        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(se)?;
+        let stream = FixedLengthStream::new_big_int(BigInt::from(length)).map_err(js_se)?;
+        let writer = stream.writable().get_writer().map_err(js_se)?;
+        // Whichever side fails first aborts the stream, so that the other one ends too.
+        let uploading = async {
+            let part = upload.upload_part(number, Data::ReadableStream(stream.readable())).await;
+            if part.is_err() {
+                let _ = writer.abort();
+            }
+            part.map_err(se)
+        };
+        let feeding = async {
+            let mut sent = 0;
+            while sent < length
+                && let Some(bytes) = source.next().await
+            {
+                sent += bytes.len() as u64;
+                JsFuture::from(writer.write_with_chunk(&Uint8Array::from(&bytes[..]))).await.map_err(js_se)?;
+            }
+            if sent != length {
+                let _ = writer.abort();
+                return Err(se(format!("part of {sent} bytes, {length} announced")));
+            }
+            JsFuture::from(writer.close()).await.map_err(js_se)
+        };
+        let (part, fed) = futures_util::future::join(uploading, feeding).await;
+        fed?;
+        let part = part?;
+        Ok(Part { number: part.part_number(), etag: part.etag() })
+    }
+
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> storage::Result<ObjectMeta> {
         let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(se)?;
         let parts = parts.iter().map(|p| UploadedPart::new(p.number, p.etag.clone()));
@@ -423,6 +465,10 @@ struct Fetcher;
 
 fn js_error(e: JsValue) -> String {
     format!("{e:?}")
+}
+
+fn js_se(e: JsValue) -> StorageError {
+    StorageError::new(js_error(e))
 }
 
 /// Sends notifications with the Fetch API.

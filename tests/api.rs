@@ -572,6 +572,45 @@ fn equal_chunks_become_equal_parts_and_nothing_is_carried() {
 }
 
 #[test]
+fn a_body_of_announced_length_streams_its_parts_after_the_carried_bytes() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    // A third of a part without a length (carried), then two and a half parts announced, in
+    // reads that do not line up with parts: the parts stream the carried bytes, then the body's,
+    // and the last half part is carried to the final PUT.
+    let data: Vec<u8> = (0..(PART_SIZE * 17 / 6)).map(|i| (i % 239) as u8).collect();
+    let first = PART_SIZE / 3;
+    let r = t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(data[..first].to_vec()));
+    assert_eq!(r.status, 202);
+    let length = (data.len() - first).to_string();
+    let chunks = data[first..].chunks(100_003).map(<[u8]>::to_vec).collect();
+    let r = t.send(Method::Patch, &location, &[("Content-Length", &length)], MemoryBody::from_chunks(chunks));
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("Range"), Some(format!("0-{}", data.len() - 1).as_str()));
+    let d = Digest::sha256_of(&data);
+    assert_eq!(t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::empty()).status, 201);
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
+    assert_eq!(t.objects.open_multipart_uploads(), 0);
+}
+
+#[test]
+fn a_body_shorter_than_announced_is_refused_and_the_session_stays_as_it_was() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(vec![1u8; 10]));
+    let before = t.snapshot();
+    // Announces two parts, sends one and a half: the first part streamed, the second broken off.
+    let length = (PART_SIZE * 2).to_string();
+    let body = MemoryBody::from_bytes(vec![2u8; PART_SIZE * 3 / 2]);
+    let r = t.send(Method::Patch, &location, &[("Content-Length", &length)], body);
+    // Distribution's status for BLOB_UPLOAD_INVALID.
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_INVALID"));
+    assert_eq!(t.snapshot(), before);
+    assert_eq!(t.objects.open_multipart_uploads(), 0, "the multipart upload this request started is aborted");
+    assert_eq!(t.get(&location, &[]).header("Range"), Some("0-9"));
+}
+
+#[test]
 fn an_out_of_order_chunk_is_416_and_changes_nothing() {
     let t = TestRegistry::new();
     let location = start_session(&t, "r");

@@ -279,6 +279,26 @@ impl ObjectStore for MemoryObjects {
         Ok(self.0.borrow().objects.get(key).map(|o| (o.meta.clone(), o.bytes.clone())))
     }
 
+    async fn upload_part_streamed<S: PartSource>(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u16,
+        length: u64,
+        source: &mut S,
+    ) -> Result<Part> {
+        let mut bytes = Vec::new();
+        while (bytes.len() as u64) < length
+            && let Some(chunk) = source.next().await
+        {
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() as u64 != length {
+            return Err(StorageError::new(format!("part of {} bytes, {length} announced", bytes.len())));
+        }
+        self.upload_part(key, upload_id, number, bytes).await
+    }
+
     async fn read_range(&self, key: &str, range: ByteRange) -> Result<Option<Vec<u8>>> {
         Ok(self.get(key, Some(range)).await?.map(|(_, bytes)| bytes))
     }

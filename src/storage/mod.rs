@@ -150,9 +150,27 @@ pub trait ObjectStore {
     /// Starts a multipart upload to `key`; returns its upload id.
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String>;
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> Result<Part>;
+    /// Uploads part `number`: exactly `length` bytes, taken from `source` while they go out, so
+    /// that a part travels to storage as it arrives instead of after it. Fails, storing no
+    /// part, if `source` ends early.
+    async fn upload_part_streamed<S: PartSource>(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u16,
+        length: u64,
+        source: &mut S,
+    ) -> Result<Part>;
     /// Makes the object visible under `key` from the given parts, in order.
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
+}
+
+/// The bytes of a part streamed by [`ObjectStore::upload_part_streamed`].
+pub trait PartSource {
+    /// The next bytes; `None` once the part is whole, or when no more can come (the source
+    /// keeps its own reason).
+    async fn next(&mut self) -> Option<Vec<u8>>;
 }
 
 /// A listing walked key by key, page after page (wharf asks for the largest pages, 1000 keys).

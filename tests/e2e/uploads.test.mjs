@@ -14,7 +14,7 @@ before(async () => {
   wharf = await startWharf({ vars: { WHARF_DELETE_ENABLED: "true" } });
   // Small chunk limit, every session already "abandoned", and the cron reachable over HTTP.
   strict = await startWharf({
-    vars: { WHARF_MAX_CHUNK_SIZE: String(8 << 20), WHARF_UPLOAD_MAX_AGE_SECONDS: "0" },
+    vars: { WHARF_MAX_CHUNK_SIZE: String(8 << 20), WHARF_UPLOAD_MAX_AGE_SECONDS: "0", WHARF_SELFTEST: "true" },
     args: ["--test-scheduled"],
   });
 });
@@ -107,6 +107,23 @@ test("blob Range reads: 206 inside, 416 past the end", async () => {
   assert.deepEqual([part.status, part.body.toString(), part.headers.get("content-range")], [206, "3456", "bytes 3-6/10"]);
   const past = await req("GET", `/v2/e2e/up/range/blobs/${d}`, { headers: { Range: "bytes=10-" } });
   assert.deepEqual([past.status, past.code(), past.headers.get("content-range")], [416, "RANGE_INVALID", "bytes */10"]);
+});
+
+test("chunks of announced length stream their parts: wharf holds less than a part", async () => {
+  // Five 8 MiB chunks, each one 8 MiB part. Buffering a part before sending it would take
+  // over 8 MiB of wasm memory; streamed, a part goes to R2 a read (1 MiB) at a time.
+  const data = randomBytes(40 << 20);
+  const location = await session(strict.base, "e2e/up/streamed");
+  for (let start = 0; start < data.length; start += 8 << 20) {
+    const chunk = data.subarray(start, start + (8 << 20));
+    const r = await request(strict.base, "PATCH", location, { body: chunk });
+    assert.equal(r.status, 202, r.body.toString());
+  }
+  const d = sha256(data);
+  assert.equal((await request(strict.base, "PUT", `${location}?digest=${d}`)).status, 201);
+  assert.ok((await request(strict.base, "GET", `/v2/e2e/up/streamed/blobs/${d}`)).body.equals(data));
+  const memory = (await request(strict.base, "GET", "/_wharf/selftest/memory")).json().wasmMemoryBytes;
+  assert.ok(memory < 6 << 20, `wasm memory ${memory} bytes`);
 });
 
 test("a chunk over WHARF_MAX_CHUNK_SIZE is 413 and the session is unchanged", async () => {
