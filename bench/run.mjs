@@ -74,16 +74,24 @@ async function timed(fn) {
   return Number(process.hrtime.bigint() - t) / 1e9;
 }
 
-/** An upload with curl (node's fetch breaks off bodies this large): returns the status. */
-async function curl(method, url, file, headers = {}) {
-  // "Expect:" off: curl otherwise waits a second for a "100 Continue" that workerd never sends.
-  const args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Expect:", "-X", method, url];
-  // -T streams the file (--data-binary reads it whole into memory first, and fails at 1 GiB);
-  // the explicit target keeps -T from appending the file's name to a URL ending in "/".
-  const target = new URL(url);
-  if (file) args.push("-T", file, "--request-target", target.pathname + target.search);
-  for (const [k, v] of Object.entries(headers)) args.push("-H", `${k}: ${v}`);
-  return Number(await exec("curl", args, { timeout: 600_000 }));
+/**
+ * Uploads with curl (node's fetch breaks off bodies this large): one request per entry of
+ * `requests` ({ method, url, file, headers }), in one curl run over one kept-alive connection,
+ * as a registry client sends its chunks. Returns the statuses.
+ */
+async function curl(requests) {
+  const args = [];
+  for (const [i, { method, url, file, headers = {} }] of requests.entries()) {
+    if (i > 0) args.push("--next");
+    // "Expect:" off: curl otherwise waits a second for a "100 Continue" that workerd never sends.
+    args.push("-s", "-o", "/dev/null", "-w", "%{http_code}\\n", "-H", "Expect:", "-X", method, url);
+    // -T streams the file (--data-binary reads it whole into memory first, and fails at 1 GiB);
+    // the explicit target keeps -T from appending the file's name to a URL ending in "/".
+    const target = new URL(url);
+    if (file) args.push("-T", file, "--request-target", target.pathname + target.search);
+    for (const [k, v] of Object.entries(headers)) args.push("-H", `${k}: ${v}`);
+  }
+  return (await exec("curl", args, { timeout: 600_000 })).trim().split("\n").map(Number);
 }
 
 async function uploads() {
@@ -96,18 +104,23 @@ async function uploads() {
     if (status !== want) throw new Error(`${what}: ${status}, expected ${want}`);
   };
   const scenarios = {
-    "R2 put through the Worker (baseline)": async (base, digest) =>
-      expect("baseline", await curl("PUT", `${base}/_wharf/selftest/put?digest=${digest}`, whole), 201),
-    "monolithic POST ?digest=": async (base, digest) =>
-      expect("monolithic", await curl("POST", `${base}/v2/bench/mono/blobs/uploads/?digest=${digest}`, whole), 201),
+    "R2 put through the Worker (baseline)": async (base, digest) => {
+      const [status] = await curl([{ method: "PUT", url: `${base}/_wharf/selftest/put?digest=${digest}`, file: whole }]);
+      expect("baseline", status, 201);
+    },
+    "monolithic POST ?digest=": async (base, digest) => {
+      const url = `${base}/v2/bench/mono/blobs/uploads/?digest=${digest}`;
+      expect("monolithic", (await curl([{ method: "POST", url, file: whole }]))[0], 201);
+    },
     "16 MiB chunks (POST, PATCH x16, PUT)": async (base, digest) => {
       const start = await request(base, "POST", "/v2/bench/chunked/blobs/uploads/");
       const location = base + start.headers.get("location");
-      for (const [i, file] of chunks.entries()) {
-        const range = `${i * chunk}-${(i + 1) * chunk - 1}`;
-        expect("PATCH", await curl("PATCH", location, file, { "Content-Range": range }), 202);
-      }
-      expect("PUT", await curl("PUT", `${location}?digest=${digest}`), 201);
+      const patches = chunks.map((file, i) => {
+        const headers = { "Content-Range": `${i * chunk}-${(i + 1) * chunk - 1}` };
+        return { method: "PATCH", url: location, file, headers };
+      });
+      const statuses = await curl([...patches, { method: "PUT", url: `${location}?digest=${digest}` }]);
+      statuses.forEach((status, i) => expect(i < chunks.length ? "PATCH" : "PUT", status, i < chunks.length ? 202 : 201));
     },
   };
   // One wharf per scenario (each with its own memory figures), all started first; the rounds

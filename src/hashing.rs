@@ -30,6 +30,7 @@ impl Hasher {
         }
     }
 
+    #[inline(never)]
     pub fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(bytes),
