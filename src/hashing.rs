@@ -30,6 +30,8 @@ impl Hasher {
         }
     }
 
+    /// Kept out of its callers: inlined into the upload's large async state machine, the
+    /// hashing ran a third slower in V8 (measured with perf under wrangler dev).
     #[inline(never)]
     pub fn update(&mut self, bytes: &[u8]) {
         match self {
