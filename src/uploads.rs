@@ -2,10 +2,12 @@
 //! (POST, PATCH..., PUT ?digest=), as docker, skopeo and containerd do them.
 //!
 //! Bytes stream through in chunks and never sit whole in memory: they are hashed (sha256,
-//! resumable across requests: see `hashing`) as they pass and cut into equal parts of one R2 multipart upload; what is left over after a request
-//! (less than a part) is carried in the session object to the next one. The part size is
-//! chosen from the first chunk's length (see [`part_size_for`]), so a client sending chunks of
-//! one size leaves nothing to carry. The digest is checked before the blob becomes visible: a mismatch aborts the multipart upload,
+//! resumable across requests: see `hashing`) as they pass and cut into equal parts of one R2
+//! multipart upload. A chunk of announced length streams each part it completes to R2 while it
+//! arrives; what is left over after a request (less than a part) is carried in the session
+//! object to the next one. The part size is chosen from the first chunk's length (see
+//! [`part_size_for`]), so a client sending chunks of one size leaves nothing to carry. The
+//! digest is checked before the blob becomes visible: a mismatch aborts the multipart upload,
 //! so nothing is ever readable under a wrong digest. Blobs smaller than a part are written with
 //! one put once verified. A session finished with a sha512 digest is checked by reading the
 //! blob back once, as Distribution does: see [`SESSION_ALGORITHM`].
@@ -124,9 +126,9 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
         }
     }
 
-    /// Appends one request's body, of the length the headers announce if they do; more than `limit`
-    /// bytes in it is 413. With the length known, each part the body completes is streamed to
-    /// R2 as it arrives. Otherwise each full part goes to R2 while the next one is read and
+    /// Appends one request's body, of the length the headers announce if they do; more than
+    /// `limit` bytes in it is 413. With the length known, each part the body completes is
+    /// streamed to R2 as it arrives. Otherwise each full part goes to R2 while the next one is read and
     /// hashed, so that waiting on R2 and on the client overlap. Less than a part is left in
     /// `buffer`.
     async fn write<B: BodyReader>(&mut self, body: &mut B, headers: &Headers, limit: u64) -> Result<()> {

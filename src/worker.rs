@@ -558,10 +558,7 @@ fn tee_fixed(stream: ReadableStream, length: u64) -> Result<(ReadableStream, Rea
         f.apply(target, &args)
     };
     let branches: Array = call(&stream, "tee", Array::new()).and_then(|b| b.dyn_into()).map_err(js_error)?;
-    let ctor: Function = Reflect::get(&worker::js_sys::global(), &"FixedLengthStream".into())
-        .and_then(|c| c.dyn_into())
-        .map_err(js_error)?;
-    let fixed = Reflect::construct(&ctor, &Array::of1(&JsValue::from_f64(length as f64))).map_err(js_error)?;
+    let fixed = FixedLengthStream::new_big_int(BigInt::from(length)).map_err(js_error)?;
     let second = call(&branches.get(1), "pipeThrough", Array::of1(&fixed)).map_err(js_error)?;
     Ok((branches.get(0).unchecked_into(), second.unchecked_into()))
 }
