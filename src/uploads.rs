@@ -34,9 +34,10 @@ use serde::{Deserialize, Serialize};
 /// minimum.
 pub const PART_SIZE: usize = MIN_PART_SIZE;
 
-/// The largest part size a session may choose. One request holds a part being read and one
-/// being written, so this bounds an upload's memory (2 x 8 MiB of the Worker's 128 MB; 16 MiB
-/// parts were no faster here and doubled the wasm memory).
+/// The largest part size a session may choose. A chunk of unknown length is gathered a part at
+/// a time, one part being read while the one before is written, so this bounds its memory
+/// (2 x 8 MiB of the Worker's 128 MB; 16 MiB parts were no faster here). A chunk of announced
+/// length streams its parts and holds one read at a time.
 pub const MAX_PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// The part size for a session whose first chunk announces `length` bytes: the chunk length
