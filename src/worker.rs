@@ -311,8 +311,9 @@ impl ObjectStore for R2 {
             JsFuture::from(writer.close()).await.map_err(js_se)
         };
         let (part, fed) = futures_util::future::join(uploading, feeding).await;
-        fed?;
+        // R2's own failure first: the feeding side then only saw its stream aborted.
         let part = part?;
+        fed?;
         Ok(Part { number: part.part_number(), etag: part.etag() })
     }
 
