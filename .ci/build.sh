@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Builds the Worker (build/index.js + build/index_bg.wasm) with worker-build, pointing it at
-# locally installed tools so that it downloads nothing (see .ci/setup.sh).
+# Builds the Worker's wasm and its JavaScript bindings into build/ (index_bg.wasm, index.js),
+# which src/entry.mjs, the Worker's main module, loads. Tools are the pinned ones .ci/setup.sh
+# installs; nothing is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
-export WASM_BINDGEN_BIN
-export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
-export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 # wasm SIMD, which workerd's V8 runs: sha2 then hashes uploads 1.6x as fast (sha256 236 -> 380
 # MiB/s in V8 here), and a chunked upload is bound by that hashing (README, "Uploads").
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128"
-worker-build --release
+cargo build --release --target wasm32-unknown-unknown
+rm -rf build
+# --experimental-reset-state-function: src/entry.mjs starts a fresh instance after a trap.
+wasm-bindgen --target web --experimental-reset-state-function --out-dir build --out-name index \
+  target/wasm32-unknown-unknown/release/wharf.wasm
 # For size (-Oz), without the names section: the Worker's startup and its 200 KiB budget count
-# every byte. The features are those worker-build enables (what workerd supports).
-"$WASM_OPT_BIN" -Oz --strip-debug --strip-producers \
+# every byte. The features are those workerd's V8 supports.
+node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
   --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
-  --enable-multivalue --enable-reference-types --enable-exception-handling --enable-simd \
+  --enable-multivalue --enable-reference-types --enable-simd \
   build/index_bg.wasm -o build/index_bg.wasm

@@ -1,0 +1,46 @@
+// The Worker's entry module: instantiates wharf's wasm (built by .ci/build.sh into build/) once
+// per isolate and hands it each event. All the registry lives in the wasm (src/worker.rs).
+import wasm from "../build/index_bg.wasm";
+import { initSync, fetch as wharfFetch, scheduled as wharfScheduled, __wbg_reset_state } from "../build/index.js";
+
+initSync({ module: wasm });
+
+// A trap (a Rust panic: the wasm is built with panic=abort) leaves the instance's memory in
+// whatever state it stopped in. The next event gets a fresh instance rather than that one.
+let trapped = false;
+function check(error) {
+  if (error instanceof WebAssembly.RuntimeError) {
+    console.error("wharf: the wasm trapped; the next request gets a fresh instance", error);
+    trapped = true;
+  }
+}
+// A trap while a request's future is polled surfaces here, not as a rejected promise.
+addEventListener("error", (event) => check(event.error));
+
+function fresh() {
+  if (trapped) {
+    trapped = false;
+    __wbg_reset_state();
+  }
+}
+
+export default {
+  async fetch(request, env, ctx) {
+    fresh();
+    try {
+      return await wharfFetch(request, env, ctx);
+    } catch (error) {
+      check(error);
+      throw error;
+    }
+  },
+  async scheduled(event, env, ctx) {
+    fresh();
+    try {
+      await wharfScheduled(event, env, ctx);
+    } catch (error) {
+      check(error);
+      throw error;
+    }
+  },
+};
