@@ -7,6 +7,7 @@
 use crate::caching;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, Headers, Response};
+use crate::json::Json;
 use crate::keys;
 use crate::names::{Digest, RepositoryName};
 use crate::notify::{Action, Target};
@@ -128,8 +129,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let range_header = headers.get("range").filter(|_| caching::if_range_holds(headers, digest));
         let range = match range_header.map(|r| parse_range(r, link.size)) {
             Some(RangeRequest::Unsatisfiable) => {
-                let e =
-                    RegistryError::new(ErrorCode::RangeInvalid).with_detail(serde_json::json!({ "size": link.size }));
+                let e = RegistryError::new(ErrorCode::RangeInvalid)
+                    .with_detail(Json::object([("size", Json::from(link.size))]));
                 return Err(e.with_header("Content-Range", format!("bytes */{}", link.size)));
             }
             Some(RangeRequest::Range(r)) => Some(r),

@@ -7,8 +7,7 @@
 //! Internal causes (storage failures) are logged by the caller of [`RegistryError::internal`]
 //! and never shown to the client.
 
-use serde::Serialize;
-use serde_json::Value;
+use crate::json::Json;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -90,7 +89,7 @@ impl ErrorCode {
 pub struct RegistryError {
     pub code: ErrorCode,
     pub message: Option<Cow<'static, str>>,
-    pub detail: Option<Value>,
+    pub detail: Option<Json>,
     /// Headers the answer needs besides the body (a challenge, Retry-After, Content-Range).
     pub headers: Vec<(&'static str, String)>,
 }
@@ -103,7 +102,7 @@ impl RegistryError {
         self.message = Some(message.into());
         self
     }
-    pub fn with_detail(mut self, detail: impl Into<Value>) -> Self {
+    pub fn with_detail(mut self, detail: impl Into<Json>) -> Self {
         self.detail = Some(detail.into());
         self
     }
@@ -125,21 +124,11 @@ impl RegistryError {
 
     /// The JSON envelope of the spec: `{"errors":[{"code","message","detail"}]}`.
     pub fn body(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Entry<'a> {
-            code: &'a str,
-            message: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            detail: Option<&'a Value>,
+        let mut entry = Json::object([("code", self.code.code().into()), ("message", self.message().into())]);
+        if let Some(detail) = &self.detail {
+            entry.set("detail", detail.clone());
         }
-        #[derive(Serialize)]
-        struct Envelope<'a> {
-            errors: [Entry<'a>; 1],
-        }
-        let envelope = Envelope {
-            errors: [Entry { code: self.code.code(), message: self.message(), detail: self.detail.as_ref() }],
-        };
-        serde_json::to_vec(&envelope).unwrap_or_default()
+        Json::object([("errors", Json::Array(vec![entry]))]).to_vec()
     }
 }
 
@@ -193,7 +182,7 @@ mod tests {
     #[test]
     fn envelope_has_code_message_and_detail() {
         let e = RegistryError::new(ErrorCode::ManifestBlobUnknown).with_detail("sha256:abc");
-        let v: Value = serde_json::from_slice(&e.body()).unwrap();
+        let v = Json::parse(&e.body()).unwrap();
         assert_eq!(v["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN");
         assert_eq!(v["errors"][0]["message"], "blob unknown to registry");
         assert_eq!(v["errors"][0]["detail"], "sha256:abc");
@@ -202,7 +191,7 @@ mod tests {
     #[test]
     fn envelope_omits_absent_detail_and_uses_custom_message() {
         let e = RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled");
-        let v: Value = serde_json::from_slice(&e.body()).unwrap();
+        let v = Json::parse(&e.body()).unwrap();
         assert_eq!(v["errors"][0]["message"], "deletes are disabled");
         assert!(v["errors"][0].get("detail").is_none());
     }

@@ -58,18 +58,17 @@
 
 use crate::blobs::BlobLink;
 use crate::error::RegistryError;
+use crate::json::Json;
 use crate::keys::{self, RepositoryKey};
 use crate::manifests::format::Manifest;
 use crate::names::{Digest, RepositoryName};
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, Listing, ObjectMeta, ObjectStore, PutOptions};
 use futures_util::future::join_all;
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// What a collection removed, or in a dry run would remove.
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub struct GcReport {
     pub dry_run: bool,
     /// Untagged manifests, as `repository@digest`.
@@ -89,10 +88,28 @@ pub struct GcReport {
     pub skipped: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct RemovedBlob {
     pub object: String,
     pub size: u64,
+}
+
+impl GcReport {
+    /// The report as the admin endpoint answers and the scheduled run logs it.
+    pub fn to_json(&self) -> Json {
+        let blobs = self.blobs.iter().map(|b| Json::object([("object", (&b.object).into()), ("size", b.size.into())]));
+        Json::object([
+            ("dryRun", self.dry_run.into()),
+            ("manifests", self.manifests[..].into()),
+            ("blobLinks", self.blob_links[..].into()),
+            ("indexEntries", self.index_entries[..].into()),
+            ("blobs", Json::Array(blobs.collect())),
+            ("bytesFreed", self.bytes_freed.into()),
+            ("restored", self.restored[..].into()),
+            ("repaired", self.repaired[..].into()),
+            ("skipped", self.skipped[..].into()),
+        ])
+    }
 }
 
 /// What a manifest references.
@@ -128,6 +145,16 @@ struct Listed {
 
 /// The blob links a sweep may remove: digest -> the link's metadata (see `keys::gc_sweep`).
 type Sweep = BTreeMap<String, BTreeMap<String, String>>;
+
+/// A sweep record as stored: `{"<digest>": {"<custom metadata>": "<value>", ...}, ...}`.
+fn sweep_to_json(sweep: &Sweep) -> Json {
+    Json::Object(sweep.iter().map(|(digest, custom)| (digest.clone(), Json::from_strings(custom))).collect())
+}
+
+fn sweep_from_json(bytes: &[u8]) -> Option<Sweep> {
+    let record = Json::parse(bytes).ok()?;
+    record.as_object()?.iter().map(|(digest, custom)| Some((digest.clone(), custom.to_strings()?))).collect()
+}
 
 /// Most storage requests a collection has in flight (a Worker keeps at most six connections).
 const CONCURRENCY: usize = 6;
@@ -303,7 +330,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         // the next run knows what it may have to put back.
         let record: Sweep = doomed_links.iter().map(|(d, meta)| (d.to_string(), meta.custom.clone())).collect();
         if !record.is_empty() {
-            let bytes = serde_json::to_vec(&record).map_err(RegistryError::internal)?;
+            let bytes = sweep_to_json(&record).to_vec();
             self.objects.put(&keys::gc_sweep(name), bytes, PutOptions::default()).await?;
         }
 
@@ -387,7 +414,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         while let Some(meta) = listing.next(&self.objects).await? {
             let Some(name) = keys::repository_of_sweep(&meta.key) else { continue };
             let Some((_, bytes)) = self.objects.get_bytes(&meta.key).await? else { continue };
-            let sweep = serde_json::from_slice(&bytes).map_err(RegistryError::internal)?;
+            let sweep =
+                sweep_from_json(&bytes).ok_or_else(|| RegistryError::internal("a malformed gc sweep record"))?;
             sweeps.insert(name, sweep);
         }
         Ok(sweeps)

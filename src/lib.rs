@@ -16,6 +16,7 @@ pub mod gc;
 pub mod hashing;
 pub mod hex;
 pub mod http;
+pub mod json;
 pub mod keys;
 pub mod log;
 pub mod manifests;

@@ -3,7 +3,7 @@
 //! goes to stderr. Nothing secret is ever logged: no header values, no query strings, only the
 //! kind of route and the repository.
 
-use serde::Serialize;
+use crate::json::Json;
 use std::cell::{Cell, RefCell};
 
 /// `WHARF_LOG_LEVEL`: `off`, `error` (failures and 5xx answers, the default), `info` (one line
@@ -71,14 +71,13 @@ fn write(line: &str) {
 /// A failure worth an operator's eye (storage errors, refused tokens, upstream trouble).
 pub fn error(message: &str) {
     if enabled(Level::Error) {
-        let line = serde_json::json!({ "level": "error", "message": message });
+        let line = Json::object([("level", Json::from("error")), ("message", Json::from(message))]);
         write(&line.to_string());
     }
 }
 
 /// The one line logged per request.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug)]
 pub struct RequestLine<'a> {
     pub level: &'static str,
     pub request_id: &'a str,
@@ -86,17 +85,14 @@ pub struct RequestLine<'a> {
     /// What was asked for: `manifest`, `blob`, `upload`, `tags`, `referrers`, `catalog`, `base`,
     /// `token`, `admin`, `ui` or `other`.
     pub route: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub repository: Option<&'a str>,
     pub status: u16,
     /// Response body bytes (0 for HEAD and bodiless answers).
     pub bytes: u64,
     pub duration_ms: u64,
     /// The OCI error code of an error response.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
     /// At `debug` only.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<&'a str>,
 }
 
@@ -105,7 +101,23 @@ pub fn request(mut line: RequestLine<'_>) {
     if !enabled(Level::Debug) {
         line.user_agent = None;
     }
-    if let Ok(json) = serde_json::to_string(&line) {
-        write(&json);
-    }
+    let mut json = Json::object([
+        ("level", line.level.into()),
+        ("requestId", line.request_id.into()),
+        ("method", line.method.into()),
+        ("route", line.route.into()),
+    ]);
+    // Absent rather than null, as before: log queries test for the field.
+    let optional = |json: &mut Json, name: &str, value: Option<&str>| {
+        if let Some(v) = value {
+            json.set(name, v.into());
+        }
+    };
+    optional(&mut json, "repository", line.repository);
+    json.set("status", line.status.into());
+    json.set("bytes", line.bytes.into());
+    json.set("durationMs", line.duration_ms.into());
+    optional(&mut json, "error", line.error);
+    optional(&mut json, "userAgent", line.user_agent);
+    write(&json.to_string());
 }

@@ -7,6 +7,7 @@
 //! digest), manifests and tags deleted, blobs deleted, and with `pull` manifests pulled (GET, not
 //! HEAD). Blob uploads are not: the manifest push that follows them is.
 
+use crate::json::Json;
 use crate::manifests::format::MediaType;
 use crate::names::{Digest, RepositoryName};
 use crate::registry::Registry;
@@ -14,7 +15,6 @@ use crate::router::manifest_url;
 use crate::storage::{KeyValueStore, ObjectStore};
 use futures_util::future::{LocalBoxFuture, join_all};
 use hmac::{KeyInit, Mac};
-use serde::Serialize;
 
 /// Media type of the envelope (Distribution's `EventsMediaType`).
 pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v2+json";
@@ -67,34 +67,54 @@ impl NotifyConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Push,
     Pull,
     Delete,
 }
 
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Push => "push",
+            Action::Pull => "pull",
+            Action::Delete => "delete",
+        }
+    }
+}
+
 /// What an event is about (Distribution's `Event.Target`).
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct Target {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub length: Option<u64>,
     pub repository: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
 }
 
 impl Target {
+    /// Distribution's field names; absent fields are left out.
+    fn to_json(&self) -> Json {
+        let mut v = Json::Object(Vec::new());
+        let mut put = |name: &str, value: Option<Json>| {
+            if let Some(value) = value {
+                v.set(name, value);
+            }
+        };
+        put("mediaType", self.media_type.as_ref().map(Json::from));
+        put("size", self.size.map(Json::from));
+        put("digest", self.digest.as_ref().map(Json::from));
+        put("length", self.length.map(Json::from));
+        put("repository", Some((&self.repository).into()));
+        put("url", self.url.as_ref().map(Json::from));
+        put("tag", self.tag.as_ref().map(Json::from));
+        v
+    }
+
     pub fn new(repository: &RepositoryName) -> Self {
         Self { repository: repository.to_string(), ..Self::default() }
     }
@@ -121,43 +141,12 @@ impl Target {
 
 /// The request behind an event (Distribution's `RequestRecord`; no address: a Worker sees the
 /// client's only through headers it cannot trust).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub struct RequestRecord {
     pub id: String,
     pub host: String,
     pub method: String,
     pub useragent: String,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Event<'a> {
-    id: String,
-    timestamp: String,
-    action: Action,
-    target: &'a Target,
-    request: &'a RequestRecord,
-    actor: Actor<'a>,
-    source: Source<'a>,
-}
-
-#[derive(Debug, Serialize)]
-struct Actor<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
-struct Source<'a> {
-    addr: &'a str,
-    #[serde(rename = "instanceID")]
-    instance_id: &'static str,
-}
-
-#[derive(Serialize)]
-struct Envelope<'a> {
-    events: Vec<Event<'a>>,
 }
 
 /// The host's means of sending notifications.
@@ -199,20 +188,29 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             target.url = target.url.take().map(|path| format!("{}{path}", request.host));
         }
         let timestamp = crate::time::rfc3339_millis(self.now_ms());
-        let events = recorded
-            .iter()
-            .enumerate()
-            .map(|(i, (action, target))| Event {
-                id: format!("{}-{i}", request.id),
-                timestamp: timestamp.clone(),
-                action: *action,
-                target,
-                request,
-                actor: Actor { name: actor },
-                source: Source { addr: &request.host, instance_id: "wharf" },
-            })
-            .collect();
-        serde_json::to_vec(&Envelope { events }).ok()
+        let record = Json::object([
+            ("id", (&request.id).into()),
+            ("host", (&request.host).into()),
+            ("method", (&request.method).into()),
+            ("useragent", (&request.useragent).into()),
+        ]);
+        let actor = match actor {
+            Some(name) => Json::object([("name", name.into())]),
+            None => Json::Object(Vec::new()),
+        };
+        let source = Json::object([("addr", (&request.host).into()), ("instanceID", "wharf".into())]);
+        let events = recorded.iter().enumerate().map(|(i, (action, target))| {
+            Json::object([
+                ("id", format!("{}-{i}", request.id).into()),
+                ("timestamp", (&timestamp).into()),
+                ("action", action.as_str().into()),
+                ("target", target.to_json()),
+                ("request", record.clone()),
+                ("actor", actor.clone()),
+                ("source", source.clone()),
+            ])
+        });
+        Some(Json::object([("events", Json::Array(events.collect()))]).to_vec())
     }
 
     /// Sends an envelope to every endpoint, side by side, each with bounded retries; failures

@@ -8,31 +8,18 @@
 
 use crate::error::RegistryError;
 use crate::http::{Body, Response, query_param};
+use crate::json::Json;
 use crate::keys;
 use crate::manifests::format::{Manifest, MediaType};
 use crate::names::{Digest, RepositoryName};
 use crate::pagination::next_link;
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, ListFrom, ObjectStore, PutOptions};
-use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Room left for annotations in R2's 8 KiB of custom metadata after the other fields.
 const MAX_INLINE_ANNOTATIONS: usize = 7 * 1024;
 const ANNOTATIONS_IN_MANIFEST: &str = "manifest";
-
-/// A descriptor of the referrers index.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReferrerDescriptor {
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    artifact_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    annotations: Option<BTreeMap<String, String>>,
-}
 
 /// The artifact type a referrer is listed with: the manifest's own, else (image manifests
 /// only) its config's media type; an index without one has none (spec).
@@ -62,7 +49,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             custom.insert("artifactType".to_owned(), t);
         }
         if let Some(a) = manifest.annotations.as_ref().filter(|a| !a.is_empty()) {
-            let json = serde_json::to_string(a).map_err(RegistryError::internal)?;
+            let json = Json::from_strings(a).to_string();
             let value = if json.len() <= MAX_INLINE_ANNOTATIONS { json } else { ANNOTATIONS_IN_MANIFEST.to_owned() };
             custom.insert("annotations".to_owned(), value);
         }
@@ -99,22 +86,33 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             let annotations = match meta.get("annotations").map(String::as_str) {
                 None => None,
                 Some(ANNOTATIONS_IN_MANIFEST) => self.annotations_of(name, &digest).await?,
-                Some(json) => serde_json::from_str(json).map_err(RegistryError::internal)?,
+                Some(json) => Some(
+                    Json::parse(json.as_bytes())
+                        .ok()
+                        .and_then(|a| a.to_strings())
+                        .ok_or_else(|| RegistryError::internal("malformed referrer annotations"))?,
+                ),
             };
-            manifests.push(ReferrerDescriptor {
-                media_type: meta.get("mediaType").cloned().unwrap_or_default(),
-                digest: digest.to_string(),
-                size: meta.get("size").and_then(|s| s.parse().ok()).unwrap_or_default(),
-                artifact_type,
-                annotations,
-            });
+            // A descriptor of the referrers index; absent fields are left out.
+            let mut descriptor = Json::object([
+                ("mediaType", meta.get("mediaType").cloned().unwrap_or_default().into()),
+                ("digest", digest.to_string().into()),
+                ("size", meta.get("size").and_then(|s| s.parse::<u64>().ok()).unwrap_or_default().into()),
+            ]);
+            if let Some(t) = artifact_type {
+                descriptor.set("artifactType", t.into());
+            }
+            if let Some(a) = &annotations {
+                descriptor.set("annotations", Json::from_strings(a));
+            }
+            manifests.push(descriptor);
         }
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": MediaType::OciIndex.as_str(),
-            "manifests": manifests,
-        });
-        let body = serde_json::to_vec(&index).map_err(RegistryError::internal)?;
+        let index = Json::object([
+            ("schemaVersion", 2u64.into()),
+            ("mediaType", MediaType::OciIndex.as_str().into()),
+            ("manifests", Json::Array(manifests)),
+        ]);
+        let body = index.to_vec();
         let mut response = Response::new(200)
             .header("Content-Type", MediaType::OciIndex.as_str())
             .header("Content-Length", body.len().to_string());
@@ -135,10 +133,6 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// The annotations of a stored manifest (for referrers whose annotations did not fit).
     async fn annotations_of(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<BTreeMap<String, String>>> {
         let Some((_, bytes)) = self.objects.get_bytes(&keys::manifest(name, digest)).await? else { return Ok(None) };
-        #[derive(serde::Deserialize)]
-        struct Annotated {
-            annotations: Option<BTreeMap<String, String>>,
-        }
-        Ok(serde_json::from_slice::<Annotated>(&bytes).ok().and_then(|a| a.annotations))
+        Ok(Json::parse(&bytes).ok().and_then(|m| m.present("annotations")?.to_strings()))
     }
 }

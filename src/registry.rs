@@ -7,6 +7,7 @@ use crate::auth::{AuthConfig, Identified, Identity};
 use crate::config::{Config, GcMode};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
+use crate::json::Json;
 use crate::memo::Memo;
 use crate::names::{RepositoryName, Tag};
 use crate::notify::{Action, Notifier, RequestRecord, Target};
@@ -28,9 +29,8 @@ pub const ADMIN_GC_PATH: &str = "/_wharf/gc";
 
 /// Checks a signature with an external issuer's key: (alg, JWK, signed bytes, signature) ->
 /// whether it holds. The Worker uses WebCrypto; nothing in the wasm does public-key crypto.
-pub type SignatureCheck = Box<
-    dyn Fn(String, serde_json::Value, Vec<u8>, Vec<u8>) -> LocalBoxFuture<'static, std::result::Result<bool, String>>,
->;
+pub type SignatureCheck =
+    Box<dyn Fn(String, Json, Vec<u8>, Vec<u8>) -> LocalBoxFuture<'static, std::result::Result<bool, String>>>;
 
 pub struct Registry<O: ObjectStore, K> {
     pub objects: O,
@@ -354,9 +354,8 @@ pub async fn read_limited<B: BodyReader>(body: &mut B, limit: usize) -> Result<V
     let mut out = Vec::new();
     while let Some(chunk) = body.chunk().await.map_err(body_error)? {
         if out.len() + chunk.len() > limit {
-            return Err(
-                RegistryError::new(ErrorCode::PayloadTooLarge).with_detail(serde_json::json!({ "limit": limit }))
-            );
+            return Err(RegistryError::new(ErrorCode::PayloadTooLarge)
+                .with_detail(Json::object([("limit", Json::from(limit))])));
         }
         out.extend_from_slice(&chunk);
     }
@@ -395,7 +394,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let identity = self.identify(auth, h).await?;
         let scopes: Vec<&str> = query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()).collect();
         let token = auth.issue_token(&identity, &scopes, self.now_secs())?;
-        let body = serde_json::to_vec(&token).map_err(RegistryError::internal)?;
+        let body = token.to_vec();
         // Tokens are per caller: no cache may keep one.
         Ok(json_response(body, false).header("Cache-Control", "no-store"))
     }
@@ -427,7 +426,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .with_message("garbage collection deletes only with WHARF_GC=on; dry runs are allowed"));
         }
         let report = self.collect_garbage(self.now_ms(), dry_run).await?;
-        let body = serde_json::to_vec(&report).map_err(RegistryError::internal)?;
+        let body = report.to_json().to_vec();
         Ok(json_response(body, false).header("Cache-Control", "no-store"))
     }
 }

@@ -4,6 +4,7 @@
 //! module builds the Location URLs, so parsing and building cannot drift apart.
 
 use crate::error::{ErrorCode, RegistryError};
+use crate::json::Json;
 use crate::names::{Digest, Reference, RepositoryName, UploadId};
 
 #[derive(Debug, PartialEq)]
@@ -27,7 +28,7 @@ pub enum Route {
 }
 
 fn not_found(path: &str) -> RegistryError {
-    RegistryError::new(ErrorCode::RouteUnknown).with_detail(serde_json::json!({ "path": path }))
+    RegistryError::new(ErrorCode::RouteUnknown).with_detail(Json::object([("path", Json::from(path))]))
 }
 
 /// Splits `rest` at the last `marker` whose tail has no `/`.

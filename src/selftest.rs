@@ -4,6 +4,7 @@
 
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{BodyReader, Headers, Method, Response, query_param};
+use crate::json::Json;
 use crate::keys;
 use crate::names::{Digest, UploadId};
 use crate::registry::{Registry, Result, json_response};
@@ -39,7 +40,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Method::Post, SUITE_PATH) => self.run_suite().await,
             (Method::Put, PUT_PATH) => self.baseline_put(query, headers, body).await,
             (Method::Get, MEMORY_PATH) => {
-                let body = serde_json::json!({ "wasmMemoryBytes": wasm_memory_bytes() }).to_string();
+                let body = Json::object([("wasmMemoryBytes", Json::from(wasm_memory_bytes()))]).to_string();
                 Ok(json_response(body.into_bytes(), false))
             }
             _ => return None,
@@ -50,8 +51,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let prefix = keys::selftest_run(&UploadId::random()?);
         let objects = suite::run_objects(&self.objects, &prefix).await;
         let kv = suite::run_kv(&self.kv, &prefix).await;
-        let body = serde_json::to_vec(&serde_json::json!({ "objects": objects, "kv": kv }))
-            .map_err(RegistryError::internal)?;
+        let results =
+            |cases: Vec<suite::CaseResult>| Json::Array(cases.iter().map(suite::CaseResult::to_json).collect());
+        let body = Json::object([("objects", results(objects)), ("kv", results(kv))]).to_vec();
         Ok(json_response(body, false))
     }
 

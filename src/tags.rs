@@ -4,31 +4,56 @@
 use crate::auth::access::glob;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Response, query_param};
+use crate::json::Json;
 use crate::keys;
 use crate::manifests::format::MediaType;
 use crate::names::{Digest, RepositoryName, Tag};
 use crate::pagination::{next_link, page_size};
 use crate::registry::{Registry, Result, json_response};
 use crate::storage::{KeyValueStore, ListFrom, ObjectStore};
-use serde::{Deserialize, Serialize};
 
 /// What a tag points at (the KV metadata of `tags/<name>:<tag>`; well under KV's 1024 bytes).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TagRecord {
     pub digest: String,
     pub media_type: String,
     pub size: u64,
     /// Pull-through cache mode: when the upstream last confirmed the tag (seconds since the
     /// epoch). Absent for pushed tags.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_at: Option<u64>,
+}
+
+impl TagRecord {
+    /// `{"digest","mediaType","size"[,"cachedAt"]}`.
+    pub fn to_json(&self) -> Json {
+        let mut v = Json::object([
+            ("digest", (&self.digest).into()),
+            ("mediaType", (&self.media_type).into()),
+            ("size", self.size.into()),
+        ]);
+        if let Some(at) = self.cached_at {
+            v.set("cachedAt", at.into());
+        }
+        v
+    }
+
+    pub fn from_json(v: &Json) -> Option<TagRecord> {
+        Some(TagRecord {
+            digest: v["digest"].as_str()?.to_owned(),
+            media_type: v["mediaType"].as_str()?.to_owned(),
+            size: v["size"].as_u64()?,
+            cached_at: match v.present("cachedAt") {
+                Some(at) => Some(at.as_u64()?),
+                None => None,
+            },
+        })
+    }
 }
 
 impl TagRecord {
     pub fn digest(&self) -> Result<Digest> {
         Digest::parse(&self.digest)
-            .map_err(|_| RegistryError::internal(format!("a tag holds a malformed digest: {:?}", self.digest)))
+            .map_err(|_| RegistryError::internal(format!("a tag holds a malformed digest: {}", self.digest)))
     }
 
     /// The manifest's media type, when the record has one.
@@ -62,7 +87,7 @@ impl ImmutableTags {
 fn immutable(tag: &Tag, what: &str) -> RegistryError {
     RegistryError::new(ErrorCode::Denied)
         .with_message(format!("tag {tag} is immutable and cannot be {what}; push a new tag instead"))
-        .with_detail(serde_json::json!({ "tag": tag.as_str() }))
+        .with_detail(Json::object([("tag", Json::from(tag.as_str()))]))
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
@@ -97,7 +122,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         let read_at = self.memo.generation();
         let Some(entry) = self.kv.get(&keys::tag(name, tag)).await? else { return Ok(None) };
-        let record = entry.metadata.and_then(|m| serde_json::from_value::<TagRecord>(m).ok());
+        let record = entry.metadata.as_ref().and_then(TagRecord::from_json);
         // wharf writes metadata with every tag; an entry without it still names the digest.
         let record =
             record.unwrap_or(TagRecord { digest: entry.value, media_type: String::new(), size: 0, cached_at: None });
@@ -107,8 +132,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     pub(crate) async fn put_tag(&self, name: &RepositoryName, tag: &Tag, record: &TagRecord) -> Result<()> {
-        let meta = serde_json::to_value(record).map_err(RegistryError::internal)?;
-        self.kv.put(&keys::tag(name, tag), &record.digest, Some(&meta)).await?;
+        self.kv.put(&keys::tag(name, tag), &record.digest, Some(&record.to_json())).await?;
         self.memo.remember_tag(name.as_str(), tag.as_str(), record, self.now_secs(), None);
         Ok(())
     }
@@ -128,7 +152,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         loop {
             let page = self.kv.list(&prefix, cursor.as_deref(), 1000).await?;
             for key in page.keys {
-                let digest = key.metadata.and_then(|m| serde_json::from_value::<TagRecord>(m).ok()).map(|r| r.digest);
+                let digest = key.metadata.as_ref().and_then(TagRecord::from_json).map(|r| r.digest);
                 let Ok(tag) = Tag::parse(&key.name[prefix.len()..]) else {
                     crate::log::error(&format!("ignoring KV key {} with an invalid tag", key.name));
                     continue;
@@ -196,12 +220,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
         if tags.is_empty() && !self.repository_exists(name).await? {
-            return Err(
-                RegistryError::new(ErrorCode::NameUnknown).with_detail(serde_json::json!({ "name": name.as_str() }))
-            );
+            return Err(RegistryError::new(ErrorCode::NameUnknown)
+                .with_detail(Json::object([("name", Json::from(name.as_str()))])));
         }
-        let body = serde_json::to_vec(&serde_json::json!({ "name": name.as_str(), "tags": tags }))
-            .map_err(RegistryError::internal)?;
+        let body = Json::object([("name", Json::from(name.as_str())), ("tags", Json::from(&tags[..]))]).to_vec();
         let mut response = json_response(body, false);
         if let (true, Some(last)) = (more, tags.last()) {
             let path = format!("/v2/{name}/tags/list");
@@ -238,8 +260,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             more = page.cursor.is_some();
         }
         let names: Vec<&str> = listed.iter().filter(|r| visible(r)).map(RepositoryName::as_str).collect();
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "repositories": names })).map_err(RegistryError::internal)?;
+        let body = Json::object([("repositories", Json::from(names))]).to_vec();
         let mut response = json_response(body, false);
         // The next page starts after the last repository listed, shown or not.
         if let (true, Some(last)) = (more, listed.last().map(RepositoryName::as_str)) {

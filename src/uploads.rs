@@ -22,13 +22,13 @@ use crate::config::GcMode;
 use crate::error::{ErrorCode, RegistryError};
 use crate::hashing::Hasher;
 use crate::http::{BodyReader, Headers, Response};
+use crate::json::Json;
 use crate::keys;
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::registry::{Registry, Result, body_error};
 use crate::router::{blob_url, upload_url};
 use crate::storage::{ByteRange, KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PartSource, PutOptions};
 use futures_util::future::join;
-use serde::{Deserialize, Serialize};
 
 /// Size of every multipart part but the last unless the first chunk suggests another: R2's
 /// minimum.
@@ -69,8 +69,9 @@ pub(crate) const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024;
 /// Custom metadata of a session object naming its R2 multipart upload.
 const MULTIPART_META: &str = "multipart";
 
-/// What an upload session remembers between requests.
-#[derive(Debug, Serialize, Deserialize)]
+/// What an upload session remembers between requests, stored as a JSON line before the
+/// buffered bytes.
+#[derive(Debug)]
 struct SessionState {
     repository: String,
     /// Bytes received so far.
@@ -82,12 +83,37 @@ struct SessionState {
     multipart: Option<String>,
     parts: Vec<Part>,
     /// Size of every part but the last.
-    #[serde(default = "default_part_size")]
     part_size: usize,
 }
 
-fn default_part_size() -> usize {
-    PART_SIZE
+impl SessionState {
+    fn to_json(&self) -> Json {
+        let parts = self.parts.iter().map(|p| Json::object([("number", p.number.into()), ("etag", (&p.etag).into())]));
+        Json::object([
+            ("repository", (&self.repository).into()),
+            ("size", self.size.into()),
+            ("hash", (&self.hash).into()),
+            ("multipart", self.multipart.as_deref().into()),
+            ("parts", Json::Array(parts.collect())),
+            ("part_size", self.part_size.into()),
+        ])
+    }
+
+    fn from_json(bytes: &[u8]) -> Option<SessionState> {
+        let v = Json::parse(bytes).ok()?;
+        let parts = v["parts"].as_array()?.iter().map(|p| {
+            Some(Part { number: u16::try_from(p["number"].as_u64()?).ok()?, etag: p["etag"].as_str()?.to_owned() })
+        });
+        Some(SessionState {
+            repository: v["repository"].as_str()?.to_owned(),
+            size: v["size"].as_u64()?,
+            hash: v["hash"].as_str()?.to_owned(),
+            multipart: v["multipart"].as_str().map(str::to_owned),
+            parts: parts.collect::<Option<_>>()?,
+            // Sessions saved before the part size was chosen per upload used R2's minimum.
+            part_size: v["part_size"].as_u64().map_or(Some(PART_SIZE), |n| usize::try_from(n).ok())?,
+        })
+    }
 }
 
 /// The bytes on their way to R2: hashed, buffered up to one part, then written as a part.
@@ -368,12 +394,12 @@ fn range(size: u64) -> String {
 fn chunk_too_large(limit: u64) -> RegistryError {
     RegistryError::new(ErrorCode::PayloadTooLarge)
         .with_message("chunk larger than this registry accepts in one request")
-        .with_detail(serde_json::json!({ "limit": limit }))
+        .with_detail(Json::object([("limit", Json::from(limit))]))
 }
 
 fn digest_mismatch(expected: &Digest, computed: Option<Digest>) -> RegistryError {
     let computed = computed.map(|d| d.to_string());
-    let detail = serde_json::json!({ "expected": expected.to_string(), "computed": computed });
+    let detail = Json::object([("expected", Json::from(expected.to_string())), ("computed", Json::from(computed))]);
     RegistryError::new(ErrorCode::DigestInvalid).with_detail(detail)
 }
 
@@ -405,7 +431,7 @@ fn created<S>(name: &RepositoryName, digest: &Digest) -> Response<S> {
 }
 
 fn upload_unknown(id: &UploadId) -> RegistryError {
-    RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(serde_json::json!({ "upload": id.as_str() }))
+    RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(Json::object([("upload", Json::from(id.as_str()))]))
 }
 
 fn parse_digest_param(digest: Option<&str>) -> Result<Digest> {
@@ -506,7 +532,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             let start = content_range_start(range)
                 .map_err(|_| RegistryError::new(ErrorCode::RangeInvalid).with_detail(range.to_owned()))?;
             if start != writer.size {
-                let detail = serde_json::json!({ "expectedStart": writer.size, "contentRange": range });
+                let detail =
+                    Json::object([("expectedStart", Json::from(writer.size)), ("contentRange", Json::from(range))]);
                 return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
             }
         }
@@ -607,7 +634,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             .iter()
             .position(|&b| b == b'\n')
             .ok_or_else(|| RegistryError::internal("upload state without header line"))?;
-        let state: SessionState = serde_json::from_slice(&bytes[..newline]).map_err(RegistryError::internal)?;
+        let state = SessionState::from_json(&bytes[..newline])
+            .ok_or_else(|| RegistryError::internal("upload state with a malformed header line"))?;
         if state.repository != name.as_str() {
             // A session belongs to the repository that started it.
             return Err(upload_unknown(id));
@@ -643,7 +671,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             parts: writer.parts.clone(),
             part_size: writer.part_size,
         };
-        let mut bytes = serde_json::to_vec(&state).map_err(RegistryError::internal)?;
+        let mut bytes = state.to_json().to_vec();
         bytes.push(b'\n');
         bytes.extend_from_slice(&writer.buffer);
         // The multipart id also goes in the metadata, so that the cleanup can abort an

@@ -10,6 +10,7 @@
 use crate::config::GcMode;
 use crate::error::RegistryError;
 use crate::http::{self, Body, BodyReader, Headers, Method};
+use crate::json::Json;
 use crate::memo::Memo;
 use crate::names::Digest;
 use crate::notify::Notifier;
@@ -22,7 +23,6 @@ use crate::{Config, Registry, keys};
 use futures_util::future::LocalBoxFuture;
 use js_sys::futures::JsFuture;
 use js_sys::{Array, ArrayBuffer, BigInt, Function, JSON, Object as JsObject, Promise, Reflect, Uint8Array};
-use serde_json::Value;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -236,13 +236,13 @@ async fn sleep(ms: u64) {
     let _ = JsFuture::from(promise).await;
 }
 
-/// A JS value as JSON, for the KV metadata the core keeps as `serde_json::Value`.
-fn to_json(value: &JsValue) -> Option<Value> {
+/// A JS value as JSON, for the KV metadata the core keeps as [`Json`].
+fn to_json(value: &JsValue) -> Option<Json> {
     if value.is_null() || value.is_undefined() {
         return None;
     }
     let text: String = JSON::stringify(value).ok()?.into();
-    serde_json::from_str(&text).ok()
+    Json::parse(text.as_bytes()).ok()
 }
 
 /// The R2 bucket bound as `BUCKET`, with the location's cache in front of the objects that
@@ -575,7 +575,7 @@ impl KeyValueStore for Kv {
 
     /// KV takes about one write per second per key and answers 429 beyond: retried twice with
     /// backoff, then reported as rate-limited (the client gets 429 with Retry-After).
-    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> storage::Result<()> {
+    async fn put(&self, key: &str, value: &str, metadata: Option<&Json>) -> storage::Result<()> {
         let metadata = match metadata {
             Some(m) => JSON::parse(&m.to_string()).map_err(js_se)?,
             None => JsValue::UNDEFINED,
@@ -842,7 +842,7 @@ fn registry(env: &JsValue, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>,
 
 /// Verifies an ES256 or RS256 signature with WebCrypto (`crypto.subtle`), so that no
 /// public-key code has to live in the wasm.
-async fn webcrypto_verify(alg: &str, jwk: &Value, data: &[u8], signature: &[u8]) -> Result<bool, JsValue> {
+async fn webcrypto_verify(alg: &str, jwk: &Json, data: &[u8], signature: &[u8]) -> Result<bool, JsValue> {
     let (import, verify) = match alg {
         "ES256" => (
             js_object(&[("name", "ECDSA".into()), ("namedCurve", "P-256".into())]),
@@ -913,7 +913,7 @@ pub async fn scheduled(_event: JsValue, env: JsValue, _ctx: JsValue) -> Result<(
         GcMode::On => false,
     };
     match registry.collect_garbage(now, dry_run).await {
-        Ok(report) => console_log(&format!("gc: {}", serde_json::to_string(&report).unwrap_or_default())),
+        Ok(report) => console_log(&format!("gc: {}", report.to_json())),
         Err(e) => console_error(&format!("gc failed: {}", e.message())),
     }
     Ok(())

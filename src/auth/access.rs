@@ -1,7 +1,7 @@
 //! What may be done to which repository: actions, scopes (as clients request them and tokens
 //! carry them) and the configured rules.
 
-use serde::{Deserialize, Serialize};
+use crate::json::Json;
 use std::collections::BTreeMap;
 
 /// A set of repository actions.
@@ -53,15 +53,28 @@ impl Actions {
 
 /// One access entry: a requested scope `repository[(class)]:<name>:<actions>`, or an entry of a
 /// token's `access` claim (the Docker token specification's JSON form).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Access {
-    #[serde(rename = "type")]
+    /// `type` in JSON.
     pub kind: String,
     pub name: String,
     pub actions: Vec<String>,
 }
 
 impl Access {
+    pub fn to_json(&self) -> Json {
+        Json::object([
+            ("type", (&self.kind).into()),
+            ("name", (&self.name).into()),
+            ("actions", self.actions[..].into()),
+        ])
+    }
+
+    pub fn from_json(v: &Json) -> Option<Self> {
+        let actions = v["actions"].as_array()?.iter().map(|a| a.as_str().map(str::to_owned)).collect::<Option<_>>()?;
+        Some(Self { kind: v["type"].as_str()?.to_owned(), name: v["name"].as_str()?.to_owned(), actions })
+    }
+
     /// Parses `type:name:actions`. Names contain no `:`, so the first and last `:` split it.
     pub fn parse_scope(scope: &str) -> Option<Self> {
         let (kind, rest) = scope.split_once(':')?;
@@ -88,16 +101,45 @@ impl Access {
     }
 }
 
-/// One rule: repositories matching `repositories` (`*` matches any run of characters,
-/// slashes included) grant each listed user, and anyone at all, the listed actions.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One rule as written: repositories matching `repositories` (`*` matches any run of
+/// characters, slashes included) grant each listed user (`users`: name -> actions), and anyone
+/// at all (`anonymous`), the listed actions.
 struct RawRule {
     repositories: String,
-    #[serde(default)]
-    users: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
+    users: Vec<(String, Vec<String>)>,
     anonymous: Vec<String>,
+}
+
+impl RawRule {
+    /// Other fields are refused: a misspelt one would silently grant nothing.
+    fn read(v: &Json) -> Result<Self, String> {
+        let members = v.as_object().ok_or("a rule must be an object")?;
+        let known = ["repositories", "users", "anonymous"];
+        if let Some((unknown, _)) = members.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            return Err(format!("unknown field `{unknown}` (known: repositories, users, anonymous)"));
+        }
+        let actions = |v: &Json, what: &str| -> Result<Vec<String>, String> {
+            let list = v.as_array().ok_or_else(|| format!("{what} must be a list of actions"))?;
+            list.iter()
+                .map(|a| a.as_str().map(str::to_owned).ok_or_else(|| format!("{what}: actions are strings")))
+                .collect()
+        };
+        let users = match v.present("users") {
+            None => Vec::new(),
+            Some(u) => {
+                let u = u.as_object().ok_or("`users` must be an object of user names to actions")?;
+                u.iter().map(|(name, a)| Ok((name.clone(), actions(a, "users")?))).collect::<Result<_, String>>()?
+            }
+        };
+        Ok(RawRule {
+            repositories: v["repositories"].as_str().ok_or("a rule needs `repositories`, a string")?.to_owned(),
+            users,
+            anonymous: match v.present("anonymous") {
+                None => Vec::new(),
+                Some(a) => actions(a, "anonymous")?,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,9 +156,11 @@ pub struct Rules(Vec<Rule>);
 
 impl Rules {
     pub fn parse(json: &str) -> Result<Self, String> {
-        let raw: Vec<RawRule> = serde_json::from_str(json).map_err(|e| format!("WHARF_RULES: {e}"))?;
+        let raw = Json::parse(json.as_bytes()).map_err(|e| format!("WHARF_RULES: {e}"))?;
+        let raw = raw.as_array().ok_or("WHARF_RULES: expected a JSON array of rules")?;
         let mut rules = Vec::new();
         for r in raw {
+            let r = RawRule::read(r).map_err(|e| format!("WHARF_RULES: {e}"))?;
             let users = r
                 .users
                 .into_iter()

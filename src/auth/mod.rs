@@ -13,6 +13,7 @@ pub mod token;
 
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::Headers;
+use crate::json::Json;
 use access::{Access, Actions, Rules};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -47,7 +48,10 @@ impl AuthConfig {
         let rules = Rules::parse(&rules)?;
         let users: BTreeMap<String, String> = match var("WHARF_USERS").filter(|u| !u.trim().is_empty()) {
             None => BTreeMap::new(),
-            Some(json) => serde_json::from_str(&json).map_err(|e| format!("WHARF_USERS: {e}"))?,
+            Some(json) => Json::parse(json.as_bytes())
+                .map_err(|e| format!("WHARF_USERS: {e}"))?
+                .to_strings()
+                .ok_or("WHARF_USERS: expected an object of user names to password hashes")?,
         };
         let users = users
             .into_iter()
@@ -222,12 +226,7 @@ impl AuthConfig {
     }
 
     /// The token endpoint: a token granting each requested scope as far as the rules allow.
-    pub fn issue_token(
-        &self,
-        identity: &Identity,
-        scopes: &[&str],
-        now: u64,
-    ) -> Result<serde_json::Value, RegistryError> {
+    pub fn issue_token(&self, identity: &Identity, scopes: &[&str], now: u64) -> Result<Json, RegistryError> {
         let access = scopes
             .iter()
             .flat_map(|s| s.split(' '))
@@ -249,12 +248,12 @@ impl AuthConfig {
             access,
         };
         let jwt = token::sign(&claims, &self.token_key);
-        Ok(serde_json::json!({
-            "token": jwt,
-            "access_token": jwt,
-            "expires_in": self.token_ttl,
-            "issued_at": crate::time::rfc3339(now),
-        }))
+        Ok(Json::object([
+            ("token", Json::from(&jwt)),
+            ("access_token", Json::from(jwt)),
+            ("expires_in", Json::from(self.token_ttl)),
+            ("issued_at", Json::from(crate::time::rfc3339(now))),
+        ]))
     }
 }
 
@@ -308,7 +307,7 @@ mod tests {
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.access.len(), 1, "nothing granted on private/x for push");
         assert_eq!(claims.access[0].actions, ["pull", "push"]);
-        assert_eq!(t["expires_in"], 300);
+        assert_eq!(t["expires_in"].as_u64(), Some(300));
         assert_eq!(t["issued_at"], "1970-01-01T00:16:40Z");
         let id = Identity::Token(claims);
         assert!(c.permitted(&id, "team/app").contains(Actions::PUSH));

@@ -3,17 +3,17 @@
 
 use super::access::Access;
 use super::secret::constant_time_eq;
+use crate::json::Json;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
-use serde::{Deserialize, Serialize};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// The issuer wharf writes into its tokens.
 pub const ISSUER: &str = "wharf";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Claims {
     pub iss: String,
     /// The user, empty for anonymous tokens.
@@ -23,8 +23,44 @@ pub struct Claims {
     pub exp: u64,
     pub nbf: u64,
     pub iat: u64,
-    #[serde(default)]
+    /// May be absent.
     pub access: Vec<Access>,
+}
+
+impl Claims {
+    pub fn to_json(&self) -> Json {
+        Json::object([
+            ("iss", (&self.iss).into()),
+            ("sub", (&self.sub).into()),
+            ("aud", (&self.aud).into()),
+            ("exp", self.exp.into()),
+            ("nbf", self.nbf.into()),
+            ("iat", self.iat.into()),
+            ("access", Json::Array(self.access.iter().map(Access::to_json).collect())),
+        ])
+    }
+
+    /// The claims of a payload; `None` when one is missing or of another type.
+    pub fn from_json(v: &Json) -> Option<Self> {
+        let access = match v.present("access") {
+            None => Vec::new(),
+            Some(a) => a.as_array()?.iter().map(Access::from_json).collect::<Option<_>>()?,
+        };
+        Some(Self {
+            iss: v["iss"].as_str()?.to_owned(),
+            sub: v["sub"].as_str()?.to_owned(),
+            aud: v["aud"].as_str()?.to_owned(),
+            exp: v["exp"].as_u64()?,
+            nbf: v["nbf"].as_u64()?,
+            iat: v["iat"].as_u64()?,
+            access,
+        })
+    }
+}
+
+/// A base64url segment of a token, decoded and read as JSON.
+fn segment(encoded: &str) -> Result<Json, Invalid> {
+    Json::parse(&URL_SAFE_NO_PAD.decode(encoded).map_err(|_| Invalid::Malformed)?).map_err(|_| Invalid::Malformed)
 }
 
 /// Why a token was refused (for the log; clients only see 401).
@@ -45,7 +81,7 @@ fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 pub fn sign(claims: &Claims, key: &[u8]) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_json().to_vec());
     let signing_input = format!("{header}.{payload}");
     let signature = URL_SAFE_NO_PAD.encode(mac(key, signing_input.as_bytes()));
     format!("{signing_input}.{signature}")
@@ -64,17 +100,10 @@ pub fn verify(token: &str, key: &[u8], service: &str, now: u64) -> Result<Claims
         return Err(Invalid::Signature);
     }
     // Only after the signature holds is anything in the token read.
-    #[derive(Deserialize)]
-    struct Header {
-        alg: String,
-    }
-    let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).map_err(|_| Invalid::Malformed)?)
-        .map_err(|_| Invalid::Malformed)?;
-    if header.alg != "HS256" {
+    if segment(header)?["alg"] != "HS256" {
         return Err(Invalid::Malformed);
     }
-    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| Invalid::Malformed)?)
-        .map_err(|_| Invalid::Malformed)?;
+    let claims = Claims::from_json(&segment(payload)?).ok_or(Invalid::Malformed)?;
     if claims.aud != service {
         return Err(Invalid::Audience);
     }
@@ -136,7 +165,7 @@ mod tests {
 
     #[test]
     fn an_unsigned_token_is_refused() {
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(400)).unwrap());
+        let payload = URL_SAFE_NO_PAD.encode(claims(400).to_json().to_vec());
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
         assert!(verify(&format!("{header}.{payload}."), b"key", "wharf", 200).is_err());
     }
@@ -149,25 +178,22 @@ pub struct Issuer {
     /// The `iss` its tokens carry.
     pub name: String,
     /// Its public keys as JWKs (EC P-256 for ES256, RSA for RS256).
-    pub keys: Vec<serde_json::Value>,
+    pub keys: Vec<Json>,
 }
 
 impl Issuer {
     pub fn parse(name: String, jwks: &str) -> Result<Self, String> {
-        #[derive(Deserialize)]
-        struct Set {
-            keys: Vec<serde_json::Value>,
-        }
-        let set: Set = serde_json::from_str(jwks).map_err(|e| format!("WHARF_TOKEN_JWKS: {e}"))?;
-        if set.keys.is_empty() {
+        let set = Json::parse(jwks.as_bytes()).map_err(|e| format!("WHARF_TOKEN_JWKS: {e}"))?;
+        let keys = set["keys"].as_array().ok_or("WHARF_TOKEN_JWKS: expected a JWK set, {\"keys\": [...]}")?;
+        if keys.is_empty() {
             return Err("WHARF_TOKEN_JWKS: no keys".into());
         }
-        Ok(Self { name, keys: set.keys })
+        Ok(Self { name, keys: keys.to_vec() })
     }
 
     /// The key for a token's `alg` and `kid`: the matching `kid`, or the only key of the right
     /// type when the token names none.
-    fn key(&self, alg: &str, kid: Option<&str>) -> Option<&serde_json::Value> {
+    fn key(&self, alg: &str, kid: Option<&str>) -> Option<&Json> {
         let kty = match alg {
             "ES256" => "EC",
             "RS256" => "RSA",
@@ -189,7 +215,7 @@ impl Issuer {
 #[derive(Debug, Clone)]
 pub struct ExternalCheck {
     pub alg: String,
-    pub jwk: serde_json::Value,
+    pub jwk: Json,
     pub signing_input: Vec<u8>,
     pub signature: Vec<u8>,
     payload: Vec<u8>,
@@ -202,28 +228,29 @@ impl ExternalCheck {
         if !signature_holds {
             return Err(Invalid::Signature);
         }
-        let mut value: serde_json::Value = serde_json::from_slice(&self.payload).map_err(|_| Invalid::Malformed)?;
+        let mut value = Json::parse(&self.payload).map_err(|_| Invalid::Malformed)?;
         if value["iss"] != issuer {
             return Err(Invalid::Audience);
         }
         let aud_ok = match &value["aud"] {
-            serde_json::Value::String(a) => a == service,
-            serde_json::Value::Array(list) => list.iter().any(|a| a == service),
+            Json::String(a) => a == service,
+            Json::Array(list) => list.iter().any(|a| *a == service),
             _ => false,
         };
         if !aud_ok {
             return Err(Invalid::Audience);
         }
-        value["aud"] = serde_json::Value::String(service.to_owned());
+        // What other issuers may leave out, filled in as wharf's own claims have it.
+        value.set("aud", service.into());
         for field in ["nbf", "iat"] {
-            if value.get(field).is_none_or(|v| v.is_null()) {
-                value[field] = serde_json::json!(0);
+            if value.present(field).is_none() {
+                value.set(field, 0u64.into());
             }
         }
-        if value.get("sub").is_none_or(|v| v.is_null()) {
-            value["sub"] = serde_json::json!("");
+        if value.present("sub").is_none() {
+            value.set("sub", "".into());
         }
-        in_period(serde_json::from_value(value).map_err(|_| Invalid::Malformed)?, now)
+        in_period(Claims::from_json(&value).ok_or(Invalid::Malformed)?, now)
     }
 }
 
@@ -248,20 +275,19 @@ pub fn verify_any(
     else {
         return Err(Invalid::Malformed);
     };
-    #[derive(Deserialize)]
-    struct Header {
-        alg: String,
-        kid: Option<String>,
-    }
-    let h: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).map_err(|_| Invalid::Malformed)?)
-        .map_err(|_| Invalid::Malformed)?;
-    if h.alg == "HS256" {
+    let h = segment(header)?;
+    let alg = h["alg"].as_str().ok_or(Invalid::Malformed)?;
+    let kid = match h.present("kid") {
+        Some(kid) => Some(kid.as_str().ok_or(Invalid::Malformed)?),
+        None => None,
+    };
+    if alg == "HS256" {
         return verify(token, key, service, now).map(Verification::Verified);
     }
     let issuer = issuer.ok_or(Invalid::Malformed)?;
-    let jwk = issuer.key(&h.alg, h.kid.as_deref()).ok_or(Invalid::Signature)?.clone();
+    let jwk = issuer.key(alg, kid).ok_or(Invalid::Signature)?.clone();
     Ok(Verification::External(ExternalCheck {
-        alg: h.alg,
+        alg: alg.to_owned(),
         jwk,
         signing_input: format!("{header}.{payload}").into_bytes(),
         signature: URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::Malformed)?,

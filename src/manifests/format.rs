@@ -4,9 +4,8 @@
 //! validates and collects the digests the manifest refers to.
 
 use crate::error::{ErrorCode, RegistryError};
+use crate::json::Json;
 use crate::names::Digest;
-use serde::Deserialize;
-use serde_json::json;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,29 +73,71 @@ impl Accepted {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The platform of an index entry (or of an image config): absent fields read as empty.
+#[derive(Debug, Clone, Default)]
 pub struct Platform {
-    #[serde(default)]
     pub architecture: String,
-    #[serde(default)]
     pub os: String,
 }
 
+impl Platform {
+    /// `None` unless an object whose `architecture` and `os`, when present, are strings.
+    pub fn from_json(v: &Json) -> Option<Self> {
+        v.as_object()?;
+        let text = |name| match v.present(name) {
+            None => Some(String::new()),
+            Some(s) => s.as_str().map(str::to_owned),
+        };
+        Some(Platform { architecture: text("architecture")?, os: text("os")? })
+    }
+}
+
+/// A member that may be absent or null; one that is present must read as `what`.
+fn optional<'a, T>(
+    v: &'a Json,
+    name: &str,
+    what: &str,
+    read: impl Fn(&'a Json) -> Option<T>,
+) -> Result<Option<T>, String> {
+    match v.present(name) {
+        None => Ok(None),
+        Some(x) => read(x).map(Some).ok_or_else(|| format!("`{name}` must be {what}")),
+    }
+}
+
+fn required<'a, T>(v: &'a Json, name: &str, what: &str, read: impl Fn(&'a Json) -> Option<T>) -> Result<T, String> {
+    optional(v, name, what, read)?.ok_or_else(|| format!("missing field `{name}`"))
+}
+
 /// A content descriptor as it appears in a manifest.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct RawDescriptor {
     pub media_type: String,
     pub digest: String,
     pub size: u64,
-    #[serde(default)]
     pub platform: Option<Platform>,
+}
+
+impl RawDescriptor {
+    fn read(v: &Json) -> Result<Self, String> {
+        v.as_object().ok_or("a descriptor must be an object")?;
+        Ok(RawDescriptor {
+            media_type: required(v, "mediaType", "a string", |m| m.as_str().map(str::to_owned))?,
+            digest: required(v, "digest", "a string", |d| d.as_str().map(str::to_owned))?,
+            size: required(v, "size", "a non-negative integer", Json::as_u64)?,
+            platform: optional(v, "platform", "an object of strings", Platform::from_json)?,
+        })
+    }
+
+    fn list(v: &Json, name: &str) -> Result<Option<Vec<Self>>, String> {
+        let Some(items) = optional(v, name, "an array", Json::as_array)? else { return Ok(None) };
+        items.iter().map(Self::read).collect::<Result<_, _>>().map(Some).map_err(|e| format!("{name}: {e}"))
+    }
 }
 
 /// The union of the fields of the four formats that wharf looks at; the rest of the body is
 /// stored but not interpreted.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug)]
 struct RawManifest {
     schema_version: Option<i64>,
     media_type: Option<String>,
@@ -104,10 +145,29 @@ struct RawManifest {
     layers: Option<Vec<RawDescriptor>>,
     manifests: Option<Vec<RawDescriptor>>,
     subject: Option<RawDescriptor>,
-    #[serde(default)]
     artifact_type: Option<String>,
-    #[serde(default)]
     annotations: Option<BTreeMap<String, String>>,
+}
+
+impl RawManifest {
+    fn read(body: &[u8]) -> Result<Self, String> {
+        let v = Json::parse(body)?;
+        v.as_object().ok_or("a manifest must be a JSON object")?;
+        let descriptor = |name: &str| match v.present(name) {
+            None => Ok(None),
+            Some(d) => RawDescriptor::read(d).map(Some).map_err(|e| format!("{name}: {e}")),
+        };
+        Ok(RawManifest {
+            schema_version: optional(&v, "schemaVersion", "an integer", Json::as_i64)?,
+            media_type: optional(&v, "mediaType", "a string", |m| m.as_str().map(str::to_owned))?,
+            config: descriptor("config")?,
+            layers: RawDescriptor::list(&v, "layers")?,
+            manifests: RawDescriptor::list(&v, "manifests")?,
+            subject: descriptor("subject")?,
+            artifact_type: optional(&v, "artifactType", "a string", |t| t.as_str().map(str::to_owned))?,
+            annotations: optional(&v, "annotations", "an object of strings", Json::to_strings)?,
+        })
+    }
 }
 
 /// A descriptor whose digest has been checked.
@@ -164,7 +224,7 @@ fn nesting_depth(json: &[u8]) -> usize {
     deepest
 }
 
-fn invalid(detail: impl Into<serde_json::Value>) -> RegistryError {
+fn invalid(detail: impl Into<Json>) -> RegistryError {
     RegistryError::new(ErrorCode::ManifestInvalid).with_detail(detail)
 }
 
@@ -184,39 +244,63 @@ impl Manifest {
     ///   (Distribution's ValidateUnambiguousManifestFormat).
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, RegistryError> {
         let ct = content_type.unwrap_or("");
-        let media_type = MediaType::parse(ct)
-            .ok_or_else(|| invalid(json!({ "reason": "unsupported manifest media type", "contentType": ct })))?;
+        let media_type = MediaType::parse(ct).ok_or_else(|| {
+            invalid(Json::object([
+                ("reason", Json::from("unsupported manifest media type")),
+                ("contentType", Json::from(ct)),
+            ]))
+        })?;
         if nesting_depth(body) > MAX_NESTING {
-            return Err(invalid(json!({ "reason": format!("JSON nested deeper than {MAX_NESTING} levels") })));
+            return Err(invalid(Json::object([(
+                "reason",
+                Json::from(format!("JSON nested deeper than {MAX_NESTING} levels")),
+            )])));
         }
-        let raw: RawManifest = serde_json::from_slice(body).map_err(|e| {
-            invalid(json!({ "reason": format!("manifest is not valid JSON of the expected shape: {e}") }))
+        let raw = RawManifest::read(body).map_err(|e| {
+            invalid(Json::object([(
+                "reason",
+                Json::from(format!("manifest is not valid JSON of the expected shape: {e}")),
+            )]))
         })?;
         if raw.schema_version != Some(2) {
-            return Err(invalid(json!({ "reason": "schemaVersion must be 2", "schemaVersion": raw.schema_version })));
+            return Err(invalid(Json::object([
+                ("reason", Json::from("schemaVersion must be 2")),
+                ("schemaVersion", Json::from(raw.schema_version)),
+            ])));
         }
         match (&raw.media_type, media_type) {
             (None, MediaType::OciManifest | MediaType::OciIndex) => {}
             (Some(m), expected) if m == expected.as_str() => {}
             (other, expected) => {
-                return Err(invalid(json!({
-                    "reason": "mediaType in the body does not match Content-Type",
-                    "mediaType": other, "contentType": expected.as_str(),
-                })));
+                return Err(invalid(Json::object([
+                    ("reason", Json::from("mediaType in the body does not match Content-Type")),
+                    ("mediaType", Json::from(other.as_deref())),
+                    ("contentType", Json::from(expected.as_str())),
+                ])));
             }
         }
         let (config, references) = if media_type.is_list() {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(invalid(json!({ "reason": "an index or manifest list must not have config or layers" })));
+                return Err(invalid(Json::object([(
+                    "reason",
+                    Json::from("an index or manifest list must not have config or layers"),
+                )])));
             }
-            let children = raw.manifests.ok_or_else(|| invalid(json!({ "reason": "manifests field missing" })))?;
+            let children = raw
+                .manifests
+                .ok_or_else(|| invalid(Json::object([("reason", Json::from("manifests field missing"))])))?;
             (None, children)
         } else {
             if raw.manifests.is_some() {
-                return Err(invalid(json!({ "reason": "an image manifest must not have a manifests field" })));
+                return Err(invalid(Json::object([(
+                    "reason",
+                    Json::from("an image manifest must not have a manifests field"),
+                )])));
             }
-            let config = raw.config.ok_or_else(|| invalid(json!({ "reason": "config field missing" })))?;
-            let layers = raw.layers.ok_or_else(|| invalid(json!({ "reason": "layers field missing" })))?;
+            let config =
+                raw.config.ok_or_else(|| invalid(Json::object([("reason", Json::from("config field missing"))])))?;
+            let layers =
+                raw.layers.ok_or_else(|| invalid(Json::object([("reason", Json::from("layers field missing"))])))?;
             (Some(config), layers)
         };
         Ok(Manifest {
@@ -259,18 +343,13 @@ impl Manifest {
 
 /// The `subject` of stored manifest bytes, if any (read leniently: they passed `parse`).
 pub fn subject_of(body: &[u8]) -> Option<Digest> {
-    #[derive(Deserialize)]
-    struct WithSubject {
-        subject: Option<RawDescriptor>,
-    }
-    let raw: WithSubject = serde_json::from_slice(body).ok()?;
-    Digest::parse(&raw.subject?.digest).ok()
+    Digest::parse(Json::parse(body).ok()?.present("subject")?["digest"].as_str()?).ok()
 }
 
 /// In a Docker manifest list, the child for the default platform (linux/amd64): what
 /// Distribution serves by tag to clients that do not accept lists.
 pub fn default_platform_child(list_body: &[u8]) -> Option<Digest> {
-    let raw: RawManifest = serde_json::from_slice(list_body).ok()?;
+    let raw = RawManifest::read(list_body).ok()?;
     raw.manifests?
         .into_iter()
         .find(|d| d.platform.as_ref().is_some_and(|p| p.architecture == "amd64" && p.os == "linux"))

@@ -8,6 +8,7 @@ use crate::caching;
 use crate::config::{GcMode, MAX_MANIFEST_SIZE};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Response};
+use crate::json::Json;
 use crate::keys;
 use crate::names::{Digest, Reference, RepositoryName, Tag};
 use crate::notify::{Action, Target};
@@ -187,7 +188,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         // announces the size; read_limited enforces it for chunked bodies.
         if headers.content_length().is_some_and(|l| l > MAX_MANIFEST_SIZE as u64) {
             return Err(RegistryError::new(ErrorCode::PayloadTooLarge)
-                .with_detail(serde_json::json!({ "limit": MAX_MANIFEST_SIZE })));
+                .with_detail(Json::object([("limit", Json::from(MAX_MANIFEST_SIZE))])));
         }
         let bytes = read_limited(body, MAX_MANIFEST_SIZE).await?;
         let manifest = Manifest::parse(headers.get("content-type"), &bytes)?;
@@ -195,7 +196,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Reference::Digest(expected) => {
                 if expected.recompute(&bytes) != *expected {
                     return Err(RegistryError::new(ErrorCode::DigestInvalid)
-                        .with_detail(serde_json::json!({ "expected": expected.to_string() })));
+                        .with_detail(Json::object([("expected", Json::from(expected.to_string()))])));
                 }
                 expected.clone()
             }
@@ -391,7 +392,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         match reference {
             Reference::Tag(tag) => {
                 if self.tag_record(name, tag).await?.is_none() {
-                    return Err(manifest_unknown().with_detail(serde_json::json!({ "tag": tag.as_str() })));
+                    return Err(manifest_unknown().with_detail(Json::object([("tag", Json::from(tag.as_str()))])));
                 }
                 self.check_tag_delete(name, tag)?;
                 self.delete_tag(name, tag).await?;

@@ -432,13 +432,13 @@ impl KeyValueStore for MemoryKv {
         Ok(self.entries.borrow().get(key).cloned())
     }
 
-    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<()> {
+    async fn put(&self, key: &str, value: &str, metadata: Option<&Json>) -> Result<()> {
         self.faults.check().await?;
         if *self.refuse_puts.borrow() {
             return Err(StorageError::rate_limited(format!("KV put of {key}: too many requests")));
         }
         if let Some(m) = metadata {
-            let len = serde_json::to_string(m).map_err(|e| StorageError::new(e.to_string()))?.len();
+            let len = m.to_string().len();
             if len > KV_MAX_METADATA {
                 return Err(StorageError::new(format!("KV metadata of {len} bytes exceeds {KV_MAX_METADATA}")));
             }

@@ -11,9 +11,8 @@
 pub mod memory;
 pub mod suite;
 
+use crate::json::Json;
 use crate::names::Digest;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
@@ -92,7 +91,7 @@ pub struct ObjectPage {
 }
 
 /// A finished part of a multipart upload; both fields are needed to complete it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
     pub number: u16,
     pub etag: String,
@@ -207,14 +206,14 @@ impl Listing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvEntry {
     pub value: String,
-    pub metadata: Option<Value>,
+    pub metadata: Option<Json>,
 }
 
 /// A listed KV key with its metadata (KV returns metadata with list results, value not).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvKey {
     pub name: String,
-    pub metadata: Option<Value>,
+    pub metadata: Option<Json>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -242,7 +241,7 @@ pub const KV_MAX_METADATA: usize = 1024;
 /// manifest, never a broken one, because R2 bytes are written before the tag.
 pub trait KeyValueStore {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>>;
-    async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> Result<()>;
+    async fn put(&self, key: &str, value: &str, metadata: Option<&Json>) -> Result<()>;
     async fn delete(&self, key: &str) -> Result<()>;
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage>;
 }
