@@ -12,8 +12,7 @@ use crate::keys;
 use crate::names::{Digest, RepositoryName};
 use crate::notify::{Action, Target};
 use crate::registry::{Registry, Result};
-use crate::storage::{ByteRange, KeyValueStore, ObjectStore, PutOptions};
-use std::collections::BTreeMap;
+use crate::storage::{ByteRange, KeyValueStore, Metadata, ObjectStore, PutOptions};
 
 /// Where a repository's blob lives and how big it is (custom metadata of its link object).
 pub(crate) struct BlobLink {
@@ -22,10 +21,10 @@ pub(crate) struct BlobLink {
 }
 
 impl BlobLink {
-    fn to_metadata(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("object".to_owned(), self.object.clone()), ("size".to_owned(), self.size.to_string())])
+    fn to_metadata(&self) -> Metadata {
+        [("object", self.object.clone()), ("size", self.size.to_string())].into_iter().collect()
     }
-    pub(crate) fn from_metadata(m: &BTreeMap<String, String>) -> Option<Self> {
+    pub(crate) fn from_metadata(m: &Metadata) -> Option<Self> {
         Some(Self { object: m.get("object")?.clone(), size: m.get("size")?.parse().ok()? })
     }
 }

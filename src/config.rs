@@ -109,7 +109,7 @@ impl Config {
                 None | Some("") => Ok(default),
                 Some("true" | "1" | "yes") => Ok(true),
                 Some("false" | "0" | "no") => Ok(false),
-                Some(other) => Err(format!("{name}: expected true or false, got {other:?}")),
+                Some(other) => Err(format!("{name}: expected true or false, got \"{other}\"")),
             }
         };
         let allowed_classes: Vec<String> = var("WHARF_ALLOWED_CLASSES")
@@ -119,13 +119,13 @@ impl Config {
             .filter(|c| !c.is_empty())
             .collect();
         if let Some(bad) = allowed_classes.iter().find(|c| *c != "image" && *c != "plugin") {
-            return Err(format!("WHARF_ALLOWED_CLASSES: unknown class {bad:?} (known: image, plugin)"));
+            return Err(format!("WHARF_ALLOWED_CLASSES: unknown class \"{bad}\" (known: image, plugin)"));
         }
         let defaults = Config::default();
         let number = |name: &str, default: u64| -> Result<u64, String> {
             match var(name).as_deref().map(str::trim) {
                 None | Some("") => Ok(default),
-                Some(v) => v.parse().map_err(|_| format!("{name}: expected a whole number, got {v:?}")),
+                Some(v) => v.parse().map_err(|_| format!("{name}: expected a whole number, got \"{v}\"")),
             }
         };
         let max_chunk_size = number("WHARF_MAX_CHUNK_SIZE", defaults.max_chunk_size)?;
@@ -140,7 +140,7 @@ impl Config {
             None | Some("" | "off" | "false") => GcMode::Off,
             Some("dry-run") => GcMode::DryRun,
             Some("on" | "true") => GcMode::On,
-            Some(other) => return Err(format!("WHARF_GC: expected off, dry-run or on, got {other:?}")),
+            Some(other) => return Err(format!("WHARF_GC: expected off, dry-run or on, got \"{other}\"")),
         };
         let admin_token = var("WHARF_ADMIN_TOKEN").filter(|t| !t.is_empty());
         if admin_token.as_ref().is_some_and(|t| t.len() < 32) {
@@ -166,7 +166,7 @@ impl Config {
             log_level: match var("WHARF_LOG_LEVEL") {
                 None => defaults.log_level,
                 Some(v) => crate::log::Level::parse(&v)
-                    .ok_or_else(|| format!("WHARF_LOG_LEVEL: expected off, error, info or debug, got {v:?}"))?,
+                    .ok_or_else(|| format!("WHARF_LOG_LEVEL: expected off, error, info or debug, got \"{v}\""))?,
             },
             notify: crate::notify::NotifyConfig::from_vars(&var)?,
             ui: flag("WHARF_UI", false)?,

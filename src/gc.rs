@@ -63,7 +63,7 @@ use crate::keys::{self, RepositoryKey};
 use crate::manifests::format::Manifest;
 use crate::names::{Digest, RepositoryName};
 use crate::registry::{Registry, Result};
-use crate::storage::{KeyValueStore, Listing, ObjectMeta, ObjectStore, PutOptions};
+use crate::storage::{KeyValueStore, Listing, Metadata, ObjectMeta, ObjectStore, PutOptions};
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -144,16 +144,20 @@ struct Listed {
 }
 
 /// The blob links a sweep may remove: digest -> the link's metadata (see `keys::gc_sweep`).
-type Sweep = BTreeMap<String, BTreeMap<String, String>>;
+type Sweep = BTreeMap<String, Metadata>;
 
 /// A sweep record as stored: `{"<digest>": {"<custom metadata>": "<value>", ...}, ...}`.
 fn sweep_to_json(sweep: &Sweep) -> Json {
-    Json::Object(sweep.iter().map(|(digest, custom)| (digest.clone(), Json::from_strings(custom))).collect())
+    Json::Object(sweep.iter().map(|(digest, custom)| (digest.clone(), Json::from_strings(custom.iter()))).collect())
 }
 
 fn sweep_from_json(bytes: &[u8]) -> Option<Sweep> {
     let record = Json::parse(bytes).ok()?;
-    record.as_object()?.iter().map(|(digest, custom)| Some((digest.clone(), custom.to_strings()?))).collect()
+    record
+        .as_object()?
+        .iter()
+        .map(|(digest, custom)| Some((digest.clone(), custom.to_strings()?.into_iter().collect())))
+        .collect()
 }
 
 /// Most storage requests a collection has in flight (a Worker keeps at most six connections).

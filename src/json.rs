@@ -8,7 +8,6 @@
 //! duplicate names to the implementation and I-JSON (RFC 7493 §2.3) forbids them: refusing them
 //! means that no two parsers can disagree about what a manifest or a token says.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// Deepest nesting of arrays and objects read, so that a hostile document cannot exhaust the
@@ -129,12 +128,13 @@ impl Json {
     }
 
     /// An object of strings (annotations, R2 custom metadata).
-    pub fn from_strings(map: &BTreeMap<String, String>) -> Json {
-        Json::Object(map.iter().map(|(k, v)| (k.clone(), v.into())).collect())
+    pub fn from_strings<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Json {
+        Json::Object(pairs.into_iter().map(|(k, v)| (k.clone(), v.into())).collect())
     }
 
-    /// An object whose members are all strings, as a map; `None` for anything else.
-    pub fn to_strings(&self) -> Option<BTreeMap<String, String>> {
+    /// An object whose members are all strings, as (name, value) pairs in document order
+    /// (names are unique: the reader refuses duplicates); `None` for anything else.
+    pub fn to_strings(&self) -> Option<Vec<(String, String)>> {
         self.as_object()?.iter().map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect()
     }
 

@@ -8,6 +8,7 @@
 //! only for wasm32.
 
 pub mod auth;
+pub mod base64;
 pub mod blobs;
 pub mod caching;
 pub mod config;

@@ -49,7 +49,7 @@ impl NotifyConfig {
             return Ok(None);
         }
         if let Some(bad) = endpoints.iter().find(|u| !u.starts_with("https://") && !u.starts_with("http://")) {
-            return Err(format!("WHARF_NOTIFY_URLS: expected http(s) URLs, got {bad:?}"));
+            return Err(format!("WHARF_NOTIFY_URLS: expected http(s) URLs, got \"{bad}\""));
         }
         let actions = match var("WHARF_NOTIFY_EVENTS").filter(|e| !e.trim().is_empty()) {
             None => vec![Action::Push, Action::Delete],
@@ -59,7 +59,7 @@ impl NotifyConfig {
                     "push" => Ok(Action::Push),
                     "delete" => Ok(Action::Delete),
                     "pull" => Ok(Action::Pull),
-                    other => Err(format!("WHARF_NOTIFY_EVENTS: unknown event {other:?} (known: push, delete, pull)")),
+                    other => Err(format!("WHARF_NOTIFY_EVENTS: unknown event \"{other}\" (known: push, delete, pull)")),
                 })
                 .collect::<Result<_, _>>()?,
         };

@@ -20,6 +20,7 @@
 //! Credentials only go to an https realm of an https upstream.
 //! Redirects (Docker Hub sends blobs to a CDN) are followed without credentials.
 
+use crate::base64::{self, Alphabet};
 use crate::blobs::BlobLink;
 use crate::config::MAX_MANIFEST_SIZE;
 use crate::error::{ErrorCode, RegistryError};
@@ -31,7 +32,6 @@ use crate::names::{Digest, Reference, RepositoryName, Tag, UploadId};
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions};
 use crate::tags::TagRecord;
-use base64::Engine;
 use futures_util::future::LocalBoxFuture;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -71,7 +71,7 @@ impl UpstreamConfig {
         }
         let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
         if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', '@'])) {
-            return Err(format!("WHARF_UPSTREAM: expected https://host[:port], got {url:?}"));
+            return Err(format!("WHARF_UPSTREAM: expected https://host[:port], got \"{url}\""));
         }
         let credentials = match (var("WHARF_UPSTREAM_USERNAME"), var("WHARF_UPSTREAM_PASSWORD")) {
             (None, None) => None,
@@ -80,7 +80,9 @@ impl UpstreamConfig {
         };
         let tag_ttl_secs = match var("WHARF_UPSTREAM_TAG_TTL_SECONDS").as_deref().map(str::trim) {
             None | Some("") => DEFAULT_TAG_TTL_SECS,
-            Some(v) => v.parse().map_err(|_| format!("WHARF_UPSTREAM_TAG_TTL_SECONDS: expected seconds, got {v:?}"))?,
+            Some(v) => {
+                v.parse().map_err(|_| format!("WHARF_UPSTREAM_TAG_TTL_SECONDS: expected seconds, got \"{v}\""))?
+            }
         };
         Ok(Some(Self { url, credentials, tag_ttl_secs }))
     }
@@ -99,7 +101,7 @@ impl UpstreamConfig {
 
     fn basic(&self) -> Option<String> {
         let (user, password) = self.credentials.as_ref()?;
-        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+        Some(format!("Basic {}", base64::encode(Alphabet::Standard, format!("{user}:{password}"))))
     }
 }
 
@@ -403,7 +405,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         match self.check_upstream_tag(up, name, tag, cached.as_ref()).await {
             Err(e) if e.code == ErrorCode::UpstreamFailed && cached.is_some() => {
-                crate::log::error(&format!("pull-through cache: serving {name}:{tag} from the cache: {:?}", e.detail));
+                crate::log::error(&format!(
+                    "pull-through cache: serving {name}:{tag} from the cache: {}",
+                    e.detail.unwrap_or(crate::json::Json::Null)
+                ));
                 Ok(cached)
             }
             other => other,

@@ -14,8 +14,7 @@ use crate::manifests::format::{Manifest, MediaType};
 use crate::names::{Digest, RepositoryName};
 use crate::pagination::next_link;
 use crate::registry::{Registry, Result};
-use crate::storage::{KeyValueStore, ListFrom, ObjectStore, PutOptions};
-use std::collections::BTreeMap;
+use crate::storage::{KeyValueStore, ListFrom, Metadata, ObjectStore, PutOptions};
 
 /// Room left for annotations in R2's 8 KiB of custom metadata after the other fields.
 const MAX_INLINE_ANNOTATIONS: usize = 7 * 1024;
@@ -41,17 +40,16 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         manifest: &Manifest,
         size: u64,
     ) -> Result<()> {
-        let mut custom = BTreeMap::from([
-            ("mediaType".to_owned(), manifest.media_type.as_str().to_owned()),
-            ("size".to_owned(), size.to_string()),
-        ]);
+        let mut custom = Metadata::new();
+        custom.insert("mediaType", manifest.media_type.as_str());
+        custom.insert("size", size.to_string());
         if let Some(t) = artifact_type(manifest) {
-            custom.insert("artifactType".to_owned(), t);
+            custom.insert("artifactType", t);
         }
         if let Some(a) = manifest.annotations.as_ref().filter(|a| !a.is_empty()) {
-            let json = Json::from_strings(a).to_string();
+            let json = Json::from_strings(a.iter().map(|(k, v)| (k, v))).to_string();
             let value = if json.len() <= MAX_INLINE_ANNOTATIONS { json } else { ANNOTATIONS_IN_MANIFEST.to_owned() };
-            custom.insert("annotations".to_owned(), value);
+            custom.insert("annotations", value);
         }
         let options = PutOptions { custom, ..Default::default() };
         self.objects.put(&keys::referrer(name, subject, digest), Vec::new(), options).await?;
@@ -103,7 +101,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 descriptor.set("artifactType", t.into());
             }
             if let Some(a) = &annotations {
-                descriptor.set("annotations", Json::from_strings(a));
+                descriptor.set("annotations", Json::from_strings(a.iter().map(|(k, v)| (k, v))));
             }
             manifests.push(descriptor);
         }
@@ -131,7 +129,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// The annotations of a stored manifest (for referrers whose annotations did not fit).
-    async fn annotations_of(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<BTreeMap<String, String>>> {
+    async fn annotations_of(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<Vec<(String, String)>>> {
         let Some((_, bytes)) = self.objects.get_bytes(&keys::manifest(name, digest)).await? else { return Ok(None) };
         Ok(Json::parse(&bytes).ok().and_then(|m| m.present("annotations")?.to_strings()))
     }

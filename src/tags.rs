@@ -72,7 +72,7 @@ impl ImmutableTags {
     pub fn parse(value: &str) -> std::result::Result<Self, String> {
         let patterns = value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(|p| match p.split_once(':') {
             Some((repo, tag)) if !repo.is_empty() && !tag.is_empty() => Ok((repo.to_owned(), tag.to_owned())),
-            Some(_) => Err(format!("WHARF_IMMUTABLE_TAGS: {p:?} needs a repository and a tag pattern")),
+            Some(_) => Err(format!("WHARF_IMMUTABLE_TAGS: \"{p}\" needs a repository and a tag pattern")),
             None => Ok(("*".to_owned(), p.to_owned())),
         });
         Ok(Self(patterns.collect::<std::result::Result<_, _>>()?))

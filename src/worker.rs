@@ -16,15 +16,14 @@ use crate::names::Digest;
 use crate::notify::Notifier;
 use crate::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
 use crate::storage::{
-    self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ListFrom, ObjectMeta, ObjectPage, ObjectStore, Part,
-    PartSource, PutOptions, StorageError,
+    self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ListFrom, Metadata, ObjectMeta, ObjectPage, ObjectStore,
+    Part, PartSource, PutOptions, StorageError,
 };
 use crate::{Config, Registry, keys};
 use futures_util::future::LocalBoxFuture;
 use js_sys::futures::JsFuture;
 use js_sys::{Array, ArrayBuffer, BigInt, Function, JSON, Object as JsObject, Promise, Reflect, Uint8Array};
 use std::cell::OnceCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -302,7 +301,7 @@ impl EdgeCache {
             size,
             etag: headers.get("etag").unwrap_or_default(),
             content_type: headers.get("content-type"),
-            custom: BTreeMap::new(),
+            custom: Metadata::new(),
             uploaded_ms: 0,
         };
         Some((meta, response.body()?))
@@ -355,8 +354,8 @@ fn r2_object(value: JsValue) -> Option<R2Object> {
 }
 
 /// R2 custom metadata (an object of strings) as the core keeps it.
-fn custom_metadata(value: &JsValue) -> BTreeMap<String, String> {
-    let Some(o) = value.dyn_ref::<JsObject>() else { return BTreeMap::new() };
+fn custom_metadata(value: &JsValue) -> Metadata {
+    let Some(o) = value.dyn_ref::<JsObject>() else { return Metadata::new() };
     JsObject::entries(o)
         .iter()
         .filter_map(|pair| {
@@ -369,7 +368,7 @@ fn custom_metadata(value: &JsValue) -> BTreeMap<String, String> {
 /// R2's put and multipart options: content type and custom metadata.
 fn put_options(options: PutOptions, extra: &[(&str, JsValue)]) -> JsValue {
     let custom = JsObject::new();
-    for (name, value) in &options.custom {
+    for (name, value) in options.custom.iter() {
         let _ = Reflect::set(&custom, &name.into(), &value.into());
     }
     let http = match options.content_type {

@@ -2,7 +2,6 @@
 //! carry them) and the configured rules.
 
 use crate::json::Json;
-use std::collections::BTreeMap;
 
 /// A set of repository actions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,7 +24,7 @@ impl Actions {
                     .iter()
                     .find(|(n, _)| *n == name)
                     .map(|(_, a)| *a)
-                    .ok_or_else(|| format!("unknown action {name:?}"))?,
+                    .ok_or_else(|| format!("unknown action \"{name}\""))?,
             });
         }
         Ok(set)
@@ -145,7 +144,7 @@ impl RawRule {
 #[derive(Debug, Clone, PartialEq)]
 struct Rule {
     pattern: String,
-    users: BTreeMap<String, Actions>,
+    users: Vec<(String, Actions)>,
     anonymous: Actions,
 }
 
@@ -177,7 +176,8 @@ impl Rules {
     /// What `user` (`None`: anonymous) may do to `repository`.
     pub fn allowed(&self, user: Option<&str>, repository: &str) -> Actions {
         self.0.iter().filter(|r| glob(&r.pattern, repository)).fold(Actions::NONE, |acc, r| {
-            let own = user.and_then(|u| r.users.get(u)).copied().unwrap_or_default();
+            let own =
+                user.and_then(|u| r.users.iter().find(|(name, _)| name == u)).map(|(_, a)| *a).unwrap_or_default();
             acc.union(r.anonymous).union(own)
         })
     }

@@ -11,14 +11,12 @@ pub mod access;
 pub mod secret;
 pub mod token;
 
+use crate::base64::{self, Alphabet};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::Headers;
 use crate::json::Json;
 use access::{Access, Actions, Rules};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use secret::PasswordHash;
-use std::collections::BTreeMap;
 use token::Claims;
 
 /// Access control settings; present when `WHARF_RULES` is set.
@@ -26,7 +24,8 @@ use token::Claims;
 pub struct AuthConfig {
     pub rules: Rules,
     /// `WHARF_USERS` (a secret): `{"user": "<password hash>"}`.
-    pub users: BTreeMap<String, PasswordHash>,
+    /// Name and password hash, in the order WHARF_USERS lists them.
+    pub users: Vec<(String, PasswordHash)>,
     /// `WHARF_TOKEN_SECRET` (a secret): the HMAC key of issued tokens.
     pub token_key: Vec<u8>,
     /// `WHARF_TOKEN_TTL_SECONDS`: lifetime of issued tokens. Default 300.
@@ -46,8 +45,8 @@ impl AuthConfig {
     pub fn from_vars(var: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
         let Some(rules) = var("WHARF_RULES").filter(|r| !r.trim().is_empty()) else { return Ok(None) };
         let rules = Rules::parse(&rules)?;
-        let users: BTreeMap<String, String> = match var("WHARF_USERS").filter(|u| !u.trim().is_empty()) {
-            None => BTreeMap::new(),
+        let users = match var("WHARF_USERS").filter(|u| !u.trim().is_empty()) {
+            None => Vec::new(),
             Some(json) => Json::parse(json.as_bytes())
                 .map_err(|e| format!("WHARF_USERS: {e}"))?
                 .to_strings()
@@ -56,7 +55,7 @@ impl AuthConfig {
         let users = users
             .into_iter()
             .map(|(u, h)| {
-                PasswordHash::parse(&h).map(|h| (u.clone(), h)).ok_or(format!("WHARF_USERS: bad hash for {u:?}"))
+                PasswordHash::parse(&h).map(|h| (u.clone(), h)).ok_or(format!("WHARF_USERS: bad hash for \"{u}\""))
             })
             .collect::<Result<_, _>>()?;
         let token_key = var("WHARF_TOKEN_SECRET").unwrap_or_default().into_bytes();
@@ -163,7 +162,7 @@ impl AuthConfig {
     }
 
     fn check_password(&self, user: &str, password: &str) -> bool {
-        match self.users.get(user) {
+        match self.users.iter().find(|(name, _)| name == user).map(|(_, hash)| hash) {
             Some(hash) => hash.verify(password),
             None => {
                 // Same work as for a real user, so timing does not reveal who exists.
@@ -259,7 +258,7 @@ impl AuthConfig {
 
 /// `base64(user:password)`.
 fn basic_credentials(encoded: &str) -> Option<(String, String)> {
-    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
+    let decoded = String::from_utf8(base64::decode(Alphabet::Standard, encoded)?).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
 }
@@ -267,6 +266,7 @@ fn basic_credentials(encoded: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn config() -> AuthConfig {
         let vars = BTreeMap::from([
@@ -278,7 +278,8 @@ mod tests {
     }
 
     fn basic(user: &str, pw: &str) -> Headers {
-        Headers::new().with("Authorization", &format!("Basic {}", STANDARD.encode(format!("{user}:{pw}"))))
+        Headers::new()
+            .with("Authorization", &format!("Basic {}", base64::encode(Alphabet::Standard, format!("{user}:{pw}"))))
     }
 
     #[test]

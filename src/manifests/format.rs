@@ -6,7 +6,6 @@
 use crate::error::{ErrorCode, RegistryError};
 use crate::json::Json;
 use crate::names::Digest;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaType {
@@ -146,7 +145,7 @@ struct RawManifest {
     manifests: Option<Vec<RawDescriptor>>,
     subject: Option<RawDescriptor>,
     artifact_type: Option<String>,
-    annotations: Option<BTreeMap<String, String>>,
+    annotations: Option<Vec<(String, String)>>,
 }
 
 impl RawManifest {
@@ -189,7 +188,8 @@ pub struct Manifest {
     pub references: Vec<Descriptor>,
     pub subject: Option<Descriptor>,
     pub artifact_type: Option<String>,
-    pub annotations: Option<BTreeMap<String, String>>,
+    /// In document order.
+    pub annotations: Option<Vec<(String, String)>>,
 }
 
 /// Deepest nesting of arrays and objects a manifest may have. Real ones nest four or five

@@ -13,7 +13,7 @@ pub mod suite;
 
 use crate::json::Json;
 use crate::names::Digest;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 
 /// A backend failure. Never a client's fault: it surfaces as 500 UNKNOWN and is logged,
@@ -42,6 +42,62 @@ impl fmt::Display for StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// Custom metadata of an object (R2 `customMetadata`): a few name/value strings, kept sorted
+/// by name. One concrete type rather than a map generic over its entries: each instantiation
+/// of a std map, and of the sort that building one needs, costs the wasm KiBs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Metadata(Vec<(String, String)>);
+
+impl Metadata {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn position(&self, name: &str) -> std::result::Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.position(name).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Sets `name`, replacing its value if it had one.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        match self.position(&name) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// In order of name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+}
+
+impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Metadata {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        let mut m = Metadata::new();
+        for (n, v) in pairs {
+            m.insert(n, v);
+        }
+        m
+    }
+}
+
+/// `metadata["name"]`, for tests: panics when absent, as a map's index does.
+impl std::ops::Index<&str> for Metadata {
+    type Output = String;
+    fn index(&self, name: &str) -> &String {
+        self.get(name).expect("no such metadata")
+    }
+}
+
 /// What an object store knows about an object without reading its body.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ObjectMeta {
@@ -50,7 +106,7 @@ pub struct ObjectMeta {
     /// Changes whenever the object is rewritten; used for conditional puts.
     pub etag: String,
     pub content_type: Option<String>,
-    pub custom: BTreeMap<String, String>,
+    pub custom: Metadata,
     /// When the object was written, in milliseconds since the Unix epoch.
     pub uploaded_ms: u64,
 }
@@ -67,7 +123,7 @@ pub struct ByteRange {
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
     pub content_type: Option<String>,
-    pub custom: BTreeMap<String, String>,
+    pub custom: Metadata,
     /// Write only if the object currently has this etag (R2 `onlyIf.etagMatches`).
     pub if_etag_matches: Option<String>,
 }

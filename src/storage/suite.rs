@@ -77,7 +77,7 @@ async fn missing_objects_are_none_and_deleting_them_succeeds<O: ObjectStore>(s: 
 
 async fn put_then_get_returns_bytes_and_metadata<O: ObjectStore>(s: &O, p: &str) -> Check {
     let k = format!("{p}obj");
-    let mut custom = BTreeMap::new();
+    let mut custom = Metadata::new();
     custom.insert("size".to_owned(), "5".to_owned());
     let opts =
         PutOptions { content_type: Some("application/x-test".into()), custom: custom.clone(), if_etag_matches: None };
@@ -120,7 +120,7 @@ async fn conditional_put_writes_only_when_the_etag_still_matches<O: ObjectStore>
 async fn list_returns_prefixed_keys_in_order_with_metadata_and_a_cursor<O: ObjectStore>(s: &O, p: &str) -> Check {
     let dir = format!("{p}list/");
     for name in ["c", "a", "b"] {
-        let mut custom = BTreeMap::new();
+        let mut custom = Metadata::new();
         custom.insert("n".to_owned(), name.to_owned());
         s.put(&format!("{dir}{name}"), vec![], PutOptions { custom, ..Default::default() }).await.map_err(se)?;
     }
