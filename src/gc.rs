@@ -65,7 +65,7 @@ use crate::names::{Digest, RepositoryName};
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, Listing, Metadata, ObjectMeta, ObjectStore, PutOptions};
 use futures_util::future::join_all;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What a collection removed, or in a dry run would remove.
 #[derive(Debug, Default)]
@@ -136,28 +136,105 @@ struct Marked {
     refs: Refs,
 }
 
+/// Digest -> `T`, iterated in digest order. Every map and set of the collector is this one
+/// type over one `BTreeMap<Digest, usize>`: a std map instantiated for each pair of types (and
+/// the sort that collecting into one brings) cost the wasm KiBs each (README, "Size").
+struct DigestMap<T> {
+    index: BTreeMap<Digest, usize>,
+    values: Vec<Option<T>>,
+}
+
+/// A set of digests.
+type DigestSet = DigestMap<()>;
+
+impl<T> DigestMap<T> {
+    fn new() -> Self {
+        Self { index: BTreeMap::new(), values: Vec::new() }
+    }
+
+    fn insert(&mut self, digest: Digest, value: T) {
+        match self.index.get(&digest) {
+            Some(&i) => self.values[i] = Some(value),
+            None => {
+                self.index.insert(digest, self.values.len());
+                self.values.push(Some(value));
+            }
+        }
+    }
+
+    fn get(&self, digest: &Digest) -> Option<&T> {
+        self.index.get(digest).and_then(|&i| self.values[i].as_ref())
+    }
+
+    fn contains(&self, digest: &Digest) -> bool {
+        self.get(digest).is_some()
+    }
+
+    fn remove(&mut self, digest: &Digest) -> Option<T> {
+        let i = self.index.remove(digest)?;
+        self.values[i].take()
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Digest, &T)> {
+        self.index.iter().filter_map(|(d, &i)| Some((d, self.values[i].as_ref()?)))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Digest> {
+        self.index.keys()
+    }
+}
+
+impl<T> FromIterator<(Digest, T)> for DigestMap<T> {
+    fn from_iter<I: IntoIterator<Item = (Digest, T)>>(pairs: I) -> Self {
+        let mut map = Self::new();
+        for (d, v) in pairs {
+            map.insert(d, v);
+        }
+        map
+    }
+}
+
+impl FromIterator<Digest> for DigestSet {
+    fn from_iter<I: IntoIterator<Item = Digest>>(digests: I) -> Self {
+        digests.into_iter().map(|d| (d, ())).collect()
+    }
+}
+
 /// One repository's manifests and blob links, as listed.
 struct Listed {
     name: RepositoryName,
-    manifests: BTreeMap<Digest, ObjectMeta>,
-    links: BTreeMap<Digest, ObjectMeta>,
+    manifests: DigestMap<ObjectMeta>,
+    links: DigestMap<ObjectMeta>,
 }
 
 /// The blob links a sweep may remove: digest -> the link's metadata (see `keys::gc_sweep`).
-type Sweep = BTreeMap<String, Metadata>;
+type Sweep = DigestMap<Metadata>;
 
 /// A sweep record as stored: `{"<digest>": {"<custom metadata>": "<value>", ...}, ...}`.
 fn sweep_to_json(sweep: &Sweep) -> Json {
-    Json::Object(sweep.iter().map(|(digest, custom)| (digest.clone(), Json::from_strings(custom.iter()))).collect())
+    Json::Object(sweep.iter().map(|(digest, custom)| (digest.to_string(), Json::from_strings(custom.iter()))).collect())
 }
 
+/// `None` for a record that is not such an object; a name that is not a digest names no link
+/// and is skipped.
 fn sweep_from_json(bytes: &[u8]) -> Option<Sweep> {
     let record = Json::parse(bytes).ok()?;
-    record
-        .as_object()?
-        .iter()
-        .map(|(digest, custom)| Some((digest.clone(), custom.to_strings()?.into_iter().collect())))
-        .collect()
+    let mut sweep = Sweep::new();
+    for (digest, custom) in record.as_object()? {
+        let custom = custom.to_strings()?.into_iter().collect();
+        if let Ok(digest) = Digest::parse(digest) {
+            sweep.insert(digest, custom);
+        }
+    }
+    Some(sweep)
 }
 
 /// Most storage requests a collection has in flight (a Worker keeps at most six connections).
@@ -186,12 +263,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 self.collect_repository(done, cutoff, &mut unfinished, &mut report, (&mut named, &mut pinned)).await?;
             }
             let listed =
-                current.get_or_insert_with(|| Listed { name, manifests: BTreeMap::new(), links: BTreeMap::new() });
+                current.get_or_insert_with(|| Listed { name, manifests: DigestMap::new(), links: DigestMap::new() });
             match kind {
                 RepositoryKey::Manifest(d) => listed.manifests.insert(d, meta),
                 RepositoryKey::BlobLink(d) => listed.links.insert(d, meta),
-                RepositoryKey::Referrer => None,
-            };
+                RepositoryKey::Referrer => {}
+            }
         }
         if let Some(done) = current {
             self.collect_repository(done, cutoff, &mut unfinished, &mut report, (&mut named, &mut pinned)).await?;
@@ -279,7 +356,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let object_of = |meta: &ObjectMeta| BlobLink::from_metadata(&meta.custom).map(|l| l.object);
 
         // 1. Mark.
-        let mut marked = BTreeMap::new();
+        let mut marked = DigestMap::new();
         let entries: Vec<(&Digest, &ObjectMeta)> = listed.manifests.iter().collect();
         for batch in entries.chunks(CONCURRENCY) {
             let reads = join_all(batch.iter().map(|(_, listed)| self.objects.get_bytes(&listed.key))).await;
@@ -290,7 +367,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     // Without its references nothing here can be judged unreferenced.
                     crate::log::error(&format!("gc: {name}: cannot read manifest {d}; repository skipped"));
                     report.skipped.push(name.to_string());
-                    named.extend(listed.links.values().filter_map(object_of));
+                    named.extend(listed.links.iter().filter_map(|(_, meta)| object_of(meta)));
                     return Ok(false);
                 };
                 marked.insert((*d).clone(), Marked { meta, bytes, refs: Refs::of(&manifest) });
@@ -301,13 +378,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         } else {
             marked.keys().cloned().collect()
         };
-        let referenced: BTreeSet<&Digest> = live.iter().flat_map(|d| &marked[d].refs.blobs).collect();
+        let referenced: DigestSet =
+            live.keys().filter_map(|d| marked.get(d)).flat_map(|m| m.refs.blobs.iter().cloned()).collect();
 
         // A link a manifest needs and lacks. If a stopped sweep took it (its re-check never ran),
         // it is put back while the bytes remain. If a client deleted it, it stays deleted, but
         // the bytes are kept while a manifest references them.
-        for &d in referenced.iter().filter(|d| !listed.links.contains_key(d)) {
-            match stopped.and_then(|s| s.get(&d.to_string())).and_then(BlobLink::from_metadata) {
+        for d in referenced.keys().filter(|d| !listed.links.contains(d)) {
+            match stopped.and_then(|s| s.get(d)).and_then(BlobLink::from_metadata) {
                 Some(link) => {
                     if self.objects.head(&link.object).await?.is_some() {
                         if !report.dry_run {
@@ -321,7 +399,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
 
-        let doomed_manifests: Vec<Digest> = marked.keys().filter(|d| !live.contains(*d)).cloned().collect();
+        let doomed_manifests: Vec<Digest> = marked.keys().filter(|d| !live.contains(d)).cloned().collect();
         let (doomed_links, kept_links): (Vec<_>, Vec<_>) =
             listed.links.iter().partition(|(d, meta)| !referenced.contains(d) && meta.uploaded_ms < cutoff);
         named.extend(kept_links.iter().filter_map(|(_, meta)| object_of(meta)));
@@ -332,14 +410,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         // Which links this sweep may take, written down first: if it stops before its re-check,
         // the next run knows what it may have to put back.
-        let record: Sweep = doomed_links.iter().map(|(d, meta)| (d.to_string(), meta.custom.clone())).collect();
+        let record: Sweep = doomed_links.iter().map(|(d, meta)| ((*d).clone(), meta.custom.clone())).collect();
         if !record.is_empty() {
             let bytes = sweep_to_json(&record).to_vec();
             self.objects.put(&keys::gc_sweep(name), bytes, PutOptions::default()).await?;
         }
 
         // 2. Sweep: what points at a manifest before the manifest (see `delete_manifest`).
-        let mut removed_manifests = BTreeMap::new();
+        let mut removed_manifests = DigestMap::new();
         for d in doomed_manifests {
             let Some(m) = marked.remove(&d) else { continue };
             if !self.unchanged(&m.meta).await? {
@@ -354,7 +432,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             report.manifests.push(at(&d));
             removed_manifests.insert(d, m);
         }
-        let mut removed_links = BTreeMap::new();
+        let mut removed_links = DigestMap::new();
         for (d, meta) in doomed_links {
             if !self.unchanged(meta).await? {
                 continue;
@@ -430,22 +508,24 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     async fn live_manifests(
         &self,
         name: &RepositoryName,
-        marked: &BTreeMap<Digest, Marked>,
+        marked: &DigestMap<Marked>,
         cutoff: u64,
-    ) -> Result<BTreeSet<Digest>> {
+    ) -> Result<DigestSet> {
         let tagged: HashSet<String> = self.all_tags(name).await?.into_iter().map(|(_, d)| d).collect();
-        let mut live: BTreeSet<Digest> = marked
+        let mut live: DigestSet = marked
             .iter()
             .filter(|(d, m)| m.meta.uploaded_ms >= cutoff || tagged.contains(&d.to_string()))
             .map(|(d, _)| d.clone())
             .collect();
         loop {
             let before = live.len();
-            for (d, m) in marked {
+            for (d, m) in marked.iter() {
                 if live.contains(d) {
-                    live.extend(m.refs.children.iter().filter(|c| marked.contains_key(*c)).cloned());
+                    for c in m.refs.children.iter().filter(|c| marked.contains(c)) {
+                        live.insert(c.clone(), ());
+                    }
                 } else if m.refs.subject.as_ref().is_some_and(|s| live.contains(s)) {
-                    live.insert(d.clone());
+                    live.insert(d.clone(), ());
                 }
             }
             if live.len() == before {
