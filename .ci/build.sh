@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the Worker's wasm and its JavaScript bindings into build/ (index_bg.wasm, index.js),
-# which src/entry.mjs, the Worker's main module, loads. Tools are the pinned ones .ci/setup.sh
-# installs; nothing is downloaded.
+# Builds the Worker into build/: the wasm (index_bg.wasm) and its JavaScript bindings
+# (index.js), which src/entry.mjs, the Worker's main module, loads. With --selftest it also
+# builds the variant with the self-test endpoints (the `selftest` feature) into build/selftest/,
+# with an entry.mjs of its own, for the end-to-end tests and the upload benchmark. Tools are the
+# pinned ones .ci/setup.sh installs; nothing is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -9,14 +11,26 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # MiB/s in V8 here), and a chunked upload is bound by that hashing (README, "Uploads").
 # The remaps shorten the source paths that panic locations carry (about 3 KiB of strings).
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128 --remap-path-prefix=$HOME/.cargo/registry/src= --remap-path-prefix=$PWD=wharf"
-cargo build --release --target wasm32-unknown-unknown
-rm -rf build
-# --experimental-reset-state-function: src/entry.mjs starts a fresh instance after a trap.
-wasm-bindgen --target web --experimental-reset-state-function --out-dir build --out-name index \
-  target/wasm32-unknown-unknown/release/wharf.wasm
-# For size (-Oz), without the names section: the Worker's startup and its 200 KiB budget count
-# every byte. The features are those workerd's V8 supports.
-node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
-  --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
-  --enable-multivalue --enable-reference-types --enable-simd \
-  build/index_bg.wasm -o build/index_bg.wasm
+
+# build <out dir> [cargo flags...]
+build() {
+  local out=$1
+  shift
+  cargo build --release --target wasm32-unknown-unknown "$@"
+  rm -rf "$out"
+  # --experimental-reset-state-function: the entry starts a fresh instance after a trap.
+  wasm-bindgen --target web --experimental-reset-state-function --out-dir "$out" --out-name index \
+    target/wasm32-unknown-unknown/release/wharf.wasm
+  # For size (-Oz), without the names section: the Worker's startup and its 200 KiB budget
+  # count every byte. The features are those workerd's V8 supports.
+  node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
+    --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
+    --enable-multivalue --enable-reference-types --enable-simd \
+    "$out/index_bg.wasm" -o "$out/index_bg.wasm"
+}
+
+build build
+if [ "${1:-}" = --selftest ]; then
+  build build/selftest --features selftest
+  sed 's|"\.\./build/|"./|g' src/entry.mjs > build/selftest/entry.mjs
+fi

@@ -13,14 +13,18 @@ cargo fmt --check
 cargo fmt --check --manifest-path tests/oci-client/Cargo.toml
 
 step "clippy (native and wasm32, warnings denied)"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --all-features --locked -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --locked -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --features selftest --locked -- -D warnings
 
 step "native tests"
 cargo test --locked
+# What the `selftest` feature adds (the end-to-end tests run its endpoints on workerd).
+cargo test --locked --features selftest --lib --test api
 
 step "release Worker build"
-bash .ci/build.sh
+# The release bundle, and the self-test variant (build/selftest/) a few tests need.
+bash .ci/build.sh --selftest
 
 step "oci-client test binary"
 cargo build --release --locked --manifest-path tests/oci-client/Cargo.toml

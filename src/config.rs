@@ -17,8 +17,9 @@ pub struct Config {
     /// `WHARF_ALLOWED_CLASSES`: comma-separated manifest classes (`image`, `plugin`) accepted on
     /// push. Empty (the default) disables the policy, as in Distribution.
     pub allowed_classes: Vec<String>,
-    /// `WHARF_SELFTEST`: expose `POST /_wharf/selftest`, which runs the storage contract suite
-    /// against the real bindings. For the end-to-end tests only. Default false.
+    /// `WHARF_SELFTEST`: expose the self-test endpoints (`POST /_wharf/selftest` runs the
+    /// storage contract suite against the real bindings). For the end-to-end tests only, and
+    /// only in a build with the `selftest` feature. Default false.
     pub selftest: bool,
     /// `WHARF_MAX_CHUNK_SIZE`: most bytes one upload request (POST, PATCH or PUT) may carry;
     /// more is 413. Default 512 MiB, above every Cloudflare plan's own body limit. At least one
@@ -142,6 +143,10 @@ impl Config {
             Some("on" | "true") => GcMode::On,
             Some(other) => return Err(format!("WHARF_GC: expected off, dry-run or on, got \"{other}\"")),
         };
+        let selftest = flag("WHARF_SELFTEST", false)?;
+        if selftest && !cfg!(feature = "selftest") {
+            return Err("WHARF_SELFTEST: this build has no self-test endpoints (the `selftest` feature)".into());
+        }
         let admin_token = var("WHARF_ADMIN_TOKEN").filter(|t| !t.is_empty());
         if admin_token.as_ref().is_some_and(|t| t.len() < 32) {
             return Err("WHARF_ADMIN_TOKEN: at least 32 bytes".into());
@@ -152,7 +157,7 @@ impl Config {
             read_only: flag("WHARF_READ_ONLY", false)?,
             delete_enabled: flag("WHARF_DELETE_ENABLED", false)?,
             allowed_classes,
-            selftest: flag("WHARF_SELFTEST", false)?,
+            selftest,
             max_chunk_size,
             upload_max_age_secs: number("WHARF_UPLOAD_MAX_AGE_SECONDS", defaults.upload_max_age_secs)?,
             tag_max_age_secs: number("WHARF_TAG_MAX_AGE_SECONDS", defaults.tag_max_age_secs)?,
@@ -225,5 +230,14 @@ mod tests {
         assert!(from(&[("WHARF_LOG_LEVEL", "loud")]).unwrap_err().contains("WHARF_LOG_LEVEL"));
         assert_eq!(from(&[("WHARF_LOG_LEVEL", "debug")]).unwrap().log_level, crate::log::Level::Debug);
         assert!(from(&[("WHARF_ADMIN_TOKEN", "short")]).unwrap_err().contains("WHARF_ADMIN_TOKEN"));
+    }
+
+    #[test]
+    fn the_self_test_needs_a_build_with_it() {
+        let on = from(&[("WHARF_SELFTEST", "true")]);
+        match cfg!(feature = "selftest") {
+            true => assert!(on.unwrap().selftest),
+            false => assert!(on.unwrap_err().contains("selftest")),
+        }
     }
 }

@@ -118,12 +118,14 @@ pub fn referrer_of(key: &str, prefix: &str) -> Option<Digest> {
 }
 
 /// Where one run of the storage self-test works (see `selftest`).
+#[cfg(feature = "selftest")]
 pub fn selftest_run(run: &UploadId) -> String {
     format!("selftest/{run}/")
 }
 
 /// The object the benchmark's baseline put writes: a new one per blob, as a blob upload writes
 /// (overwriting one object each time measured slower in the local R2).
+#[cfg(feature = "selftest")]
 pub fn selftest_put(digest: &Digest) -> String {
     format!("selftest/put/{}", digest_path(digest))
 }

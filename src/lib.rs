@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod referrers;
 pub mod registry;
 pub mod router;
+#[cfg(feature = "selftest")]
 pub mod selftest;
 pub mod storage;
 pub mod tags;

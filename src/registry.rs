@@ -197,6 +197,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         origin: &str,
         body: &mut B,
     ) -> Result<Response<O::Body>> {
+        #[cfg(feature = "selftest")]
         if self.config.selftest
             && let Some(response) = Box::pin(self.selftest(method, path, query, h, body)).await
         {

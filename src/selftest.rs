@@ -1,4 +1,5 @@
-//! Test-only endpoints, served only when `WHARF_SELFTEST` is set (never on a deployment):
+//! Test-only endpoints, compiled in only with the `selftest` feature (never into the release
+//! bundle) and served only when `WHARF_SELFTEST` is set:
 //! the storage contract suite over the real bindings, the benchmark's baseline put, and the
 //! wasm memory high-water mark. Outside `/v2/` on purpose.
 

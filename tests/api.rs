@@ -896,6 +896,7 @@ fn blob_range_requests_get_206_and_unsatisfiable_ones_416() {
     assert_eq!(t.get(&path, &[]).header("Accept-Ranges"), Some("bytes"));
 }
 
+#[cfg(feature = "selftest")]
 #[test]
 fn storage_self_test_is_hidden_unless_enabled() {
     let t = TestRegistry::new();

@@ -43,14 +43,18 @@ export async function freePort() {
  * local R2/KV state lives there and is kept on stop (a restart can reuse it); else in a
  * temporary directory removed on stop. `logLevel: "log"` shows the Worker's own log lines.
  */
-export async function startWharf({ vars = {}, args: extra = [], state: given, logLevel = "warn" } = {}) {
-  if (!existsSync(join(ROOT, "build", "index.js"))) {
-    throw new Error("build/index.js is missing: run .ci/build.sh first");
+export async function startWharf({ vars = {}, args: extra = [], state: given, logLevel = "warn", selftest = false } = {}) {
+  // `selftest`: the build with the self-test endpoints (build/selftest/), which are not in the
+  // release bundle, with WHARF_SELFTEST on.
+  const entry = selftest ? join(ROOT, "build", "selftest", "entry.mjs") : join(ROOT, "build", "index.js");
+  if (!existsSync(entry)) {
+    throw new Error(`${entry} is missing: run .ci/build.sh --selftest first`);
   }
+  if (selftest) vars = { ...vars, WHARF_SELFTEST: "true" };
   const port = await freePort();
   const state = given ?? mkdtempSync(join(tmpdir(), "wharf-e2e-"));
   const args = [
-    "dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", "0",
+    "dev", ...(selftest ? [entry] : []), "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", "0",
     "--persist-to", state, "--show-interactive-dev-session=false", "--log-level", logLevel,
   ];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
