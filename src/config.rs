@@ -104,7 +104,9 @@ impl Config {
     /// Reads the configuration through `var` (absent variables take their defaults). An
     /// unreadable value is an error naming the variable: better to refuse to serve than to
     /// serve with a setting the operator did not mean.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    /// `var` is a trait object: each of the many lookups is then a call, not an inlined copy of
+    /// the Worker's environment access (a few KiB of wasm).
+    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let flag = |name: &str, default: bool| -> Result<bool, String> {
             match var(name).as_deref().map(str::trim) {
                 None | Some("") => Ok(default),
@@ -152,7 +154,7 @@ impl Config {
             return Err("WHARF_ADMIN_TOKEN: at least 32 bytes".into());
         }
         Ok(Self {
-            auth: crate::auth::AuthConfig::from_vars(&var)?,
+            auth: crate::auth::AuthConfig::from_vars(var)?,
             max_page: max_page as usize,
             read_only: flag("WHARF_READ_ONLY", false)?,
             delete_enabled: flag("WHARF_DELETE_ENABLED", false)?,
@@ -162,7 +164,7 @@ impl Config {
             upload_max_age_secs: number("WHARF_UPLOAD_MAX_AGE_SECONDS", defaults.upload_max_age_secs)?,
             tag_max_age_secs: number("WHARF_TAG_MAX_AGE_SECONDS", defaults.tag_max_age_secs)?,
             tag_memo_secs: number("WHARF_TAG_MEMO_SECONDS", defaults.tag_memo_secs)?,
-            upstream: crate::proxy::UpstreamConfig::from_vars(&var)?,
+            upstream: crate::proxy::UpstreamConfig::from_vars(var)?,
             gc,
             gc_untagged: flag("WHARF_GC_UNTAGGED", false)?,
             gc_grace_secs: number("WHARF_GC_GRACE_SECONDS", defaults.gc_grace_secs)?,
@@ -173,7 +175,7 @@ impl Config {
                 Some(v) => crate::log::Level::parse(&v)
                     .ok_or_else(|| format!("WHARF_LOG_LEVEL: expected off, error, info or debug, got \"{v}\""))?,
             },
-            notify: crate::notify::NotifyConfig::from_vars(&var)?,
+            notify: crate::notify::NotifyConfig::from_vars(var)?,
             ui: flag("WHARF_UI", false)?,
         })
     }
@@ -185,7 +187,7 @@ mod tests {
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, String> {
         let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_vars(|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        Config::from_vars(&|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
     #[test]

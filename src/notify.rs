@@ -41,7 +41,7 @@ pub struct NotifyConfig {
 
 impl NotifyConfig {
     /// `Ok(None)` without endpoints.
-    pub fn from_vars(var: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
         let urls = var("WHARF_NOTIFY_URLS").unwrap_or_default();
         let endpoints: Vec<String> =
             urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();

@@ -62,7 +62,7 @@ const MAX_REDIRECTS: usize = 5;
 
 impl UpstreamConfig {
     /// Reads `WHARF_UPSTREAM*`; `None` when no upstream is configured.
-    pub fn from_vars(var: &impl Fn(&str) -> Option<String>) -> std::result::Result<Option<Self>, String> {
+    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> std::result::Result<Option<Self>, String> {
         let Some(url) = var("WHARF_UPSTREAM").map(|u| u.trim().trim_end_matches('/').to_owned()) else {
             return Ok(None);
         };

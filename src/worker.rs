@@ -803,7 +803,7 @@ fn registry(env: &JsValue, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>,
         Some(config) => config,
         None => {
             let config = Rc::new(
-                Config::from_vars(|name| field(env, name).as_string())
+                Config::from_vars(&|name| field(env, name).as_string())
                     .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?,
             );
             // Once per isolate too: where log lines go, and how many.

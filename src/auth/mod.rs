@@ -42,7 +42,7 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     /// Reads the auth variables through `var`; `Ok(None)` when `WHARF_RULES` is unset.
-    pub fn from_vars(var: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
         let Some(rules) = var("WHARF_RULES").filter(|r| !r.trim().is_empty()) else { return Ok(None) };
         let rules = Rules::parse(&rules)?;
         let users = match var("WHARF_USERS").filter(|u| !u.trim().is_empty()) {
