@@ -48,9 +48,7 @@ impl TagRecord {
             },
         })
     }
-}
 
-impl TagRecord {
     pub fn digest(&self) -> Result<Digest> {
         Digest::parse(&self.digest)
             .map_err(|_| RegistryError::internal(format!("a tag holds a malformed digest: {}", self.digest)))

@@ -104,6 +104,11 @@ fn optional<'a, T>(
     }
 }
 
+/// A string member's value, owned.
+fn string(v: &Json) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
 fn required<'a, T>(v: &'a Json, name: &str, what: &str, read: impl Fn(&'a Json) -> Option<T>) -> Result<T, String> {
     optional(v, name, what, read)?.ok_or_else(|| format!("missing field `{name}`"))
 }
@@ -121,8 +126,8 @@ impl RawDescriptor {
     fn read(v: &Json) -> Result<Self, String> {
         v.as_object().ok_or("a descriptor must be an object")?;
         Ok(RawDescriptor {
-            media_type: required(v, "mediaType", "a string", |m| m.as_str().map(str::to_owned))?,
-            digest: required(v, "digest", "a string", |d| d.as_str().map(str::to_owned))?,
+            media_type: required(v, "mediaType", "a string", string)?,
+            digest: required(v, "digest", "a string", string)?,
             size: required(v, "size", "a non-negative integer", Json::as_u64)?,
             platform: optional(v, "platform", "an object of strings", Platform::from_json)?,
         })
@@ -158,12 +163,12 @@ impl RawManifest {
         };
         Ok(RawManifest {
             schema_version: optional(&v, "schemaVersion", "an integer", Json::as_i64)?,
-            media_type: optional(&v, "mediaType", "a string", |m| m.as_str().map(str::to_owned))?,
+            media_type: optional(&v, "mediaType", "a string", string)?,
             config: descriptor("config")?,
             layers: RawDescriptor::list(&v, "layers")?,
             manifests: RawDescriptor::list(&v, "manifests")?,
             subject: descriptor("subject")?,
-            artifact_type: optional(&v, "artifactType", "a string", |t| t.as_str().map(str::to_owned))?,
+            artifact_type: optional(&v, "artifactType", "a string", string)?,
             annotations: optional(&v, "annotations", "an object of strings", Json::to_strings)?,
         })
     }
