@@ -1,7 +1,7 @@
 //! Test-only endpoints, compiled in only with the `selftest` feature (never into the release
 //! bundle) and served only when `WHARF_SELFTEST` is set:
-//! the storage contract suite over the real bindings, the benchmark's baseline put, and the
-//! wasm memory high-water mark. Outside `/v2/` on purpose.
+//! the storage contract suite over the real bindings, the benchmark's baseline put, the wasm
+//! memory high-water mark, and a deliberate trap. Outside `/v2/` on purpose.
 
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{BodyReader, Headers, Method, Response, query_param};
@@ -17,6 +17,9 @@ pub const SUITE_PATH: &str = "/_wharf/selftest";
 pub const PUT_PATH: &str = "/_wharf/selftest/put";
 /// `GET`: the size of the Worker's wasm memory.
 pub const MEMORY_PATH: &str = "/_wharf/selftest/memory";
+/// `POST`: panics (a trap: the wasm is built with panic=abort), so that the end-to-end tests can
+/// check that the next request is served by a fresh instance (`src/entry.mjs`).
+pub const TRAP_PATH: &str = "/_wharf/selftest/trap";
 
 /// The wasm linear memory's size. It never shrinks, so this is the high-water mark of wharf's
 /// own allocations since the isolate started. `None` natively.
@@ -44,6 +47,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 let body = Json::object([("wasmMemoryBytes", Json::from(wasm_memory_bytes()))]).to_string();
                 Ok(json_response(body.into_bytes(), false))
             }
+            (Method::Post, TRAP_PATH) => panic!("self-test trap"),
             _ => return None,
         })
     }

@@ -52,6 +52,25 @@ test("the storage contract suite passes on real R2 and KV", async () => {
   for (const c of cases) assert.equal(c.error, null, `${c.name}: ${c.error}`);
 });
 
+test("after a trap, the next request is served by a fresh wasm instance", async () => {
+  // A 3 MiB chunk is less than a part: the session buffers it, in wasm memory.
+  const data = randomBytes(3 << 20);
+  const start = await request(selftest.base, "POST", "/v2/e2e/trap/blobs/uploads/");
+  assert.equal(start.status, 202);
+  const location = start.headers.get("location");
+  assert.equal((await request(selftest.base, "PATCH", location, { body: data })).status, 202);
+  const memory = async () => (await request(selftest.base, "GET", "/_wharf/selftest/memory")).json().wasmMemoryBytes;
+  const grown = await memory();
+  assert.ok(grown > 3 << 20, `wasm memory ${grown} bytes`);
+  // A panic is a trap (panic=abort): workerd answers 500 once the request can no longer finish.
+  assert.equal((await request(selftest.base, "POST", "/_wharf/selftest/trap")).status, 500);
+  const fresh = await memory();
+  assert.ok(fresh < grown, `wasm memory ${fresh} bytes after the trap, ${grown} before: not a fresh instance`);
+  // Nothing was lost: the session lives in R2, and the upload completes.
+  assert.equal((await request(selftest.base, "PUT", `${location}?digest=${sha256(data)}`)).status, 201);
+  assert.ok((await request(selftest.base, "GET", `/v2/e2e/trap/blobs/${sha256(data)}`)).body.equals(data));
+});
+
 test("GET /v2/ answers 200 with the API version header", async () => {
   const r = await req("GET", "/v2/");
   assert.equal(r.status, 200);
