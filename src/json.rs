@@ -19,7 +19,9 @@ pub enum Json {
     Null,
     Bool(bool),
     /// The number's literal text, checked against the JSON grammar: kept as written so that no
-    /// integer is rounded through a float.
+    /// integer is rounded through a float. Any magnitude is read (`1e400` too, which serde_json
+    /// refuses): like Go's decoder skipping a field it ignores; the typed accessors refuse what
+    /// does not fit.
     Number(String),
     String(String),
     Array(Vec<Json>),
