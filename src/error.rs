@@ -124,10 +124,11 @@ impl RegistryError {
 
     /// The JSON envelope of the spec: `{"errors":[{"code","message","detail"}]}`.
     pub fn body(&self) -> Vec<u8> {
-        let mut entry = Json::object([("code", self.code.code().into()), ("message", self.message().into())]);
-        if let Some(detail) = &self.detail {
-            entry.set("detail", detail.clone());
-        }
+        let entry = Json::sparse(vec![
+            ("code", Some(self.code.code().into())),
+            ("message", Some(self.message().into())),
+            ("detail", self.detail.clone()),
+        ]);
         Json::object([("errors", Json::Array(vec![entry]))]).to_vec()
     }
 }

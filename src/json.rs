@@ -49,6 +49,13 @@ impl Json {
         Json::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
 
+    /// An object from the members that are present: a `None` leaves its member out (absent,
+    /// not null), as optional fields of the formats wharf writes are.
+    /// (A vector, not an array: one instantiation for every caller, which the wasm's size notices.)
+    pub fn sparse(members: Vec<(&str, Option<Json>)>) -> Json {
+        Json::Object(members.into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))).collect())
+    }
+
     /// A member of an object; `None` for a missing member and for anything but an object.
     pub fn get(&self, name: &str) -> Option<&Json> {
         match self {
@@ -603,6 +610,12 @@ mod tests {
             r#"{"s":"quote \" backslash \\ newline \n nul \u0000 é","n":42,"neg":-7,"b":false,"none":null,"list":["a","b"],"empty":{}}"#
         );
         assert_eq!(parse(&text).unwrap(), v);
+    }
+
+    #[test]
+    fn sparse_objects_leave_out_absent_members() {
+        let v = Json::sparse(vec![("a", Some(1u64.into())), ("b", None), ("c", Some(Json::Null))]);
+        assert_eq!(v.to_string(), r#"{"a":1,"c":null}"#);
     }
 
     #[test]

@@ -106,23 +106,18 @@ pub fn request(mut line: RequestLine<'_>) {
     if !enabled(Level::Debug) {
         line.user_agent = None;
     }
-    let mut json = Json::object([
-        ("level", line.level.into()),
-        ("requestId", line.request_id.into()),
-        ("method", line.method.into()),
-        ("route", line.route.into()),
+    // Optional fields are absent rather than null: log queries test for the field.
+    let json = Json::sparse(vec![
+        ("level", Some(line.level.into())),
+        ("requestId", Some(line.request_id.into())),
+        ("method", Some(line.method.into())),
+        ("route", Some(line.route.into())),
+        ("repository", line.repository.map(Json::from)),
+        ("status", Some(line.status.into())),
+        ("bytes", Some(line.bytes.into())),
+        ("durationMs", Some(line.duration_ms.into())),
+        ("error", line.error.map(Json::from)),
+        ("userAgent", line.user_agent.map(Json::from)),
     ]);
-    // Absent rather than null, as before: log queries test for the field.
-    let optional = |json: &mut Json, name: &str, value: Option<&str>| {
-        if let Some(v) = value {
-            json.set(name, v.into());
-        }
-    };
-    optional(&mut json, "repository", line.repository);
-    json.set("status", line.status.into());
-    json.set("bytes", line.bytes.into());
-    json.set("durationMs", line.duration_ms.into());
-    optional(&mut json, "error", line.error);
-    optional(&mut json, "userAgent", line.user_agent);
     write(&json.to_string());
 }

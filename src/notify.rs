@@ -99,20 +99,15 @@ pub struct Target {
 impl Target {
     /// Distribution's field names; absent fields are left out.
     fn to_json(&self) -> Json {
-        let mut v = Json::Object(Vec::new());
-        let mut put = |name: &str, value: Option<Json>| {
-            if let Some(value) = value {
-                v.set(name, value);
-            }
-        };
-        put("mediaType", self.media_type.as_ref().map(Json::from));
-        put("size", self.size.map(Json::from));
-        put("digest", self.digest.as_ref().map(Json::from));
-        put("length", self.length.map(Json::from));
-        put("repository", Some((&self.repository).into()));
-        put("url", self.url.as_ref().map(Json::from));
-        put("tag", self.tag.as_ref().map(Json::from));
-        v
+        Json::sparse(vec![
+            ("mediaType", self.media_type.as_ref().map(Json::from)),
+            ("size", self.size.map(Json::from)),
+            ("digest", self.digest.as_ref().map(Json::from)),
+            ("length", self.length.map(Json::from)),
+            ("repository", Some((&self.repository).into())),
+            ("url", self.url.as_ref().map(Json::from)),
+            ("tag", self.tag.as_ref().map(Json::from)),
+        ])
     }
 
     pub fn new(repository: &RepositoryName) -> Self {
@@ -194,10 +189,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             ("method", (&request.method).into()),
             ("useragent", (&request.useragent).into()),
         ]);
-        let actor = match actor {
-            Some(name) => Json::object([("name", name.into())]),
-            None => Json::Object(Vec::new()),
-        };
+        let actor = Json::sparse(vec![("name", actor.map(Json::from))]);
         let source = Json::object([("addr", (&request.host).into()), ("instanceID", "wharf".into())]);
         let events = recorded.iter().enumerate().map(|(i, (action, target))| {
             Json::object([

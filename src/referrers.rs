@@ -92,18 +92,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 ),
             };
             // A descriptor of the referrers index; absent fields are left out.
-            let mut descriptor = Json::object([
-                ("mediaType", meta.get("mediaType").cloned().unwrap_or_default().into()),
-                ("digest", digest.to_string().into()),
-                ("size", meta.get("size").and_then(|s| s.parse::<u64>().ok()).unwrap_or_default().into()),
-            ]);
-            if let Some(t) = artifact_type {
-                descriptor.set("artifactType", t.into());
-            }
-            if let Some(a) = &annotations {
-                descriptor.set("annotations", Json::from_strings(a.iter().map(|(k, v)| (k, v))));
-            }
-            manifests.push(descriptor);
+            manifests.push(Json::sparse(vec![
+                ("mediaType", Some(meta.get("mediaType").cloned().unwrap_or_default().into())),
+                ("digest", Some(digest.to_string().into())),
+                ("size", Some(meta.get("size").and_then(|s| s.parse::<u64>().ok()).unwrap_or_default().into())),
+                ("artifactType", artifact_type.map(Json::from)),
+                ("annotations", annotations.as_ref().map(|a| Json::from_strings(a.iter().map(|(k, v)| (k, v))))),
+            ]));
         }
         let index = Json::object([
             ("schemaVersion", 2u64.into()),

@@ -26,15 +26,12 @@ pub struct TagRecord {
 impl TagRecord {
     /// `{"digest","mediaType","size"[,"cachedAt"]}`.
     pub fn to_json(&self) -> Json {
-        let mut v = Json::object([
-            ("digest", (&self.digest).into()),
-            ("mediaType", (&self.media_type).into()),
-            ("size", self.size.into()),
-        ]);
-        if let Some(at) = self.cached_at {
-            v.set("cachedAt", at.into());
-        }
-        v
+        Json::sparse(vec![
+            ("digest", Some((&self.digest).into())),
+            ("mediaType", Some((&self.media_type).into())),
+            ("size", Some(self.size.into())),
+            ("cachedAt", self.cached_at.map(Json::from)),
+        ])
     }
 
     pub fn from_json(v: &Json) -> Option<TagRecord> {

@@ -365,23 +365,19 @@ fn custom_metadata(value: &JsValue) -> Metadata {
         .collect()
 }
 
-/// R2's put and multipart options: content type and custom metadata.
+/// R2's put and multipart options: content type, custom metadata and the condition, after
+/// `extra`.
 fn put_options(options: PutOptions, extra: &[(&str, JsValue)]) -> JsValue {
-    let custom = JsObject::new();
-    for (name, value) in options.custom.iter() {
-        let _ = Reflect::set(&custom, &name.into(), &value.into());
-    }
-    let http = match options.content_type {
-        Some(t) => js_object(&[("contentType", t.into())]),
-        None => js_object(&[]),
-    };
-    let o = js_object(extra);
-    let _ = Reflect::set(&o, &"httpMetadata".into(), &http);
-    let _ = Reflect::set(&o, &"customMetadata".into(), &custom);
+    let custom: Vec<(&str, JsValue)> = options.custom.iter().map(|(n, v)| (n.as_str(), v.into())).collect();
+    let content_type: Vec<(&str, JsValue)> =
+        options.content_type.map(|t| ("contentType", t.into())).into_iter().collect();
+    let mut pairs = extra.to_vec();
+    pairs.push(("httpMetadata", js_object(&content_type)));
+    pairs.push(("customMetadata", js_object(&custom)));
     if let Some(etag) = options.if_etag_matches {
-        let _ = Reflect::set(&o, &"onlyIf".into(), &js_object(&[("etagMatches", etag.into())]));
+        pairs.push(("onlyIf", js_object(&[("etagMatches", etag.into())])));
     }
-    o
+    js_object(&pairs)
 }
 
 fn range_option(range: ByteRange) -> JsValue {
