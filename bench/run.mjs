@@ -20,6 +20,10 @@
 //            baseline of a plain R2 put of the same bytes through the same Worker, in
 //            interleaved rounds; MB/s (median of 6), the peak resident memory of the workerd
 //            process above its idle level, and the Worker's wasm memory high-water mark.
+//   startup  the release bundle's cost at start: BENCH_ROUNDS cold starts of `wrangler dev`
+//            (build skipped) to the first answered GET /v2/, and the wasm's compile and
+//            instantiation times in this Node's V8 (workerd's engine) with its bindings loaded
+//            as the Worker loads them; medians, with the bundle's gzip size.
 
 import { randomBytes, createHash } from "node:crypto";
 import { readFileSync, readdirSync, existsSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
@@ -453,11 +457,52 @@ async function load() {
   }
 }
 
+async function startup() {
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+  const wasm = readFileSync(new URL("../build/index_bg.wasm", import.meta.url));
+  const js = readFileSync(new URL("../build/index.js", import.meta.url));
+  const starts = [];
+  for (let i = 0; i < rounds; i++) {
+    const t = process.hrtime.bigint();
+    const wharf = await startWharf();
+    starts.push(Number(process.hrtime.bigint() - t) / 1e6);
+    await wharf.stop();
+  }
+  // Compile alone (`new WebAssembly.Module`), then what the Worker's first request waits for on a
+  // fresh isolate: the bindings' module evaluated and `initSync` (instantiation and start). V8
+  // compiles functions lazily, on first call, by default; the eager figure
+  // (--no-wasm-lazy-compilation) is the whole module's baseline compile.
+  const compiles = [];
+  const inits = [];
+  for (let i = 0; i < rounds * 4; i++) {
+    let t = process.hrtime.bigint();
+    const module = new WebAssembly.Module(wasm);
+    compiles.push(Number(process.hrtime.bigint() - t) / 1e6);
+    const bindings = await import(`../build/index.js?round=${i}`);
+    t = process.hrtime.bigint();
+    bindings.initSync({ module });
+    inits.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  const eagerScript = `const b = require("fs").readFileSync(process.argv[1]); const t = process.hrtime.bigint();
+    new WebAssembly.Module(b); console.log(Number(process.hrtime.bigint() - t) / 1e6);`;
+  const eager = [];
+  for (let i = 0; i < rounds * 4; i++) {
+    const wasmPath = new URL("../build/index_bg.wasm", import.meta.url).pathname;
+    eager.push(Number(await exec(process.execPath, ["--no-wasm-lazy-compilation", "-e", eagerScript, wasmPath])));
+  }
+  const kib = (n) => (n / 1024).toFixed(1);
+  console.log(`\nStart-up of the release bundle, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}, median of ${rounds} (V8 figures of ${rounds * 4})`);
+  console.log("| bundle (wasm + JS) gzip | wrangler dev cold start to first GET /v2/ | wasm compile, lazy (V8 default) | wasm compile, eager | instantiate + start |");
+  console.log("|---|---|---|---|---|");
+  const gzip = gzipSync(wasm, { level: 9 }).length + gzipSync(js, { level: 9 }).length;
+  console.log(`| ${kib(gzip)} KiB | ${median(starts).toFixed(0)} ms | ${median(compiles).toFixed(1)} ms | ${median(eager).toFixed(1)} ms | ${median(inits).toFixed(1)} ms |`);
+}
+
 if (!existsSync(new URL("../build/index.js", import.meta.url))) {
   console.error("build/index.js missing: npm run bench builds it first");
   process.exit(1);
 }
-const modes = { pulls, load, uploads };
+const modes = { pulls, load, uploads, startup };
 if (!modes[mode]) {
   console.error(`unknown mode ${mode}; known: ${Object.keys(modes).join(", ")}`);
   process.exit(2);
