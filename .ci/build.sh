@@ -21,8 +21,8 @@ build() {
   # --experimental-reset-state-function: the entry starts a fresh instance after a trap.
   wasm-bindgen --target web --experimental-reset-state-function --out-dir "$out" --out-name index \
     target/wasm32-unknown-unknown/release/wharf.wasm
-  # For size (-Oz), without the names section: the Worker's startup and its 200 KiB budget
-  # count every byte. The features are those workerd's V8 supports.
+  # For size (-Oz), without the names section: a Worker's start-up grows with its bundle. The
+  # features are those workerd's V8 supports.
   node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
     --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
     --enable-multivalue --enable-reference-types --enable-simd \

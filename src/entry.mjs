@@ -1,5 +1,7 @@
 // The Worker's entry module: instantiates wharf's wasm (built by .ci/build.sh into build/) once
-// per isolate and hands it each event. All the registry lives in the wasm (src/worker.rs).
+// per isolate and hands it each event to the exports of workers-rs's `#[event]` functions. All
+// the registry lives in the wasm (src/worker/mod.rs). Instantiation runs its `#[event(start)]`
+// function, which installs the panic hook.
 import wasm from "../build/index_bg.wasm";
 import { initSync, fetch as wharfFetch, scheduled as wharfScheduled, __wbg_reset_state } from "../build/index.js";
 

@@ -11,7 +11,8 @@ let wharf, defaults, readOnly, selftest;
 
 before(async () => {
   wharf = await startWharf({ vars: { WHARF_DELETE_ENABLED: "true" } });
-  selftest = await startWharf({ selftest: true });
+  // At log level "log", so that the Worker's console output (a panic's message) is in its log.
+  selftest = await startWharf({ selftest: true, logLevel: "log" });
   defaults = await startWharf();
   readOnly = await startWharf({ vars: { WHARF_READ_ONLY: "true", WHARF_DELETE_ENABLED: "true" } });
 });
@@ -64,6 +65,9 @@ test("after a trap, the next request is served by a fresh wasm instance", async 
   assert.ok(grown > 3 << 20, `wasm memory ${grown} bytes`);
   // A panic is a trap (panic=abort): workerd answers 500 once the request can no longer finish.
   assert.equal((await request(selftest.base, "POST", "/_wharf/selftest/trap")).status, 500);
+  // console_error_panic_hook put the panic's message and location on console.error, which is
+  // what `wrangler tail` and Workers Logs show.
+  assert.match(selftest.log(), /panicked at [^\n]*src\/selftest\.rs:\d+:\d+:\s+self-test trap/);
   const fresh = await memory();
   assert.ok(fresh < grown, `wasm memory ${fresh} bytes after the trap, ${grown} before: not a fresh instance`);
   // Nothing was lost: the session lives in R2, and the upload completes.
