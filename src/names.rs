@@ -138,7 +138,7 @@ impl Digest {
 
     /// Builds a digest from a finished hash.
     pub fn from_hash(algorithm: Algorithm, bytes: &[u8]) -> Self {
-        Self { algorithm, hex: crate::hex::encode(bytes) }
+        Self { algorithm, hex: hex::encode(bytes) }
     }
 
     /// The sha256 digest of `bytes`.
@@ -213,7 +213,7 @@ impl UploadId {
     pub fn random() -> Result<Self, RegistryError> {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).map_err(RegistryError::internal)?;
-        Ok(Self(crate::hex::encode(&bytes)))
+        Ok(Self(hex::encode(bytes)))
     }
     pub fn parse(s: &str) -> Result<Self, RegistryError> {
         let ok = s.len() == 32 && s.bytes().all(|x| x.is_ascii_digit() || (b'a'..=b'f').contains(&x));

@@ -20,7 +20,6 @@
 //! Credentials only go to an https realm of an https upstream.
 //! Redirects (Docker Hub sends blobs to a CDN) are followed without credentials.
 
-use crate::base64::{self, Alphabet};
 use crate::blobs::BlobLink;
 use crate::config::MAX_MANIFEST_SIZE;
 use crate::error::{ErrorCode, RegistryError};
@@ -32,6 +31,8 @@ use crate::names::{Digest, Reference, RepositoryName, Tag, UploadId};
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions};
 use crate::tags::TagRecord;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use futures_util::future::LocalBoxFuture;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -101,7 +102,7 @@ impl UpstreamConfig {
 
     fn basic(&self) -> Option<String> {
         let (user, password) = self.credentials.as_ref()?;
-        Some(format!("Basic {}", base64::encode(Alphabet::Standard, format!("{user}:{password}"))))
+        Some(format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))))
     }
 }
 

@@ -294,7 +294,7 @@ fn request_id(h: &Headers) -> String {
             let mut bytes = [0u8; 8];
             // Without randomness the id is only less unique, never wrong.
             let _ = getrandom::fill(&mut bytes);
-            crate::hex::encode(&bytes)
+            hex::encode(bytes)
         }
     }
 }

@@ -11,11 +11,12 @@ pub mod access;
 pub mod secret;
 pub mod token;
 
-use crate::base64::{self, Alphabet};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::Headers;
 use crate::json::Json;
 use access::{Access, Actions, Rules};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use secret::PasswordHash;
 use token::Claims;
 
@@ -256,9 +257,9 @@ impl AuthConfig {
     }
 }
 
-/// `base64(user:password)`.
+/// `base64(user:password)`, padded (RFC 7617 §2).
 fn basic_credentials(encoded: &str) -> Option<(String, String)> {
-    let decoded = String::from_utf8(base64::decode(Alphabet::Standard, encoded)?).ok()?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
 }
@@ -278,8 +279,7 @@ mod tests {
     }
 
     fn basic(user: &str, pw: &str) -> Headers {
-        Headers::new()
-            .with("Authorization", &format!("Basic {}", base64::encode(Alphabet::Standard, format!("{user}:{pw}"))))
+        Headers::new().with("Authorization", &format!("Basic {}", STANDARD.encode(format!("{user}:{pw}"))))
     }
 
     #[test]
@@ -295,6 +295,10 @@ mod tests {
         assert_eq!(wrong.status(), 401);
         assert!(c.identify(&Headers::new().with("Authorization", "Digest x"), 0).is_err());
         assert!(c.identify(&Headers::new().with("Authorization", "Basic !!!"), 0).is_err());
+        // Standard base64 with its padding, nothing else.
+        let unpadded = STANDARD.encode("alice:pw").trim_end_matches('=').to_owned();
+        assert_ne!(unpadded, STANDARD.encode("alice:pw"));
+        assert!(c.identify(&Headers::new().with("Authorization", &format!("Basic {unpadded}")), 0).is_err());
     }
 
     #[test]

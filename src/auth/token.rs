@@ -3,8 +3,9 @@
 
 use super::access::Access;
 use super::secret::constant_time_eq;
-use crate::base64::{self, Alphabet::UrlSafe};
 use crate::json::Json;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -59,7 +60,7 @@ impl Claims {
 
 /// A base64url segment of a token, decoded and read as JSON.
 fn segment(encoded: &str) -> Result<Json, Invalid> {
-    Json::parse(&base64::decode(UrlSafe, encoded).ok_or(Invalid::Malformed)?).map_err(|_| Invalid::Malformed)
+    Json::parse(&URL_SAFE_NO_PAD.decode(encoded).map_err(|_| Invalid::Malformed)?).map_err(|_| Invalid::Malformed)
 }
 
 /// Why a token was refused (for the log; clients only see 401).
@@ -79,10 +80,10 @@ fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 pub fn sign(claims: &Claims, key: &[u8]) -> String {
-    let header = base64::encode(UrlSafe, br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = base64::encode(UrlSafe, claims.to_json().to_vec());
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_json().to_vec());
     let signing_input = format!("{header}.{payload}");
-    let signature = base64::encode(UrlSafe, mac(key, signing_input.as_bytes()));
+    let signature = URL_SAFE_NO_PAD.encode(mac(key, signing_input.as_bytes()));
     format!("{signing_input}.{signature}")
 }
 
@@ -93,7 +94,7 @@ pub fn verify(token: &str, key: &[u8], service: &str, now: u64) -> Result<Claims
     else {
         return Err(Invalid::Malformed);
     };
-    let signature = base64::decode(UrlSafe, signature).ok_or(Invalid::Malformed)?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::Malformed)?;
     let expected = mac(key, format!("{header}.{payload}").as_bytes());
     if !constant_time_eq(&signature, &expected) {
         return Err(Invalid::Signature);
@@ -164,9 +165,23 @@ mod tests {
 
     #[test]
     fn an_unsigned_token_is_refused() {
-        let payload = base64::encode(UrlSafe, claims(400).to_json().to_vec());
-        let header = base64::encode(UrlSafe, br#"{"alg":"none"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims(400).to_json().to_vec());
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
         assert!(verify(&format!("{header}.{payload}."), b"key", "wharf", 200).is_err());
+    }
+
+    #[test]
+    fn segments_are_unpadded_base64url() {
+        let t = sign(&claims(400), b"key");
+        let padded: Vec<String> = t
+            .split('.')
+            .map(|s| match s.len() % 4 {
+                0 => s.to_owned(),
+                n => format!("{s}{}", "=".repeat(4 - n)),
+            })
+            .collect();
+        assert_ne!(padded.join("."), t);
+        assert!(verify(&padded.join("."), b"key", "wharf", 200).is_err());
     }
 }
 
@@ -289,7 +304,7 @@ pub fn verify_any(
         alg: alg.to_owned(),
         jwk,
         signing_input: format!("{header}.{payload}").into_bytes(),
-        signature: base64::decode(UrlSafe, signature).ok_or(Invalid::Malformed)?,
-        payload: base64::decode(UrlSafe, payload).ok_or(Invalid::Malformed)?,
+        signature: URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::Malformed)?,
+        payload: URL_SAFE_NO_PAD.decode(payload).map_err(|_| Invalid::Malformed)?,
     }))
 }
