@@ -11,6 +11,7 @@ pub mod auth;
 pub mod blobs;
 pub mod caching;
 pub mod config;
+pub mod de;
 pub mod error;
 pub mod gc;
 pub mod hashing;
