@@ -3,7 +3,7 @@
 //! crate in the wasm).
 
 use crate::error::{ErrorCode, RegistryError};
-use crate::json::Json;
+use serde_json::json;
 use std::fmt;
 
 /// A repository name.
@@ -19,10 +19,8 @@ pub const MAX_NAME_LEN: usize = 255;
 
 impl RepositoryName {
     pub fn parse(s: &str) -> Result<Self, RegistryError> {
-        let invalid = |why: &str| {
-            RegistryError::new(ErrorCode::NameInvalid)
-                .with_detail(Json::object([("name", Json::from(s)), ("reason", Json::from(why))]))
-        };
+        let invalid =
+            |why: &str| RegistryError::new(ErrorCode::NameInvalid).with_detail(json!({ "name": s, "reason": why }));
         if s.is_empty() {
             return Err(invalid("empty name"));
         }
@@ -77,7 +75,7 @@ impl Tag {
         if !b.is_empty() && b.len() <= 128 && head(b[0]) && b[1..].iter().all(|&x| tail(x)) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(RegistryError::new(ErrorCode::TagInvalid).with_detail(Json::object([("tag", Json::from(s))])))
+            Err(RegistryError::new(ErrorCode::TagInvalid).with_detail(json!({ "tag": s })))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -121,7 +119,7 @@ impl Digest {
         let invalid = || {
             RegistryError::new(ErrorCode::DigestInvalid)
                 .with_message("invalid digest")
-                .with_detail(Json::object([("digest", Json::from(s))]))
+                .with_detail(json!({ "digest": s }))
         };
         let (alg, hex) = s.split_once(':').ok_or_else(invalid)?;
         let algorithm = match alg {
@@ -220,7 +218,7 @@ impl UploadId {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(Json::object([("upload", Json::from(s))])))
+            Err(RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(json!({ "upload": s })))
         }
     }
     pub fn as_str(&self) -> &str {

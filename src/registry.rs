@@ -16,6 +16,7 @@ use crate::router::Route;
 use crate::storage::{KeyValueStore, ObjectStore};
 use crate::uploads::StartUpload;
 use futures_util::future::LocalBoxFuture;
+use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -355,8 +356,7 @@ pub async fn read_limited<B: BodyReader>(body: &mut B, limit: usize) -> Result<V
     let mut out = Vec::new();
     while let Some(chunk) = body.chunk().await.map_err(body_error)? {
         if out.len() + chunk.len() > limit {
-            return Err(RegistryError::new(ErrorCode::PayloadTooLarge)
-                .with_detail(Json::object([("limit", Json::from(limit))])));
+            return Err(RegistryError::new(ErrorCode::PayloadTooLarge).with_detail(json!({ "limit": limit })));
         }
         out.extend_from_slice(&chunk);
     }

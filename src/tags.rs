@@ -11,6 +11,7 @@ use crate::names::{Digest, RepositoryName, Tag};
 use crate::pagination::{next_link, page_size};
 use crate::registry::{Registry, Result, json_response};
 use crate::storage::{KeyValueStore, ListFrom, ObjectStore};
+use serde_json::json;
 
 /// What a tag points at (the KV metadata of `tags/<name>:<tag>`; well under KV's 1024 bytes).
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +83,7 @@ impl ImmutableTags {
 fn immutable(tag: &Tag, what: &str) -> RegistryError {
     RegistryError::new(ErrorCode::Denied)
         .with_message(format!("tag {tag} is immutable and cannot be {what}; push a new tag instead"))
-        .with_detail(Json::object([("tag", Json::from(tag.as_str()))]))
+        .with_detail(json!({ "tag": tag.as_str() }))
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
@@ -215,8 +216,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
         if tags.is_empty() && !self.repository_exists(name).await? {
-            return Err(RegistryError::new(ErrorCode::NameUnknown)
-                .with_detail(Json::object([("name", Json::from(name.as_str()))])));
+            return Err(RegistryError::new(ErrorCode::NameUnknown).with_detail(json!({ "name": name.as_str() })));
         }
         let body = Json::object([("name", Json::from(name.as_str())), ("tags", Json::from(&tags[..]))]).to_vec();
         let mut response = json_response(body, false);

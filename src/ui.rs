@@ -22,6 +22,7 @@ use crate::names::{Digest, RepositoryName};
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, Listing, ObjectStore};
 use futures_util::future::join_all;
+use serde_json::json;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -273,8 +274,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
         if tags.is_empty() && pushed.is_empty() {
-            return Err(RegistryError::new(ErrorCode::NameUnknown)
-                .with_detail(Json::object([("name", Json::from(name.as_str()))])));
+            return Err(RegistryError::new(ErrorCode::NameUnknown).with_detail(json!({ "name": name.as_str() })));
         }
         let rest: Vec<_> = tags.iter().filter(|(t, _)| after.is_none_or(|a| t.as_str() > a)).collect();
         let shown = &rest[..rest.len().min(TAGS_PAGE)];

@@ -29,6 +29,7 @@ use crate::registry::{Registry, Result, body_error};
 use crate::router::{blob_url, upload_url};
 use crate::storage::{ByteRange, KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PartSource, PutOptions};
 use futures_util::future::join;
+use serde_json::json;
 
 /// Size of every multipart part but the last unless the first chunk suggests another: R2's
 /// minimum.
@@ -394,12 +395,12 @@ fn range(size: u64) -> String {
 fn chunk_too_large(limit: u64) -> RegistryError {
     RegistryError::new(ErrorCode::PayloadTooLarge)
         .with_message("chunk larger than this registry accepts in one request")
-        .with_detail(Json::object([("limit", Json::from(limit))]))
+        .with_detail(json!({ "limit": limit }))
 }
 
 fn digest_mismatch(expected: &Digest, computed: Option<Digest>) -> RegistryError {
     let computed = computed.map(|d| d.to_string());
-    let detail = Json::object([("expected", Json::from(expected.to_string())), ("computed", Json::from(computed))]);
+    let detail = json!({ "expected": expected.to_string(), "computed": computed });
     RegistryError::new(ErrorCode::DigestInvalid).with_detail(detail)
 }
 
@@ -431,7 +432,7 @@ fn created<S>(name: &RepositoryName, digest: &Digest) -> Response<S> {
 }
 
 fn upload_unknown(id: &UploadId) -> RegistryError {
-    RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(Json::object([("upload", Json::from(id.as_str()))]))
+    RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(json!({ "upload": id.as_str() }))
 }
 
 fn parse_digest_param(digest: Option<&str>) -> Result<Digest> {
@@ -532,8 +533,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             let start = content_range_start(range)
                 .map_err(|_| RegistryError::new(ErrorCode::RangeInvalid).with_detail(range.to_owned()))?;
             if start != writer.size {
-                let detail =
-                    Json::object([("expectedStart", Json::from(writer.size)), ("contentRange", Json::from(range))]);
+                let detail = json!({ "expectedStart": writer.size, "contentRange": range });
                 return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
             }
         }

@@ -6,6 +6,7 @@
 use crate::error::{ErrorCode, RegistryError};
 use crate::json::Json;
 use crate::names::Digest;
+use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaType {
@@ -229,7 +230,7 @@ fn nesting_depth(json: &[u8]) -> usize {
     deepest
 }
 
-fn invalid(detail: impl Into<Json>) -> RegistryError {
+fn invalid(detail: serde_json::Value) -> RegistryError {
     RegistryError::new(ErrorCode::ManifestInvalid).with_detail(detail)
 }
 
@@ -249,63 +250,40 @@ impl Manifest {
     ///   (Distribution's ValidateUnambiguousManifestFormat).
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, RegistryError> {
         let ct = content_type.unwrap_or("");
-        let media_type = MediaType::parse(ct).ok_or_else(|| {
-            invalid(Json::object([
-                ("reason", Json::from("unsupported manifest media type")),
-                ("contentType", Json::from(ct)),
-            ]))
-        })?;
+        let media_type = MediaType::parse(ct)
+            .ok_or_else(|| invalid(json!({ "reason": "unsupported manifest media type", "contentType": ct })))?;
         if nesting_depth(body) > MAX_NESTING {
-            return Err(invalid(Json::object([(
-                "reason",
-                Json::from(format!("JSON nested deeper than {MAX_NESTING} levels")),
-            )])));
+            return Err(invalid(json!({ "reason": format!("JSON nested deeper than {MAX_NESTING} levels") })));
         }
         let raw = RawManifest::read(body).map_err(|e| {
-            invalid(Json::object([(
-                "reason",
-                Json::from(format!("manifest is not valid JSON of the expected shape: {e}")),
-            )]))
+            invalid(json!({ "reason": format!("manifest is not valid JSON of the expected shape: {e}") }))
         })?;
         if raw.schema_version != Some(2) {
-            return Err(invalid(Json::object([
-                ("reason", Json::from("schemaVersion must be 2")),
-                ("schemaVersion", Json::from(raw.schema_version)),
-            ])));
+            return Err(invalid(json!({ "reason": "schemaVersion must be 2", "schemaVersion": raw.schema_version })));
         }
         match (&raw.media_type, media_type) {
             (None, MediaType::OciManifest | MediaType::OciIndex) => {}
             (Some(m), expected) if m == expected.as_str() => {}
             (other, expected) => {
-                return Err(invalid(Json::object([
-                    ("reason", Json::from("mediaType in the body does not match Content-Type")),
-                    ("mediaType", Json::from(other.as_deref())),
-                    ("contentType", Json::from(expected.as_str())),
-                ])));
+                return Err(invalid(json!({
+                    "reason": "mediaType in the body does not match Content-Type",
+                    "mediaType": other,
+                    "contentType": expected.as_str(),
+                })));
             }
         }
         let (config, references) = if media_type.is_list() {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(invalid(Json::object([(
-                    "reason",
-                    Json::from("an index or manifest list must not have config or layers"),
-                )])));
+                return Err(invalid(json!({ "reason": "an index or manifest list must not have config or layers" })));
             }
-            let children = raw
-                .manifests
-                .ok_or_else(|| invalid(Json::object([("reason", Json::from("manifests field missing"))])))?;
+            let children = raw.manifests.ok_or_else(|| invalid(json!({ "reason": "manifests field missing" })))?;
             (None, children)
         } else {
             if raw.manifests.is_some() {
-                return Err(invalid(Json::object([(
-                    "reason",
-                    Json::from("an image manifest must not have a manifests field"),
-                )])));
+                return Err(invalid(json!({ "reason": "an image manifest must not have a manifests field" })));
             }
-            let config =
-                raw.config.ok_or_else(|| invalid(Json::object([("reason", Json::from("config field missing"))])))?;
-            let layers =
-                raw.layers.ok_or_else(|| invalid(Json::object([("reason", Json::from("layers field missing"))])))?;
+            let config = raw.config.ok_or_else(|| invalid(json!({ "reason": "config field missing" })))?;
+            let layers = raw.layers.ok_or_else(|| invalid(json!({ "reason": "layers field missing" })))?;
             (Some(config), layers)
         };
         Ok(Manifest {
