@@ -10,7 +10,7 @@ use crate::error::RegistryError;
 use crate::http::{Body, Response, query_param};
 use crate::json::Json;
 use crate::keys;
-use crate::manifests::format::{Manifest, MediaType};
+use crate::manifests::format::{self, Manifest, MediaType};
 use crate::names::{Digest, RepositoryName};
 use crate::pagination::next_link;
 use crate::registry::{Registry, Result};
@@ -126,6 +126,6 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// The annotations of a stored manifest (for referrers whose annotations did not fit).
     async fn annotations_of(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<Vec<(String, String)>>> {
         let Some((_, bytes)) = self.objects.get_bytes(&keys::manifest(name, digest)).await? else { return Ok(None) };
-        Ok(Json::parse(&bytes).ok().and_then(|m| m.present("annotations")?.to_strings()))
+        Ok(format::annotations_of(&bytes))
     }
 }

@@ -15,7 +15,6 @@ use crate::auth::Identity;
 use crate::auth::access::Actions;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, Headers, Method, Response, query_param};
-use crate::json::Json;
 use crate::keys;
 use crate::manifests::format::{Manifest, Platform};
 use crate::names::{Digest, RepositoryName};
@@ -346,8 +345,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     async fn config_platform(&self, name: &RepositoryName, config: &Digest) -> Result<Option<String>> {
         let Some(link) = self.blob_link(name, config).await?.filter(|l| l.size <= 1 << 20) else { return Ok(None) };
         let Some((_, bytes)) = self.objects.get_bytes(&link.object).await? else { return Ok(None) };
-        let config = Json::parse(&bytes).ok();
-        Ok(config.as_ref().and_then(Platform::from_json).filter(|p| !p.os.is_empty()).map(|p| platform(&p)))
+        Ok(Platform::of_config(&bytes).filter(|p| !p.os.is_empty()).map(|p| platform(&p)))
     }
 
     async fn manifest_page(
