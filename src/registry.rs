@@ -7,7 +7,6 @@ use crate::auth::{AuthConfig, Identified, Identity};
 use crate::config::{Config, GcMode};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
-use crate::json::Json;
 use crate::memo::Memo;
 use crate::names::{RepositoryName, Tag};
 use crate::notify::{Action, Notifier, RequestRecord, Target};
@@ -30,8 +29,9 @@ pub const ADMIN_GC_PATH: &str = "/_wharf/gc";
 
 /// Checks a signature with an external issuer's key: (alg, JWK, signed bytes, signature) ->
 /// whether it holds. The Worker uses WebCrypto; nothing in the wasm does public-key crypto.
-pub type SignatureCheck =
-    Box<dyn Fn(String, Json, Vec<u8>, Vec<u8>) -> LocalBoxFuture<'static, std::result::Result<bool, String>>>;
+pub type SignatureCheck = Box<
+    dyn Fn(String, serde_json::Value, Vec<u8>, Vec<u8>) -> LocalBoxFuture<'static, std::result::Result<bool, String>>,
+>;
 
 pub struct Registry<O: ObjectStore, K> {
     pub objects: O,
@@ -395,7 +395,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let identity = self.identify(auth, h).await?;
         let scopes: Vec<&str> = query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()).collect();
         let token = auth.issue_token(&identity, &scopes, self.now_secs())?;
-        let body = token.to_vec();
+        let body = serde_json::to_vec(&token).map_err(RegistryError::internal)?;
         // Tokens are per caller: no cache may keep one.
         Ok(json_response(body, false).header("Cache-Control", "no-store"))
     }
