@@ -427,7 +427,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .with_message("garbage collection deletes only with WHARF_GC=on; dry runs are allowed"));
         }
         let report = self.collect_garbage(self.now_ms(), dry_run).await?;
-        let body = report.to_json().to_vec();
+        let body = serde_json::to_vec(&report).map_err(RegistryError::internal)?;
         Ok(json_response(body, false).header("Cache-Control", "no-store"))
     }
 }
