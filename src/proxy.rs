@@ -24,7 +24,6 @@ use crate::blobs::BlobLink;
 use crate::config::MAX_MANIFEST_SIZE;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, Headers, Method, Response, percent_encode};
-use crate::json::Json;
 use crate::keys;
 use crate::manifests::format::{Manifest, MediaType};
 use crate::names::{Digest, Reference, RepositoryName, Tag, UploadId};
@@ -34,6 +33,7 @@ use crate::tags::TagRecord;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
 use serde_json::json;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -155,6 +155,19 @@ fn upstream_failed(detail: serde_json::Value) -> RegistryError {
 /// The upstream could not be reached, or its answer not read.
 fn upstream_unreachable(reason: String) -> RegistryError {
     upstream_failed(json!({ "reason": reason }))
+}
+
+/// Docker's token answer: `token` (or OAuth2's `access_token`), and maybe `expires_in`. Each is
+/// taken when it is usable and skipped when not, as Docker's client does with what it does not
+/// understand; only the answer as a whole must be a JSON object.
+#[derive(Deserialize)]
+struct TokenAnswer {
+    #[serde(default, deserialize_with = "crate::de::lenient")]
+    token: Option<String>,
+    #[serde(default, deserialize_with = "crate::de::lenient")]
+    access_token: Option<String>,
+    #[serde(default, deserialize_with = "crate::de::lenient")]
+    expires_in: Option<u64>,
 }
 
 /// A `WWW-Authenticate` challenge: the scheme (lower-cased) and its parameters.
@@ -372,16 +385,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             return Err(upstream_failed(json!({ "tokenStatus": response.status })));
         }
         let body = self.read_upstream(response.body, 64 * 1024).await?;
-        // Docker's token answer: `token` (or OAuth2's `access_token`), and maybe `expires_in`.
-        let answer = Json::parse(&body)
-            .ok()
-            .filter(|a| a.as_object().is_some())
-            .ok_or_else(|| upstream_failed(json!({ "reason": "the token answer is not JSON" })))?;
-        let token = ["token", "access_token"].iter().find_map(|f| answer[*f].as_str().filter(|t| !t.is_empty()));
+        let answer: TokenAnswer = crate::de::from_object(&body)
+            .map_err(|_| upstream_failed(json!({ "reason": "the token answer is not JSON" })))?;
+        let token = [answer.token, answer.access_token].into_iter().flatten().find(|t| !t.is_empty());
         let token = token.ok_or_else(|| upstream_failed(json!({ "reason": "the token answer has no token" })))?;
         // A little before it really expires, so that a request never carries a dying token.
-        let lifetime =
-            answer["expires_in"].as_u64().unwrap_or(DEFAULT_TOKEN_SECS).min(MAX_TOKEN_SECS).saturating_sub(5);
+        let lifetime = answer.expires_in.unwrap_or(DEFAULT_TOKEN_SECS).min(MAX_TOKEN_SECS).saturating_sub(5);
         let expires = self.now_secs().saturating_add(lifetime);
         Ok((format!("Bearer {token}"), expires))
     }
