@@ -16,7 +16,6 @@ pub mod error;
 pub mod gc;
 pub mod hashing;
 pub mod http;
-pub mod json;
 pub mod keys;
 pub mod log;
 pub mod manifests;
