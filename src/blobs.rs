@@ -7,12 +7,12 @@
 use crate::caching;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, Headers, Response};
-use crate::json::Json;
 use crate::keys;
 use crate::names::{Digest, RepositoryName};
 use crate::notify::{Action, Target};
 use crate::registry::{Registry, Result};
 use crate::storage::{ByteRange, KeyValueStore, Metadata, ObjectStore, PutOptions};
+use serde_json::json;
 
 /// Where a repository's blob lives and how big it is (custom metadata of its link object).
 pub(crate) struct BlobLink {
@@ -128,8 +128,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let range_header = headers.get("range").filter(|_| caching::if_range_holds(headers, digest));
         let range = match range_header.map(|r| parse_range(r, link.size)) {
             Some(RangeRequest::Unsatisfiable) => {
-                let e = RegistryError::new(ErrorCode::RangeInvalid)
-                    .with_detail(Json::object([("size", Json::from(link.size))]));
+                let e = RegistryError::new(ErrorCode::RangeInvalid).with_detail(json!({ "size": link.size }));
                 return Err(e.with_header("Content-Range", format!("bytes */{}", link.size)));
             }
             Some(RangeRequest::Range(r)) => Some(r),

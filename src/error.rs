@@ -7,7 +7,7 @@
 //! Internal causes (storage failures) are logged by the caller of [`RegistryError::internal`]
 //! and never shown to the client.
 
-use crate::json::Json;
+use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -89,7 +89,7 @@ impl ErrorCode {
 pub struct RegistryError {
     pub code: ErrorCode,
     pub message: Option<Cow<'static, str>>,
-    pub detail: Option<Json>,
+    pub detail: Option<serde_json::Value>,
     /// Headers the answer needs besides the body (a challenge, Retry-After, Content-Range).
     pub headers: Vec<(&'static str, String)>,
 }
@@ -102,7 +102,7 @@ impl RegistryError {
         self.message = Some(message.into());
         self
     }
-    pub fn with_detail(mut self, detail: impl Into<Json>) -> Self {
+    pub fn with_detail(mut self, detail: impl Into<serde_json::Value>) -> Self {
         self.detail = Some(detail.into());
         self
     }
@@ -124,13 +124,24 @@ impl RegistryError {
 
     /// The JSON envelope of the spec: `{"errors":[{"code","message","detail"}]}`.
     pub fn body(&self) -> Vec<u8> {
-        let entry = Json::sparse(vec![
-            ("code", Some(self.code.code().into())),
-            ("message", Some(self.message().into())),
-            ("detail", self.detail.clone()),
-        ]);
-        Json::object([("errors", Json::Array(vec![entry]))]).to_vec()
+        let entry = Entry { code: self.code.code(), message: self.message(), detail: self.detail.as_ref() };
+        serde_json::to_vec(&Envelope { errors: [entry] }).unwrap_or_default()
     }
+}
+
+/// The error envelope (distribution-spec "Error Codes").
+#[derive(Serialize)]
+struct Envelope<'a> {
+    errors: [Entry<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    code: &'static str,
+    message: &'a str,
+    /// Left out when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a serde_json::Value>,
 }
 
 impl From<ErrorCode> for RegistryError {
@@ -183,7 +194,7 @@ mod tests {
     #[test]
     fn envelope_has_code_message_and_detail() {
         let e = RegistryError::new(ErrorCode::ManifestBlobUnknown).with_detail("sha256:abc");
-        let v = Json::parse(&e.body()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN");
         assert_eq!(v["errors"][0]["message"], "blob unknown to registry");
         assert_eq!(v["errors"][0]["detail"], "sha256:abc");
@@ -192,8 +203,17 @@ mod tests {
     #[test]
     fn envelope_omits_absent_detail_and_uses_custom_message() {
         let e = RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled");
-        let v = Json::parse(&e.body()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["errors"][0]["message"], "deletes are disabled");
         assert!(v["errors"][0].get("detail").is_none());
+    }
+
+    #[test]
+    fn envelope_members_are_in_the_spec_order() {
+        let e = RegistryError::new(ErrorCode::NameUnknown).with_detail(serde_json::json!({ "name": "r" }));
+        assert_eq!(
+            String::from_utf8(e.body()).unwrap(),
+            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"r"}}]}"#
+        );
     }
 }

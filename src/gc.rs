@@ -57,18 +57,21 @@
 //! the manifest as a child, then keeps a missing child.
 
 use crate::blobs::BlobLink;
+use crate::de::Members;
 use crate::error::RegistryError;
-use crate::json::Json;
 use crate::keys::{self, RepositoryKey};
 use crate::manifests::format::Manifest;
 use crate::names::{Digest, RepositoryName};
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, Listing, Metadata, ObjectMeta, ObjectStore, PutOptions};
 use futures_util::future::join_all;
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// What a collection removed, or in a dry run would remove.
-#[derive(Debug, Default)]
+/// What a collection removed, or in a dry run would remove: what the admin endpoint answers
+/// and the scheduled run logs.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GcReport {
     pub dry_run: bool,
     /// Untagged manifests, as `repository@digest`.
@@ -88,27 +91,18 @@ pub struct GcReport {
     pub skipped: Vec<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct RemovedBlob {
     pub object: String,
     pub size: u64,
 }
 
 impl GcReport {
-    /// The report as the admin endpoint answers and the scheduled run logs it.
-    pub fn to_json(&self) -> Json {
-        let blobs = self.blobs.iter().map(|b| Json::object([("object", (&b.object).into()), ("size", b.size.into())]));
-        Json::object([
-            ("dryRun", self.dry_run.into()),
-            ("manifests", self.manifests[..].into()),
-            ("blobLinks", self.blob_links[..].into()),
-            ("indexEntries", self.index_entries[..].into()),
-            ("blobs", Json::Array(blobs.collect())),
-            ("bytesFreed", self.bytes_freed.into()),
-            ("restored", self.restored[..].into()),
-            ("repaired", self.repaired[..].into()),
-            ("skipped", self.skipped[..].into()),
-        ])
+    /// The report as a JSON value (for the log; the admin endpoint serialises the report itself,
+    /// in field order).
+    pub fn to_json(&self) -> serde_json::Value {
+        // Strings, integers and lists of them always convert.
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
@@ -219,22 +213,18 @@ struct Listed {
 type Sweep = DigestMap<Metadata>;
 
 /// A sweep record as stored: `{"<digest>": {"<custom metadata>": "<value>", ...}, ...}`.
-fn sweep_to_json(sweep: &Sweep) -> Json {
-    Json::Object(sweep.iter().map(|(digest, custom)| (digest.to_string(), Json::from_strings(custom.iter()))).collect())
+fn sweep_to_json(sweep: &Sweep) -> Vec<u8> {
+    let record = Members(sweep.iter().map(|(digest, custom)| (digest.to_string(), custom)).collect());
+    // Strings only: the record always serialises.
+    serde_json::to_vec(&record).unwrap_or_default()
 }
 
 /// `None` for a record that is not such an object; a name that is not a digest names no link
 /// and is skipped.
 fn sweep_from_json(bytes: &[u8]) -> Option<Sweep> {
-    let record = Json::parse(bytes).ok()?;
-    let mut sweep = Sweep::new();
-    for (digest, custom) in record.as_object()? {
-        let custom = custom.to_strings()?.into_iter().collect();
-        if let Ok(digest) = Digest::parse(digest) {
-            sweep.insert(digest, custom);
-        }
-    }
-    Some(sweep)
+    let record: Members<Metadata> = serde_json::from_slice(bytes).ok()?;
+    let links = record.0.into_iter().filter_map(|(digest, custom)| Some((Digest::parse(&digest).ok()?, custom)));
+    Some(links.collect())
 }
 
 /// Most storage requests a collection has in flight (a Worker keeps at most six connections).
@@ -412,7 +402,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         // the next run knows what it may have to put back.
         let record: Sweep = doomed_links.iter().map(|(d, meta)| ((*d).clone(), meta.custom.clone())).collect();
         if !record.is_empty() {
-            let bytes = sweep_to_json(&record).to_vec();
+            let bytes = sweep_to_json(&record);
             self.objects.put(&keys::gc_sweep(name), bytes, PutOptions::default()).await?;
         }
 

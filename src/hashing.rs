@@ -50,16 +50,16 @@ impl Hasher {
     /// The state as text: `<algorithm>:<hex of the serialised state>`.
     pub fn save(&self) -> String {
         let state = match self {
-            Hasher::Sha256(h) => crate::hex::encode(&h.serialize()),
-            Hasher::Sha512(h) => crate::hex::encode(&h.serialize()),
+            Hasher::Sha256(h) => hex::encode(h.serialize()),
+            Hasher::Sha512(h) => hex::encode(h.serialize()),
         };
         format!("{}:{state}", self.algorithm().as_str())
     }
 
     /// Restores a state written by [`Hasher::save`]; `None` if it is not one.
     pub fn restore(saved: &str) -> Option<Self> {
-        let (alg, hex) = saved.split_once(':')?;
-        let bytes = crate::hex::decode(hex)?;
+        let (alg, state) = saved.split_once(':')?;
+        let bytes = hex::decode(state).ok()?;
         match alg {
             "sha256" => Some(Hasher::Sha256(Sha256::deserialize(bytes.as_slice().try_into().ok()?).ok()?)),
             "sha512" => Some(Hasher::Sha512(Sha512::deserialize(bytes.as_slice().try_into().ok()?).ok()?)),

@@ -207,7 +207,7 @@ pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let hex = |j: usize| b.get(j).and_then(|c| crate::hex::nibble(c.to_ascii_lowercase()));
+        let hex = |j: usize| b.get(j).and_then(|&c| (c as char).to_digit(16)).map(|d| d as u8);
         if let (b'%', Some(hi), Some(lo)) = (b[i], hex(i + 1), hex(i + 2)) {
             out.push(hi << 4 | lo);
             i += 3;

@@ -8,16 +8,14 @@
 //! only for wasm32.
 
 pub mod auth;
-pub mod base64;
 pub mod blobs;
 pub mod caching;
 pub mod config;
+pub mod de;
 pub mod error;
 pub mod gc;
 pub mod hashing;
-pub mod hex;
 pub mod http;
-pub mod json;
 pub mod keys;
 pub mod log;
 pub mod manifests;

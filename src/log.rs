@@ -3,7 +3,7 @@
 //! goes to stderr. Nothing secret is ever logged: no header values, no query strings, only the
 //! kind of route and the repository.
 
-use crate::json::Json;
+use serde::Serialize;
 use std::cell::{Cell, RefCell};
 
 /// `WHARF_LOG_LEVEL`: `off`, `error` (failures and 5xx answers, the default), `info` (one line
@@ -76,13 +76,27 @@ fn write(line: &str) {
 /// A failure worth an operator's eye (storage errors, refused tokens, upstream trouble).
 pub fn error(message: &str) {
     if enabled(Level::Error) {
-        let line = Json::object([("level", Json::from("error")), ("message", Json::from(message))]);
-        write(&line.to_string());
+        write(&to_line(&ErrorLine { level: "error", message }));
     }
 }
 
-/// The one line logged per request.
-#[derive(Debug)]
+/// A line as JSON. The formats logged are structs of strings and integers, which always
+/// serialise.
+fn to_line(line: &impl Serialize) -> String {
+    serde_json::to_string(line).unwrap_or_default()
+}
+
+/// `{"level":"error","message"}`; the level first, where the Worker's sink looks for it.
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    level: &'static str,
+    message: &'a str,
+}
+
+/// The one line logged per request. Optional fields are absent rather than null: log queries
+/// test for the field.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RequestLine<'a> {
     pub level: &'static str,
     pub request_id: &'a str,
@@ -90,14 +104,17 @@ pub struct RequestLine<'a> {
     /// What was asked for: `manifest`, `blob`, `upload`, `tags`, `referrers`, `catalog`, `base`,
     /// `token`, `admin`, `ui` or `other`.
     pub route: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub repository: Option<&'a str>,
     pub status: u16,
     /// Response body bytes (0 for HEAD and bodiless answers).
     pub bytes: u64,
     pub duration_ms: u64,
     /// The OCI error code of an error response.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
     /// At `debug` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<&'a str>,
 }
 
@@ -106,18 +123,39 @@ pub fn request(mut line: RequestLine<'_>) {
     if !enabled(Level::Debug) {
         line.user_agent = None;
     }
-    // Optional fields are absent rather than null: log queries test for the field.
-    let json = Json::sparse(vec![
-        ("level", Some(line.level.into())),
-        ("requestId", Some(line.request_id.into())),
-        ("method", Some(line.method.into())),
-        ("route", Some(line.route.into())),
-        ("repository", line.repository.map(Json::from)),
-        ("status", Some(line.status.into())),
-        ("bytes", Some(line.bytes.into())),
-        ("durationMs", Some(line.duration_ms.into())),
-        ("error", line.error.map(Json::from)),
-        ("userAgent", line.user_agent.map(Json::from)),
-    ]);
-    write(&json.to_string());
+    write(&to_line(&line));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    #[test]
+    fn lines_are_compact_json_with_the_level_first_and_absent_fields_left_out() {
+        let lines = Rc::new(RefCell::new(Vec::new()));
+        let sink = lines.clone();
+        set_sink(move |line| sink.borrow_mut().push(line.to_owned()));
+        set_level(Level::Info);
+        error("disk \"full\"");
+        request(RequestLine {
+            level: "info",
+            request_id: "r1",
+            method: "GET",
+            route: "tags",
+            repository: Some("a/b"),
+            status: 200,
+            bytes: 12,
+            duration_ms: 3,
+            error: None,
+            user_agent: Some("at debug only"),
+        });
+        assert_eq!(
+            *lines.borrow(),
+            [
+                r#"{"level":"error","message":"disk \"full\""}"#,
+                r#"{"level":"info","requestId":"r1","method":"GET","route":"tags","repository":"a/b","status":200,"bytes":12,"durationMs":3}"#,
+            ]
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! crate in the wasm).
 
 use crate::error::{ErrorCode, RegistryError};
-use crate::json::Json;
+use serde_json::json;
 use std::fmt;
 
 /// A repository name.
@@ -19,10 +19,8 @@ pub const MAX_NAME_LEN: usize = 255;
 
 impl RepositoryName {
     pub fn parse(s: &str) -> Result<Self, RegistryError> {
-        let invalid = |why: &str| {
-            RegistryError::new(ErrorCode::NameInvalid)
-                .with_detail(Json::object([("name", Json::from(s)), ("reason", Json::from(why))]))
-        };
+        let invalid =
+            |why: &str| RegistryError::new(ErrorCode::NameInvalid).with_detail(json!({ "name": s, "reason": why }));
         if s.is_empty() {
             return Err(invalid("empty name"));
         }
@@ -77,7 +75,7 @@ impl Tag {
         if !b.is_empty() && b.len() <= 128 && head(b[0]) && b[1..].iter().all(|&x| tail(x)) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(RegistryError::new(ErrorCode::TagInvalid).with_detail(Json::object([("tag", Json::from(s))])))
+            Err(RegistryError::new(ErrorCode::TagInvalid).with_detail(json!({ "tag": s })))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -121,7 +119,7 @@ impl Digest {
         let invalid = || {
             RegistryError::new(ErrorCode::DigestInvalid)
                 .with_message("invalid digest")
-                .with_detail(Json::object([("digest", Json::from(s))]))
+                .with_detail(json!({ "digest": s }))
         };
         let (alg, hex) = s.split_once(':').ok_or_else(invalid)?;
         let algorithm = match alg {
@@ -138,7 +136,7 @@ impl Digest {
 
     /// Builds a digest from a finished hash.
     pub fn from_hash(algorithm: Algorithm, bytes: &[u8]) -> Self {
-        Self { algorithm, hex: crate::hex::encode(bytes) }
+        Self { algorithm, hex: hex::encode(bytes) }
     }
 
     /// The sha256 digest of `bytes`.
@@ -213,14 +211,14 @@ impl UploadId {
     pub fn random() -> Result<Self, RegistryError> {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).map_err(RegistryError::internal)?;
-        Ok(Self(crate::hex::encode(&bytes)))
+        Ok(Self(hex::encode(bytes)))
     }
     pub fn parse(s: &str) -> Result<Self, RegistryError> {
         let ok = s.len() == 32 && s.bytes().all(|x| x.is_ascii_digit() || (b'a'..=b'f').contains(&x));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(Json::object([("upload", Json::from(s))])))
+            Err(RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(json!({ "upload": s })))
         }
     }
     pub fn as_str(&self) -> &str {

@@ -7,7 +7,6 @@
 //! digest), manifests and tags deleted, blobs deleted, and with `pull` manifests pulled (GET, not
 //! HEAD). Blob uploads are not: the manifest push that follows them is.
 
-use crate::json::Json;
 use crate::manifests::format::MediaType;
 use crate::names::{Digest, RepositoryName};
 use crate::registry::Registry;
@@ -15,6 +14,7 @@ use crate::router::manifest_url;
 use crate::storage::{KeyValueStore, ObjectStore};
 use futures_util::future::{LocalBoxFuture, join_all};
 use hmac::{KeyInit, Mac};
+use serde::Serialize;
 
 /// Media type of the envelope (Distribution's `EventsMediaType`).
 pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v2+json";
@@ -84,32 +84,27 @@ impl Action {
     }
 }
 
-/// What an event is about (Distribution's `Event.Target`).
-#[derive(Debug, Clone, Default)]
+/// What an event is about (Distribution's `Event.Target`, its field names); absent fields are
+/// left out.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Target {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub length: Option<u64>,
     pub repository: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
 }
 
 impl Target {
-    /// Distribution's field names; absent fields are left out.
-    fn to_json(&self) -> Json {
-        Json::sparse(vec![
-            ("mediaType", self.media_type.as_ref().map(Json::from)),
-            ("size", self.size.map(Json::from)),
-            ("digest", self.digest.as_ref().map(Json::from)),
-            ("length", self.length.map(Json::from)),
-            ("repository", Some((&self.repository).into())),
-            ("url", self.url.as_ref().map(Json::from)),
-            ("tag", self.tag.as_ref().map(Json::from)),
-        ])
-    }
-
     pub fn new(repository: &RepositoryName) -> Self {
         Self { repository: repository.to_string(), ..Self::default() }
     }
@@ -136,12 +131,45 @@ impl Target {
 
 /// The request behind an event (Distribution's `RequestRecord`; no address: a Worker sees the
 /// client's only through headers it cannot trust).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RequestRecord {
     pub id: String,
     pub host: String,
     pub method: String,
     pub useragent: String,
+}
+
+/// The envelope POSTed to each endpoint (Distribution's `Envelope`).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    events: Vec<Event<'a>>,
+}
+
+/// One event (Distribution's `Event`).
+#[derive(Serialize)]
+struct Event<'a> {
+    id: String,
+    timestamp: &'a str,
+    action: &'static str,
+    target: &'a Target,
+    request: &'a RequestRecord,
+    actor: Actor<'a>,
+    source: Source<'a>,
+}
+
+/// Who caused the event: the user, when one signed in.
+#[derive(Serialize)]
+struct Actor<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+/// Which registry sent it.
+#[derive(Serialize)]
+struct Source<'a> {
+    addr: &'a str,
+    #[serde(rename = "instanceID")]
+    instance_id: &'static str,
 }
 
 /// The host's means of sending notifications.
@@ -161,7 +189,7 @@ pub trait Notifier {
 pub fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
-    format!("sha256={}", crate::hex::encode(&mac.finalize().into_bytes()))
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
@@ -183,26 +211,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             target.url = target.url.take().map(|path| format!("{}{path}", request.host));
         }
         let timestamp = crate::time::rfc3339_millis(self.now_ms());
-        let record = Json::object([
-            ("id", (&request.id).into()),
-            ("host", (&request.host).into()),
-            ("method", (&request.method).into()),
-            ("useragent", (&request.useragent).into()),
-        ]);
-        let actor = Json::sparse(vec![("name", actor.map(Json::from))]);
-        let source = Json::object([("addr", (&request.host).into()), ("instanceID", "wharf".into())]);
-        let events = recorded.iter().enumerate().map(|(i, (action, target))| {
-            Json::object([
-                ("id", format!("{}-{i}", request.id).into()),
-                ("timestamp", (&timestamp).into()),
-                ("action", action.as_str().into()),
-                ("target", target.to_json()),
-                ("request", record.clone()),
-                ("actor", actor.clone()),
-                ("source", source.clone()),
-            ])
+        let events = recorded.iter().enumerate().map(|(i, (action, target))| Event {
+            id: format!("{}-{i}", request.id),
+            timestamp: &timestamp,
+            action: action.as_str(),
+            target,
+            request,
+            actor: Actor { name: actor },
+            source: Source { addr: &request.host, instance_id: "wharf" },
         });
-        Some(Json::object([("events", Json::Array(events.collect()))]).to_vec())
+        // Strings and integers: the envelope always serialises.
+        serde_json::to_vec(&Envelope { events: events.collect() }).ok()
     }
 
     /// Sends an envelope to every endpoint, side by side, each with bounded retries; failures

@@ -4,15 +4,14 @@
 
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::percent_encode;
-use crate::json::Json;
+use serde_json::json;
 
 /// The page size asked for: `n`, or `max` without it. Not a number, or above `max`:
 /// 400 PAGINATION_NUMBER_INVALID.
 pub fn page_size(n: Option<&str>, max: usize) -> Result<usize, RegistryError> {
     let Some(n) = n else { return Ok(max) };
     n.parse::<usize>().ok().filter(|&v| v <= max).ok_or_else(|| {
-        RegistryError::new(ErrorCode::PaginationNumberInvalid)
-            .with_detail(Json::object([("n", Json::from(n)), ("max", Json::from(max))]))
+        RegistryError::new(ErrorCode::PaginationNumberInvalid).with_detail(json!({ "n": n, "max": max }))
     })
 }
 

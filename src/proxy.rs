@@ -20,19 +20,21 @@
 //! Credentials only go to an https realm of an https upstream.
 //! Redirects (Docker Hub sends blobs to a CDN) are followed without credentials.
 
-use crate::base64::{self, Alphabet};
 use crate::blobs::BlobLink;
 use crate::config::MAX_MANIFEST_SIZE;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, Headers, Method, Response, percent_encode};
-use crate::json::Json;
 use crate::keys;
 use crate::manifests::format::{Manifest, MediaType};
 use crate::names::{Digest, Reference, RepositoryName, Tag, UploadId};
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions};
 use crate::tags::TagRecord;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+use serde_json::json;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -101,7 +103,7 @@ impl UpstreamConfig {
 
     fn basic(&self) -> Option<String> {
         let (user, password) = self.credentials.as_ref()?;
-        Some(format!("Basic {}", base64::encode(Alphabet::Standard, format!("{user}:{password}"))))
+        Some(format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))))
     }
 }
 
@@ -146,13 +148,26 @@ pub(crate) enum Background<U> {
     Notify { body: Vec<u8> },
 }
 
-fn upstream_failed(detail: impl Into<Json>) -> RegistryError {
+fn upstream_failed(detail: serde_json::Value) -> RegistryError {
     RegistryError::new(ErrorCode::UpstreamFailed).with_detail(detail)
 }
 
 /// The upstream could not be reached, or its answer not read.
 fn upstream_unreachable(reason: String) -> RegistryError {
-    upstream_failed(Json::object([("reason", Json::from(reason))]))
+    upstream_failed(json!({ "reason": reason }))
+}
+
+/// Docker's token answer: `token` (or OAuth2's `access_token`), and maybe `expires_in`. Each is
+/// taken when it is usable and skipped when not, as Docker's client does with what it does not
+/// understand; only the answer as a whole must be a JSON object.
+#[derive(Deserialize)]
+struct TokenAnswer {
+    #[serde(default, deserialize_with = "crate::de::lenient")]
+    token: Option<String>,
+    #[serde(default, deserialize_with = "crate::de::lenient")]
+    access_token: Option<String>,
+    #[serde(default, deserialize_with = "crate::de::lenient")]
+    expires_in: Option<u64>,
 }
 
 /// A `WWW-Authenticate` challenge: the scheme (lower-cased) and its parameters.
@@ -332,9 +347,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 break;
             }
             let location = response.headers.get("location").unwrap_or_default();
-            url = redirect_target(&url, location).ok_or_else(|| {
-                upstream_failed(Json::object([("reason", Json::from("redirect without a usable Location"))]))
-            })?;
+            url = redirect_target(&url, location)
+                .ok_or_else(|| upstream_failed(json!({ "reason": "redirect without a usable Location" })))?;
             response = send(request(url.clone(), None)).await?;
         }
         Ok(response)
@@ -356,9 +370,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             .params
             .get("realm")
             .filter(|r| r.starts_with("https://") || (!secure_only && r.starts_with("http://")));
-        let realm = realm.ok_or_else(|| {
-            upstream_failed(Json::object([("reason", Json::from("challenge without an acceptable realm"))]))
-        })?;
+        let realm =
+            realm.ok_or_else(|| upstream_failed(json!({ "reason": "challenge without an acceptable realm" })))?;
         let default_scope = format!("repository:{repository}:pull");
         let scope = challenge.params.get("scope").unwrap_or(&default_scope);
         let mut url = format!("{realm}{}scope={}", if realm.contains('?') { '&' } else { '?' }, percent_encode(scope));
@@ -369,20 +382,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let response =
             client.fetch(UpstreamRequest { method: Method::Get, url, headers }).await.map_err(upstream_unreachable)?;
         if response.status != 200 {
-            return Err(upstream_failed(Json::object([("tokenStatus", Json::from(response.status))])));
+            return Err(upstream_failed(json!({ "tokenStatus": response.status })));
         }
         let body = self.read_upstream(response.body, 64 * 1024).await?;
-        // Docker's token answer: `token` (or OAuth2's `access_token`), and maybe `expires_in`.
-        let answer = Json::parse(&body)
-            .ok()
-            .filter(|a| a.as_object().is_some())
-            .ok_or_else(|| upstream_failed(Json::object([("reason", Json::from("the token answer is not JSON"))])))?;
-        let token = ["token", "access_token"].iter().find_map(|f| answer[*f].as_str().filter(|t| !t.is_empty()));
-        let token = token
-            .ok_or_else(|| upstream_failed(Json::object([("reason", Json::from("the token answer has no token"))])))?;
+        let answer: TokenAnswer = crate::de::from_object(&body)
+            .map_err(|_| upstream_failed(json!({ "reason": "the token answer is not JSON" })))?;
+        let token = [answer.token, answer.access_token].into_iter().flatten().find(|t| !t.is_empty());
+        let token = token.ok_or_else(|| upstream_failed(json!({ "reason": "the token answer has no token" })))?;
         // A little before it really expires, so that a request never carries a dying token.
-        let lifetime =
-            answer["expires_in"].as_u64().unwrap_or(DEFAULT_TOKEN_SECS).min(MAX_TOKEN_SECS).saturating_sub(5);
+        let lifetime = answer.expires_in.unwrap_or(DEFAULT_TOKEN_SECS).min(MAX_TOKEN_SECS).saturating_sub(5);
         let expires = self.now_secs().saturating_add(lifetime);
         Ok((format!("Bearer {token}"), expires))
     }
@@ -407,7 +415,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Err(e) if e.code == ErrorCode::UpstreamFailed && cached.is_some() => {
                 crate::log::error(&format!(
                     "pull-through cache: serving {name}:{tag} from the cache: {}",
-                    e.detail.unwrap_or(crate::json::Json::Null)
+                    e.detail.unwrap_or_default()
                 ));
                 Ok(cached)
             }
@@ -435,7 +443,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 // Moved (or no digest header): fetch it.
                 200 => {}
                 404 => return Ok(None),
-                status => return Err(upstream_failed(Json::object([("status", Json::from(status))]))),
+                status => return Err(upstream_failed(json!({ "status": status }))),
             }
         }
         self.pull_manifest(up, name, &Reference::Tag(tag.clone())).await
@@ -456,21 +464,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         match r.status {
             200 => {}
             404 => return Ok(None),
-            status => return Err(upstream_failed(Json::object([("status", Json::from(status))]))),
+            status => return Err(upstream_failed(json!({ "status": status }))),
         }
         let bytes = self.read_upstream(r.body, MAX_MANIFEST_SIZE).await?;
-        let manifest = Manifest::parse(r.headers.get("content-type"), &bytes).map_err(|e| {
-            upstream_failed(Json::object([
-                ("reason", Json::from("invalid manifest")),
-                ("detail", Json::from(e.detail)),
-            ]))
-        })?;
+        let manifest = Manifest::parse(r.headers.get("content-type"), &bytes)
+            .map_err(|e| upstream_failed(json!({ "reason": "invalid manifest", "detail": e.detail })))?;
         let digest = match reference {
             Reference::Digest(asked) if asked.recompute(&bytes) != *asked => {
-                return Err(upstream_failed(Json::object([(
-                    "reason",
-                    Json::from("manifest does not match its digest"),
-                )])));
+                return Err(upstream_failed(json!({ "reason": "manifest does not match its digest" })));
             }
             Reference::Digest(asked) => asked.clone(),
             Reference::Tag(_) => Digest::sha256_of(&bytes),
@@ -505,7 +506,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         match r.status {
             200 => {}
             404 => return Err(RegistryError::new(ErrorCode::BlobUnknown).with_detail(digest.to_string())),
-            status => return Err(upstream_failed(Json::object([("status", Json::from(status))]))),
+            status => return Err(upstream_failed(json!({ "status": status }))),
         }
         let length = r.headers.content_length();
         let mut response = Response::new(200)
@@ -532,10 +533,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             // time `waitUntil` leaves after a response.
             Some(length) if length > 0 && length <= crate::uploads::MAX_SINGLE_PUT => {
                 let Some(key) = self.store_pulled_blob(name, digest, length, body).await? else {
-                    return Err(upstream_failed(Json::object([(
-                        "reason",
-                        Json::from("blob does not match its digest"),
-                    )])));
+                    return Err(upstream_failed(json!({ "reason": "blob does not match its digest" })));
                 };
                 let (_, stored) = self.objects.get(&key, None).await?.ok_or_else(|| {
                     RegistryError::internal(format!("pull-through cache: {key} missing right after its put"))

@@ -6,19 +6,42 @@
 //! listing, not one read per referrer. Annotations too large for R2's 8 KiB of metadata are
 //! read from the manifest itself.
 
+use crate::de::Members;
 use crate::error::RegistryError;
 use crate::http::{Body, Response, query_param};
-use crate::json::Json;
 use crate::keys;
-use crate::manifests::format::{Manifest, MediaType};
+use crate::manifests::format::{self, Manifest, MediaType};
 use crate::names::{Digest, RepositoryName};
 use crate::pagination::next_link;
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, ListFrom, Metadata, ObjectStore, PutOptions};
+use serde::Serialize;
 
 /// Room left for annotations in R2's 8 KiB of custom metadata after the other fields.
 const MAX_INLINE_ANNOTATIONS: usize = 7 * 1024;
 const ANNOTATIONS_IN_MANIFEST: &str = "manifest";
+
+/// The referrers of a subject, an OCI image index (distribution-spec "Listing Referrers").
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferrersIndex {
+    schema_version: u32,
+    media_type: &'static str,
+    manifests: Vec<ReferrerDescriptor>,
+}
+
+/// A descriptor of the referrers index; absent fields are left out.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReferrerDescriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<Members<String>>,
+}
 
 /// The artifact type a referrer is listed with: the manifest's own, else (image manifests
 /// only) its config's media type; an index without one has none (spec).
@@ -47,7 +70,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             custom.insert("artifactType", t);
         }
         if let Some(a) = manifest.annotations.as_ref().filter(|a| !a.is_empty()) {
-            let json = Json::from_strings(a.iter().map(|(k, v)| (k, v))).to_string();
+            let json = serde_json::to_string(&Members(a.clone())).map_err(RegistryError::internal)?;
             let value = if json.len() <= MAX_INLINE_ANNOTATIONS { json } else { ANNOTATIONS_IN_MANIFEST.to_owned() };
             custom.insert("annotations", value);
         }
@@ -85,27 +108,21 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 None => None,
                 Some(ANNOTATIONS_IN_MANIFEST) => self.annotations_of(name, &digest).await?,
                 Some(json) => Some(
-                    Json::parse(json.as_bytes())
-                        .ok()
-                        .and_then(|a| a.to_strings())
-                        .ok_or_else(|| RegistryError::internal("malformed referrer annotations"))?,
+                    serde_json::from_str::<Members<String>>(json)
+                        .map_err(|_| RegistryError::internal("malformed referrer annotations"))?
+                        .0,
                 ),
             };
-            // A descriptor of the referrers index; absent fields are left out.
-            manifests.push(Json::sparse(vec![
-                ("mediaType", Some(meta.get("mediaType").cloned().unwrap_or_default().into())),
-                ("digest", Some(digest.to_string().into())),
-                ("size", Some(meta.get("size").and_then(|s| s.parse::<u64>().ok()).unwrap_or_default().into())),
-                ("artifactType", artifact_type.map(Json::from)),
-                ("annotations", annotations.as_ref().map(|a| Json::from_strings(a.iter().map(|(k, v)| (k, v))))),
-            ]));
+            manifests.push(ReferrerDescriptor {
+                media_type: meta.get("mediaType").cloned().unwrap_or_default(),
+                digest: digest.to_string(),
+                size: meta.get("size").and_then(|s| s.parse::<u64>().ok()).unwrap_or_default(),
+                artifact_type,
+                annotations: annotations.map(Members),
+            });
         }
-        let index = Json::object([
-            ("schemaVersion", 2u64.into()),
-            ("mediaType", MediaType::OciIndex.as_str().into()),
-            ("manifests", Json::Array(manifests)),
-        ]);
-        let body = index.to_vec();
+        let index = ReferrersIndex { schema_version: 2, media_type: MediaType::OciIndex.as_str(), manifests };
+        let body = serde_json::to_vec(&index).map_err(RegistryError::internal)?;
         let mut response = Response::new(200)
             .header("Content-Type", MediaType::OciIndex.as_str())
             .header("Content-Length", body.len().to_string());
@@ -126,6 +143,6 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// The annotations of a stored manifest (for referrers whose annotations did not fit).
     async fn annotations_of(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<Vec<(String, String)>>> {
         let Some((_, bytes)) = self.objects.get_bytes(&keys::manifest(name, digest)).await? else { return Ok(None) };
-        Ok(Json::parse(&bytes).ok().and_then(|m| m.present("annotations")?.to_strings()))
+        Ok(format::annotations_of(&bytes))
     }
 }

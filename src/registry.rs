@@ -7,7 +7,6 @@ use crate::auth::{AuthConfig, Identified, Identity};
 use crate::config::{Config, GcMode};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
-use crate::json::Json;
 use crate::memo::Memo;
 use crate::names::{RepositoryName, Tag};
 use crate::notify::{Action, Notifier, RequestRecord, Target};
@@ -16,6 +15,7 @@ use crate::router::Route;
 use crate::storage::{KeyValueStore, ObjectStore};
 use crate::uploads::StartUpload;
 use futures_util::future::LocalBoxFuture;
+use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -29,8 +29,9 @@ pub const ADMIN_GC_PATH: &str = "/_wharf/gc";
 
 /// Checks a signature with an external issuer's key: (alg, JWK, signed bytes, signature) ->
 /// whether it holds. The Worker uses WebCrypto; nothing in the wasm does public-key crypto.
-pub type SignatureCheck =
-    Box<dyn Fn(String, Json, Vec<u8>, Vec<u8>) -> LocalBoxFuture<'static, std::result::Result<bool, String>>>;
+pub type SignatureCheck = Box<
+    dyn Fn(String, serde_json::Value, Vec<u8>, Vec<u8>) -> LocalBoxFuture<'static, std::result::Result<bool, String>>,
+>;
 
 pub struct Registry<O: ObjectStore, K> {
     pub objects: O,
@@ -294,7 +295,7 @@ fn request_id(h: &Headers) -> String {
             let mut bytes = [0u8; 8];
             // Without randomness the id is only less unique, never wrong.
             let _ = getrandom::fill(&mut bytes);
-            crate::hex::encode(&bytes)
+            hex::encode(bytes)
         }
     }
 }
@@ -355,8 +356,7 @@ pub async fn read_limited<B: BodyReader>(body: &mut B, limit: usize) -> Result<V
     let mut out = Vec::new();
     while let Some(chunk) = body.chunk().await.map_err(body_error)? {
         if out.len() + chunk.len() > limit {
-            return Err(RegistryError::new(ErrorCode::PayloadTooLarge)
-                .with_detail(Json::object([("limit", Json::from(limit))])));
+            return Err(RegistryError::new(ErrorCode::PayloadTooLarge).with_detail(json!({ "limit": limit })));
         }
         out.extend_from_slice(&chunk);
     }
@@ -395,7 +395,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let identity = self.identify(auth, h).await?;
         let scopes: Vec<&str> = query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()).collect();
         let token = auth.issue_token(&identity, &scopes, self.now_secs())?;
-        let body = token.to_vec();
+        let body = serde_json::to_vec(&token).map_err(RegistryError::internal)?;
         // Tokens are per caller: no cache may keep one.
         Ok(json_response(body, false).header("Cache-Control", "no-store"))
     }
@@ -427,7 +427,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .with_message("garbage collection deletes only with WHARF_GC=on; dry runs are allowed"));
         }
         let report = self.collect_garbage(self.now_ms(), dry_run).await?;
-        let body = report.to_json().to_vec();
+        let body = serde_json::to_vec(&report).map_err(RegistryError::internal)?;
         Ok(json_response(body, false).header("Cache-Control", "no-store"))
     }
 }

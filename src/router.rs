@@ -4,8 +4,8 @@
 //! module builds the Location URLs, so parsing and building cannot drift apart.
 
 use crate::error::{ErrorCode, RegistryError};
-use crate::json::Json;
 use crate::names::{Digest, Reference, RepositoryName, UploadId};
+use serde_json::json;
 
 #[derive(Debug, PartialEq)]
 pub enum Route {
@@ -28,7 +28,7 @@ pub enum Route {
 }
 
 fn not_found(path: &str) -> RegistryError {
-    RegistryError::new(ErrorCode::RouteUnknown).with_detail(Json::object([("path", Json::from(path))]))
+    RegistryError::new(ErrorCode::RouteUnknown).with_detail(json!({ "path": path }))
 }
 
 /// Splits `rest` at the last `marker` whose tail has no `/`.

@@ -5,11 +5,11 @@
 
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{BodyReader, Headers, Method, Response, query_param};
-use crate::json::Json;
 use crate::keys;
 use crate::names::{Digest, UploadId};
 use crate::registry::{Registry, Result, json_response};
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions, suite};
+use serde::Serialize;
 
 /// `POST`: runs the storage contract suite (see [`crate::storage::suite`]).
 pub const SUITE_PATH: &str = "/_wharf/selftest";
@@ -30,6 +30,20 @@ fn wasm_memory_bytes() -> Option<usize> {
     None
 }
 
+/// The answer of [`MEMORY_PATH`]: `{"wasmMemoryBytes"}`, null natively.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Memory {
+    wasm_memory_bytes: Option<usize>,
+}
+
+/// The answer of [`SUITE_PATH`]: each store's checks, `{"objects":[...],"kv":[...]}`.
+#[derive(Serialize)]
+struct SuiteResults {
+    objects: Vec<suite::CaseResult>,
+    kv: Vec<suite::CaseResult>,
+}
+
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// The answer of a self-test endpoint, or `None` when the request is for another path.
     pub(crate) async fn selftest<B: BodyReader<Raw = O::Upload>>(
@@ -44,8 +58,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Method::Post, SUITE_PATH) => self.run_suite().await,
             (Method::Put, PUT_PATH) => self.baseline_put(query, headers, body).await,
             (Method::Get, MEMORY_PATH) => {
-                let body = Json::object([("wasmMemoryBytes", Json::from(wasm_memory_bytes()))]).to_string();
-                Ok(json_response(body.into_bytes(), false))
+                let body = serde_json::to_vec(&Memory { wasm_memory_bytes: wasm_memory_bytes() });
+                body.map(|b| json_response(b, false)).map_err(RegistryError::internal)
             }
             (Method::Post, TRAP_PATH) => panic!("self-test trap"),
             _ => return None,
@@ -56,9 +70,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let prefix = keys::selftest_run(&UploadId::random()?);
         let objects = suite::run_objects(&self.objects, &prefix).await;
         let kv = suite::run_kv(&self.kv, &prefix).await;
-        let results =
-            |cases: Vec<suite::CaseResult>| Json::Array(cases.iter().map(suite::CaseResult::to_json).collect());
-        let body = Json::object([("objects", results(objects)), ("kv", results(kv))]).to_vec();
+        let body = serde_json::to_vec(&SuiteResults { objects, kv }).map_err(RegistryError::internal)?;
         Ok(json_response(body, false))
     }
 

@@ -2,48 +2,42 @@
 //! entry's metadata so that a listing needs no per-tag reads.
 
 use crate::auth::access::glob;
+use crate::de::Object;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Response, query_param};
-use crate::json::Json;
 use crate::keys;
 use crate::manifests::format::MediaType;
 use crate::names::{Digest, RepositoryName, Tag};
 use crate::pagination::{next_link, page_size};
 use crate::registry::{Registry, Result, json_response};
 use crate::storage::{KeyValueStore, ListFrom, ObjectStore};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-/// What a tag points at (the KV metadata of `tags/<name>:<tag>`; well under KV's 1024 bytes).
-#[derive(Debug, Clone, PartialEq)]
+/// What a tag points at (the KV metadata of `tags/<name>:<tag>`; well under KV's 1024 bytes):
+/// `{"digest","mediaType","size"[,"cachedAt"]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TagRecord {
     pub digest: String,
     pub media_type: String,
     pub size: u64,
     /// Pull-through cache mode: when the upstream last confirmed the tag (seconds since the
-    /// epoch). Absent for pushed tags.
+    /// epoch). Absent (or null) for pushed tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_at: Option<u64>,
 }
 
 impl TagRecord {
-    /// `{"digest","mediaType","size"[,"cachedAt"]}`.
-    pub fn to_json(&self) -> Json {
-        Json::sparse(vec![
-            ("digest", Some((&self.digest).into())),
-            ("mediaType", Some((&self.media_type).into())),
-            ("size", Some(self.size.into())),
-            ("cachedAt", self.cached_at.map(Json::from)),
-        ])
+    /// The record as KV metadata.
+    pub fn to_json(&self) -> serde_json::Value {
+        // A struct of strings and integers always converts.
+        serde_json::to_value(self).unwrap_or_default()
     }
 
-    pub fn from_json(v: &Json) -> Option<TagRecord> {
-        Some(TagRecord {
-            digest: v["digest"].as_str()?.to_owned(),
-            media_type: v["mediaType"].as_str()?.to_owned(),
-            size: v["size"].as_u64()?,
-            cached_at: match v.present("cachedAt") {
-                Some(at) => Some(at.as_u64()?),
-                None => None,
-            },
-        })
+    /// The record in KV metadata; `None` when the metadata is not one.
+    pub fn from_json(v: &serde_json::Value) -> Option<TagRecord> {
+        Object::<TagRecord>::deserialize(v).ok().map(|o| o.0)
     }
 
     pub fn digest(&self) -> Result<Digest> {
@@ -82,7 +76,7 @@ impl ImmutableTags {
 fn immutable(tag: &Tag, what: &str) -> RegistryError {
     RegistryError::new(ErrorCode::Denied)
         .with_message(format!("tag {tag} is immutable and cannot be {what}; push a new tag instead"))
-        .with_detail(Json::object([("tag", Json::from(tag.as_str()))]))
+        .with_detail(json!({ "tag": tag.as_str() }))
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
@@ -215,10 +209,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
         if tags.is_empty() && !self.repository_exists(name).await? {
-            return Err(RegistryError::new(ErrorCode::NameUnknown)
-                .with_detail(Json::object([("name", Json::from(name.as_str()))])));
+            return Err(RegistryError::new(ErrorCode::NameUnknown).with_detail(json!({ "name": name.as_str() })));
         }
-        let body = Json::object([("name", Json::from(name.as_str())), ("tags", Json::from(&tags[..]))]).to_vec();
+        let body =
+            serde_json::to_vec(&TagList { name: name.as_str(), tags: &tags }).map_err(RegistryError::internal)?;
         let mut response = json_response(body, false);
         if let (true, Some(last)) = (more, tags.last()) {
             let path = format!("/v2/{name}/tags/list");
@@ -255,7 +249,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             more = page.cursor.is_some();
         }
         let names: Vec<&str> = listed.iter().filter(|r| visible(r)).map(RepositoryName::as_str).collect();
-        let body = Json::object([("repositories", Json::from(names))]).to_vec();
+        let body = serde_json::to_vec(&Catalog { repositories: &names }).map_err(RegistryError::internal)?;
         let mut response = json_response(body, false);
         // The next page starts after the last repository listed, shown or not.
         if let (true, Some(last)) = (more, listed.last().map(RepositoryName::as_str)) {
@@ -264,6 +258,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         Ok(response)
     }
+}
+
+/// `GET /v2/<name>/tags/list` (distribution-spec "Listing Tags").
+#[derive(Serialize)]
+struct TagList<'a> {
+    name: &'a str,
+    tags: &'a [String],
+}
+
+/// `GET /v2/_catalog` (Distribution's catalog API).
+#[derive(Serialize)]
+struct Catalog<'a> {
+    repositories: &'a [&'a str],
 }
 
 /// The tag of a listed KV key, if it is one (keys are written only by wharf, but a key that

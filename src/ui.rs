@@ -15,13 +15,13 @@ use crate::auth::Identity;
 use crate::auth::access::Actions;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, Headers, Method, Response, query_param};
-use crate::json::Json;
 use crate::keys;
 use crate::manifests::format::{Manifest, Platform};
 use crate::names::{Digest, RepositoryName};
 use crate::registry::{Registry, Result};
 use crate::storage::{KeyValueStore, Listing, ObjectStore};
 use futures_util::future::join_all;
+use serde_json::json;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -273,8 +273,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
         if tags.is_empty() && pushed.is_empty() {
-            return Err(RegistryError::new(ErrorCode::NameUnknown)
-                .with_detail(Json::object([("name", Json::from(name.as_str()))])));
+            return Err(RegistryError::new(ErrorCode::NameUnknown).with_detail(json!({ "name": name.as_str() })));
         }
         let rest: Vec<_> = tags.iter().filter(|(t, _)| after.is_none_or(|a| t.as_str() > a)).collect();
         let shown = &rest[..rest.len().min(TAGS_PAGE)];
@@ -346,8 +345,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     async fn config_platform(&self, name: &RepositoryName, config: &Digest) -> Result<Option<String>> {
         let Some(link) = self.blob_link(name, config).await?.filter(|l| l.size <= 1 << 20) else { return Ok(None) };
         let Some((_, bytes)) = self.objects.get_bytes(&link.object).await? else { return Ok(None) };
-        let config = Json::parse(&bytes).ok();
-        Ok(config.as_ref().and_then(Platform::from_json).filter(|p| !p.os.is_empty()).map(|p| platform(&p)))
+        Ok(Platform::of_config(&bytes).filter(|p| !p.os.is_empty()).map(|p| platform(&p)))
     }
 
     async fn manifest_page(

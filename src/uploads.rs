@@ -22,13 +22,15 @@ use crate::config::GcMode;
 use crate::error::{ErrorCode, RegistryError};
 use crate::hashing::Hasher;
 use crate::http::{BodyReader, Headers, Response};
-use crate::json::Json;
 use crate::keys;
 use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::registry::{Registry, Result, body_error};
 use crate::router::{blob_url, upload_url};
 use crate::storage::{ByteRange, KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PartSource, PutOptions};
 use futures_util::future::join;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
 
 /// Size of every multipart part but the last unless the first chunk suggests another: R2's
 /// minimum.
@@ -71,7 +73,7 @@ const MULTIPART_META: &str = "multipart";
 
 /// What an upload session remembers between requests, stored as a JSON line before the
 /// buffered bytes.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SessionState {
     repository: String,
     /// Bytes received so far.
@@ -79,40 +81,36 @@ struct SessionState {
     /// Hash state of everything received (hashing::Hasher::save). Sessions written before
     /// sessions hashed sha256 alone hold a sha512 state after it, space-separated (ignored).
     hash: String,
-    /// R2 multipart upload id, once the first full part was written.
+    /// R2 multipart upload id, once the first full part was written (null before).
+    #[serde(default, deserialize_with = "crate::de::lenient")]
     multipart: Option<String>,
     parts: Vec<Part>,
     /// Size of every part but the last.
+    #[serde(default = "default_part_size", deserialize_with = "saved_part_size")]
     part_size: usize,
 }
 
+/// Sessions saved before the part size was chosen per upload used R2's minimum.
+fn default_part_size() -> usize {
+    PART_SIZE
+}
+
+/// A part size as saved; R2's minimum when it is not a number, as for the oldest sessions.
+fn saved_part_size<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<usize, D::Error> {
+    match crate::de::lenient::<D, u64>(deserializer)? {
+        None => Ok(PART_SIZE),
+        Some(n) => usize::try_from(n).map_err(D::Error::custom),
+    }
+}
+
 impl SessionState {
-    fn to_json(&self) -> Json {
-        let parts = self.parts.iter().map(|p| Json::object([("number", p.number.into()), ("etag", (&p.etag).into())]));
-        Json::object([
-            ("repository", (&self.repository).into()),
-            ("size", self.size.into()),
-            ("hash", (&self.hash).into()),
-            ("multipart", self.multipart.as_deref().into()),
-            ("parts", Json::Array(parts.collect())),
-            ("part_size", self.part_size.into()),
-        ])
+    fn to_json(&self) -> Vec<u8> {
+        // Strings, integers and a list of them always serialise.
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
     fn from_json(bytes: &[u8]) -> Option<SessionState> {
-        let v = Json::parse(bytes).ok()?;
-        let parts = v["parts"].as_array()?.iter().map(|p| {
-            Some(Part { number: u16::try_from(p["number"].as_u64()?).ok()?, etag: p["etag"].as_str()?.to_owned() })
-        });
-        Some(SessionState {
-            repository: v["repository"].as_str()?.to_owned(),
-            size: v["size"].as_u64()?,
-            hash: v["hash"].as_str()?.to_owned(),
-            multipart: v["multipart"].as_str().map(str::to_owned),
-            parts: parts.collect::<Option<_>>()?,
-            // Sessions saved before the part size was chosen per upload used R2's minimum.
-            part_size: v["part_size"].as_u64().map_or(Some(PART_SIZE), |n| usize::try_from(n).ok())?,
-        })
+        crate::de::from_object(bytes).ok()
     }
 }
 
@@ -394,12 +392,12 @@ fn range(size: u64) -> String {
 fn chunk_too_large(limit: u64) -> RegistryError {
     RegistryError::new(ErrorCode::PayloadTooLarge)
         .with_message("chunk larger than this registry accepts in one request")
-        .with_detail(Json::object([("limit", Json::from(limit))]))
+        .with_detail(json!({ "limit": limit }))
 }
 
 fn digest_mismatch(expected: &Digest, computed: Option<Digest>) -> RegistryError {
     let computed = computed.map(|d| d.to_string());
-    let detail = Json::object([("expected", Json::from(expected.to_string())), ("computed", Json::from(computed))]);
+    let detail = json!({ "expected": expected.to_string(), "computed": computed });
     RegistryError::new(ErrorCode::DigestInvalid).with_detail(detail)
 }
 
@@ -431,7 +429,7 @@ fn created<S>(name: &RepositoryName, digest: &Digest) -> Response<S> {
 }
 
 fn upload_unknown(id: &UploadId) -> RegistryError {
-    RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(Json::object([("upload", Json::from(id.as_str()))]))
+    RegistryError::new(ErrorCode::BlobUploadUnknown).with_detail(json!({ "upload": id.as_str() }))
 }
 
 fn parse_digest_param(digest: Option<&str>) -> Result<Digest> {
@@ -532,8 +530,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             let start = content_range_start(range)
                 .map_err(|_| RegistryError::new(ErrorCode::RangeInvalid).with_detail(range.to_owned()))?;
             if start != writer.size {
-                let detail =
-                    Json::object([("expectedStart", Json::from(writer.size)), ("contentRange", Json::from(range))]);
+                let detail = json!({ "expectedStart": writer.size, "contentRange": range });
                 return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
             }
         }
@@ -671,7 +668,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             parts: writer.parts.clone(),
             part_size: writer.part_size,
         };
-        let mut bytes = state.to_json().to_vec();
+        let mut bytes = state.to_json();
         bytes.push(b'\n');
         bytes.extend_from_slice(&writer.buffer);
         // The multipart id also goes in the metadata, so that the cleanup can abort an
@@ -709,6 +706,33 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_state_is_one_json_line_and_older_lines_still_read() {
+        let state = SessionState {
+            repository: "r".into(),
+            size: 7,
+            hash: "sha256:00".into(),
+            multipart: None,
+            parts: vec![Part { number: 1, etag: "e1".into() }],
+            part_size: 6 * 1024 * 1024,
+        };
+        let line = String::from_utf8(state.to_json()).unwrap();
+        assert_eq!(
+            line,
+            r#"{"repository":"r","size":7,"hash":"sha256:00","multipart":null,"parts":[{"number":1,"etag":"e1"}],"part_size":6291456}"#
+        );
+        let read = SessionState::from_json(line.as_bytes()).unwrap();
+        assert_eq!((read.parts, read.part_size), (state.parts, state.part_size));
+        // Before the part size was chosen per upload.
+        let old = SessionState::from_json(br#"{"repository":"r","size":0,"hash":"h","parts":[],"multipart":"m"}"#);
+        assert_eq!(old.map(|s| (s.part_size, s.multipart)), Some((PART_SIZE, Some("m".to_owned()))));
+        assert!(SessionState::from_json(br#"{"repository":"r","size":0,"hash":"h"}"#).is_none());
+        assert!(
+            SessionState::from_json(br#"{"repository":"r","size":0,"hash":"h","parts":[{"number":70000,"etag":"e"}]}"#)
+                .is_none()
+        );
+    }
 
     #[test]
     fn content_ranges_are_inclusive_pairs() {

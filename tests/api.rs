@@ -907,6 +907,43 @@ fn storage_self_test_is_hidden_unless_enabled() {
     assert!(r.json()["objects"].as_array().unwrap().iter().all(|c| c["error"].is_null()));
 }
 
+/// Go's decoder takes the last of two `layers`, other parsers the first: a member wharf acts on
+/// given twice is refused, so that no two clients disagree about what a stored manifest says.
+#[test]
+fn a_manifest_member_given_twice_is_manifest_invalid_where_once_is_accepted() {
+    let t = TestRegistry::new();
+    let good = String::from_utf8(t.image_manifest("r", OCI_MANIFEST, "x")).unwrap();
+    let other = String::from_utf8(t.image_manifest("r", OCI_MANIFEST, "y")).unwrap();
+    let member = |body: &str, name: &str| body[body.find(&format!(r#""{name}":"#)).unwrap()..body.len() - 1].to_owned();
+    let (layers, other_layers) = (member(&good, "layers"), member(&other, "layers"));
+    let without_layers = good.replace(&format!(",{layers}"), "");
+    let with = |body: &str, members: &[&str]| format!("{},{}}}", &body[..body.len() - 1], members.join(","));
+    let subject = |d: &Digest| format!(r#""subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":1}}"#);
+    let (s1, s2) = (subject(&Digest::sha256_of(b"one")), subject(&Digest::sha256_of(b"two")));
+
+    let put = |body: &str, ct: &str| {
+        let r = t.put_manifest("r", "v1", ct, body.as_bytes());
+        let code = if r.status < 300 { String::new() } else { r.error_code() };
+        (r.status, code)
+    };
+    let refused = (400, "MANIFEST_INVALID".to_owned());
+    assert_eq!(put(&with(&without_layers, &[&other_layers]), OCI_MANIFEST).0, 201);
+    assert_eq!(put(&with(&good, &[&other_layers]), OCI_MANIFEST), refused, "layers twice");
+    assert_eq!(put(&with(&good, &[&s1]), OCI_MANIFEST).0, 201);
+    assert_eq!(put(&with(&good, &[&s1, &s2]), OCI_MANIFEST), refused, "subject twice");
+
+    let (image, child) = (good.as_bytes(), Digest::sha256_of(good.as_bytes()));
+    let index = String::from_utf8(list_body(OCI_INDEX, &[(&child, image.len(), OCI_MANIFEST, "amd64")])).unwrap();
+    let other_child = Digest::sha256_of(other.as_bytes());
+    for (body, digest) in [(image, &child), (other.as_bytes(), &other_child)] {
+        assert_eq!(t.put_manifest("r", &digest.to_string(), OCI_MANIFEST, body).status, 201);
+    }
+    let other_index = list_body(OCI_INDEX, &[(&other_child, other.len(), OCI_MANIFEST, "arm64")]);
+    let other_manifests = member(std::str::from_utf8(&other_index).unwrap(), "manifests");
+    assert_eq!(put(&index, OCI_INDEX).0, 201);
+    assert_eq!(put(&with(&index, &[&other_manifests]), OCI_INDEX), refused, "manifests twice");
+}
+
 // ---------------------------------------------------------------- bad input catalogue
 //
 // Each case: a request that must get a given status and OCI code, and must change nothing.
@@ -1093,6 +1130,20 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
         400,
         "MANIFEST_INVALID",
     );
+    // A member wharf acts on given twice: two readers could each see another one.
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &good.replacen('{', r#"{"layers":[],"#, 1)), 400, "MANIFEST_INVALID");
+    let subject = format!(r#""subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{missing}","size":1}}"#);
+    add(
+        put("/v2/r/manifests/v9", OCI_MANIFEST, &good.replacen('{', &format!("{{{subject},{subject},"), 1)),
+        400,
+        "MANIFEST_INVALID",
+    );
+    let index = String::from_utf8(list_body(
+        OCI_INDEX,
+        &[(&Digest::sha256_of(good.as_bytes()), good.len(), OCI_MANIFEST, "amd64")],
+    ))
+    .unwrap();
+    add(put("/v2/r/manifests/v9", OCI_INDEX, &index.replacen('{', r#"{"manifests":[],"#, 1)), 400, "MANIFEST_INVALID");
     add(
         put("/v2/r/manifests/v9", OCI_MANIFEST, &good.replace("\"schemaVersion\":2", "\"schemaVersion\":\"2\"")),
         400,

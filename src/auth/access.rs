@@ -1,7 +1,8 @@
 //! What may be done to which repository: actions, scopes (as clients request them and tokens
 //! carry them) and the configured rules.
 
-use crate::json::Json;
+use crate::de::{self, Members};
+use serde::{Deserialize, Serialize};
 
 /// A set of repository actions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,28 +53,15 @@ impl Actions {
 
 /// One access entry: a requested scope `repository[(class)]:<name>:<actions>`, or an entry of a
 /// token's `access` claim (the Docker token specification's JSON form).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Access {
-    /// `type` in JSON.
+    #[serde(rename = "type")]
     pub kind: String,
     pub name: String,
     pub actions: Vec<String>,
 }
 
 impl Access {
-    pub fn to_json(&self) -> Json {
-        Json::object([
-            ("type", (&self.kind).into()),
-            ("name", (&self.name).into()),
-            ("actions", self.actions[..].into()),
-        ])
-    }
-
-    pub fn from_json(v: &Json) -> Option<Self> {
-        let actions = v["actions"].as_array()?.iter().map(|a| a.as_str().map(str::to_owned)).collect::<Option<_>>()?;
-        Some(Self { kind: v["type"].as_str()?.to_owned(), name: v["name"].as_str()?.to_owned(), actions })
-    }
-
     /// Parses `type:name:actions`. Names contain no `:`, so the first and last `:` split it.
     pub fn parse_scope(scope: &str) -> Option<Self> {
         let (kind, rest) = scope.split_once(':')?;
@@ -102,43 +90,16 @@ impl Access {
 
 /// One rule as written: repositories matching `repositories` (`*` matches any run of
 /// characters, slashes included) grant each listed user (`users`: name -> actions), and anyone
-/// at all (`anonymous`), the listed actions.
+/// at all (`anonymous`), the listed actions. Other fields are refused: a misspelt one would
+/// silently grant nothing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRule {
     repositories: String,
-    users: Vec<(String, Vec<String>)>,
+    #[serde(default, deserialize_with = "de::nullable")]
+    users: Members<Vec<String>>,
+    #[serde(default, deserialize_with = "de::nullable")]
     anonymous: Vec<String>,
-}
-
-impl RawRule {
-    /// Other fields are refused: a misspelt one would silently grant nothing.
-    fn read(v: &Json) -> Result<Self, String> {
-        let members = v.as_object().ok_or("a rule must be an object")?;
-        let known = ["repositories", "users", "anonymous"];
-        if let Some((unknown, _)) = members.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-            return Err(format!("unknown field `{unknown}` (known: repositories, users, anonymous)"));
-        }
-        let actions = |v: &Json, what: &str| -> Result<Vec<String>, String> {
-            let list = v.as_array().ok_or_else(|| format!("{what} must be a list of actions"))?;
-            list.iter()
-                .map(|a| a.as_str().map(str::to_owned).ok_or_else(|| format!("{what}: actions are strings")))
-                .collect()
-        };
-        let users = match v.present("users") {
-            None => Vec::new(),
-            Some(u) => {
-                let u = u.as_object().ok_or("`users` must be an object of user names to actions")?;
-                u.iter().map(|(name, a)| Ok((name.clone(), actions(a, "users")?))).collect::<Result<_, String>>()?
-            }
-        };
-        Ok(RawRule {
-            repositories: v["repositories"].as_str().ok_or("a rule needs `repositories`, a string")?.to_owned(),
-            users,
-            anonymous: match v.present("anonymous") {
-                None => Vec::new(),
-                Some(a) => actions(a, "anonymous")?,
-            },
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,13 +116,13 @@ pub struct Rules(Vec<Rule>);
 
 impl Rules {
     pub fn parse(json: &str) -> Result<Self, String> {
-        let raw = Json::parse(json.as_bytes()).map_err(|e| format!("WHARF_RULES: {e}"))?;
-        let raw = raw.as_array().ok_or("WHARF_RULES: expected a JSON array of rules")?;
+        // A JSON array of rules.
+        let raw: Vec<de::Object<RawRule>> = serde_json::from_str(json).map_err(|e| format!("WHARF_RULES: {e}"))?;
         let mut rules = Vec::new();
-        for r in raw {
-            let r = RawRule::read(r).map_err(|e| format!("WHARF_RULES: {e}"))?;
+        for de::Object(r) in raw {
             let users = r
                 .users
+                .0
                 .into_iter()
                 .map(|(u, a)| Ok((u, Actions::parse(a.iter().map(String::as_str))?)))
                 .collect::<Result<_, String>>()
@@ -264,6 +225,27 @@ mod tests {
         assert!(Rules::parse("{}").is_err());
         assert!(Rules::parse(r#"[{"repositories":"*","anonymous":["fly"]}]"#).is_err());
         assert!(Rules::parse(r#"[{"repos":"*"}]"#).is_err());
+    }
+
+    #[test]
+    fn a_rule_says_each_thing_once() {
+        let refused = [
+            r#"[{"repositories":"a/*","repositories":"*","anonymous":["pull"]}]"#,
+            r#"[{"repositories":"*","anonymous":[],"anonymous":["push"]}]"#,
+            r#"[{"repositories":"*","users":{"ci":["pull"],"ci":["push"]}}]"#,
+            r#"[["*",{"ci":["push"]},[]]]"#,
+            r#"[{"repositories":"*","users":[["ci",["push"]]]}]"#,
+            r#"[{"repositories":"*","anonymous":"pull"}]"#,
+            r#"[{"repositories":null}]"#,
+        ];
+        for rules in refused {
+            assert!(Rules::parse(rules).is_err(), "{rules}");
+        }
+        let e = Rules::parse(r#"[{"repos":"*"}]"#).unwrap_err();
+        assert!(e.starts_with("WHARF_RULES: ") && e.contains("unknown field `repos`"), "{e}");
+        // Null reads as absent.
+        let rules = Rules::parse(r#"[{"repositories":"*","users":null,"anonymous":null}]"#).unwrap();
+        assert_eq!(rules.allowed(None, "x"), Actions::NONE);
     }
 
     #[test]

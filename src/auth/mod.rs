@@ -11,12 +11,14 @@ pub mod access;
 pub mod secret;
 pub mod token;
 
-use crate::base64::{self, Alphabet};
+use crate::de::Members;
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::Headers;
-use crate::json::Json;
 use access::{Access, Actions, Rules};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use secret::PasswordHash;
+use serde::Serialize;
 use token::Claims;
 
 /// Access control settings; present when `WHARF_RULES` is set.
@@ -47,10 +49,11 @@ impl AuthConfig {
         let rules = Rules::parse(&rules)?;
         let users = match var("WHARF_USERS").filter(|u| !u.trim().is_empty()) {
             None => Vec::new(),
-            Some(json) => Json::parse(json.as_bytes())
-                .map_err(|e| format!("WHARF_USERS: {e}"))?
-                .to_strings()
-                .ok_or("WHARF_USERS: expected an object of user names to password hashes")?,
+            Some(json) => {
+                serde_json::from_str::<Members<String>>(&json)
+                    .map_err(|e| format!("WHARF_USERS: expected an object of user names to password hashes: {e}"))?
+                    .0
+            }
         };
         let users = users
             .into_iter()
@@ -225,7 +228,7 @@ impl AuthConfig {
     }
 
     /// The token endpoint: a token granting each requested scope as far as the rules allow.
-    pub fn issue_token(&self, identity: &Identity, scopes: &[&str], now: u64) -> Result<Json, RegistryError> {
+    pub fn issue_token(&self, identity: &Identity, scopes: &[&str], now: u64) -> Result<TokenResponse, RegistryError> {
         let access = scopes
             .iter()
             .flat_map(|s| s.split(' '))
@@ -247,18 +250,30 @@ impl AuthConfig {
             access,
         };
         let jwt = token::sign(&claims, &self.token_key);
-        Ok(Json::object([
-            ("token", Json::from(&jwt)),
-            ("access_token", Json::from(jwt)),
-            ("expires_in", Json::from(self.token_ttl)),
-            ("issued_at", Json::from(crate::time::rfc3339(now))),
-        ]))
+        Ok(TokenResponse {
+            token: jwt.clone(),
+            access_token: jwt,
+            expires_in: self.token_ttl,
+            issued_at: crate::time::rfc3339(now),
+        })
     }
 }
 
-/// `base64(user:password)`.
+/// The token endpoint's answer (the Docker token specification's, with OAuth2's `access_token`
+/// beside `token` for the clients that read that one).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub access_token: String,
+    /// Seconds.
+    pub expires_in: u64,
+    /// RFC 3339.
+    pub issued_at: String,
+}
+
+/// `base64(user:password)`, padded (RFC 7617 §2).
 fn basic_credentials(encoded: &str) -> Option<(String, String)> {
-    let decoded = String::from_utf8(base64::decode(Alphabet::Standard, encoded)?).ok()?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
 }
@@ -278,8 +293,7 @@ mod tests {
     }
 
     fn basic(user: &str, pw: &str) -> Headers {
-        Headers::new()
-            .with("Authorization", &format!("Basic {}", base64::encode(Alphabet::Standard, format!("{user}:{pw}"))))
+        Headers::new().with("Authorization", &format!("Basic {}", STANDARD.encode(format!("{user}:{pw}"))))
     }
 
     #[test]
@@ -295,6 +309,24 @@ mod tests {
         assert_eq!(wrong.status(), 401);
         assert!(c.identify(&Headers::new().with("Authorization", "Digest x"), 0).is_err());
         assert!(c.identify(&Headers::new().with("Authorization", "Basic !!!"), 0).is_err());
+        // Standard base64 with its padding, nothing else.
+        let unpadded = STANDARD.encode("alice:pw").trim_end_matches('=').to_owned();
+        assert_ne!(unpadded, STANDARD.encode("alice:pw"));
+        assert!(c.identify(&Headers::new().with("Authorization", &format!("Basic {unpadded}")), 0).is_err());
+    }
+
+    #[test]
+    fn the_token_answer_is_written_in_its_order() {
+        let c = config();
+        let t = c.issue_token(&Identity::Anonymous, &[], 1000).unwrap();
+        let text = String::from_utf8(serde_json::to_vec(&t).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"token":"{0}","access_token":"{0}","expires_in":300,"issued_at":"1970-01-01T00:16:40Z"}}"#,
+                t.token
+            )
+        );
     }
 
     #[test]
@@ -304,6 +336,7 @@ mod tests {
         let t = c
             .issue_token(&alice, &["repository:team/app:pull,push,delete", "repository:private/x:push"], 1000)
             .unwrap();
+        let t = serde_json::to_value(t).unwrap();
         let claims = token::verify(t["token"].as_str().unwrap(), &c.token_key, "wharf", 1000).unwrap();
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.access.len(), 1, "nothing granted on private/x for push");
@@ -329,7 +362,7 @@ mod tests {
         let alice = Identity::User("alice".into());
         assert_eq!(c.authorize(&alice, "private/x", Actions::PUSH, origin).unwrap_err().status(), 403);
         // A token without the scope its user could have: 401, so the client fetches one.
-        let t = c.issue_token(&alice, &["repository:team/app:pull"], 0).unwrap();
+        let t = serde_json::to_value(c.issue_token(&alice, &["repository:team/app:pull"], 0).unwrap()).unwrap();
         let id = Identity::Token(token::verify(t["token"].as_str().unwrap(), &c.token_key, "wharf", 0).unwrap());
         assert_eq!(c.authorize(&id, "team/app", Actions::PUSH, origin).unwrap_err().status(), 401);
         assert_eq!(c.authorize(&id, "private/x", Actions::PUSH, origin).unwrap_err().status(), 403);
@@ -349,6 +382,11 @@ mod tests {
         let long = "x".repeat(32);
         assert!(base(&[("WHARF_TOKEN_SECRET", &long)]).unwrap().is_some());
         assert!(base(&[("WHARF_TOKEN_SECRET", &long), ("WHARF_USERS", r#"{"a":"plain"}"#)]).is_err());
+        let hash = PasswordHash::new("pw", b"salt", 1).to_string();
+        let users = |json: String| base(&[("WHARF_TOKEN_SECRET", &long), ("WHARF_USERS", &json)]);
+        assert_eq!(users(format!(r#"{{"b":"{hash}","a":"{hash}"}}"#)).unwrap().unwrap().users[0].0, "b");
+        assert!(users(format!(r#"{{"a":"{hash}","a":"{hash}"}}"#)).is_err(), "a user twice");
+        assert!(users(format!(r#"[["a","{hash}"]]"#)).is_err());
         assert_eq!(AuthConfig::from_vars(&|_| None), Ok(None));
     }
 }

@@ -38,8 +38,8 @@ impl PasswordHash {
             return None;
         }
         let iterations = parts.next()?.parse().ok().filter(|&i| i > 0)?;
-        let salt = crate::hex::decode(parts.next()?)?;
-        let hash = crate::hex::decode(parts.next()?)?;
+        let salt = hex::decode(parts.next()?).ok()?;
+        let hash = hex::decode(parts.next()?).ok()?;
         if parts.next().is_some() || hash.len() != 32 || salt.is_empty() {
             return None;
         }
@@ -63,7 +63,7 @@ impl PasswordHash {
 
 impl std::fmt::Display for PasswordHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (salt, hash) = (crate::hex::encode(&self.salt), crate::hex::encode(&self.hash));
+        let (salt, hash) = (hex::encode(&self.salt), hex::encode(&self.hash));
         write!(f, "pbkdf2-sha256${}${salt}${hash}", self.iterations)
     }
 }
@@ -99,7 +99,7 @@ mod tests {
     fn pbkdf2_matches_a_known_vector() {
         // RFC 7914 section 11: PBKDF2-HMAC-SHA256("passwd", "salt", 1, 64), first 32 bytes.
         let h = PasswordHash::new("passwd", b"salt", 1);
-        assert_eq!(crate::hex::encode(&h.hash), "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc");
+        assert_eq!(hex::encode(&h.hash), "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc");
     }
 
     #[test]

@@ -3,16 +3,21 @@
 
 use super::access::Access;
 use super::secret::constant_time_eq;
-use crate::base64::{self, Alphabet::UrlSafe};
-use crate::json::Json;
+use crate::de::{self, Members, Object};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// The issuer wharf writes into its tokens.
 pub const ISSUER: &str = "wharf";
 
-#[derive(Debug, Clone, PartialEq)]
+/// The claims of wharf's tokens (RFC 7519 §4.1, and the Docker token specification's `access`).
+/// Times are whole seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,
     /// The user, empty for anonymous tokens.
@@ -22,44 +27,27 @@ pub struct Claims {
     pub exp: u64,
     pub nbf: u64,
     pub iat: u64,
-    /// May be absent.
+    /// May be absent or null.
+    #[serde(default, deserialize_with = "access_list")]
     pub access: Vec<Access>,
 }
 
-impl Claims {
-    pub fn to_json(&self) -> Json {
-        Json::object([
-            ("iss", (&self.iss).into()),
-            ("sub", (&self.sub).into()),
-            ("aud", (&self.aud).into()),
-            ("exp", self.exp.into()),
-            ("nbf", self.nbf.into()),
-            ("iat", self.iat.into()),
-            ("access", Json::Array(self.access.iter().map(Access::to_json).collect())),
-        ])
-    }
-
-    /// The claims of a payload; `None` when one is missing or of another type.
-    pub fn from_json(v: &Json) -> Option<Self> {
-        let access = match v.present("access") {
-            None => Vec::new(),
-            Some(a) => a.as_array()?.iter().map(Access::from_json).collect::<Option<_>>()?,
-        };
-        Some(Self {
-            iss: v["iss"].as_str()?.to_owned(),
-            sub: v["sub"].as_str()?.to_owned(),
-            aud: v["aud"].as_str()?.to_owned(),
-            exp: v["exp"].as_u64()?,
-            nbf: v["nbf"].as_u64()?,
-            iat: v["iat"].as_u64()?,
-            access,
-        })
-    }
+/// An `access` claim: a list of access entries, each a JSON object; null reads as none.
+fn access_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Access>, D::Error> {
+    let list: Option<Vec<Object<Access>>> = Option::deserialize(deserializer)?;
+    Ok(list.into_iter().flatten().map(|a| a.0).collect())
 }
 
-/// A base64url segment of a token, decoded and read as JSON.
-fn segment(encoded: &str) -> Result<Json, Invalid> {
-    Json::parse(&base64::decode(UrlSafe, encoded).ok_or(Invalid::Malformed)?).map_err(|_| Invalid::Malformed)
+/// A token's JOSE header (RFC 7515 §4.1): the algorithm, and which key signed it.
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+}
+
+/// A base64url segment of a token, decoded and read as JSON (an object).
+fn segment<T: DeserializeOwned>(encoded: &str) -> Result<T, Invalid> {
+    de::from_object(&URL_SAFE_NO_PAD.decode(encoded).map_err(|_| Invalid::Malformed)?).map_err(|_| Invalid::Malformed)
 }
 
 /// Why a token was refused (for the log; clients only see 401).
@@ -79,10 +67,11 @@ fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 pub fn sign(claims: &Claims, key: &[u8]) -> String {
-    let header = base64::encode(UrlSafe, br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = base64::encode(UrlSafe, claims.to_json().to_vec());
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    // Strings, integers and lists of them always serialise.
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
     let signing_input = format!("{header}.{payload}");
-    let signature = base64::encode(UrlSafe, mac(key, signing_input.as_bytes()));
+    let signature = URL_SAFE_NO_PAD.encode(mac(key, signing_input.as_bytes()));
     format!("{signing_input}.{signature}")
 }
 
@@ -93,16 +82,16 @@ pub fn verify(token: &str, key: &[u8], service: &str, now: u64) -> Result<Claims
     else {
         return Err(Invalid::Malformed);
     };
-    let signature = base64::decode(UrlSafe, signature).ok_or(Invalid::Malformed)?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::Malformed)?;
     let expected = mac(key, format!("{header}.{payload}").as_bytes());
     if !constant_time_eq(&signature, &expected) {
         return Err(Invalid::Signature);
     }
     // Only after the signature holds is anything in the token read.
-    if segment(header)?["alg"] != "HS256" {
+    if segment::<Header>(header)?.alg != "HS256" {
         return Err(Invalid::Malformed);
     }
-    let claims = Claims::from_json(&segment(payload)?).ok_or(Invalid::Malformed)?;
+    let claims: Claims = segment(payload)?;
     if claims.aud != service {
         return Err(Invalid::Audience);
     }
@@ -164,9 +153,113 @@ mod tests {
 
     #[test]
     fn an_unsigned_token_is_refused() {
-        let payload = base64::encode(UrlSafe, claims(400).to_json().to_vec());
-        let header = base64::encode(UrlSafe, br#"{"alg":"none"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(400)).unwrap());
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
         assert!(verify(&format!("{header}.{payload}."), b"key", "wharf", 200).is_err());
+    }
+
+    /// A token signed with `key` whose payload is `payload` as it is.
+    fn signed(header: &str, payload: &str) -> String {
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac(b"key", input.as_bytes())))
+    }
+
+    #[test]
+    fn claims_are_written_in_their_order() {
+        let t = sign(&claims(400), b"key");
+        let payload = URL_SAFE_NO_PAD.decode(t.split('.').nth(1).unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            r#"{"iss":"wharf","sub":"alice","aud":"wharf","exp":400,"nbf":100,"iat":100,"access":[{"type":"repository","name":"a/b","actions":["pull"]}]}"#
+        );
+    }
+
+    #[test]
+    fn a_claim_given_twice_or_mistyped_is_malformed() {
+        let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let good = r#"{"iss":"wharf","sub":"alice","aud":"wharf","exp":400,"nbf":100,"iat":100}"#;
+        assert_eq!(verify(&signed(header, good), b"key", "wharf", 200).unwrap().access, []);
+        let with_null = good.replace(r#""iat":100"#, r#""iat":100,"access":null"#);
+        assert_eq!(verify(&signed(header, &with_null), b"key", "wharf", 200).unwrap().access, []);
+        let malformed = [
+            (header, good.replace(r#""aud":"wharf""#, r#""aud":"elsewhere","aud":"wharf""#)),
+            (header, good.replace(r#""exp":400"#, r#""exp":100,"exp":400"#)),
+            (header, good.replace(r#""iat":100"#, r#""iat":100,"access":[],"access":[]"#)),
+            (header, good.replace(r#""exp":400"#, r#""exp":400.5"#)),
+            (header, good.replace(r#""exp":400"#, r#""exp":"400""#)),
+            (header, good.replace(r#""sub":"alice""#, r#""sub":null"#)),
+            (header, good.replace(r#""iat":100"#, r#""iat":100,"access":[["repository","a/b",["push"]]]"#)),
+            (header, r#"["wharf","alice","wharf",400,100,100]"#.to_owned()),
+            (r#"{"alg":"HS256","alg":"none"}"#, good.to_owned()),
+            (r#"["HS256"]"#, good.to_owned()),
+        ];
+        for (header, payload) in malformed {
+            assert_eq!(
+                verify(&signed(header, &payload), b"key", "wharf", 200),
+                Err(Invalid::Malformed),
+                "{header} {payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn external_claims_fill_in_what_other_issuers_leave_out() {
+        let check = |payload: &str| {
+            let check = ExternalCheck {
+                alg: "ES256".into(),
+                jwk: serde_json::Value::Null,
+                signing_input: Vec::new(),
+                signature: Vec::new(),
+                payload: payload.as_bytes().to_vec(),
+            };
+            check.finish(true, "https://auth.example", "wharf", 200)
+        };
+        let c = check(r#"{"iss":"https://auth.example","aud":["x","wharf"],"exp":400}"#).unwrap();
+        assert_eq!((c.sub.as_str(), c.aud.as_str(), c.nbf, c.iat), ("", "wharf", 0, 0));
+        let c = check(r#"{"iss":"https://auth.example","aud":"wharf","exp":400,"sub":null,"nbf":null}"#).unwrap();
+        assert_eq!((c.sub.as_str(), c.nbf), ("", 0));
+        assert_eq!(check(r#"{"iss":7,"aud":"wharf","exp":400}"#), Err(Invalid::Audience));
+        assert_eq!(check(r#"{"aud":"wharf","exp":400}"#), Err(Invalid::Audience));
+        assert_eq!(check(r#"{"iss":"https://auth.example","aud":{"wharf":1},"exp":400}"#), Err(Invalid::Audience));
+        assert_eq!(
+            check(r#"{"iss":"https://auth.example","aud":"x","aud":"wharf","exp":400}"#),
+            Err(Invalid::Malformed)
+        );
+        assert_eq!(check(r#"{"iss":"https://auth.example","aud":"wharf","exp":400.5}"#), Err(Invalid::Malformed));
+        assert_eq!(check(r#"{"iss":"https://auth.example","aud":"wharf"}"#), Err(Invalid::Malformed));
+        assert_eq!(check(r#"["https://auth.example","wharf",400]"#), Err(Invalid::Malformed));
+    }
+
+    #[test]
+    fn a_jwk_set_names_its_keys_once() {
+        let set = Issuer::parse("i".into(), r#"{"keys":[{"kty":"EC","kid":"k1","x":"a"}]}"#).unwrap();
+        assert_eq!(set.keys[0]["x"], "a");
+        assert_eq!(set.key("ES256", None), Some(&set.keys[0]));
+        assert_eq!(set.key("RS256", None), None);
+        for refused in [
+            r#"{"keys":[]}"#,
+            r#"{"keys":{}}"#,
+            r#"{"key":[{"kty":"EC"}]}"#,
+            r#"[[{"kty":"EC"}]]"#,
+            r#"{"keys":[{"kty":"EC","kid":"k1","kid":"k2"}]}"#,
+            r#"{"keys":[{"kty":"EC"}],"keys":[{"kty":"RSA"}]}"#,
+        ] {
+            assert!(Issuer::parse("i".into(), refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn segments_are_unpadded_base64url() {
+        let t = sign(&claims(400), b"key");
+        let padded: Vec<String> = t
+            .split('.')
+            .map(|s| match s.len() % 4 {
+                0 => s.to_owned(),
+                n => format!("{s}{}", "=".repeat(4 - n)),
+            })
+            .collect();
+        assert_ne!(padded.join("."), t);
+        assert!(verify(&padded.join("."), b"key", "wharf", 200).is_err());
     }
 }
 
@@ -176,23 +269,32 @@ mod tests {
 pub struct Issuer {
     /// The `iss` its tokens carry.
     pub name: String,
-    /// Its public keys as JWKs (EC P-256 for ES256, RSA for RS256).
-    pub keys: Vec<Json>,
+    /// Its public keys as JWKs (EC P-256 for ES256, RSA for RS256), as the host's crypto takes
+    /// them.
+    pub keys: Vec<serde_json::Value>,
+}
+
+/// A JWK set (RFC 7517 §5). Each key is handed to the host's crypto as written, so wharf reads
+/// only `kty` and `kid` from it; no member of a key may be given twice.
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<Members<serde_json::Value>>,
 }
 
 impl Issuer {
     pub fn parse(name: String, jwks: &str) -> Result<Self, String> {
-        let set = Json::parse(jwks.as_bytes()).map_err(|e| format!("WHARF_TOKEN_JWKS: {e}"))?;
-        let keys = set["keys"].as_array().ok_or("WHARF_TOKEN_JWKS: expected a JWK set, {\"keys\": [...]}")?;
-        if keys.is_empty() {
+        let set: JwkSet = de::from_object(jwks.as_bytes())
+            .map_err(|e| format!("WHARF_TOKEN_JWKS: expected a JWK set, {{\"keys\": [...]}}: {e}"))?;
+        if set.keys.is_empty() {
             return Err("WHARF_TOKEN_JWKS: no keys".into());
         }
-        Ok(Self { name, keys: keys.to_vec() })
+        let keys = set.keys.into_iter().map(|k| serde_json::Value::Object(k.0.into_iter().collect())).collect();
+        Ok(Self { name, keys })
     }
 
     /// The key for a token's `alg` and `kid`: the matching `kid`, or the only key of the right
     /// type when the token names none.
-    fn key(&self, alg: &str, kid: Option<&str>) -> Option<&Json> {
+    fn key(&self, alg: &str, kid: Option<&str>) -> Option<&serde_json::Value> {
         let kty = match alg {
             "ES256" => "EC",
             "RS256" => "RSA",
@@ -214,7 +316,7 @@ impl Issuer {
 #[derive(Debug, Clone)]
 pub struct ExternalCheck {
     pub alg: String,
-    pub jwk: Json,
+    pub jwk: serde_json::Value,
     pub signing_input: Vec<u8>,
     pub signature: Vec<u8>,
     payload: Vec<u8>,
@@ -227,30 +329,47 @@ impl ExternalCheck {
         if !signature_holds {
             return Err(Invalid::Signature);
         }
-        let mut value = Json::parse(&self.payload).map_err(|_| Invalid::Malformed)?;
-        if value["iss"] != issuer {
+        let claims: ExternalClaims = de::from_object(&self.payload).map_err(|_| Invalid::Malformed)?;
+        if claims.iss != issuer {
             return Err(Invalid::Audience);
         }
-        let aud_ok = match &value["aud"] {
-            Json::String(a) => a == service,
-            Json::Array(list) => list.iter().any(|a| *a == service),
+        let aud_ok = match &claims.aud {
+            serde_json::Value::String(a) => a == service,
+            serde_json::Value::Array(list) => list.iter().any(|a| a == service),
             _ => false,
         };
         if !aud_ok {
             return Err(Invalid::Audience);
         }
         // What other issuers may leave out, filled in as wharf's own claims have it.
-        value.set("aud", service.into());
-        for field in ["nbf", "iat"] {
-            if value.present(field).is_none() {
-                value.set(field, 0u64.into());
-            }
-        }
-        if value.present("sub").is_none() {
-            value.set("sub", "".into());
-        }
-        in_period(Claims::from_json(&value).ok_or(Invalid::Malformed)?, now)
+        let claims = Claims {
+            iss: issuer.to_owned(),
+            sub: claims.sub.unwrap_or_default(),
+            aud: service.to_owned(),
+            exp: claims.exp,
+            nbf: claims.nbf.unwrap_or_default(),
+            iat: claims.iat.unwrap_or_default(),
+            access: claims.access,
+        };
+        in_period(claims, now)
     }
+}
+
+/// The claims of an external issuer's token: `aud` a string or a list of strings (RFC 7519
+/// §4.1.3); `sub`, `nbf` and `iat` may be absent or null. `iss` and `aud` are compared, not
+/// read, so that one of another type is another issuer's or audience's.
+#[derive(Deserialize)]
+struct ExternalClaims {
+    #[serde(default)]
+    iss: serde_json::Value,
+    #[serde(default)]
+    aud: serde_json::Value,
+    sub: Option<String>,
+    exp: u64,
+    nbf: Option<u64>,
+    iat: Option<u64>,
+    #[serde(default, deserialize_with = "access_list")]
+    access: Vec<Access>,
 }
 
 /// The outcome of reading a bearer token: checked (wharf's own), or awaiting the external
@@ -274,22 +393,17 @@ pub fn verify_any(
     else {
         return Err(Invalid::Malformed);
     };
-    let h = segment(header)?;
-    let alg = h["alg"].as_str().ok_or(Invalid::Malformed)?;
-    let kid = match h.present("kid") {
-        Some(kid) => Some(kid.as_str().ok_or(Invalid::Malformed)?),
-        None => None,
-    };
-    if alg == "HS256" {
+    let h: Header = segment(header)?;
+    if h.alg == "HS256" {
         return verify(token, key, service, now).map(Verification::Verified);
     }
     let issuer = issuer.ok_or(Invalid::Malformed)?;
-    let jwk = issuer.key(alg, kid).ok_or(Invalid::Signature)?.clone();
+    let jwk = issuer.key(&h.alg, h.kid.as_deref()).ok_or(Invalid::Signature)?.clone();
     Ok(Verification::External(ExternalCheck {
-        alg: alg.to_owned(),
+        alg: h.alg,
         jwk,
         signing_input: format!("{header}.{payload}").into_bytes(),
-        signature: base64::decode(UrlSafe, signature).ok_or(Invalid::Malformed)?,
-        payload: base64::decode(UrlSafe, payload).ok_or(Invalid::Malformed)?,
+        signature: URL_SAFE_NO_PAD.decode(signature).map_err(|_| Invalid::Malformed)?,
+        payload: URL_SAFE_NO_PAD.decode(payload).map_err(|_| Invalid::Malformed)?,
     }))
 }

@@ -3,9 +3,11 @@
 //! unmarshal functions). Bytes first: the pushed bytes are stored as they are; parsing only
 //! validates and collects the digests the manifest refers to.
 
+use crate::de::{self, Members, Object};
 use crate::error::{ErrorCode, RegistryError};
-use crate::json::Json;
 use crate::names::Digest;
+use serde::Deserialize;
+use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaType {
@@ -72,105 +74,52 @@ impl Accepted {
     }
 }
 
-/// The platform of an index entry (or of an image config): absent fields read as empty.
-#[derive(Debug, Clone, Default)]
+/// The platform of an index entry (or of an image config): absent or null fields read as empty.
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Platform {
+    #[serde(default, deserialize_with = "de::nullable")]
     pub architecture: String,
+    #[serde(default, deserialize_with = "de::nullable")]
     pub os: String,
 }
 
 impl Platform {
-    /// `None` unless an object whose `architecture` and `os`, when present, are strings.
-    pub fn from_json(v: &Json) -> Option<Self> {
-        v.as_object()?;
-        let text = |name| match v.present(name) {
-            None => Some(String::new()),
-            Some(s) => s.as_str().map(str::to_owned),
-        };
-        Some(Platform { architecture: text("architecture")?, os: text("os")? })
+    /// The platform an image config names at its top level; `None` when the config is not a
+    /// JSON object or its `architecture` or `os` is not a string.
+    pub fn of_config(config: &[u8]) -> Option<Self> {
+        de::from_object(config).ok()
     }
 }
 
-/// A member that may be absent or null; one that is present must read as `what`.
-fn optional<'a, T>(
-    v: &'a Json,
-    name: &str,
-    what: &str,
-    read: impl Fn(&'a Json) -> Option<T>,
-) -> Result<Option<T>, String> {
-    match v.present(name) {
-        None => Ok(None),
-        Some(x) => read(x).map(Some).ok_or_else(|| format!("`{name}` must be {what}")),
-    }
-}
-
-/// A string member's value, owned.
-fn string(v: &Json) -> Option<String> {
-    v.as_str().map(str::to_owned)
-}
-
-fn required<'a, T>(v: &'a Json, name: &str, what: &str, read: impl Fn(&'a Json) -> Option<T>) -> Result<T, String> {
-    optional(v, name, what, read)?.ok_or_else(|| format!("missing field `{name}`"))
-}
-
-/// A content descriptor as it appears in a manifest.
-#[derive(Debug, Clone)]
-pub struct RawDescriptor {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-    pub platform: Option<Platform>,
-}
-
-impl RawDescriptor {
-    fn read(v: &Json) -> Result<Self, String> {
-        v.as_object().ok_or("a descriptor must be an object")?;
-        Ok(RawDescriptor {
-            media_type: required(v, "mediaType", "a string", string)?,
-            digest: required(v, "digest", "a string", string)?,
-            size: required(v, "size", "a non-negative integer", Json::as_u64)?,
-            platform: optional(v, "platform", "an object of strings", Platform::from_json)?,
-        })
-    }
-
-    fn list(v: &Json, name: &str) -> Result<Option<Vec<Self>>, String> {
-        let Some(items) = optional(v, name, "an array", Json::as_array)? else { return Ok(None) };
-        items.iter().map(Self::read).collect::<Result<_, _>>().map(Some).map_err(|e| format!("{name}: {e}"))
-    }
+/// A content descriptor as it appears in a manifest. Its members, like the manifest's, are
+/// plain fields of derived structs (no `flatten`), so that serde refuses any of them given twice.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    platform: Option<Object<Platform>>,
 }
 
 /// The union of the fields of the four formats that wharf looks at; the rest of the body is
-/// stored but not interpreted.
-#[derive(Debug)]
+/// stored but not interpreted. A member that is null reads as absent.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct RawManifest {
     schema_version: Option<i64>,
     media_type: Option<String>,
-    config: Option<RawDescriptor>,
-    layers: Option<Vec<RawDescriptor>>,
-    manifests: Option<Vec<RawDescriptor>>,
-    subject: Option<RawDescriptor>,
+    config: Option<Object<RawDescriptor>>,
+    layers: Option<Vec<Object<RawDescriptor>>>,
+    manifests: Option<Vec<Object<RawDescriptor>>>,
+    subject: Option<Object<RawDescriptor>>,
     artifact_type: Option<String>,
-    annotations: Option<Vec<(String, String)>>,
+    annotations: Option<Members<String>>,
 }
 
 impl RawManifest {
-    fn read(body: &[u8]) -> Result<Self, String> {
-        let v = Json::parse(body)?;
-        v.as_object().ok_or("a manifest must be a JSON object")?;
-        let descriptor = |name: &str| match v.present(name) {
-            None => Ok(None),
-            Some(d) => RawDescriptor::read(d).map(Some).map_err(|e| format!("{name}: {e}")),
-        };
-        Ok(RawManifest {
-            schema_version: optional(&v, "schemaVersion", "an integer", Json::as_i64)?,
-            media_type: optional(&v, "mediaType", "a string", string)?,
-            config: descriptor("config")?,
-            layers: RawDescriptor::list(&v, "layers")?,
-            manifests: RawDescriptor::list(&v, "manifests")?,
-            subject: descriptor("subject")?,
-            artifact_type: optional(&v, "artifactType", "a string", string)?,
-            annotations: optional(&v, "annotations", "an object of strings", Json::to_strings)?,
-        })
+    fn read(body: &[u8]) -> Result<Self, serde_json::Error> {
+        de::from_object(body)
     }
 }
 
@@ -229,13 +178,13 @@ fn nesting_depth(json: &[u8]) -> usize {
     deepest
 }
 
-fn invalid(detail: impl Into<Json>) -> RegistryError {
+fn invalid(detail: serde_json::Value) -> RegistryError {
     RegistryError::new(ErrorCode::ManifestInvalid).with_detail(detail)
 }
 
-fn descriptor(raw: RawDescriptor) -> Result<Descriptor, RegistryError> {
+fn descriptor(Object(raw): Object<RawDescriptor>) -> Result<Descriptor, RegistryError> {
     let digest = Digest::parse(&raw.digest).map_err(|e| e.with_message("manifest refers to an invalid digest"))?;
-    Ok(Descriptor { media_type: raw.media_type, digest, size: raw.size, platform: raw.platform })
+    Ok(Descriptor { media_type: raw.media_type, digest, size: raw.size, platform: raw.platform.map(|p| p.0) })
 }
 
 impl Manifest {
@@ -249,63 +198,40 @@ impl Manifest {
     ///   (Distribution's ValidateUnambiguousManifestFormat).
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, RegistryError> {
         let ct = content_type.unwrap_or("");
-        let media_type = MediaType::parse(ct).ok_or_else(|| {
-            invalid(Json::object([
-                ("reason", Json::from("unsupported manifest media type")),
-                ("contentType", Json::from(ct)),
-            ]))
-        })?;
+        let media_type = MediaType::parse(ct)
+            .ok_or_else(|| invalid(json!({ "reason": "unsupported manifest media type", "contentType": ct })))?;
         if nesting_depth(body) > MAX_NESTING {
-            return Err(invalid(Json::object([(
-                "reason",
-                Json::from(format!("JSON nested deeper than {MAX_NESTING} levels")),
-            )])));
+            return Err(invalid(json!({ "reason": format!("JSON nested deeper than {MAX_NESTING} levels") })));
         }
         let raw = RawManifest::read(body).map_err(|e| {
-            invalid(Json::object([(
-                "reason",
-                Json::from(format!("manifest is not valid JSON of the expected shape: {e}")),
-            )]))
+            invalid(json!({ "reason": format!("manifest is not valid JSON of the expected shape: {e}") }))
         })?;
         if raw.schema_version != Some(2) {
-            return Err(invalid(Json::object([
-                ("reason", Json::from("schemaVersion must be 2")),
-                ("schemaVersion", Json::from(raw.schema_version)),
-            ])));
+            return Err(invalid(json!({ "reason": "schemaVersion must be 2", "schemaVersion": raw.schema_version })));
         }
         match (&raw.media_type, media_type) {
             (None, MediaType::OciManifest | MediaType::OciIndex) => {}
             (Some(m), expected) if m == expected.as_str() => {}
             (other, expected) => {
-                return Err(invalid(Json::object([
-                    ("reason", Json::from("mediaType in the body does not match Content-Type")),
-                    ("mediaType", Json::from(other.as_deref())),
-                    ("contentType", Json::from(expected.as_str())),
-                ])));
+                return Err(invalid(json!({
+                    "reason": "mediaType in the body does not match Content-Type",
+                    "mediaType": other,
+                    "contentType": expected.as_str(),
+                })));
             }
         }
         let (config, references) = if media_type.is_list() {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(invalid(Json::object([(
-                    "reason",
-                    Json::from("an index or manifest list must not have config or layers"),
-                )])));
+                return Err(invalid(json!({ "reason": "an index or manifest list must not have config or layers" })));
             }
-            let children = raw
-                .manifests
-                .ok_or_else(|| invalid(Json::object([("reason", Json::from("manifests field missing"))])))?;
+            let children = raw.manifests.ok_or_else(|| invalid(json!({ "reason": "manifests field missing" })))?;
             (None, children)
         } else {
             if raw.manifests.is_some() {
-                return Err(invalid(Json::object([(
-                    "reason",
-                    Json::from("an image manifest must not have a manifests field"),
-                )])));
+                return Err(invalid(json!({ "reason": "an image manifest must not have a manifests field" })));
             }
-            let config =
-                raw.config.ok_or_else(|| invalid(Json::object([("reason", Json::from("config field missing"))])))?;
-            let layers =
-                raw.layers.ok_or_else(|| invalid(Json::object([("reason", Json::from("layers field missing"))])))?;
+            let config = raw.config.ok_or_else(|| invalid(json!({ "reason": "config field missing" })))?;
+            let layers = raw.layers.ok_or_else(|| invalid(json!({ "reason": "layers field missing" })))?;
             (Some(config), layers)
         };
         Ok(Manifest {
@@ -314,7 +240,7 @@ impl Manifest {
             references: references.into_iter().map(descriptor).collect::<Result<_, _>>()?,
             subject: raw.subject.map(descriptor).transpose()?,
             artifact_type: raw.artifact_type,
-            annotations: raw.annotations,
+            annotations: raw.annotations.map(|a| a.0),
         })
     }
 
@@ -346,9 +272,14 @@ impl Manifest {
     }
 }
 
-/// The `subject` of stored manifest bytes, if any (read leniently: they passed `parse`).
+/// The `subject` of stored manifest bytes, if any (they passed `parse`).
 pub fn subject_of(body: &[u8]) -> Option<Digest> {
-    Digest::parse(Json::parse(body).ok()?.present("subject")?["digest"].as_str()?).ok()
+    Digest::parse(&RawManifest::read(body).ok()?.subject?.0.digest).ok()
+}
+
+/// The annotations of stored manifest bytes, in document order, if any.
+pub fn annotations_of(body: &[u8]) -> Option<Vec<(String, String)>> {
+    RawManifest::read(body).ok()?.annotations.map(|a| a.0)
 }
 
 /// In a Docker manifest list, the child for the default platform (linux/amd64): what
@@ -357,7 +288,8 @@ pub fn default_platform_child(list_body: &[u8]) -> Option<Digest> {
     let raw = RawManifest::read(list_body).ok()?;
     raw.manifests?
         .into_iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.architecture == "amd64" && p.os == "linux"))
+        .map(|d| d.0)
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.0.architecture == "amd64" && p.0.os == "linux"))
         .and_then(|d| Digest::parse(&d.digest).ok())
 }
 
@@ -444,6 +376,152 @@ mod tests {
         for (ct, body, code) in cases {
             assert_eq!(Manifest::parse(ct, body.as_bytes()).unwrap_err().code, code, "{ct:?} {body}");
         }
+    }
+
+    fn parse_oci(body: &str) -> Result<Manifest, RegistryError> {
+        Manifest::parse(Some(MediaType::OciManifest.as_str()), body.as_bytes())
+    }
+
+    fn index_with(extra: &str) -> String {
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":3}}]{extra}}}"#,
+            MediaType::OciManifest.as_str(),
+            d(3)
+        )
+    }
+
+    fn subject(n: u8) -> String {
+        format!(r#","subject":{{"mediaType":"{}","digest":"{}","size":1}}"#, MediaType::OciManifest.as_str(), d(n))
+    }
+
+    /// Two readers of a manifest with a repeated member could each see another one (Go's
+    /// decoder keeps the last, others the first): every member wharf acts on is refused twice.
+    #[test]
+    fn a_member_given_twice_is_manifest_invalid() {
+        let layers = format!(r#","layers":[{{"mediaType":"x","digest":"{}","size":1}}]"#, d(9));
+        let config = format!(r#","config":{{"mediaType":"x","digest":"{}","size":1}}"#, d(9));
+        let index = MediaType::OciIndex.as_str();
+        let twice = [
+            (oci_manifest(&layers), "layers"),
+            (oci_manifest(&config), "config"),
+            (oci_manifest(&format!("{}{}", subject(7), subject(8))), "subject"),
+            (oci_manifest(r#","mediaType":"application/vnd.oci.image.manifest.v1+json""#), "mediaType"),
+            (oci_manifest(r#","schemaVersion":2"#), "schemaVersion"),
+            (oci_manifest(r#","artifactType":"a","artifactType":"b""#), "artifactType"),
+            (oci_manifest(r#","annotations":{},"annotations":{}"#), "annotations"),
+            (oci_manifest("").replacen(r#""size":1}"#, &format!(r#""size":1,"digest":"{}"}}"#, d(9)), 1), "digest"),
+            (oci_manifest("").replacen(r#""size":1}"#, r#""size":1,"size":2}"#, 1), "size"),
+            (oci_manifest("").replacen(r#""size":1}"#, r#""size":1,"mediaType":"x"}"#, 1), "mediaType"),
+        ];
+        for (body, member) in twice {
+            let e = parse_oci(&body).unwrap_err();
+            assert_eq!((e.code, e.status()), (ErrorCode::ManifestInvalid, 400), "{body}");
+            let reason = e.detail.as_ref().unwrap()["reason"].as_str().unwrap().to_owned();
+            assert!(reason.contains(&format!("duplicate field `{member}`")), "{reason}");
+        }
+        let manifests = format!(r#","manifests":[{{"mediaType":"x","digest":"{}","size":1}}]"#, d(9));
+        for body in [index_with(&manifests), index_with(&format!("{}{}", subject(7), subject(8)))] {
+            let e = Manifest::parse(Some(index), body.as_bytes()).unwrap_err();
+            assert_eq!((e.code, e.status()), (ErrorCode::ManifestInvalid, 400), "{body}");
+        }
+        let platforms = index_with("")
+            .replace(r#""size":3}"#, r#""size":3,"platform":{"architecture":"amd64","os":"linux","os":"windows"}}"#);
+        assert_eq!(Manifest::parse(Some(index), platforms.as_bytes()).unwrap_err().code, ErrorCode::ManifestInvalid);
+        // Annotations are reported by the referrers API: a key twice is refused too.
+        let e = parse_oci(&oci_manifest(r#","annotations":{"a":"1","b":"2","a":"3"}"#)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ManifestInvalid);
+    }
+
+    #[test]
+    fn members_wharf_does_not_read_may_be_anything() {
+        let m = parse_oci(&oci_manifest(r#","x-extra":[1,{"y":null}],"x-extra":"again","x":1e400"#)).unwrap();
+        assert_eq!(m.blobs().count(), 2);
+        // Not UTF-8, even where nothing is read.
+        let mut bytes = oci_manifest(r#","x":"?""#).into_bytes();
+        let at = bytes.iter().rposition(|&b| b == b'?').unwrap();
+        bytes[at] = 0xff;
+        let e = Manifest::parse(Some(MediaType::OciManifest.as_str()), &bytes).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ManifestInvalid);
+    }
+
+    #[test]
+    fn null_members_read_as_absent() {
+        let m = parse_oci(&oci_manifest(r#","subject":null,"annotations":null,"artifactType":null"#)).unwrap();
+        assert!(m.subject.is_none() && m.annotations.is_none() && m.artifact_type.is_none());
+        assert_eq!(
+            parse_oci(
+                &oci_manifest("")
+                    .replace(r#""mediaType":"application/vnd.oci.image.manifest.v1+json","#, r#""mediaType":null,"#)
+            )
+            .unwrap()
+            .media_type,
+            MediaType::OciManifest
+        );
+        let e = parse_oci(&oci_manifest("").replace(r#""layers":["#, r#""layers":null,"x":["#)).unwrap_err();
+        assert_eq!(e.detail.unwrap()["reason"], "layers field missing");
+        let body = index_with("").replace(r#""size":3}"#, r#""size":3,"platform":{"architecture":null,"os":"linux"}}"#);
+        let m = Manifest::parse(Some(MediaType::OciIndex.as_str()), body.as_bytes()).unwrap();
+        let p = m.child_manifests().next().unwrap().platform.clone().unwrap();
+        assert_eq!((p.architecture.as_str(), p.os.as_str()), ("", "linux"));
+        // A descriptor's own members are required: null is not a value for them.
+        let e = parse_oci(&oci_manifest("").replacen(r#""size":1}"#, r#""size":null}"#, 1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ManifestInvalid);
+    }
+
+    #[test]
+    fn descriptors_and_manifests_are_objects_not_arrays() {
+        let array_config = oci_manifest("").replacen(
+            &format!(r#"{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":1}}"#, d(1)),
+            &format!(r#"["application/vnd.oci.image.config.v1+json","{}",1]"#, d(1)),
+            1,
+        );
+        assert_ne!(array_config, oci_manifest(""));
+        assert_eq!(parse_oci(&array_config).unwrap_err().code, ErrorCode::ManifestInvalid);
+        let array_layer = oci_manifest("").replacen(
+            &format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":1}}"#, d(2)),
+            &format!(r#"["application/vnd.oci.image.layer.v1.tar+gzip","{}",1]"#, d(2)),
+            1,
+        );
+        assert_ne!(array_layer, oci_manifest(""));
+        assert_eq!(parse_oci(&array_layer).unwrap_err().code, ErrorCode::ManifestInvalid);
+        let whole = format!(
+            r#"[2,"application/vnd.oci.image.manifest.v1+json",{{"mediaType":"x","digest":"{}","size":1}},[]]"#,
+            d(1)
+        );
+        assert_eq!(parse_oci(&whole).unwrap_err().code, ErrorCode::ManifestInvalid);
+        let platform = index_with("").replace(r#""size":3}"#, r#""size":3,"platform":["amd64","linux"]}"#);
+        let e = Manifest::parse(Some(MediaType::OciIndex.as_str()), platform.as_bytes()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ManifestInvalid);
+    }
+
+    #[test]
+    fn mistyped_members_are_manifest_invalid() {
+        for (from, to) in [
+            (r#""schemaVersion":2"#, r#""schemaVersion":2.0"#),
+            (r#""schemaVersion":2"#, r#""schemaVersion":"2""#),
+            (r#""size":1}"#, r#""size":1.5}"#),
+            (r#""size":1}"#, r#""size":1e2}"#),
+            (r#""size":1}"#, r#""size":-0}"#),
+            (r#""size":1}"#, r#""size":18446744073709551616}"#),
+            (r#""size":1}"#, r#""size":"1"}"#),
+            (r#""layers":["#, r#""annotations":{"a":1},"layers":["#),
+            (r#""layers":["#, r#""artifactType":7,"layers":["#),
+            (r#""layers":["#, r#""subject":"sha256:x","layers":["#),
+        ] {
+            let body = oci_manifest("").replacen(from, to, 1);
+            assert_ne!(body, oci_manifest(""));
+            assert_eq!(parse_oci(&body).unwrap_err().code, ErrorCode::ManifestInvalid, "{body}");
+        }
+    }
+
+    #[test]
+    fn annotations_keep_their_order() {
+        let m = parse_oci(&oci_manifest(r#","annotations":{"z":"1","a":"2"}"#)).unwrap();
+        let expected = [("z".to_owned(), "1".to_owned()), ("a".to_owned(), "2".to_owned())];
+        assert_eq!(m.annotations.as_deref(), Some(&expected[..]));
+        assert_eq!(annotations_of(oci_manifest(r#","annotations":{"z":"1","a":"2"}"#).as_bytes()).unwrap(), expected);
+        assert_eq!(subject_of(oci_manifest(&subject(7)).as_bytes()).unwrap().to_string(), d(7));
+        assert!(subject_of(oci_manifest("").as_bytes()).is_none());
     }
 
     #[test]

@@ -8,7 +8,6 @@ use crate::caching;
 use crate::config::{GcMode, MAX_MANIFEST_SIZE};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Response};
-use crate::json::Json;
 use crate::keys;
 use crate::names::{Digest, Reference, RepositoryName, Tag};
 use crate::notify::{Action, Target};
@@ -18,6 +17,7 @@ use crate::storage::{KeyValueStore, ListFrom, ObjectMeta, ObjectStore, PutOption
 use crate::tags::TagRecord;
 use format::{Accepted, Manifest, MediaType, default_platform_child};
 use futures_util::future::{join, join_all, join3};
+use serde_json::json;
 use std::rc::Rc;
 
 /// A manifest as [`Registry::load_manifest`] found it.
@@ -187,8 +187,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         // spec: "accept at least 4 MB, reject larger with 413". Refuse early when the client
         // announces the size; read_limited enforces it for chunked bodies.
         if headers.content_length().is_some_and(|l| l > MAX_MANIFEST_SIZE as u64) {
-            return Err(RegistryError::new(ErrorCode::PayloadTooLarge)
-                .with_detail(Json::object([("limit", Json::from(MAX_MANIFEST_SIZE))])));
+            return Err(
+                RegistryError::new(ErrorCode::PayloadTooLarge).with_detail(json!({ "limit": MAX_MANIFEST_SIZE }))
+            );
         }
         let bytes = read_limited(body, MAX_MANIFEST_SIZE).await?;
         let manifest = Manifest::parse(headers.get("content-type"), &bytes)?;
@@ -196,7 +197,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Reference::Digest(expected) => {
                 if expected.recompute(&bytes) != *expected {
                     return Err(RegistryError::new(ErrorCode::DigestInvalid)
-                        .with_detail(Json::object([("expected", Json::from(expected.to_string()))])));
+                        .with_detail(json!({ "expected": expected.to_string() })));
                 }
                 expected.clone()
             }
@@ -392,7 +393,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         match reference {
             Reference::Tag(tag) => {
                 if self.tag_record(name, tag).await?.is_none() {
-                    return Err(manifest_unknown().with_detail(Json::object([("tag", Json::from(tag.as_str()))])));
+                    return Err(manifest_unknown().with_detail(json!({ "tag": tag.as_str() })));
                 }
                 self.check_tag_delete(name, tag)?;
                 self.delete_tag(name, tag).await?;

@@ -432,7 +432,7 @@ impl KeyValueStore for MemoryKv {
         Ok(self.entries.borrow().get(key).cloned())
     }
 
-    async fn put(&self, key: &str, value: &str, metadata: Option<&Json>) -> Result<()> {
+    async fn put(&self, key: &str, value: &str, metadata: Option<&serde_json::Value>) -> Result<()> {
         self.faults.check().await?;
         if *self.refuse_puts.borrow() {
             return Err(StorageError::rate_limited(format!("KV put of {key}: too many requests")));

@@ -11,8 +11,8 @@
 pub mod memory;
 pub mod suite;
 
-use crate::json::Json;
 use crate::names::Digest;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -90,6 +90,20 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Metadata {
     }
 }
 
+/// As a JSON object of strings, in order of name.
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+/// From a JSON object of strings, each name once.
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        crate::de::Members::<String>::deserialize(deserializer).map(|m| m.0.into_iter().collect())
+    }
+}
+
 /// `metadata["name"]`, for tests: panics when absent, as a map's index does.
 impl std::ops::Index<&str> for Metadata {
     type Output = String;
@@ -146,8 +160,9 @@ pub struct ObjectPage {
     pub cursor: Option<String>,
 }
 
-/// A finished part of a multipart upload; both fields are needed to complete it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A finished part of a multipart upload; both fields are needed to complete it. Upload
+/// sessions keep theirs as `{"number","etag"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
     pub number: u16,
     pub etag: String,
@@ -262,14 +277,14 @@ impl Listing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvEntry {
     pub value: String,
-    pub metadata: Option<Json>,
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// A listed KV key with its metadata (KV returns metadata with list results, value not).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvKey {
     pub name: String,
-    pub metadata: Option<Json>,
+    pub metadata: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -297,7 +312,7 @@ pub const KV_MAX_METADATA: usize = 1024;
 /// manifest, never a broken one, because R2 bytes are written before the tag.
 pub trait KeyValueStore {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>>;
-    async fn put(&self, key: &str, value: &str, metadata: Option<&Json>) -> Result<()>;
+    async fn put(&self, key: &str, value: &str, metadata: Option<&serde_json::Value>) -> Result<()>;
     async fn delete(&self, key: &str) -> Result<()>;
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage>;
 }

@@ -6,19 +6,13 @@
 //! Each check works under its own `prefix` and removes what it wrote.
 
 use super::*;
-use crate::json::Json;
+use serde_json::json;
 
-/// The outcome of one check.
-#[derive(Debug, Clone)]
+/// The outcome of one check: `{"name","error"}`, the error null when it passed.
+#[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
     pub name: &'static str,
     pub error: Option<String>,
-}
-
-impl CaseResult {
-    pub fn to_json(&self) -> Json {
-        Json::object([("name", self.name.into()), ("error", self.error.as_deref().into())])
-    }
 }
 
 type Check = std::result::Result<(), String>;
@@ -198,7 +192,7 @@ async fn kv_missing_keys_are_none<K: KeyValueStore>(s: &K, p: &str) -> Check {
 
 async fn kv_put_get_delete_with_metadata<K: KeyValueStore>(s: &K, p: &str) -> Check {
     let k = format!("{p}key");
-    let meta = Json::object([("digest", Json::from("sha256:x")), ("size", Json::from(3))]);
+    let meta = json!({ "digest": "sha256:x", "size": 3 });
     s.put(&k, "value", Some(&meta)).await.map_err(se)?;
     let got = s.get(&k).await.map_err(se)?.ok_or("get after put")?;
     ensure!(got.value == "value" && got.metadata.as_ref() == Some(&meta), "got {got:?}");
@@ -213,17 +207,13 @@ async fn kv_put_get_delete_with_metadata<K: KeyValueStore>(s: &K, p: &str) -> Ch
 async fn kv_list_returns_prefixed_keys_in_order_with_metadata_and_a_cursor<K: KeyValueStore>(s: &K, p: &str) -> Check {
     let dir = format!("{p}list:");
     for name in ["b", "c", "a"] {
-        s.put(&format!("{dir}{name}"), name, Some(&Json::object([("n", Json::from(name))]))).await.map_err(se)?;
+        s.put(&format!("{dir}{name}"), name, Some(&json!({ "n": name }))).await.map_err(se)?;
     }
     s.put(&format!("{p}listz"), "z", None).await.map_err(se)?;
     let first = s.list(&dir, None, 2).await.map_err(se)?;
     let names: Vec<_> = first.keys.iter().map(|k| k.name.clone()).collect();
     ensure!(names == [format!("{dir}a"), format!("{dir}b")], "first page {names:?}");
-    ensure!(
-        first.keys[1].metadata == Some(Json::object([("n", Json::from("b"))])),
-        "listed metadata {:?}",
-        first.keys[1].metadata
-    );
+    ensure!(first.keys[1].metadata == Some(json!({ "n": "b" })), "listed metadata {:?}", first.keys[1].metadata);
     let cursor = first.cursor.ok_or("no cursor though a key remains")?;
     let second = s.list(&dir, Some(&cursor), 2).await.map_err(se)?;
     let names: Vec<_> = second.keys.iter().map(|k| k.name.clone()).collect();

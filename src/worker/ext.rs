@@ -36,7 +36,7 @@ extern "C" {
 
     /// A `ReadableStreamBYOBReader`, with workerd's `readAtLeast` extension: it resolves once at
     /// least `min_bytes` are in the view, or at the end of the stream.
-    type ByobReader;
+    pub type ByobReader;
     #[wasm_bindgen(method, js_name = readAtLeast)]
     fn read_at_least(this: &ByobReader, min_bytes: u32, view: Uint8Array) -> Promise;
 }
