@@ -12,9 +12,7 @@ use ::worker::js_sys::{self, Array, ArrayBuffer, BigInt, Object, Promise, Reflec
 use ::worker::wasm_bindgen::JsCast;
 use ::worker::wasm_bindgen::prelude::*;
 use ::worker::wasm_bindgen_futures::JsFuture;
-use ::worker::web_sys::{
-    CryptoKey, ReadableStream, ReadableStreamDefaultReader, TransformStream, WorkerGlobalScope,
-};
+use ::worker::web_sys::{CryptoKey, ReadableStream, ReadableStreamDefaultReader, TransformStream, WorkerGlobalScope};
 use ::worker::worker_sys::FixedLengthStream;
 use serde_json::Value;
 
@@ -131,22 +129,19 @@ fn object(members: &[(&str, &str)]) -> Object {
 /// JWK, then `verify`. Any other algorithm does not verify.
 pub async fn webcrypto_verify(alg: &str, jwk: &Value, data: &[u8], signature: &[u8]) -> Result<bool, JsValue> {
     let (import, verify) = match alg {
-        "ES256" => (
-            object(&[("name", "ECDSA"), ("namedCurve", "P-256")]),
-            object(&[("name", "ECDSA"), ("hash", "SHA-256")]),
-        ),
-        "RS256" => (
-            object(&[("name", "RSASSA-PKCS1-v1_5"), ("hash", "SHA-256")]),
-            object(&[("name", "RSASSA-PKCS1-v1_5")]),
-        ),
+        "ES256" => {
+            (object(&[("name", "ECDSA"), ("namedCurve", "P-256")]), object(&[("name", "ECDSA"), ("hash", "SHA-256")]))
+        }
+        "RS256" => {
+            (object(&[("name", "RSASSA-PKCS1-v1_5"), ("hash", "SHA-256")]), object(&[("name", "RSASSA-PKCS1-v1_5")]))
+        }
         _ => return Ok(false),
     };
     let subtle = js_sys::global().unchecked_into::<WorkerGlobalScope>().crypto()?.subtle();
     let jwk: Object = js_sys::JSON::parse(&jwk.to_string())?.dyn_into()?;
     let usages = Array::of1(&"verify".into());
-    let key: CryptoKey = JsFuture::from(subtle.import_key_with_object("jwk", &jwk, &import, false, &usages)?)
-        .await?
-        .unchecked_into();
+    let key: CryptoKey =
+        JsFuture::from(subtle.import_key_with_object("jwk", &jwk, &import, false, &usages)?).await?.unchecked_into();
     let verified = subtle.verify_with_object_and_u8_array_and_u8_array(&verify, &key, signature, data)?;
     Ok(JsFuture::from(verified).await?.is_truthy())
 }
