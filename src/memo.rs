@@ -10,7 +10,12 @@
 //!   are kept up to [`CONTENT_SECONDS`], so that what is deleted through another isolate stops
 //!   being served here within that bound. A delete through this isolate forgets it at once.
 //!
-//! Both are bounded (entries and bytes) and forget the oldest first.
+//! - **Verified Basic credentials** are kept [`CREDENTIAL_SECONDS`], so that a client that sends
+//!   Basic on every request pays the password derivation once. They are keyed by an HMAC of
+//!   user, password and stored hash under a key drawn when the isolate starts: the memo never
+//!   holds a password, and a changed password misses.
+//!
+//! All are bounded (entries and bytes) and forget the oldest first.
 //!
 //! A read that raced a write must not put the old value back: every write and delete moves
 //! the memo's generation on, and a value read from storage is only remembered when the
@@ -26,6 +31,10 @@ use std::rc::Rc;
 
 /// How long a manifest by digest or a blob link is kept.
 pub const CONTENT_SECONDS: u64 = 60;
+/// How long verified credentials are kept.
+pub const CREDENTIAL_SECONDS: u64 = 60;
+/// Most verified credentials kept.
+const MAX_CREDENTIALS: usize = 1024;
 /// Most blob links kept.
 const MAX_LINKS: usize = 16384;
 /// Most tags kept.
@@ -90,6 +99,10 @@ pub struct Memo {
     manifests: RefCell<Bounded<(String, String), MemoManifest>>,
     /// (repository, digest) -> (object holding the bytes, size).
     links: RefCell<Bounded<(String, String), (String, u64)>>,
+    /// HMAC of verified credentials (see [`Memo::credential`]).
+    credentials: RefCell<Bounded<[u8; 32], ()>>,
+    /// The key of those HMACs; `None` (nothing remembered) when no random key could be drawn.
+    credential_key: Option<[u8; 32]>,
 }
 
 impl Memo {
@@ -100,6 +113,11 @@ impl Memo {
             tags: RefCell::new(Bounded::new(MAX_TAGS, usize::MAX)),
             manifests: RefCell::new(Bounded::new(usize::MAX, MAX_MANIFEST_BYTES)),
             links: RefCell::new(Bounded::new(MAX_LINKS, usize::MAX)),
+            credentials: RefCell::new(Bounded::new(MAX_CREDENTIALS, usize::MAX)),
+            credential_key: {
+                let mut key = [0; 32];
+                getrandom::fill(&mut key).ok().map(|()| key)
+            },
         }
     }
 
@@ -193,6 +211,27 @@ impl Memo {
     pub fn forget_link(&self, repository: &str, digest: &str) {
         self.invalidate();
         self.links.borrow_mut().remove(&(repository.to_owned(), digest.to_owned()));
+    }
+
+    /// The memo's name for credentials checked against `stored` (a password hash's text):
+    /// an HMAC-SHA256 of the three, each length-prefixed so that no two triples share it.
+    pub fn credential(&self, user: &str, password: &str, stored: &str) -> Option<[u8; 32]> {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.credential_key?).ok()?;
+        for part in [user, password, stored] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        Some(mac.finalize().into_bytes().into())
+    }
+
+    /// Whether these credentials were verified within [`CREDENTIAL_SECONDS`].
+    pub fn verified(&self, credential: &[u8; 32], now: u64) -> bool {
+        self.credentials.borrow().get(credential, now).is_some()
+    }
+
+    pub fn remember_verified(&self, credential: [u8; 32], now: u64) {
+        self.credentials.borrow_mut().insert(credential, (), now + CREDENTIAL_SECONDS, 1);
     }
 }
 

@@ -3,7 +3,7 @@
 //! place they become HTTP responses.
 
 use crate::auth::access::Actions;
-use crate::auth::{AuthConfig, Identified, Identity};
+use crate::auth::{AuthConfig, Identified, Identity, PasswordCheck};
 use crate::config::{Config, GcMode};
 use crate::error::{ErrorCode, RegistryError};
 use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
@@ -33,6 +33,12 @@ pub type SignatureCheck = Box<
     dyn Fn(String, serde_json::Value, Vec<u8>, Vec<u8>) -> LocalBoxFuture<'static, std::result::Result<bool, String>>,
 >;
 
+/// Derives PBKDF2-HMAC-SHA256 of (password, salt, iterations), 32 bytes: the Worker's
+/// WebCrypto, far faster than the same in wasm. An error (an iteration count the host does not
+/// take) falls back to wasm.
+pub type PasswordDerivation =
+    Box<dyn Fn(Vec<u8>, Vec<u8>, u32) -> LocalBoxFuture<'static, std::result::Result<Vec<u8>, String>>>;
+
 pub struct Registry<O: ObjectStore, K> {
     pub objects: O,
     pub kv: K,
@@ -43,6 +49,8 @@ pub struct Registry<O: ObjectStore, K> {
     pub clock: Box<dyn Fn() -> u64>,
     /// The host's signature check for external tokens; without one they are refused.
     pub signature_check: Option<SignatureCheck>,
+    /// The host's password derivation; without one, passwords are derived in wasm.
+    pub password_derivation: Option<PasswordDerivation>,
     /// The host's HTTP client for the upstream of a pull-through cache.
     pub upstream: Option<Box<dyn Upstream<O>>>,
     /// Work for after the response ([`Registry::run_background`]).
@@ -66,6 +74,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             config,
             clock,
             signature_check: None,
+            password_derivation: None,
             upstream: None,
             background: RefCell::default(),
             memo,
@@ -95,6 +104,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         self
     }
 
+    pub fn with_password_derivation(mut self, derivation: PasswordDerivation) -> Self {
+        self.password_derivation = Some(derivation);
+        self
+    }
+
     pub fn with_notifier(mut self, notifier: Box<dyn Notifier>) -> Self {
         self.notifier = Some(notifier);
         self
@@ -110,6 +124,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let now = self.now_secs();
         match auth.identify(h, now)? {
             Identified::Ready(identity) => Ok(identity),
+            Identified::Password(check) => {
+                // A client sending Basic on every request pays the derivation once a minute.
+                let credential = self.memo.credential(&check.user, &check.password, &check.hash.to_string());
+                if credential.is_some_and(|c| self.memo.verified(&c, now)) {
+                    return Ok(Identity::User(check.user));
+                }
+                let derived = self.derive_password(&check).await;
+                let identity = auth.finish_password(check, &derived)?;
+                if let Some(credential) = credential {
+                    self.memo.remember_verified(credential, now);
+                }
+                Ok(identity)
+            }
             Identified::External(check) => {
                 let holds = match &self.signature_check {
                     Some(verify) => {
@@ -126,6 +153,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 auth.finish_external(check, holds, now)
             }
         }
+    }
+
+    /// PBKDF2 of a password check's password with its hash's salt and iterations: the host's
+    /// derivation, or wasm's when there is none or it refuses the count.
+    async fn derive_password(&self, check: &PasswordCheck) -> Vec<u8> {
+        let (password, salt, iterations) = (check.password.as_bytes(), check.hash.salt(), check.hash.iterations());
+        if let Some(derive) = &self.password_derivation
+            && let Ok(derived) = derive(password.to_vec(), salt.to_vec(), iterations).await
+        {
+            return derived;
+        }
+        crate::auth::secret::derive(password, salt, iterations).to_vec()
     }
 
     /// Answers one request. Never fails: every error becomes an OCI error response. Logs one

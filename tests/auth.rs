@@ -6,11 +6,14 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::*;
+use std::cell::RefCell;
+use std::rc::Rc;
 use wharf::Config;
 use wharf::auth::AuthConfig;
-use wharf::auth::secret::PasswordHash;
+use wharf::auth::secret::{DEFAULT_ITERATIONS, PasswordHash, derive};
 use wharf::http::{MemoryBody, Method};
 use wharf::names::Digest;
+use wharf::registry::PasswordDerivation;
 
 const RULES: &str = r#"[
   {"repositories": "public/*", "anonymous": ["pull"], "users": {"alice": ["push"]}},
@@ -18,16 +21,43 @@ const RULES: &str = r#"[
 ]"#;
 
 fn secured(extra: impl FnOnce(&mut Config)) -> TestRegistry {
-    let users = format!(
+    let mut config = secured_config(&users());
+    extra(&mut config);
+    TestRegistry::with_config(config)
+}
+
+/// `WHARF_USERS` of alice and bob.
+fn users() -> String {
+    format!(
         r#"{{"alice":"{}","bob":"{}"}}"#,
         PasswordHash::new("alice-pw", b"salt-a", 10),
         PasswordHash::new("bob-pw", b"salt-b", 10)
-    );
-    let vars = [("WHARF_RULES", RULES.to_owned()), ("WHARF_USERS", users), ("WHARF_TOKEN_SECRET", "s".repeat(40))];
+    )
+}
+
+fn secured_config(users: &str) -> Config {
+    let vars =
+        [("WHARF_RULES", RULES.to_owned()), ("WHARF_USERS", users.to_owned()), ("WHARF_TOKEN_SECRET", "s".repeat(40))];
     let auth = AuthConfig::from_vars(&|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())).unwrap();
-    let mut config = Config { auth, delete_enabled: true, ..Config::default() };
-    extra(&mut config);
-    TestRegistry::with_config(config)
+    Config { auth, delete_enabled: true, ..Config::default() }
+}
+
+/// A secured registry whose host derives passwords (in wasm here, as WebCrypto would), recording
+/// the iteration count of each derivation. It refuses counts above `refuse_above`, as workerd
+/// refuses more than 100,000.
+fn deriving(users: &str, refuse_above: u32) -> (TestRegistry, Rc<RefCell<Vec<u32>>>) {
+    let derivations = Rc::new(RefCell::new(Vec::new()));
+    let seen = derivations.clone();
+    let derivation: PasswordDerivation = Box::new(move |password, salt, iterations| {
+        seen.borrow_mut().push(iterations);
+        Box::pin(async move {
+            match iterations > refuse_above {
+                true => Err("too many iterations".to_owned()),
+                false => Ok(derive(&password, &salt, iterations).to_vec()),
+            }
+        })
+    });
+    (TestRegistry::with_password_derivation(secured_config(users), derivation), derivations)
 }
 
 fn basic(user: &str, pw: &str) -> String {
@@ -120,6 +150,49 @@ fn a_wrong_password_and_an_unknown_user_get_the_same_401() {
     assert!(wrong.header("WWW-Authenticate").is_some());
     let token_wrong = t.get("/token?scope=repository:team/app:pull", &[("Authorization", &basic("alice", "nope"))]);
     assert_eq!(token_wrong.status, 401, "no anonymous token for wrong credentials");
+}
+
+#[test]
+fn verified_credentials_are_remembered_for_a_minute_and_refused_ones_never() {
+    let (t, derivations) = deriving(&users(), u32::MAX);
+    let v2 = |user: &str, pw: &str| t.get("/v2/", &[("Authorization", &basic(user, pw))]).status;
+    assert_eq!(v2("alice", "alice-pw"), 200);
+    assert_eq!(v2("alice", "alice-pw"), 200);
+    assert_eq!(*derivations.borrow(), [10], "the second request is answered from the isolate's memory");
+    // A wrong password and an unknown user are derived every time, the latter at the default
+    // cost; neither is remembered.
+    for _ in 0..2 {
+        assert_eq!(v2("alice", "nope"), 401);
+        assert_eq!(v2("nobody", "alice-pw"), 401);
+    }
+    assert_eq!(*derivations.borrow(), [10, 10, DEFAULT_ITERATIONS, 10, DEFAULT_ITERATIONS]);
+    // Another user's credentials are their own entry.
+    assert_eq!(v2("bob", "bob-pw"), 200);
+    assert_eq!(v2("bob", "alice-pw"), 401);
+    assert_eq!(derivations.borrow().len(), 7);
+    // After a minute, the password is derived again.
+    t.now.set(t.now.get() + 61);
+    assert_eq!(v2("alice", "alice-pw"), 200);
+    assert_eq!(derivations.borrow().len(), 8);
+}
+
+#[test]
+fn a_hash_keeps_its_own_iteration_count_and_one_the_host_refuses_is_derived_in_wasm() {
+    // The former default, the current one, and more than workerd's WebCrypto derives.
+    let users = format!(
+        r#"{{"old":"{}","new":"{}","strong":"{}"}}"#,
+        PasswordHash::new("old-pw", b"salt-o", 10_000),
+        PasswordHash::new("new-pw", b"salt-n", DEFAULT_ITERATIONS),
+        PasswordHash::new("strong-pw", b"salt-s", 150_000)
+    );
+    let (t, derivations) = deriving(&users, 100_000);
+    let v2 = |user: &str, pw: &str| t.get("/v2/", &[("Authorization", &basic(user, pw))]).status;
+    assert_eq!(v2("old", "old-pw"), 200);
+    assert_eq!(v2("new", "new-pw"), 200);
+    // The host refuses 150,000 iterations: the password is derived in wasm, and verifies.
+    assert_eq!(v2("strong", "strong-pw"), 200);
+    assert_eq!(v2("strong", "old-pw"), 401);
+    assert_eq!(*derivations.borrow(), [10_000, DEFAULT_ITERATIONS, 150_000, 150_000]);
 }
 
 #[test]

@@ -86,12 +86,38 @@ impl AuthConfig {
     }
 }
 
-/// The outcome of reading credentials: an identity, or a token of the external issuer whose
-/// signature the host must check first (see [`AuthConfig::finish_external`]).
+/// The outcome of reading credentials: an identity, Basic credentials whose password the host
+/// must derive first (see [`AuthConfig::finish_password`]), or a token of the external issuer
+/// whose signature the host must check first (see [`AuthConfig::finish_external`]).
 #[derive(Debug)]
 pub enum Identified {
     Ready(Identity),
+    Password(PasswordCheck),
     External(token::ExternalCheck),
+}
+
+/// Basic credentials to check: the password is to be derived with `hash`'s salt and
+/// iterations and compared with it. For an unknown user `hash` is the decoy, so that the
+/// check costs the same.
+pub struct PasswordCheck {
+    pub user: String,
+    pub password: String,
+    pub hash: PasswordHash,
+    known: bool,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for PasswordCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordCheck").field("user", &self.user).field("known", &self.known).finish_non_exhaustive()
+    }
+}
+
+impl PasswordCheck {
+    /// Whether the user exists: only their credentials may be remembered once verified.
+    pub fn known(&self) -> bool {
+        self.known
+    }
 }
 
 /// Who is asking.
@@ -137,11 +163,14 @@ impl AuthConfig {
         if scheme.eq_ignore_ascii_case("basic") {
             let (user, password) =
                 basic_credentials(rest.trim()).ok_or_else(|| unauthorized("malformed credentials"))?;
-            return if self.check_password(&user, &password) {
-                Ok(Identified::Ready(Identity::User(user)))
-            } else {
-                Err(unauthorized("invalid username or password"))
-            };
+            let known = self.users.iter().find(|(name, _)| *name == user).map(|(_, hash)| hash.clone());
+            return Ok(Identified::Password(PasswordCheck {
+                known: known.is_some(),
+                // Same work as for a real user, so timing does not reveal who exists.
+                hash: known.unwrap_or_else(PasswordHash::decoy),
+                user,
+                password,
+            }));
         }
         if scheme.eq_ignore_ascii_case("bearer") {
             return match token::verify_any(rest.trim(), &self.token_key, self.issuer.as_ref(), &self.service, now) {
@@ -164,14 +193,16 @@ impl AuthConfig {
         check.finish(signature_holds, issuer, &self.service, now).map(Identity::Token).map_err(refused)
     }
 
-    fn check_password(&self, user: &str, password: &str) -> bool {
-        match self.users.iter().find(|(name, _)| name == user).map(|(_, hash)| hash) {
-            Some(hash) => hash.verify(password),
-            None => {
-                // Same work as for a real user, so timing does not reveal who exists.
-                let _ = PasswordHash::decoy().verify(password);
-                false
-            }
+    /// The identity of Basic credentials once the host has derived the password (`derived`:
+    /// PBKDF2 with the check's salt and iterations). The answer is the same for an unknown user
+    /// and a wrong password.
+    pub fn finish_password(&self, check: PasswordCheck, derived: &[u8]) -> Result<Identity, RegistryError> {
+        // Both sides evaluated, so that a known user's comparison costs what an unknown one's does.
+        let matches = check.hash.matches(derived);
+        if check.known & matches {
+            Ok(Identity::User(check.user))
+        } else {
+            Err(unauthorized("invalid username or password"))
         }
     }
 
@@ -296,15 +327,24 @@ mod tests {
         Headers::new().with("Authorization", &format!("Basic {}", STANDARD.encode(format!("{user}:{pw}"))))
     }
 
+    /// Basic credentials checked as the registry does, deriving in wasm.
+    fn password(c: &AuthConfig, user: &str, pw: &str) -> Result<Identity, RegistryError> {
+        match c.identify(&basic(user, pw), 0)? {
+            Identified::Password(check) => {
+                let derived = secret::derive(check.password.as_bytes(), check.hash.salt(), check.hash.iterations());
+                c.finish_password(check, &derived)
+            }
+            other => panic!("Basic credentials identified as {other:?}"),
+        }
+    }
+
     #[test]
     fn identities_come_from_the_authorization_header() {
         let c = config();
         assert!(matches!(c.identify(&Headers::new(), 0), Ok(Identified::Ready(Identity::Anonymous))));
-        assert!(
-            matches!(c.identify(&basic("alice", "pw"), 0), Ok(Identified::Ready(Identity::User(u))) if u == "alice")
-        );
-        let wrong = c.identify(&basic("alice", "nope"), 0).unwrap_err();
-        let unknown = c.identify(&basic("bob", "pw"), 0).unwrap_err();
+        assert_eq!(password(&c, "alice", "pw").unwrap(), Identity::User("alice".into()));
+        let wrong = password(&c, "alice", "nope").unwrap_err();
+        let unknown = password(&c, "bob", "pw").unwrap_err();
         assert_eq!((wrong.code, wrong.message()), (unknown.code, unknown.message()), "same answer for both");
         assert_eq!(wrong.status(), 401);
         assert!(c.identify(&Headers::new().with("Authorization", "Digest x"), 0).is_err());
@@ -313,6 +353,21 @@ mod tests {
         let unpadded = STANDARD.encode("alice:pw").trim_end_matches('=').to_owned();
         assert_ne!(unpadded, STANDARD.encode("alice:pw"));
         assert!(c.identify(&Headers::new().with("Authorization", &format!("Basic {unpadded}")), 0).is_err());
+    }
+
+    #[test]
+    fn an_unknown_user_is_checked_against_the_decoy_at_the_default_cost() {
+        let c = config();
+        let Ok(Identified::Password(check)) = c.identify(&basic("bob", "pw"), 0) else {
+            panic!("not a password check")
+        };
+        assert!(!check.known());
+        assert_eq!(check.hash.iterations(), secret::DEFAULT_ITERATIONS);
+        let Ok(Identified::Password(check)) = c.identify(&basic("alice", "pw"), 0) else {
+            panic!("not a password check")
+        };
+        assert!(check.known());
+        assert_eq!(check.hash.iterations(), 10, "a user's own hash, with its own count");
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! Secrets: constant-time comparison and password hashes.
 //!
 //! Passwords are stored as `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>` (make one with
-//! `npm run hash-password`). Verification costs the same for an unknown user as for a wrong
-//! password, and compares in constant time, so neither timing nor answers tell them apart.
+//! `npm run hash-password`). The iteration count is part of the hash, so hashes of any count
+//! keep verifying when the default changes. Verification costs the same for an unknown user as
+//! for a wrong password, and compares in constant time, so neither timing nor answers tell
+//! them apart.
+//!
+//! The derivation itself is the host's where it has a faster one (the Worker's WebCrypto, see
+//! `Registry::with_password_derivation`); [`derive`] is the same function in wasm.
 
 use sha2::Sha256;
 
@@ -28,8 +33,10 @@ pub struct PasswordHash {
 }
 
 /// Iterations of the hash an unknown user is checked against, so that it costs what a real
-/// user's check costs (the README's `hash-password` default).
-pub const DEFAULT_ITERATIONS: u32 = 10_000;
+/// user's check costs: `npm run hash-password`'s default, the most workerd's WebCrypto derives
+/// (OWASP's password storage cheat sheet asks 600,000 of PBKDF2-HMAC-SHA256, README "Access
+/// control").
+pub const DEFAULT_ITERATIONS: u32 = 100_000;
 
 impl PasswordHash {
     pub fn parse(s: &str) -> Option<Self> {
@@ -47,11 +54,26 @@ impl PasswordHash {
     }
 
     pub fn new(password: &str, salt: &[u8], iterations: u32) -> Self {
-        Self { iterations, salt: salt.to_vec(), hash: derive(password, salt, iterations).to_vec() }
+        Self { iterations, salt: salt.to_vec(), hash: derive(password.as_bytes(), salt, iterations).to_vec() }
     }
 
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    pub fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    /// Whether `derived` (PBKDF2 of a password with this hash's salt and iterations) is this
+    /// hash, in constant time.
+    pub fn matches(&self, derived: &[u8]) -> bool {
+        constant_time_eq(derived, &self.hash)
+    }
+
+    /// Derives in wasm and compares.
     pub fn verify(&self, password: &str) -> bool {
-        constant_time_eq(&derive(password, &self.salt, self.iterations), &self.hash)
+        self.matches(&derive(password.as_bytes(), &self.salt, self.iterations))
     }
 
     /// The stand-in checked for unknown users: verifying against it costs one derivation, as
@@ -68,8 +90,9 @@ impl std::fmt::Display for PasswordHash {
     }
 }
 
-fn derive(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
-    pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.as_bytes(), salt, iterations)
+/// PBKDF2-HMAC-SHA256 (RFC 8018 §5.2) with a 32-byte output.
+pub fn derive(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! - reading a body stream in large pieces with workerd's BYOB `readAtLeast`;
 //! - splitting a stream into a branch for the client and one of known length for R2 or the
 //!   Cache API (`tee` and `pipeThrough` a `FixedLengthStream`);
-//! - checking a token's signature with WebCrypto, so that no public-key code lives in the wasm.
+//! - checking a token's signature with WebCrypto, so that no public-key code lives in the wasm;
+//! - deriving a password's PBKDF2 with WebCrypto, natively rather than in wasm.
 //!
 //! Calls that can throw are bound with `catch`: a runtime exception becomes an `Err`, never an
 //! exception unwinding through the wasm.
@@ -144,4 +145,25 @@ pub async fn webcrypto_verify(alg: &str, jwk: &Value, data: &[u8], signature: &[
         JsFuture::from(subtle.import_key_with_object("jwk", &jwk, &import, false, &usages)?).await?.unchecked_into();
     let verified = subtle.verify_with_object_and_u8_array_and_u8_array(&verify, &key, signature, data)?;
     Ok(JsFuture::from(verified).await?.is_truthy())
+}
+
+/// The most PBKDF2 iterations workerd's WebCrypto derives; it refuses more (a count above is
+/// derived in wasm).
+const WEBCRYPTO_MAX_ITERATIONS: u32 = 100_000;
+
+/// PBKDF2-HMAC-SHA256 of `password`, 32 bytes, with WebCrypto (`importKey("raw")`, then
+/// `deriveBits`).
+pub async fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32) -> Result<Vec<u8>, JsValue> {
+    if iterations > WEBCRYPTO_MAX_ITERATIONS {
+        return Err(JsValue::from_str("more iterations than WebCrypto derives"));
+    }
+    let subtle = js_sys::global().unchecked_into::<WorkerGlobalScope>().crypto()?.subtle();
+    let usages = Array::of1(&"deriveBits".into());
+    let import = subtle.import_key_with_str("raw", &Uint8Array::from(password), "PBKDF2", false, &usages)?;
+    let key: CryptoKey = JsFuture::from(import).await?.unchecked_into();
+    let params = object(&[("name", "PBKDF2"), ("hash", "SHA-256")]);
+    Reflect::set(&params, &"salt".into(), &Uint8Array::from(salt))?;
+    Reflect::set(&params, &"iterations".into(), &iterations.into())?;
+    let bits = JsFuture::from(subtle.derive_bits_with_object(&params, &key, 256)?).await?;
+    Ok(Uint8Array::new(&bits).to_vec())
 }

@@ -567,9 +567,13 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
     if notifying {
         registry = registry.with_notifier(Box::new(Poster));
     }
-    Ok(registry.with_signature_check(Box::new(|alg, jwk, data, signature| {
-        Box::pin(async move { ext::webcrypto_verify(&alg, &jwk, &data, &signature).await.map_err(js_error) })
-    })))
+    Ok(registry
+        .with_signature_check(Box::new(|alg, jwk, data, signature| {
+            Box::pin(async move { ext::webcrypto_verify(&alg, &jwk, &data, &signature).await.map_err(js_error) })
+        }))
+        .with_password_derivation(Box::new(|password, salt, iterations| {
+            Box::pin(async move { ext::pbkdf2_sha256(&password, &salt, iterations).await.map_err(js_error) })
+        })))
 }
 
 /// Once per isolate, when the wasm is instantiated (and again for the fresh instance that

@@ -105,6 +105,11 @@ impl TestRegistry {
         Self::with_config(config).rebuilt(|r| r.with_notifier(notifier))
     }
 
+    /// A registry deriving passwords through `derivation`, as the Worker does with WebCrypto.
+    pub fn with_password_derivation(config: Config, derivation: wharf::registry::PasswordDerivation) -> Self {
+        Self::with_config(config).rebuilt(|r| r.with_password_derivation(derivation))
+    }
+
     /// The registry made again over the same storage, clock and configuration, then `finish`ed
     /// (host hooks are set when a registry is built).
     fn rebuilt(

@@ -34,10 +34,17 @@ function externalToken(alg, pair, kid, claims) {
 const tmp = mkdtempSync(join(tmpdir(), "wharf-auth-"));
 
 async function authVars(extra = {}) {
-  const hash = async (pw) => (await run("node", [join(import.meta.dirname, "..", "..", ".ci", "hash-password.mjs"), pw])).trim();
+  const hash = async (pw, ...options) =>
+    (await run("node", [join(import.meta.dirname, "..", "..", ".ci", "hash-password.mjs"), ...options, pw])).trim();
   return {
     WHARF_RULES: RULES,
-    WHARF_USERS: JSON.stringify({ alice: await hash("alice-pw"), bob: await hash("bob-pw") }),
+    WHARF_USERS: JSON.stringify({
+      alice: await hash("alice-pw"),
+      bob: await hash("bob-pw"),
+      // The former default count, and one above what workerd's WebCrypto derives.
+      old: await hash("old-pw", "--iterations", "10000"),
+      strong: await hash("strong-pw", "--iterations", "150000"),
+    }),
     WHARF_TOKEN_SECRET: "an e2e token secret of forty characters!",
     ...extra,
   };
@@ -69,6 +76,17 @@ const skopeo = (...args) => run("skopeo", ["--insecure-policy", ...args]);
 const push = (repo, ...creds) =>
   skopeo("copy", "--dest-tls-verify=false", ...creds, `oci:${layout.dir}:image`, `docker://${front.host}/${repo}:v1`);
 const inspect = (repo, ...creds) => skopeo("inspect", "--tls-verify=false", "--raw", ...creds, `docker://${front.host}/${repo}:v1`);
+
+test("passwords hashed with any iteration count verify, through WebCrypto or in wasm", async () => {
+  const v2 = async (user, pw) =>
+    (await request(shortLived.base, "GET", "/v2/", { headers: { Authorization: `Basic ${Buffer.from(`${user}:${pw}`).toString("base64")}` } })).status;
+  for (const user of ["alice", "old", "strong"]) {
+    assert.equal(await v2(user, `${user}-pw`), 200, user);
+    assert.equal(await v2(user, `${user}-pw`), 200, `${user}, remembered`);
+    assert.equal(await v2(user, "wrong"), 401, user);
+  }
+  assert.equal(await v2("nobody", "alice-pw"), 401);
+});
 
 test("skopeo pushes with --dest-creds and pulls with --creds through the token flow", async () => {
   await push("team/app", "--dest-creds", "alice:alice-pw");
