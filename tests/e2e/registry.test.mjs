@@ -67,7 +67,11 @@ test("after a trap, the next request is served by a fresh wasm instance", async 
   assert.equal((await request(selftest.base, "POST", "/_wharf/selftest/trap")).status, 500);
   // console_error_panic_hook put the panic's message and location on console.error, which is
   // what `wrangler tail` and Workers Logs show.
-  assert.match(selftest.log(), /panicked at [^\n]*src\/selftest\.rs:\d+:\d+:\s+self-test trap/);
+  // wrangler prints the Worker's output as it comes (in colour): wait for it.
+  const panicked = /panicked at [^\n]*src\/selftest\.rs:\d+:\d+:[\s\S]*self-test trap/;
+  const log = () => selftest.log().replace(/\x1b\[[0-9;]*m/g, "");
+  for (let i = 0; i < 50 && !panicked.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(log(), panicked);
   const fresh = await memory();
   assert.ok(fresh < grown, `wasm memory ${fresh} bytes after the trap, ${grown} before: not a fresh instance`);
   // Nothing was lost: the session lives in R2, and the upload completes.
