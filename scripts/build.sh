@@ -3,7 +3,7 @@
 # (index.js), which src/entry.mjs, the Worker's main module, loads. With --selftest it also
 # builds the variant with the self-test endpoints (the `selftest` feature) into build/selftest/,
 # with an entry.mjs of its own, for the end-to-end tests and the upload benchmark. Tools are the
-# pinned ones .ci/setup.sh installs; nothing is downloaded.
+# pinned ones scripts/setup.sh installs; nothing is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -3,8 +3,8 @@
 # wrangler dev on 127.0.0.1 (port 8787 unless given) with local R2 and KV kept in .wrangler/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash .ci/setup.sh
-bash .ci/build.sh
+bash scripts/setup.sh
+bash scripts/build.sh
 port=(--port 8787)
 for arg in "$@"; do
   case "$arg" in --port|--port=*) port=() ;; esac

@@ -24,7 +24,7 @@ cargo test --locked --features selftest --lib --test api
 
 step "release Worker build"
 # The release bundle, and the self-test variant (build/selftest/) a few tests need.
-bash .ci/build.sh --selftest
+bash scripts/build.sh --selftest
 
 step "oci-client test binary"
 cargo build --release --locked --manifest-path tests/oci-client/Cargo.toml

@@ -1,4 +1,4 @@
-// The Worker's entry module: instantiates wharf's wasm (built by .ci/build.sh into build/) once
+// The Worker's entry module: instantiates wharf's wasm (built by scripts/build.sh into build/) once
 // per isolate and hands it each event to the exports of workers-rs's `#[event]` functions. All
 // the registry lives in the wasm (src/worker/mod.rs). Instantiation runs its `#[event(start)]`
 // function, which installs the panic hook.

@@ -35,7 +35,7 @@ const tmp = mkdtempSync(join(tmpdir(), "wharf-auth-"));
 
 async function authVars(extra = {}) {
   const hash = async (pw, ...options) =>
-    (await run("node", [join(import.meta.dirname, "..", "..", ".ci", "hash-password.mjs"), ...options, pw])).trim();
+    (await run("node", [join(import.meta.dirname, "..", "..", "scripts", "hash-password.mjs"), ...options, pw])).trim();
   return {
     WHARF_RULES: RULES,
     WHARF_USERS: JSON.stringify({

@@ -1,6 +1,6 @@
 // Shared set-up of the end-to-end tests: start the built Worker under `wrangler dev` (workerd
 // with local R2 and KV, the bindings of wrangler.toml) on a free port, optionally with extra
-// [vars], and stop it afterwards. The Worker must already be built (.ci/build.sh).
+// [vars], and stop it afterwards. The Worker must already be built (scripts/build.sh).
 
 import { spawn, execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
@@ -48,7 +48,7 @@ export async function startWharf({ vars = {}, args: extra = [], state: given, lo
   // release bundle, with WHARF_SELFTEST on.
   const entry = selftest ? join(ROOT, "build", "selftest", "entry.mjs") : join(ROOT, "build", "index.js");
   if (!existsSync(entry)) {
-    throw new Error(`${entry} is missing: run .ci/build.sh --selftest first`);
+    throw new Error(`${entry} is missing: run scripts/build.sh --selftest first`);
   }
   if (selftest) vars = { ...vars, WHARF_SELFTEST: "true" };
   const port = await freePort();

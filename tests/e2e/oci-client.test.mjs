@@ -1,5 +1,5 @@
 // Round trip with the Rust `oci-client` crate (tests/oci-client): monolithic and chunked
-// pushes of a two-layer image, pulled back byte for byte. The crate is built by .ci/test.sh
+// pushes of a two-layer image, pulled back byte for byte. The crate is built by scripts/test.sh
 // (cargo build --release); this test runs its binary against a fresh wharf.
 
 import { test, before, after } from "node:test";

@@ -16,7 +16,7 @@ const basic = (user, pw) => "Basic " + Buffer.from(`${user}:${pw}`).toString("ba
 const ALICE = basic("alice", "alice-pw");
 
 before(async () => {
-  const hash = async (pw) => (await run("node", [join(import.meta.dirname, "..", "..", ".ci", "hash-password.mjs"), pw])).trim();
+  const hash = async (pw) => (await run("node", [join(import.meta.dirname, "..", "..", "scripts", "hash-password.mjs"), pw])).trim();
   upstream = await startWharf({
     vars: {
       WHARF_RULES: JSON.stringify([{ repositories: "lib/*", users: { alice: ["pull", "push"], mirror: ["pull"] } }]),
