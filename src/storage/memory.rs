@@ -28,6 +28,82 @@ struct ObjectsInner {
     /// Storage operations so far (each a round trip to R2 in production).
     operations: usize,
     faults: Faults,
+    counter: Operations,
+}
+
+/// A storage operation as it is billed: R2 reads (Class B: head, get, list), R2 writes (Class A:
+/// put, delete, multipart calls), KV reads (get, list) and KV writes (put, delete; ten times
+/// a read's price).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    R2Read,
+    R2Write,
+    KvRead,
+    KvWrite,
+}
+
+/// What requests cost in storage: operations by kind, and the sequential round trips, the
+/// longest chain of operations each of which started after the one before it had answered.
+/// Operations started while others are in flight (side by side, as `join` runs them) share a
+/// round trip. Shared by the object store and the KV store of one registry.
+#[derive(Debug, Clone, Default)]
+pub struct Operations(Rc<RefCell<OperationsInner>>);
+
+#[derive(Debug, Default)]
+struct OperationsInner {
+    counts: Counts,
+    /// The round of the latest operation to have answered.
+    answered_round: usize,
+}
+
+/// Storage operations by kind, and sequential round trips (see [`Operations`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub r2_reads: usize,
+    pub r2_writes: usize,
+    pub kv_reads: usize,
+    pub kv_writes: usize,
+    pub round_trips: usize,
+}
+
+impl Operations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What was counted since the last `take`, and a fresh start.
+    pub fn take(&self) -> Counts {
+        std::mem::take(&mut *self.0.borrow_mut()).counts
+    }
+
+    /// Counts an operation of `kind`: it is in flight until its caller is polled again, so
+    /// that operations started side by side overlap, as they do against R2 and KV.
+    async fn run(&self, kind: Kind) {
+        let round = {
+            let mut inner = self.0.borrow_mut();
+            let counts = &mut inner.counts;
+            *match kind {
+                Kind::R2Read => &mut counts.r2_reads,
+                Kind::R2Write => &mut counts.r2_writes,
+                Kind::KvRead => &mut counts.kv_reads,
+                Kind::KvWrite => &mut counts.kv_writes,
+            } += 1;
+            let round = inner.answered_round + 1;
+            inner.counts.round_trips = inner.counts.round_trips.max(round);
+            round
+        };
+        let mut yielded = false;
+        poll_fn(|cx| match std::mem::replace(&mut yielded, true) {
+            false => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            true => Poll::Ready(()),
+        })
+        .await;
+        let mut inner = self.0.borrow_mut();
+        inner.answered_round = inner.answered_round.max(round);
+    }
 }
 
 /// How an injected fault behaves.
@@ -176,13 +252,19 @@ impl MemoryObjects {
         self.0.borrow_mut().faults = faults;
         self
     }
+    /// Shares `operations` with this store (see [`Operations`]).
+    pub fn with_operations(self, operations: Operations) -> Self {
+        self.0.borrow_mut().counter = operations;
+        self
+    }
     /// Counts an operation, and fails or pauses it if so planned.
-    async fn begin(&self) -> Result<()> {
-        let faults = {
+    async fn begin(&self, kind: Kind) -> Result<()> {
+        let (faults, counter) = {
             let mut inner = self.0.borrow_mut();
             inner.operations += 1;
-            inner.faults.clone()
+            (inner.faults.clone(), inner.counter.clone())
         };
+        counter.run(kind).await;
         faults.check().await
     }
     /// Storage operations so far: each one a round trip to R2 in production.
@@ -246,7 +328,7 @@ impl ObjectStore for MemoryObjects {
         digest: &Digest,
         options: PutOptions,
     ) -> Result<bool> {
-        self.begin().await?;
+        self.begin(Kind::R2Write).await?;
         let mut bytes = Vec::new();
         while let Some(chunk) = body.chunk().await.map_err(StorageError::new)? {
             bytes.extend_from_slice(&chunk);
@@ -262,7 +344,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        self.begin().await?;
+        self.begin(Kind::R2Read).await?;
         Ok(self.0.borrow().objects.get(key).map(|o| o.meta.clone()))
     }
 
@@ -275,7 +357,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
-        self.begin().await?;
+        self.begin(Kind::R2Read).await?;
         Ok(self.0.borrow().objects.get(key).map(|o| (o.meta.clone(), o.bytes.clone())))
     }
 
@@ -304,7 +386,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
-        self.begin().await?;
+        self.begin(Kind::R2Write).await?;
         let mut inner = self.0.borrow_mut();
         if let Some(expected) = &options.if_etag_matches
             && inner.objects.get(key).map(|o| &o.meta.etag) != Some(expected)
@@ -316,13 +398,13 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.begin().await?;
+        self.begin(Kind::R2Write).await?;
         self.0.borrow_mut().objects.remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, from: ListFrom<'_>, limit: u32) -> Result<ObjectPage> {
-        self.begin().await?;
+        self.begin(Kind::R2Read).await?;
         // The memory twin's cursors are the last key of the page, so both forms mean "after".
         let cursor = match from {
             ListFrom::Beginning => None,
@@ -339,7 +421,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String> {
-        self.begin().await?;
+        self.begin(Kind::R2Write).await?;
         let mut inner = self.0.borrow_mut();
         let id = etag(&mut inner);
         inner.uploads.insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
@@ -347,7 +429,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Vec<u8>) -> Result<Part> {
-        self.begin().await?;
+        self.begin(Kind::R2Write).await?;
         let mut inner = self.0.borrow_mut();
         let etag = etag(&mut inner);
         match inner.uploads.get_mut(upload_id) {
@@ -360,7 +442,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta> {
-        self.begin().await?;
+        self.begin(Kind::R2Write).await?;
         let mut inner = self.0.borrow_mut();
         let Some((k, options, stored)) = inner.uploads.get(upload_id) else {
             return Err(StorageError::new(format!("no multipart upload {upload_id}")));
@@ -392,7 +474,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
-        self.begin().await?;
+        self.begin(Kind::R2Write).await?;
         self.0.borrow_mut().uploads.remove(upload_id);
         Ok(())
     }
@@ -404,6 +486,7 @@ impl ObjectStore for MemoryObjects {
 pub struct MemoryKv {
     entries: Rc<RefCell<BTreeMap<String, KvEntry>>>,
     faults: Faults,
+    counter: Operations,
     /// While set, every put is refused as KV refuses writes over its per-key rate.
     refuse_puts: Rc<RefCell<bool>>,
 }
@@ -420,6 +503,16 @@ impl MemoryKv {
         self.faults = faults;
         self
     }
+    /// Shares `operations` with this store (see [`Operations`]).
+    pub fn with_operations(mut self, operations: Operations) -> Self {
+        self.counter = operations;
+        self
+    }
+    /// Counts an operation, and fails or pauses it if so planned.
+    async fn begin(&self, kind: Kind) -> Result<()> {
+        self.counter.run(kind).await;
+        self.faults.check().await
+    }
     /// Makes puts fail as rate-limited (`true`) or succeed again (`false`).
     pub fn refuse_puts(&self, refuse: bool) {
         *self.refuse_puts.borrow_mut() = refuse;
@@ -428,12 +521,12 @@ impl MemoryKv {
 
 impl KeyValueStore for MemoryKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>> {
-        self.faults.check().await?;
+        self.begin(Kind::KvRead).await?;
         Ok(self.entries.borrow().get(key).cloned())
     }
 
     async fn put(&self, key: &str, value: &str, metadata: Option<&serde_json::Value>) -> Result<()> {
-        self.faults.check().await?;
+        self.begin(Kind::KvWrite).await?;
         if *self.refuse_puts.borrow() {
             return Err(StorageError::rate_limited(format!("KV put of {key}: too many requests")));
         }
@@ -450,13 +543,13 @@ impl KeyValueStore for MemoryKv {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.faults.check().await?;
+        self.begin(Kind::KvWrite).await?;
         self.entries.borrow_mut().remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage> {
-        self.faults.check().await?;
+        self.begin(Kind::KvRead).await?;
         let map = self.entries.borrow();
         let items = map
             .range(prefix.to_owned()..)

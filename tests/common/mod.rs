@@ -9,7 +9,7 @@ use std::rc::Rc;
 use wharf::http::{Body, Headers, MemoryBody, Method, Request};
 use wharf::names::Digest;
 use wharf::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
-use wharf::storage::memory::{Faults, MemoryKv, MemoryObjects};
+use wharf::storage::memory::{Faults, MemoryKv, MemoryObjects, Operations};
 use wharf::{Config, Registry};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -24,6 +24,8 @@ pub struct TestRegistry {
     pub kv: MemoryKv,
     /// The registry's clock, in seconds (it reads milliseconds); tests move it.
     pub now: Rc<Cell<u64>>,
+    /// What the stores did: R2 and KV reads and writes, sequential round trips.
+    pub operations: Operations,
 }
 
 #[derive(Debug)]
@@ -61,12 +63,18 @@ impl TestRegistry {
     }
 
     pub fn with_config(config: Config) -> Self {
-        let objects = MemoryObjects::new();
-        let kv = MemoryKv::new();
+        Self::over(MemoryObjects::new(), MemoryKv::new(), config)
+    }
+
+    /// A registry over these stores, counting their operations together.
+    fn over(objects: MemoryObjects, kv: MemoryKv, config: Config) -> Self {
+        let operations = Operations::new();
+        let objects = objects.with_operations(operations.clone());
+        let kv = kv.with_operations(operations.clone());
         let now = Rc::new(Cell::new(1_800_000_000));
         let clock = now.clone();
         let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get() * 1000));
-        Self { registry, objects, kv, now }
+        Self { registry, objects, kv, now, operations }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -79,12 +87,7 @@ impl TestRegistry {
 
     /// A registry whose stores share `faults` (see `wharf::storage::memory::Faults`).
     pub fn with_faults(config: Config, faults: &Faults) -> Self {
-        let objects = MemoryObjects::new().with_faults(faults.clone());
-        let kv = MemoryKv::new().with_faults(faults.clone());
-        let now = Rc::new(Cell::new(1_800_000_000));
-        let clock = now.clone();
-        let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get() * 1000));
-        Self { registry, objects, kv, now }
+        Self::over(MemoryObjects::new().with_faults(faults.clone()), MemoryKv::new().with_faults(faults.clone()), config)
     }
 
     /// Another registry, with its own configuration, over this one's storage and clock.
@@ -92,7 +95,13 @@ impl TestRegistry {
         let clock = self.now.clone();
         let registry =
             Registry::new(self.objects.clone(), self.kv.clone(), config, Box::new(move || clock.get() * 1000));
-        Self { registry, objects: self.objects.clone(), kv: self.kv.clone(), now: self.now.clone() }
+        Self {
+            registry,
+            objects: self.objects.clone(),
+            kv: self.kv.clone(),
+            now: self.now.clone(),
+            operations: self.operations.clone(),
+        }
     }
 
     /// A registry in pull-through cache mode in front of `upstream`.
