@@ -753,6 +753,37 @@ fn a_body_that_breaks_off_leaves_every_kind_of_upload_as_it_was() {
 }
 
 #[test]
+fn an_encoded_slash_stays_inside_its_segment() {
+    let t = TestRegistry::new();
+    t.push_image("a/b", "v1", OCI_MANIFEST, "x");
+    let location = start_session(&t, "a/b");
+    let id = location.rsplit('/').next().unwrap().to_owned();
+    let before = t.snapshot();
+    let cases = [
+        (Method::Get, "/v2/a/b/blobs/sha256:..%2F..%2Fetc%2Fpasswd".to_owned(), 400, "DIGEST_INVALID"),
+        (Method::Get, "/v2/a/b/manifests/sha256:..%2F..%2Fv1".to_owned(), 400, "DIGEST_INVALID"),
+        (Method::Put, "/v2/a/b/manifests/a%2Fb".to_owned(), 400, "TAG_INVALID"),
+        (Method::Get, "/v2/a/b/manifests/..%2Fv1".to_owned(), 400, "TAG_INVALID"),
+        (Method::Patch, format!("/v2/a/b/blobs/uploads/..%2F{id}"), 404, "BLOB_UPLOAD_UNKNOWN"),
+        (Method::Get, format!("/v2/a/b/blobs/uploads/{id}%2F"), 404, "BLOB_UPLOAD_UNKNOWN"),
+        (Method::Get, "/v2/a%2Fb/manifests/v1".to_owned(), 400, "NAME_INVALID"),
+        (Method::Get, "/v2/a%2fb/tags/list".to_owned(), 400, "NAME_INVALID"),
+        (Method::Post, "/v2/a%2Fb/blobs/uploads/".to_owned(), 400, "NAME_INVALID"),
+        (Method::Get, "/v2/a/b%2F..%2F..%2Fc/manifests/v1".to_owned(), 400, "NAME_INVALID"),
+        (Method::Get, "/v2/a%2Fb%2Fmanifests%2Fv1".to_owned(), 404, "UNSUPPORTED"),
+    ];
+    for (method, path, status, code) in cases {
+        let r = t.send(method, &path, &[], MemoryBody::from_bytes(&b"x"[..]));
+        assert_eq!((r.status, r.error_code().as_str()), (status, code), "{method:?} {path}");
+        assert_eq!(t.snapshot(), before, "{method:?} {path}");
+    }
+    // Other characters are decoded inside their segment as before.
+    assert_eq!(t.get("/v2/%61/b/manifests/v%31", &[("Accept", OCI_MANIFEST)]).status, 200);
+    let encoded_id = format!("/v2/a/b/blobs/uploads/%{:02X}{}", id.as_bytes()[0], &id[1..]);
+    assert_eq!(t.get(&encoded_id, &[]).status, 204);
+}
+
+#[test]
 fn a_digest_mismatch_is_digest_invalid_and_leaves_nothing_visible() {
     let t = TestRegistry::new();
     let before = t.snapshot();
@@ -1208,8 +1239,18 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
     add(upload(Method::Post, monolithic.clone(), vec![("Content-Range", "5-20"), cl16]), 416, "RANGE_INVALID");
     add(upload(Method::Post, monolithic.clone(), vec![("Content-Range", "0-999"), cl16]), 400, "SIZE_INVALID");
     add(upload(Method::Post, monolithic, vec![("Content-Length", "64")]), 404, "BLOB_UPLOAD_INVALID");
+    // encoded slashes: data inside their segment, never a separator
+    add(
+        (Method::Get, "/v2/r/blobs/sha256:..%2F..%2Fetc%2Fpasswd".into(), vec![], vec![], 0, ""),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(put("/v2/r/manifests/a%2Fb", OCI_MANIFEST, &good), 400, "TAG_INVALID");
+    let climbing_id = session.replace("/uploads/", "/uploads/..%2F");
+    add((Method::Patch, climbing_id, vec![], b"x".to_vec(), 0, ""), 404, "BLOB_UPLOAD_UNKNOWN");
+    add(put("/v2/r%2Fv1/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
 
-    // paths that try to climb or smuggle (percent-decoded before routing)
+    // paths that try to climb or smuggle (decoded inside each segment)
     add(put("/v2/a/../b/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
     add(put("/v2/a/%2e%2e/b/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
     add(put("/v2/a/%2E%2E/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
