@@ -164,6 +164,9 @@ impl From<crate::storage::StorageError> for RegistryError {
                 .with_message("too many writes to the same key; retry shortly")
                 .with_header("Retry-After", "1");
         }
+        if e.body_broken {
+            return crate::registry::body_error(e.message);
+        }
         Self::internal(e)
     }
 }

@@ -123,7 +123,8 @@ impl BodyReader for MemoryBody {
 #[derive(Debug)]
 pub struct Request<B> {
     pub method: Method,
-    /// Percent-decoded path.
+    /// The path as sent, still percent-encoded: routing splits it on the `/` the client sent
+    /// before decoding each part (see `router`), so that an encoded slash cannot add a segment.
     pub path: String,
     /// Percent-decoded query parameters in order; keys may repeat.
     pub query: Vec<(String, String)>,
@@ -140,7 +141,7 @@ impl<B> Request<B> {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
         Self {
             method,
-            path: percent_decode(path),
+            path: path.to_owned(),
             query: parse_query(query),
             headers,
             body,

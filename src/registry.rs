@@ -417,8 +417,10 @@ async fn drain<B: BodyReader>(body: &mut B) {
     }
 }
 
-/// The client's request body broke off mid-way.
+/// The client's request body broke off mid-way, or ended before its announced length. Logged:
+/// the client may no longer be there to read the answer.
 pub fn body_error(e: String) -> RegistryError {
+    crate::log::error(&format!("the request body broke off: {e}"));
     RegistryError::new(ErrorCode::BlobUploadInvalid).with_message("the request body could not be read").with_detail(e)
 }
 

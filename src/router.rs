@@ -4,6 +4,7 @@
 //! module builds the Location URLs, so parsing and building cannot drift apart.
 
 use crate::error::{ErrorCode, RegistryError};
+use crate::http::percent_decode;
 use crate::names::{Digest, Reference, RepositoryName, UploadId};
 use serde_json::json;
 
@@ -36,6 +37,20 @@ fn split<'a>(rest: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
     rest.rsplit_once(marker).filter(|(_, tail)| !tail.contains('/'))
 }
 
+/// A repository name from its part of the path as sent. Only a `/` sent as such separates its
+/// components: an encoded one (`%2F`) is a character of its component, which the grammar
+/// refuses (Distribution matches the name on the raw path too).
+pub fn name(raw: &str) -> Result<RepositoryName, RegistryError> {
+    let decoded = percent_decode(raw);
+    if decoded.matches('/').count() != raw.matches('/').count() {
+        let reason = "an encoded slash does not separate the components of a name";
+        return Err(
+            RegistryError::new(ErrorCode::NameInvalid).with_detail(json!({ "name": decoded, "reason": reason }))
+        );
+    }
+    RepositoryName::parse(&decoded)
+}
+
 impl Route {
     /// The kind of route, for logs.
     pub fn kind(&self) -> &'static str {
@@ -62,8 +77,11 @@ impl Route {
         }
     }
 
-    /// Parses a percent-decoded path. Unknown shapes are RouteUnknown; a known shape with an
-    /// invalid name, reference or digest gets that identifier's own error.
+    /// Parses a path as sent, percent-encoded: it is split on the `/` the client sent, and each
+    /// part is decoded on its own, so that a `%2F` never makes one segment two (RFC 3986 2.2:
+    /// an encoded reserved character is data, not a delimiter). Unknown shapes are
+    /// RouteUnknown; a known shape with an invalid name, reference, digest or upload id gets
+    /// that identifier's own error.
     pub fn parse(path: &str) -> Result<Route, RegistryError> {
         if path == "/v2/" || path == "/v2" {
             return Ok(Route::Base);
@@ -72,30 +90,30 @@ impl Route {
         if rest == "_catalog" {
             return Ok(Route::Catalog);
         }
-        if let Some(name) = rest.strip_suffix("/tags/list") {
-            return Ok(Route::TagsList(RepositoryName::parse(name)?));
+        if let Some(n) = rest.strip_suffix("/tags/list") {
+            return Ok(Route::TagsList(name(n)?));
         }
-        if let Some((name, reference)) = split(rest, "/manifests/") {
-            let name = RepositoryName::parse(name)?;
-            return Ok(Route::Manifest(name, Reference::parse(reference)?));
+        if let Some((n, reference)) = split(rest, "/manifests/") {
+            let n = name(n)?;
+            return Ok(Route::Manifest(n, Reference::parse(&percent_decode(reference))?));
         }
-        if let Some((name, id)) = split(rest, "/blobs/uploads/") {
-            let name = RepositoryName::parse(name)?;
+        if let Some((n, id)) = split(rest, "/blobs/uploads/") {
+            let n = name(n)?;
             if id.is_empty() {
-                return Ok(Route::UploadStart(name));
+                return Ok(Route::UploadStart(n));
             }
-            return Ok(Route::Upload(name, UploadId::parse(id)?));
+            return Ok(Route::Upload(n, UploadId::parse(&percent_decode(id))?));
         }
-        if let Some(name) = rest.strip_suffix("/blobs/uploads") {
-            return Ok(Route::UploadStart(RepositoryName::parse(name)?));
+        if let Some(n) = rest.strip_suffix("/blobs/uploads") {
+            return Ok(Route::UploadStart(name(n)?));
         }
-        if let Some((name, digest)) = split(rest, "/blobs/") {
-            let name = RepositoryName::parse(name)?;
-            return Ok(Route::Blob(name, Digest::parse(digest)?));
+        if let Some((n, digest)) = split(rest, "/blobs/") {
+            let n = name(n)?;
+            return Ok(Route::Blob(n, Digest::parse(&percent_decode(digest))?));
         }
-        if let Some((name, digest)) = split(rest, "/referrers/") {
-            let name = RepositoryName::parse(name)?;
-            return Ok(Route::Referrers(name, Digest::parse(digest)?));
+        if let Some((n, digest)) = split(rest, "/referrers/") {
+            let n = name(n)?;
+            return Ok(Route::Referrers(n, Digest::parse(&percent_decode(digest))?));
         }
         Err(not_found(path))
     }
@@ -144,6 +162,9 @@ mod tests {
             (format!("/v2/a/referrers/{d}"), Route::Referrers(name("a"), d.clone())),
             ("/v2/_catalog".to_string(), Route::Catalog),
             ("/v2/tags/manifests/list".to_string(), Route::Manifest(name("tags"), Reference::parse("list").unwrap())),
+            // Each segment is decoded on its own.
+            (format!("/v2/%61/b/blobs/{}", d.to_string().replace(':', "%3A")), Route::Blob(name("a/b"), d.clone())),
+            ("/v2/a/manifests/v%31".to_string(), Route::Manifest(name("a"), Reference::parse("v1").unwrap())),
         ];
         for (path, route) in cases {
             assert_eq!(Route::parse(&path).unwrap(), route, "{path}");
@@ -162,6 +183,17 @@ mod tests {
             ("/v2/a/blobs/uploads/../x", ErrorCode::RouteUnknown),
             ("/v2/a/blobs/uploads/xyz", ErrorCode::BlobUploadUnknown),
             ("/v2//manifests/latest", ErrorCode::NameInvalid),
+            // An encoded slash is data inside its segment, never a separator.
+            ("/v2/a/blobs/sha256:..%2F..%2Fetc%2Fpasswd", ErrorCode::DigestInvalid),
+            ("/v2/a/manifests/a%2Fb", ErrorCode::TagInvalid),
+            ("/v2/a/manifests/..%2F..%2Fx", ErrorCode::TagInvalid),
+            ("/v2/a/blobs/uploads/..%2F0123456789abcdef0123456789abcdef", ErrorCode::BlobUploadUnknown),
+            ("/v2/a/blobs/uploads/%2F", ErrorCode::BlobUploadUnknown),
+            ("/v2/a/referrers/sha256:%2F", ErrorCode::DigestInvalid),
+            ("/v2/a%2Fb/manifests/latest", ErrorCode::NameInvalid),
+            ("/v2/a%2fb/tags/list", ErrorCode::NameInvalid),
+            ("/v2/a/b%2F..%2F..%2Fc/blobs/uploads/", ErrorCode::NameInvalid),
+            ("/v2/a%2Fmanifests%2Flatest", ErrorCode::RouteUnknown),
         ];
         for (path, code) in cases {
             assert_eq!(Route::parse(path).unwrap_err().code, code, "{path}");

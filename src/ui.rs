@@ -149,9 +149,9 @@ fn route(path: &str) -> Result<Page> {
     let repo = rest.strip_prefix("/repo/").ok_or_else(not_found)?;
     // A digest has a ':' and a name never does, so the split is unambiguous.
     if let Some((name, digest)) = repo.rsplit_once("/manifest/").filter(|(_, d)| d.contains(':')) {
-        return Ok(Page::Manifest(RepositoryName::parse(name)?, Digest::parse(digest)?));
+        return Ok(Page::Manifest(crate::router::name(name)?, Digest::parse(&crate::http::percent_decode(digest))?));
     }
-    Ok(Page::Repository(RepositoryName::parse(repo.trim_end_matches('/'))?))
+    Ok(Page::Repository(crate::router::name(repo.trim_end_matches('/'))?))
 }
 
 /// What the UI knows of a manifest for a table row.

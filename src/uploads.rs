@@ -145,21 +145,21 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
 
     /// Sets the part size from the first chunk's announced length; later chunks keep it (R2's
     /// parts must all be equal).
-    fn choose_part_size(&mut self, headers: &Headers) {
+    fn choose_part_size(&mut self, announced: Option<u64>) {
         if self.size == 0 && self.multipart.is_none() {
-            self.part_size = part_size_for(headers.content_length());
+            self.part_size = part_size_for(announced);
         }
     }
 
-    /// Appends one request's body, of the length the headers announce if they do; more than
-    /// `limit` bytes in it is 413. With the length known, each part the body completes is
-    /// streamed to R2 as it arrives. Otherwise each full part goes to R2 while the next one is read and
-    /// hashed, so that waiting on R2 and on the client overlap. Less than a part is left in
-    /// `buffer`.
-    async fn write<B: BodyReader>(&mut self, body: &mut B, headers: &Headers, limit: u64) -> Result<()> {
-        self.choose_part_size(headers);
+    /// Appends one request's body, of the length announced (see [`announced_length`]) if it
+    /// is; more than `limit` bytes in it is 413, a body of another length than announced is
+    /// refused. With the length known, each part the body completes is streamed to R2 as it
+    /// arrives. Otherwise each full part goes to R2 while the next one is read and hashed, so
+    /// that waiting on R2 and on the client overlap. Less than a part is left in `buffer`.
+    async fn write<B: BodyReader>(&mut self, body: &mut B, announced: Option<u64>, limit: u64) -> Result<()> {
+        self.choose_part_size(announced);
         let mut received = 0u64;
-        if let Some(length) = headers.content_length() {
+        if let Some(length) = announced {
             while self.buffer.len() as u64 + length.saturating_sub(received) >= self.part_size as u64 {
                 self.stream_part(body, limit, &mut received).await?;
             }
@@ -180,7 +180,12 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
             };
             self.parts.push(uploaded?);
         }
-        Ok(())
+        match announced {
+            Some(length) if received < length => Err(body_error("the body ended before its announced length".into())),
+            Some(length) if received > length => Err(RegistryError::new(ErrorCode::SizeInvalid)
+                .with_detail(json!({ "announced": length, "received": received }))),
+            _ => Ok(()),
+        }
     }
 
     /// Sends the next part, the buffered bytes first and then the body's, while they arrive.
@@ -307,8 +312,8 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
     /// Appends a request's body to a saved session. If the body fails (broken off, too large),
     /// a multipart upload this request started is aborted: the session, not saved, does not
     /// know it. Parts added to an older one are harmless, the next request rewrites their numbers.
-    async fn append<B: BodyReader>(&mut self, body: &mut B, headers: &Headers, limit: u64) -> Result<()> {
-        let result = self.write(body, headers, limit).await;
+    async fn append<B: BodyReader>(&mut self, body: &mut B, announced: Option<u64>, limit: u64) -> Result<()> {
+        let result = self.write(body, announced, limit).await;
         if result.is_err()
             && self.started_multipart
             && let Some(upload) = &self.multipart
@@ -438,17 +443,41 @@ fn parse_digest_param(digest: Option<&str>) -> Result<Digest> {
     Digest::parse(d)
 }
 
-/// The start offset of a `Content-Range: <start>-<end>` header (a `bytes ` prefix is
-/// tolerated); `Err` when the header is not a range.
-fn content_range_start(value: &str) -> std::result::Result<u64, ()> {
+/// The first and last offsets of a `Content-Range: <start>-<end>` header (inclusive; a `bytes `
+/// prefix is tolerated); `Err` when the header is not a range.
+fn content_range(value: &str) -> std::result::Result<(u64, u64), ()> {
     let v = value.trim();
     let v = v.strip_prefix("bytes").map(|r| r.trim_start_matches([' ', '='])).unwrap_or(v);
     let (start, end) = v.split_once('-').ok_or(())?;
     let (start, end): (u64, u64) = (start.trim().parse().map_err(|_| ())?, end.trim().parse().map_err(|_| ())?);
-    if end < start {
+    if end < start || end == u64::MAX {
         return Err(());
     }
-    Ok(start)
+    Ok((start, end))
+}
+
+/// The length of the bytes a request appends to a session standing at `offset`: its
+/// Content-Length, or the extent of its Content-Range. A Content-Range must start at `offset`
+/// (spec: an out-of-order chunk MUST get 416 RANGE_INVALID), and its extent must be the
+/// Content-Length (Distribution's `PatchBlobData`: SIZE_INVALID otherwise). Checked on every
+/// request that carries upload bytes, before any is read, so a refusal leaves the session as
+/// it was.
+fn announced_length(headers: &Headers, offset: u64) -> Result<Option<u64>> {
+    let length = headers.content_length();
+    let Some(value) = headers.get("content-range") else { return Ok(length) };
+    let (start, end) =
+        content_range(value).map_err(|_| RegistryError::new(ErrorCode::RangeInvalid).with_detail(value.to_owned()))?;
+    if start != offset {
+        let detail = json!({ "expectedStart": offset, "contentRange": value });
+        return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
+    }
+    let extent = end - start + 1;
+    match length {
+        Some(l) if l != extent => Err(RegistryError::new(ErrorCode::SizeInvalid)
+            .with_message("the Content-Range and the Content-Length name different lengths")
+            .with_detail(json!({ "contentRange": value, "contentLength": l }))),
+        _ => Ok(Some(extent)),
+    }
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
@@ -484,11 +513,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let Some(digest) = params.digest.filter(|_| params.mount.is_none()) {
             let digest = Digest::parse(digest)?;
             check_declared_length(headers, self.config.max_chunk_size)?;
+            // The whole blob: a Content-Range, if any, names it from 0.
+            let announced = announced_length(headers, 0)?;
             if let Some(response) = self.put_whole(name, &id, &digest, headers, body).await? {
                 return Ok(response);
             }
             let mut writer = Writer::new(&self.objects, id, digest.algorithm());
-            if let Err(e) = writer.write(body, headers, self.config.max_chunk_size).await {
+            if let Err(e) = writer.write(body, announced, self.config.max_chunk_size).await {
                 writer.discard().await?;
                 return Err(e);
             }
@@ -516,7 +547,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// PATCH: append the body. With Content-Range, the chunk must start where the upload
-    /// stands (spec: an out-of-order chunk MUST get 416).
+    /// stands and be as long as the body (see [`announced_length`]).
     pub(crate) async fn patch_upload<B: BodyReader<Raw = O::Upload>>(
         &self,
         name: &RepositoryName,
@@ -526,20 +557,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<Response<O::Body>> {
         check_declared_length(headers, self.config.max_chunk_size)?;
         let Session { mut writer, etag } = self.load_session(name, id).await?;
-        if let Some(range) = headers.get("content-range") {
-            let start = content_range_start(range)
-                .map_err(|_| RegistryError::new(ErrorCode::RangeInvalid).with_detail(range.to_owned()))?;
-            if start != writer.size {
-                let detail = json!({ "expectedStart": writer.size, "contentRange": range });
-                return Err(RegistryError::new(ErrorCode::RangeInvalid).with_detail(detail));
-            }
-        }
-        writer.append(body, headers, self.config.max_chunk_size).await?;
+        let announced = announced_length(headers, writer.size)?;
+        writer.append(body, announced, self.config.max_chunk_size).await?;
         self.save_session(name, &writer, Some(etag)).await?;
         Ok(self.session_response(202, name, id, writer.size))
     }
 
     /// PUT ?digest=: append the body if any, verify, and make the blob part of the repository.
+    /// A last chunk is checked as a PATCH's is; refused there, the session stays as it was.
     pub(crate) async fn finish_upload<B: BodyReader<Raw = O::Upload>>(
         &self,
         name: &RepositoryName,
@@ -551,6 +576,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let digest = parse_digest_param(digest)?;
         check_declared_length(headers, self.config.max_chunk_size)?;
         let Session { mut writer, .. } = self.load_session(name, id).await?;
+        let announced = announced_length(headers, writer.size)?;
         // A session that received nothing yet, finished by a PUT carrying the whole blob (as
         // containerd and oci-client push), is a single-request upload.
         let result = if writer.size == 0
@@ -558,9 +584,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         {
             result
         } else {
-            writer.append(body, headers, self.config.max_chunk_size).await?;
+            writer.append(body, announced, self.config.max_chunk_size).await?;
             self.complete(name, &digest, writer).await
         };
+        // A body that broke off wrote nothing: the session stays as it was, to be continued.
+        if matches!(&result, Err(e) if e.code == ErrorCode::BlobUploadInvalid) {
+            return result;
+        }
         // Finished or failed verification, the session is over (Distribution cancels the
         // upload on a digest mismatch too).
         self.objects.delete(&keys::upload_state(id)).await?;
@@ -736,12 +766,13 @@ mod tests {
 
     #[test]
     fn content_ranges_are_inclusive_pairs() {
-        assert_eq!(content_range_start("0-99"), Ok(0));
-        assert_eq!(content_range_start("bytes 100-199"), Ok(100));
-        assert_eq!(content_range_start("bytes=5-5"), Ok(5));
-        assert!(content_range_start("5-4").is_err());
-        assert!(content_range_start("x-1").is_err());
-        assert!(content_range_start("10").is_err());
+        assert_eq!(content_range("0-99"), Ok((0, 99)));
+        assert_eq!(content_range("bytes 100-199"), Ok((100, 199)));
+        assert_eq!(content_range("bytes=5-5"), Ok((5, 5)));
+        assert!(content_range("5-4").is_err());
+        assert!(content_range("x-1").is_err());
+        assert!(content_range("10").is_err());
+        assert!(content_range("0-18446744073709551615").is_err());
     }
 
     #[test]

@@ -626,6 +626,164 @@ fn an_out_of_order_chunk_is_416_and_changes_nothing() {
 }
 
 #[test]
+fn a_closing_put_whose_chunk_is_out_of_order_is_416_and_the_session_goes_on() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    t.send(Method::Patch, &location, &[("Content-Range", "0-2")], MemoryBody::from_bytes(&b"abc"[..]));
+    let d = Digest::sha256_of(b"abcdef");
+    let before = t.snapshot();
+    for range in ["0-2", "5-7", "4-6", "junk"] {
+        let r = t.send(
+            Method::Put,
+            &format!("{location}?digest={d}"),
+            &[("Content-Range", range), ("Content-Length", "3")],
+            MemoryBody::from_bytes(&b"def"[..]),
+        );
+        assert_eq!((r.status, r.error_code().as_str()), (416, "RANGE_INVALID"), "{range}");
+        assert_eq!(t.snapshot(), before, "{range}");
+    }
+    assert_eq!(t.get(&location, &[]).header("Range"), Some("0-2"));
+    let r = t.send(
+        Method::Put,
+        &format!("{location}?digest={d}"),
+        &[("Content-Range", "3-5"), ("Content-Length", "3")],
+        MemoryBody::from_bytes(&b"def"[..]),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, b"abcdef");
+}
+
+#[test]
+fn a_chunk_whose_range_is_not_its_length_is_refused_and_changes_nothing() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    let before = t.snapshot();
+    let sixteen = || MemoryBody::from_bytes(vec![7u8; 16]);
+    // Content-Length and Content-Range disagree: Distribution's SIZE_INVALID, before any byte.
+    let r = t.send(Method::Patch, &location, &[("Content-Range", "0-999"), ("Content-Length", "16")], sixteen());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "SIZE_INVALID"));
+    // Without a Content-Length (a chunked body), the body itself is measured.
+    let r = t.send(Method::Patch, &location, &[("Content-Range", "0-999")], sixteen());
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_INVALID"));
+    let r = t.send(Method::Patch, &location, &[("Content-Range", "0-7")], sixteen());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "SIZE_INVALID"));
+    // The same in a closing PUT and a monolithic POST.
+    let d = Digest::sha256_of(&[7u8; 16]);
+    let put = format!("{location}?digest={d}");
+    let r = t.send(Method::Put, &put, &[("Content-Range", "0-999"), ("Content-Length", "16")], sixteen());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "SIZE_INVALID"));
+    let post = format!("/v2/r/blobs/uploads/?digest={d}");
+    let r = t.send(Method::Post, &post, &[("Content-Range", "0-999"), ("Content-Length", "16")], sixteen());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "SIZE_INVALID"));
+    let r = t.send(Method::Post, &post, &[("Content-Range", "1-16"), ("Content-Length", "16")], sixteen());
+    assert_eq!((r.status, r.error_code().as_str()), (416, "RANGE_INVALID"));
+    // A body longer than its Content-Length (which HTTP framing prevents on the wire).
+    let r = t.send(Method::Patch, &location, &[("Content-Length", "8")], sixteen());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "SIZE_INVALID"));
+    assert_eq!(t.snapshot(), before);
+    let r = t.send(Method::Patch, &location, &[("Content-Range", "0-15"), ("Content-Length", "16")], sixteen());
+    assert_eq!(r.status, 202);
+    let r = t.send(Method::Post, &post, &[("Content-Range", "0-15"), ("Content-Length", "16")], sixteen());
+    assert_eq!(r.status, 201);
+}
+
+/// A request body that gives its chunks, then breaks as a connection lost mid-body does.
+struct BrokenBody(Vec<Vec<u8>>);
+
+impl wharf::http::BodyReader for BrokenBody {
+    type Raw = MemoryBody;
+
+    async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+        if self.0.is_empty() { Err("Network connection lost".into()) } else { Ok(Some(self.0.remove(0))) }
+    }
+
+    /// R2 reading it as a raw stream sees it end short.
+    fn take_raw(&mut self) -> Option<MemoryBody> {
+        Some(MemoryBody::from_chunks(std::mem::take(&mut self.0)))
+    }
+}
+
+fn send_broken(t: &TestRegistry, method: Method, path: &str, length: usize, chunks: Vec<Vec<u8>>) -> TestResponse {
+    let headers = wharf::http::Headers::new().with("Content-Length", &length.to_string());
+    let request = wharf::http::Request::new(method, path, headers, BrokenBody(chunks));
+    let response = futures_executor::block_on(t.registry.handle(request));
+    let body = match response.body {
+        wharf::http::Body::Empty => Vec::new(),
+        wharf::http::Body::Bytes(b) | wharf::http::Body::Stream(b) => b,
+    };
+    TestResponse { status: response.status, headers: response.headers, body }
+}
+
+#[test]
+fn a_body_that_breaks_off_leaves_every_kind_of_upload_as_it_was() {
+    let t = TestRegistry::new();
+    let location = start_session(&t, "r");
+    let fresh = start_session(&t, "r");
+    t.send(Method::Patch, &location, &[], MemoryBody::from_bytes(vec![1u8; 10]));
+    let before = t.snapshot();
+    let d = Digest::sha256_of(&[2u8; 64]);
+    let cases = [
+        // 64 announced, 16 sent: read into the session's buffer.
+        (Method::Patch, location.clone(), 64, vec![vec![2u8; 16]]),
+        // Two parts announced: the first streams to R2, the second breaks off.
+        (Method::Patch, location.clone(), PART_SIZE * 2, vec![vec![2u8; PART_SIZE], vec![2u8; 16]]),
+        // The last chunk of a closing PUT.
+        (Method::Put, format!("{location}?digest={d}"), 64, vec![vec![2u8; 16]]),
+        // A whole blob in a closing PUT, and a monolithic POST: one verified put of the stream.
+        (Method::Put, format!("{fresh}?digest={d}"), 64, vec![vec![2u8; 16]]),
+        (Method::Post, format!("/v2/r/blobs/uploads/?digest={d}"), 64, vec![vec![2u8; 16]]),
+    ];
+    for (method, path, length, chunks) in cases {
+        let r = send_broken(&t, method, &path, length, chunks);
+        assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_INVALID"), "{method:?} {path}");
+        assert_eq!(t.snapshot(), before, "{method:?} {path}");
+        assert_eq!(t.objects.open_multipart_uploads(), 0, "{method:?} {path}");
+    }
+    // Both sessions go on where they stood.
+    assert_eq!(t.get(&location, &[]).header("Range"), Some("0-9"));
+    assert_eq!(t.get(&fresh, &[]).header("Range"), Some("0-0"));
+    let mut data = vec![1u8; 10];
+    data.extend_from_slice(&[3u8; 6]);
+    let d = Digest::sha256_of(&data);
+    let r = t.send(Method::Put, &format!("{location}?digest={d}"), &[], MemoryBody::from_bytes(vec![3u8; 6]));
+    assert_eq!(r.status, 201);
+    let r = t.send(Method::Put, &format!("{fresh}?digest={d}"), &[], MemoryBody::from_bytes(data.clone()));
+    assert_eq!(r.status, 201);
+    assert_eq!(t.get(&format!("/v2/r/blobs/{d}"), &[]).body, data);
+}
+
+#[test]
+fn an_encoded_slash_stays_inside_its_segment() {
+    let t = TestRegistry::new();
+    t.push_image("a/b", "v1", OCI_MANIFEST, "x");
+    let location = start_session(&t, "a/b");
+    let id = location.rsplit('/').next().unwrap().to_owned();
+    let before = t.snapshot();
+    let cases = [
+        (Method::Get, "/v2/a/b/blobs/sha256:..%2F..%2Fetc%2Fpasswd".to_owned(), 400, "DIGEST_INVALID"),
+        (Method::Get, "/v2/a/b/manifests/sha256:..%2F..%2Fv1".to_owned(), 400, "DIGEST_INVALID"),
+        (Method::Put, "/v2/a/b/manifests/a%2Fb".to_owned(), 400, "TAG_INVALID"),
+        (Method::Get, "/v2/a/b/manifests/..%2Fv1".to_owned(), 400, "TAG_INVALID"),
+        (Method::Patch, format!("/v2/a/b/blobs/uploads/..%2F{id}"), 404, "BLOB_UPLOAD_UNKNOWN"),
+        (Method::Get, format!("/v2/a/b/blobs/uploads/{id}%2F"), 404, "BLOB_UPLOAD_UNKNOWN"),
+        (Method::Get, "/v2/a%2Fb/manifests/v1".to_owned(), 400, "NAME_INVALID"),
+        (Method::Get, "/v2/a%2fb/tags/list".to_owned(), 400, "NAME_INVALID"),
+        (Method::Post, "/v2/a%2Fb/blobs/uploads/".to_owned(), 400, "NAME_INVALID"),
+        (Method::Get, "/v2/a/b%2F..%2F..%2Fc/manifests/v1".to_owned(), 400, "NAME_INVALID"),
+        (Method::Get, "/v2/a%2Fb%2Fmanifests%2Fv1".to_owned(), 404, "UNSUPPORTED"),
+    ];
+    for (method, path, status, code) in cases {
+        let r = t.send(method, &path, &[], MemoryBody::from_bytes(&b"x"[..]));
+        assert_eq!((r.status, r.error_code().as_str()), (status, code), "{method:?} {path}");
+        assert_eq!(t.snapshot(), before, "{method:?} {path}");
+    }
+    // Other characters are decoded inside their segment as before.
+    assert_eq!(t.get("/v2/%61/b/manifests/v%31", &[("Accept", OCI_MANIFEST)]).status, 200);
+    let encoded_id = format!("/v2/a/b/blobs/uploads/%{:02X}{}", id.as_bytes()[0], &id[1..]);
+    assert_eq!(t.get(&encoded_id, &[]).status, 204);
+}
+
+#[test]
 fn a_digest_mismatch_is_digest_invalid_and_leaves_nothing_visible() {
     let t = TestRegistry::new();
     let before = t.snapshot();
@@ -1063,7 +1221,36 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
         "NAME_INVALID",
     );
 
-    // paths that try to climb or smuggle (percent-decoded before routing)
+    // chunks that are out of order or not the length they claim, in every request carrying bytes
+    let sixteen = "x".repeat(16);
+    let d16 = Digest::sha256_of(sixteen.as_bytes());
+    let upload = |m: Method, path: String, h: Vec<(&'static str, &'static str)>| -> Case<'static> {
+        (m, path, h, sixteen.clone().into_bytes(), 0, "")
+    };
+    let cl16 = ("Content-Length", "16");
+    add(upload(Method::Patch, session.clone(), vec![("Content-Range", "0-999"), cl16]), 400, "SIZE_INVALID");
+    add(upload(Method::Patch, session.clone(), vec![("Content-Range", "0-7")]), 400, "SIZE_INVALID");
+    add(upload(Method::Patch, session.clone(), vec![("Content-Length", "64")]), 404, "BLOB_UPLOAD_INVALID");
+    let finish = format!("{session}?digest={d16}");
+    add(upload(Method::Put, finish.clone(), vec![("Content-Range", "1-16"), cl16]), 416, "RANGE_INVALID");
+    add(upload(Method::Put, finish.clone(), vec![("Content-Range", "0-999"), cl16]), 400, "SIZE_INVALID");
+    add(upload(Method::Put, finish.clone(), vec![("Content-Length", "64")]), 404, "BLOB_UPLOAD_INVALID");
+    let monolithic = format!("/v2/r/blobs/uploads/?digest={d16}");
+    add(upload(Method::Post, monolithic.clone(), vec![("Content-Range", "5-20"), cl16]), 416, "RANGE_INVALID");
+    add(upload(Method::Post, monolithic.clone(), vec![("Content-Range", "0-999"), cl16]), 400, "SIZE_INVALID");
+    add(upload(Method::Post, monolithic, vec![("Content-Length", "64")]), 404, "BLOB_UPLOAD_INVALID");
+    // encoded slashes: data inside their segment, never a separator
+    add(
+        (Method::Get, "/v2/r/blobs/sha256:..%2F..%2Fetc%2Fpasswd".into(), vec![], vec![], 0, ""),
+        400,
+        "DIGEST_INVALID",
+    );
+    add(put("/v2/r/manifests/a%2Fb", OCI_MANIFEST, &good), 400, "TAG_INVALID");
+    let climbing_id = session.replace("/uploads/", "/uploads/..%2F");
+    add((Method::Patch, climbing_id, vec![], b"x".to_vec(), 0, ""), 404, "BLOB_UPLOAD_UNKNOWN");
+    add(put("/v2/r%2Fv1/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
+
+    // paths that try to climb or smuggle (decoded inside each segment)
     add(put("/v2/a/../b/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
     add(put("/v2/a/%2e%2e/b/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");
     add(put("/v2/a/%2E%2E/manifests/v1", OCI_MANIFEST, &good), 400, "NAME_INVALID");

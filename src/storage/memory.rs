@@ -330,11 +330,11 @@ impl ObjectStore for MemoryObjects {
     ) -> Result<bool> {
         self.begin(Kind::R2Write).await?;
         let mut bytes = Vec::new();
-        while let Some(chunk) = body.chunk().await.map_err(StorageError::new)? {
+        while let Some(chunk) = body.chunk().await.map_err(StorageError::body_broken)? {
             bytes.extend_from_slice(&chunk);
         }
         if bytes.len() as u64 != length {
-            return Err(StorageError::new(format!("body of {} bytes, {length} announced", bytes.len())));
+            return Err(StorageError::body_broken(format!("body of {} bytes, {length} announced", bytes.len())));
         }
         if digest.recompute(&bytes) != *digest {
             return Ok(false);

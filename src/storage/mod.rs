@@ -23,14 +23,20 @@ use std::fmt;
 pub struct StorageError {
     pub message: String,
     pub rate_limited: bool,
+    /// The request body the store was reading broke off (a client that went away, or sent
+    /// fewer bytes than it announced): the client's failure, not the store's.
+    pub body_broken: bool,
 }
 
 impl StorageError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), rate_limited: false }
+        Self { message: message.into(), rate_limited: false, body_broken: false }
     }
     pub fn rate_limited(message: impl Into<String>) -> Self {
-        Self { message: message.into(), rate_limited: true }
+        Self { message: message.into(), rate_limited: true, body_broken: false }
+    }
+    pub fn body_broken(message: impl Into<String>) -> Self {
+        Self { message: message.into(), rate_limited: false, body_broken: true }
     }
 }
 
@@ -203,7 +209,8 @@ pub trait ObjectStore {
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>>;
     /// Writes `body`, exactly `length` bytes, only if its digest is `digest` (sha256 or sha512),
     /// which the store itself checks while writing. `Ok(false)`: the bytes had another digest
-    /// and nothing was written.
+    /// and nothing was written. A body that breaks off or ends short is an error with
+    /// `body_broken` set, and nothing is written either.
     async fn put_verified(
         &self,
         key: &str,

@@ -38,6 +38,22 @@ extern "C" {
     pub type ByobReader;
     #[wasm_bindgen(method, js_name = readAtLeast)]
     fn read_at_least(this: &ByobReader, min_bytes: u32, view: Uint8Array) -> Promise;
+    #[wasm_bindgen(method, getter)]
+    fn closed(this: &ByobReader) -> Promise;
+
+    /// A `Promise`, for `catch` with a handler that is a plain JS function.
+    #[wasm_bindgen(js_name = Promise)]
+    type Caught;
+    #[wasm_bindgen(method, js_name = catch)]
+    fn catch_with(this: &Caught, handler: &JsValue) -> Promise;
+}
+
+/// Marks a promise nobody awaits as handled, so that its rejection (an abort of a stream whose
+/// other side already failed) is not reported as an uncaught error.
+pub fn ignore(promise: Promise) {
+    // A built-in that takes any value and never throws: no wasm closure to keep alive or free.
+    let handler = field(&js_sys::global(), "Boolean");
+    let _ = promise.unchecked_ref::<Caught>().catch_with(&handler);
 }
 
 /// A JS exception's text: `Error: message` for an Error, else the thrown value as a string.
@@ -72,9 +88,18 @@ impl BodyStream {
         let stream: &Stream = stream.unchecked_ref();
         let options = Object::new();
         let _ = Reflect::set(&options, &"mode".into(), &"byob".into());
+        // A reader's `closed` promise rejects when the stream breaks (a client gone mid-body);
+        // the read that fails reports it, so that promise is marked handled.
         match stream.get_reader_with(&options) {
-            Ok(reader) => Ok(BodyStream::Byob { reader, buffer: Some(ArrayBuffer::new(READ_SIZE)) }),
-            Err(_) => Ok(BodyStream::Default(stream.get_reader().map_err(js_error)?)),
+            Ok(reader) => {
+                ignore(reader.closed());
+                Ok(BodyStream::Byob { reader, buffer: Some(ArrayBuffer::new(READ_SIZE)) })
+            }
+            Err(_) => {
+                let reader = stream.get_reader().map_err(js_error)?;
+                ignore(reader.closed());
+                Ok(BodyStream::Default(reader))
+            }
         }
     }
 

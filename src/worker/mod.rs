@@ -207,6 +207,8 @@ impl ObjectStore for R2 {
         match put.execute().await {
             Ok(_) => Ok(true),
             Err(e) if is_checksum_mismatch(&e.to_string()) => Ok(false),
+            // The request stream R2 was reading broke off: nothing was written.
+            Err(e) if is_body_lost(&e.to_string()) => Err(StorageError::body_broken(e.to_string())),
             Err(e) => Err(se(e)),
         }
     }
@@ -315,11 +317,13 @@ impl ObjectStore for R2 {
         let upload = self.multipart(key, upload_id)?;
         let stream = FixedLengthStream::new_big_int(BigInt::from(length)).map_err(|e| se(js_error(e)))?;
         let writer = stream.writable().get_writer().map_err(|e| se(js_error(e)))?;
+        // Rejected when either side fails; each failure is reported where it is awaited.
+        ext::ignore(writer.closed());
         // Whichever side fails first aborts the stream, so that the other one ends too.
         let uploading = async {
             let uploaded = upload.upload_part(number, Data::ReadableStream(stream.readable())).await;
             if uploaded.is_err() {
-                let _ = writer.abort();
+                ext::ignore(writer.abort());
             }
             uploaded.map_err(se)
         };
@@ -333,7 +337,7 @@ impl ObjectStore for R2 {
                 written.map_err(|e| se(js_error(e)))?;
             }
             if sent != length {
-                let _ = writer.abort();
+                ext::ignore(writer.abort());
                 return Err(se(format!("part of {sent} bytes, {length} announced")));
             }
             JsFuture::from(writer.close()).await.map(drop).map_err(|e| se(js_error(e)))
@@ -521,6 +525,12 @@ fn is_checksum_mismatch(error: &str) -> bool {
     error.contains("10037") || error.contains("checksum you specified did not match")
 }
 
+/// workerd's error for a request body whose client went away or stopped short of its
+/// Content-Length, as a read of the stream (or R2 reading it) reports it.
+fn is_body_lost(error: &str) -> bool {
+    error.contains("Network connection lost")
+}
+
 thread_local! {
     /// The isolate's memo of hot tags and manifests, kept across requests.
     static MEMO: OnceCell<Rc<Memo>> = const { OnceCell::new() };
@@ -630,6 +640,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 }
 
 fn to_worker(response: http::Response<ReadableStream>) -> ::worker::Result<Response> {
+    let bodiless = matches!(response.body, Body::Empty);
     let body = match response.body {
         Body::Empty => ResponseBody::Empty,
         Body::Bytes(b) => ResponseBody::Body(b),
@@ -638,6 +649,19 @@ fn to_worker(response: http::Response<ReadableStream>) -> ::worker::Result<Respo
     let headers = ::worker::Headers::new();
     for (name, value) in &response.headers {
         headers.append(name, value)?;
+    }
+    // The front of `wrangler dev` (Miniflare's entry worker) emulates Cloudflare's compression
+    // for clients that accept gzip, but counts a response without a Content-Type as
+    // compressible and marks it `Content-Encoding: gzip` even when it has no body. Cloudflare
+    // compresses only listed types. The answers that never carry a representation (201, 202,
+    // 204 without a body) are typed `application/octet-stream`, which neither compresses, so
+    // that no bodiless answer names an encoding. (A 304 is left alone: caches copy its headers
+    // onto the response they keep.)
+    if matches!(response.status, 201 | 202 | 204)
+        && bodiless
+        && !response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        headers.set("Content-Type", "application/octet-stream")?;
     }
     Ok(Response::from_body(body)?.with_status(response.status).with_headers(headers))
 }

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { randomBytes, createHash } from "node:crypto";
 import { join } from "node:path";
 import http from "node:http";
+import net from "node:net";
 import { ROOT, startWharf, request, run, sha256 } from "./harness.mjs";
 
 let wharf, strict, measured;
@@ -182,4 +183,156 @@ test("the scheduled cleanup aborts abandoned sessions", async () => {
 test("oras-py pushes in chunks and pulls back identical files", async () => {
   const out = await run("python3", [join(ROOT, "tests", "e2e", "oras_roundtrip.py"), wharf.host, "e2e/up/oras"], { timeout: 300_000 });
   assert.match(out, /oras roundtrip: ok/);
+});
+
+/** One request written as raw bytes on a TCP connection (the path exactly as given, a body
+ * possibly shorter than its Content-Length, then a half-close); resolves to what came back. */
+function rawRequest(host, head, body, { halfClose = false, wait = 5000 } = {}) {
+  const [address, port] = host.split(":");
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(port), address);
+    let out = Buffer.alloc(0);
+    const done = () => {
+      const text = out.toString("latin1");
+      const status = Number(text.split(" ")[1]) || undefined;
+      const json = text.includes("{") ? text.slice(text.indexOf("{")) : "";
+      let code;
+      try { code = JSON.parse(json).errors[0].code; } catch {}
+      resolve({ status, code, text });
+    };
+    const timer = setTimeout(() => socket.destroy(), wait);
+    // Closed once a whole answer is in: a `Connection: close` would reach wrangler dev's proxy
+    // and close its own connection to the Worker under the next request.
+    socket.on("data", (d) => {
+      out = Buffer.concat([out, d]);
+      const text = out.toString("latin1");
+      const end = text.indexOf("\r\n\r\n");
+      const length = Number(/content-length: *(\d+)/i.exec(text.slice(0, end))?.[1] ?? 0);
+      if (end >= 0 && out.length >= end + 4 + length) socket.destroy();
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => { clearTimeout(timer); done(); });
+    socket.write(head);
+    if (body) socket.write(body);
+    if (halfClose) socket.end();
+  });
+}
+
+test("a chunk out of order or not of its claimed length is refused and the session goes on", async () => {
+  const data = randomBytes(32);
+  const location = await session(wharf.base, "e2e/up/ranges");
+  const first = await req("PATCH", location, { headers: { "Content-Range": "0-15" }, body: data.subarray(0, 16) });
+  assert.equal(first.status, 202);
+  const d = sha256(data);
+  // The closing PUT's chunk, out of order.
+  for (const range of ["0-15", "20-35"]) {
+    const r = await req("PUT", `${location}?digest=${d}`, { headers: { "Content-Range": range }, body: data.subarray(16) });
+    assert.deepEqual([r.status, r.code()], [416, "RANGE_INVALID"], range);
+  }
+  // 16 bytes claiming 1000.
+  const long = await req("PATCH", location, { headers: { "Content-Range": "16-1015" }, body: data.subarray(16) });
+  assert.deepEqual([long.status, long.code()], [400, "SIZE_INVALID"]);
+  assert.equal((await req("GET", location)).headers.get("range"), "0-15");
+  const done = await req("PUT", `${location}?digest=${d}`, { headers: { "Content-Range": "16-31" }, body: data.subarray(16) });
+  assert.equal(done.status, 201);
+  assert.ok((await req("GET", `/v2/e2e/up/ranges/blobs/${d}`)).body.equals(data));
+});
+
+test("no answer without a body names a Content-Encoding, for a client that accepts gzip", async () => {
+  // node's fetch sends Accept-Encoding itself; say it outright for the raw requests too.
+  const gzip = { "Accept-Encoding": "gzip, deflate, br" };
+  const data = randomBytes(100);
+  const d = sha256(data);
+  const seen = [];
+  const check = (what, r, status) => {
+    assert.equal(r.status, status, what);
+    seen.push(what);
+    assert.equal(r.headers.get("content-encoding"), null, `${what}: ${r.headers.get("content-encoding")}`);
+  };
+  const started = await req("POST", "/v2/e2e/up/enc/blobs/uploads/", { headers: gzip });
+  check("POST (202)", started, 202);
+  const location = started.headers.get("location");
+  check("PATCH (202)", await req("PATCH", location, { headers: gzip, body: data }), 202);
+  check("GET session (204)", await req("GET", location, { headers: gzip }), 204);
+  check("PUT (201)", await req("PUT", `${location}?digest=${d}`, { headers: gzip }), 201);
+  check("POST ?digest= (201)", await req("POST", `/v2/e2e/up/enc/blobs/uploads/?digest=${d}`, { headers: gzip, body: data }), 201);
+  const other = (await req("POST", "/v2/e2e/up/enc/blobs/uploads/", { headers: gzip })).headers.get("location");
+  check("DELETE session (204)", await req("DELETE", other, { headers: gzip }), 204);
+  check("HEAD blob (200)", await req("HEAD", `/v2/e2e/up/enc/blobs/${d}`, { headers: gzip }), 200);
+  check("DELETE blob (202)", await req("DELETE", `/v2/e2e/up/enc/blobs/${d}`, { headers: gzip }), 202);
+  // The same on the wire, as curl --compressed sends it.
+  const raw = await rawRequest(wharf.host, `POST /v2/e2e/up/enc/blobs/uploads/ HTTP/1.1\r\nHost: ${wharf.host}\r\nAccept-Encoding: gzip\r\nContent-Length: 0\r\n\r\n`);
+  assert.equal(raw.status, 202);
+  assert.doesNotMatch(raw.text.split("\r\n\r\n")[0], /content-encoding/i);
+  assert.equal(seen.length, 8);
+});
+
+test("an encoded slash stays inside its segment, on the path workerd hands over", async () => {
+  const location = await session(wharf.base, "e2e/up/slash");
+  const id = location.split("/").pop();
+  const cases = [
+    [`GET /v2/e2e/up/slash/blobs/sha256:..%2F..%2Fetc%2Fpasswd`, 400, "DIGEST_INVALID"],
+    [`PUT /v2/e2e/up/slash/manifests/a%2Fb`, 400, "TAG_INVALID"],
+    [`PATCH /v2/e2e/up/slash/blobs/uploads/..%2F${id}`, 404, "BLOB_UPLOAD_UNKNOWN"],
+    [`GET /v2/e2e/up/slash/blobs/uploads/${id}%2F..`, 404, "BLOB_UPLOAD_UNKNOWN"],
+    [`GET /v2/e2e%2Fup/slash/tags/list`, 400, "NAME_INVALID"],
+    [`POST /v2/e2e/up%2F..%2F..%2Fx/blobs/uploads/`, 400, "NAME_INVALID"],
+    // workerd resolves dot segments (also encoded ones) before wharf sees the path: they
+    // climb no further than another route, whose own checks answer.
+    [`GET /v2/e2e/up/slash/blobs/uploads/%2e%2e/x`, 400, "DIGEST_INVALID"],
+    [`GET /v2/e2e/up/../../_catalog`, 200, undefined],
+    [`GET /v2/e2e/up/slash/%2e%2e/%2e%2e/_catalog`, 404, "UNSUPPORTED"],
+  ];
+  for (const [line, status, code] of cases) {
+    const r = await rawRequest(wharf.host, `${line} HTTP/1.1\r\nHost: ${wharf.host}\r\nContent-Length: 0\r\n\r\n`);
+    assert.deepEqual([r.status, r.code], [status, code], line);
+  }
+  // The session is untouched by all of it.
+  assert.deepEqual([(await req("GET", location)).status, (await req("GET", location)).headers.get("range")], [204, "0-0"]);
+});
+
+test("a body cut short (then a half-close) throws nothing uncaught and leaves each upload as it was", async () => {
+  // Its own wharf, to read the Worker's log lines.
+  const logged = await startWharf({ logLevel: "log" });
+  try {
+    const base = logged.base;
+    const location = await session(base, "e2e/up/cut");
+    const fresh = await session(base, "e2e/up/cut");
+    const start = randomBytes(10);
+    assert.equal((await request(base, "PATCH", location, { body: start })).status, 202);
+    const whole = randomBytes(64);
+    const d = sha256(whole);
+    const cut = (method, path, length, sent) =>
+      rawRequest(logged.host, `${method} ${path} HTTP/1.1\r\nHost: ${logged.host}\r\nContent-Length: ${length}\r\n\r\n`, sent, { halfClose: true });
+    const cases = [
+      ["PATCH", location, 64, randomBytes(16)],
+      // Two parts announced: the first streams to R2, the second breaks off.
+      ["PATCH", location, 10 << 20, randomBytes((5 << 20) + 16)],
+      ["PUT", `${location}?digest=${d}`, 64, randomBytes(16)],
+      ["PUT", `${fresh}?digest=${d}`, 64, whole.subarray(0, 16)],
+      ["POST", `/v2/e2e/up/cut/blobs/uploads/?digest=${d}`, 64, whole.subarray(0, 16)],
+    ];
+    for (const [method, path, length, sent] of cases) {
+      const r = await cut(method, path, length, sent);
+      // wrangler dev's own proxy in front of the Worker may lose the answer with the request
+      // (it answers 503 then); if wharf's answer arrives, it is the OCI error.
+      if (r.status !== 503) assert.deepEqual([r.status, r.code], [404, "BLOB_UPLOAD_INVALID"], `${method} ${path}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const workerLines = logged.log().split("\n").filter((l) => /Uncaught|broke off/.test(l));
+    // wharf logs each at error, and nothing is thrown uncaught from the Worker.
+    assert.ok(workerLines.filter((l) => /broke off/.test(l)).length >= cases.length, workerLines.join("\n"));
+    assert.deepEqual(workerLines.filter((l) => /Uncaught/.test(l) && !/Network connection lost/.test(l)), []);
+    // Nothing was published, and both sessions go on where they stood.
+    assert.equal((await request(base, "HEAD", `/v2/e2e/up/cut/blobs/${d}`)).status, 404);
+    assert.equal((await request(base, "GET", location)).headers.get("range"), "0-9");
+    assert.equal((await request(base, "GET", fresh)).headers.get("range"), "0-0");
+    const rest = randomBytes(6);
+    const all = Buffer.concat([start, rest]);
+    assert.equal((await request(base, "PUT", `${location}?digest=${sha256(all)}`, { body: rest })).status, 201);
+    assert.ok((await request(base, "GET", `/v2/e2e/up/cut/blobs/${sha256(all)}`)).body.equals(all));
+    assert.equal((await request(base, "PUT", `${fresh}?digest=${d}`, { body: whole })).status, 201);
+  } finally {
+    await logged.stop();
+  }
 });
