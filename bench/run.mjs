@@ -5,7 +5,9 @@
 //   pulls    (the default) the pull paths and a manifest push, under load from `hey` (16
 //            connections, 10 s, three runs, medians), against Distribution 2.8 (apt's
 //            docker-registry, filesystem storage, loopback) measured in the same run: req/s,
-//            p50, p99, errors and the ratios; plus the wasm size and wrangler dev's start-up.
+//            p50, p99, errors and the ratios; the manifest PUT against its floor (the self-test
+//            build's one R2 put, then one KV put, of the same body); plus the wasm size and
+//            wrangler dev's start-up.
 //   load     64 concurrent clients on loopback for 60 s (BENCH_SECONDS), each pushing images
 //            under new tags or pulling acknowledged ones, every pulled manifest and blob
 //            checked against its digest; at the end every acknowledged tag must resolve to
@@ -263,6 +265,8 @@ async function pulls() {
   const wharf = await startWharf();
   const startup = Number(process.hrtime.bigint() - started) / 1e9;
   const distribution = await startDistribution();
+  // The floor of a manifest push: the self-test build's one R2 put, then one KV put.
+  const floor = await startWharf({ selftest: true });
   try {
     const targets = { wharf: wharf.base, distribution: distribution.base };
     const image = {};
@@ -283,11 +287,15 @@ async function pulls() {
       ["32 MiB upload (4 clients)", (b) => uploadLoad(b, big, seconds)],
     ];
     const rows = [];
+    const floorPut = [];
     for (const [scenario, measure] of scenarios) {
       const results = { wharf: [], distribution: [] };
-      // Alternate the two registries, so that a slow moment of the machine hits both.
+      // Alternate the registries, so that a slow moment of the machine hits them all.
       for (let i = 0; i < runs; i++) {
         for (const [name, base] of Object.entries(targets)) results[name].push(await measure(base));
+        if (scenario === "PUT manifest") {
+          floorPut.push(await hey(`${floor.base}/_wharf/selftest/floor`, ["-m", "PUT", "-T", OCI_MANIFEST, "-D", manifestFile], 201, seconds));
+        }
       }
       const med = (name) => {
         const rs = results[name];
@@ -307,9 +315,12 @@ async function pulls() {
     const plain = rows.find((r) => r.scenario === "GET 1 MiB blob").wharf.rps;
     const gzip = rows.find((r) => r.scenario.startsWith("GET 1 MiB blob, Accept")).wharf.rps;
     console.log(`\nwharf blob GET with gzip accepted / without: ${(gzip / plain).toFixed(2)}x`);
+    const put = rows.find((r) => r.scenario === "PUT manifest").wharf.rps;
+    const floorRps = median(floorPut.map((r) => r.rps));
+    console.log(`PUT manifest: wharf ${put.toFixed(0)} req/s, floor (one R2 put, then one KV put) ${floorRps.toFixed(0)} req/s: ${(put / floorRps).toFixed(2)}x of the floor`);
     console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KiB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KiB gzip; wrangler dev start-up: ${startup.toFixed(1)} s`);
   } finally {
-    await wharf.stop();
+    await Promise.all([wharf.stop(), floor.stop()]);
     distribution.stop();
     rmSync(dir, { recursive: true, force: true });
   }

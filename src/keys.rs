@@ -130,6 +130,11 @@ pub fn selftest_put(digest: &Digest) -> String {
     format!("selftest/put/{}", digest_path(digest))
 }
 
+/// The object and the KV key the benchmark's floor of a manifest push writes: one each, the
+/// same every time, as a re-push of one manifest to one tag would.
+#[cfg(feature = "selftest")]
+pub const SELFTEST_FLOOR: &str = "selftest/floor";
+
 /// Prefix of the repository index listed by the catalog.
 pub const CATALOG_PREFIX: &str = "catalog/";
 

@@ -7,7 +7,7 @@ use crate::error::{ErrorCode, RegistryError};
 use crate::http::{BodyReader, Headers, Method, Response, query_param};
 use crate::keys;
 use crate::names::{Digest, UploadId};
-use crate::registry::{Registry, Result, json_response};
+use crate::registry::{Registry, Result, json_response, read_limited};
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions, suite};
 use serde::Serialize;
 
@@ -15,6 +15,9 @@ use serde::Serialize;
 pub const SUITE_PATH: &str = "/_wharf/selftest";
 /// `PUT ?digest=`: one store-verified put of the body, what an upload costs without wharf.
 pub const PUT_PATH: &str = "/_wharf/selftest/put";
+/// `PUT`: the body stored with one R2 put and one KV put, the least storage a manifest push to a
+/// tag needs: the floor the benchmark compares manifest pushes with.
+pub const FLOOR_PATH: &str = "/_wharf/selftest/floor";
 /// `GET`: the size of the Worker's wasm memory.
 pub const MEMORY_PATH: &str = "/_wharf/selftest/memory";
 /// `POST`: panics (a trap: the wasm is built with panic=abort), so that the end-to-end tests can
@@ -57,6 +60,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Some(match (method, path) {
             (Method::Post, SUITE_PATH) => self.run_suite().await,
             (Method::Put, PUT_PATH) => self.baseline_put(query, headers, body).await,
+            (Method::Put, FLOOR_PATH) => self.floor_put(body).await,
             (Method::Get, MEMORY_PATH) => {
                 let body = serde_json::to_vec(&Memory { wasm_memory_bytes: wasm_memory_bytes() });
                 body.map(|b| json_response(b, false)).map_err(RegistryError::internal)
@@ -72,6 +76,16 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let kv = suite::run_kv(&self.kv, &prefix).await;
         let body = serde_json::to_vec(&SuiteResults { objects, kv }).map_err(RegistryError::internal)?;
         Ok(json_response(body, false))
+    }
+
+    async fn floor_put<B: BodyReader>(&self, body: &mut B) -> Result<Response<O::Body>> {
+        let bytes = read_limited(body, crate::config::MAX_MANIFEST_SIZE).await?;
+        let digest = Digest::sha256_of(&bytes).to_string();
+        // One after the other, as any registry must: a tag written before its bytes could be
+        // read pointing at nothing.
+        self.objects.put(keys::SELFTEST_FLOOR, bytes, PutOptions::default()).await?;
+        self.kv.put(keys::SELFTEST_FLOOR, &digest, None).await?;
+        Ok(Response::new(201).header("Docker-Content-Digest", digest).header("Content-Length", "0"))
     }
 
     async fn baseline_put<B: BodyReader<Raw = O::Upload>>(

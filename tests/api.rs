@@ -1065,6 +1065,21 @@ fn storage_self_test_is_hidden_unless_enabled() {
     assert!(r.json()["objects"].as_array().unwrap().iter().all(|c| c["error"].is_null()));
 }
 
+#[cfg(feature = "selftest")]
+#[test]
+fn the_floor_of_a_manifest_push_is_one_r2_put_then_one_kv_put() {
+    let on = TestRegistry::with_config(Config { selftest: true, ..Config::default() });
+    on.operations.take();
+    let r = on.send(Method::Put, "/_wharf/selftest/floor", &[], MemoryBody::from_bytes(b"{}".to_vec()));
+    assert_eq!(r.status, 201);
+    let c = on.operations.take();
+    assert_eq!((c.r2_reads, c.r2_writes, c.kv_reads, c.kv_writes, c.round_trips), (0, 1, 0, 1, 2));
+    assert_eq!(
+        on.kv.snapshot().get("selftest/floor").map(String::as_str),
+        Some(Digest::sha256_of(b"{}").to_string().as_str())
+    );
+}
+
 /// Go's decoder takes the last of two `layers`, other parsers the first: a member wharf acts on
 /// given twice is refused, so that no two clients disagree about what a stored manifest says.
 #[test]

@@ -87,7 +87,11 @@ impl TestRegistry {
 
     /// A registry whose stores share `faults` (see `wharf::storage::memory::Faults`).
     pub fn with_faults(config: Config, faults: &Faults) -> Self {
-        Self::over(MemoryObjects::new().with_faults(faults.clone()), MemoryKv::new().with_faults(faults.clone()), config)
+        Self::over(
+            MemoryObjects::new().with_faults(faults.clone()),
+            MemoryKv::new().with_faults(faults.clone()),
+            config,
+        )
     }
 
     /// Another registry, with its own configuration, over this one's storage and clock.
