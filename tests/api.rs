@@ -290,6 +290,221 @@ fn put_of_an_index_with_a_missing_child_is_manifest_blob_unknown() {
     assert_eq!(t.snapshot(), before);
 }
 
+/// The codes and details of an OCI error body, in order.
+fn errors_of(r: &TestResponse) -> Vec<(String, serde_json::Value)> {
+    let v = r.json();
+    v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["code"].as_str().unwrap().to_owned(), e["detail"].clone()))
+        .collect()
+}
+
+fn unknown(d: &dyn std::fmt::Display) -> (String, serde_json::Value) {
+    ("MANIFEST_BLOB_UNKNOWN".to_owned(), serde_json::Value::String(d.to_string()))
+}
+
+/// An OCI image manifest over the given (media type, digest, size) config and layers.
+fn manifest_of(config: (&str, &str, u64), layers: &[(&str, &str, u64)]) -> String {
+    let descriptor = |(m, d, n): (&str, &str, u64)| format!(r#"{{"mediaType":"{m}","digest":"{d}","size":{n}}}"#);
+    let layers: Vec<String> = layers.iter().map(|l| descriptor(*l)).collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{},"layers":[{}]}}"#,
+        descriptor(config),
+        layers.join(",")
+    )
+}
+
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+#[test]
+fn put_reports_every_missing_blob_in_one_answer_in_document_order() {
+    let t = TestRegistry::new();
+    let present = t.push_blob("r", b"present layer");
+    let (c, l1, l3) = (Digest::sha256_of(b"c"), Digest::sha256_of(b"l1"), Digest::sha256_of(b"l3"));
+    let body = manifest_of(
+        (CONFIG, &c.to_string(), 1),
+        &[(LAYER, &l1.to_string(), 2), (LAYER, &present.to_string(), 13), (LAYER, &l3.to_string(), 2)],
+    );
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    assert_eq!(errors_of(&r), [unknown(&c), unknown(&l1), unknown(&l3)]);
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn put_of_an_index_reports_every_missing_child() {
+    let t = TestRegistry::new();
+    let (_, present) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let (g1, g2) = (Digest::sha256_of(b"ghost 1"), Digest::sha256_of(b"ghost 2"));
+    let body = list_body(
+        OCI_INDEX,
+        &[(&g1, 10, OCI_MANIFEST, "amd64"), (&present, 10, OCI_MANIFEST, "arm"), (&g2, 10, OCI_MANIFEST, "arm64")],
+    );
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "multi", OCI_INDEX, &body);
+    assert_eq!(r.status, 400);
+    assert_eq!(errors_of(&r), [unknown(&g1), unknown(&g2)]);
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn a_malformed_reference_digest_is_digest_invalid_and_manifest_blob_unknown_beside_the_missing_ones() {
+    let t = TestRegistry::new();
+    let c = t.push_blob("r", b"config");
+    let missing = Digest::sha256_of(b"missing");
+    let bad = "sha256:NOT-HEX";
+    let body = manifest_of((CONFIG, &c.to_string(), 6), &[(LAYER, bad, 1), (LAYER, &missing.to_string(), 1)]);
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes());
+    assert_eq!(r.status, 400);
+    let errors = errors_of(&r);
+    let codes: Vec<&str> = errors.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(codes, ["DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]);
+    assert_eq!(errors[0].1["digest"], bad);
+    assert_eq!(errors[1].1, bad);
+    assert_eq!(errors[2], unknown(&missing));
+    assert_eq!(t.snapshot(), before);
+    // A malformed config digest too, first in the document.
+    let body = manifest_of(("x", "sha512:short", 1), &[(LAYER, &missing.to_string(), 1)]);
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes());
+    let codes: Vec<String> = errors_of(&r).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(codes, ["DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]);
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn a_descriptor_whose_size_is_not_its_blobs_is_manifest_blob_unknown_with_both_sizes() {
+    let t = TestRegistry::new();
+    let config = t.push_blob("r", b"{}");
+    let layer_bytes = vec![7u8; 1440];
+    let layer = t.push_blob("r", &layer_bytes);
+    let lie = manifest_of((CONFIG, &config.to_string(), 2), &[(LAYER, &layer.to_string(), i64::MAX as u64)]);
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, lie.as_bytes());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    let detail = &r.json()["errors"][0]["detail"];
+    assert_eq!(detail["digest"], layer.to_string());
+    assert_eq!((detail["size"].as_u64(), detail["blobSize"].as_u64()), (Some(i64::MAX as u64), Some(1440)));
+    assert_eq!(t.snapshot(), before);
+    // The config is held to its size as well, and each liar is named.
+    let both = manifest_of((CONFIG, &config.to_string(), 3), &[(LAYER, &layer.to_string(), 0)]);
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, both.as_bytes());
+    let details: Vec<(u64, u64)> =
+        errors_of(&r).iter().map(|(_, d)| (d["size"].as_u64().unwrap(), d["blobSize"].as_u64().unwrap())).collect();
+    assert_eq!(details, [(3, 2), (0, 1440)]);
+    assert_eq!(t.snapshot(), before);
+    // The truth is accepted.
+    let truth = manifest_of((CONFIG, &config.to_string(), 2), &[(LAYER, &layer.to_string(), 1440)]);
+    assert_eq!(t.put_manifest("r", "v1", OCI_MANIFEST, truth.as_bytes()).status, 201);
+}
+
+/// A manifest (OCI or schema2) whose only layer has `layer_type`, `urls` (a JSON array, or
+/// nothing) and the digest of bytes never uploaded; the config is pushed.
+fn with_layer_from_urls(t: &TestRegistry, media_type: &str, layer_type: &str, urls: Option<&str>) -> (String, Digest) {
+    let config = t.push_blob("r", b"{}");
+    let config_type =
+        if media_type == DOCKER_MANIFEST { "application/vnd.docker.container.image.v1+json" } else { CONFIG };
+    let layer = Digest::sha256_of(format!("{layer_type} {urls:?}").as_bytes());
+    let urls = urls.map(|u| format!(r#","urls":{u}"#)).unwrap_or_default();
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{media_type}","config":{{"mediaType":"{config_type}","digest":"{config}","size":2}},"layers":[{{"mediaType":"{layer_type}","digest":"{layer}","size":1440{urls}}}]}}"#
+    );
+    (body, layer)
+}
+
+const NONDISTRIBUTABLE: [&str; 3] = [
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+];
+const FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+
+#[test]
+fn a_non_distributable_layer_with_urls_needs_no_blob_and_the_manifest_is_served() {
+    let t = TestRegistry::new();
+    let cases = NONDISTRIBUTABLE.iter().map(|l| (OCI_MANIFEST, *l)).chain([(DOCKER_MANIFEST, FOREIGN)]);
+    for (i, (media_type, layer_type)) in cases.enumerate() {
+        let (body, _) = with_layer_from_urls(&t, media_type, layer_type, Some(r#"["https://example.com/layer"]"#));
+        let tag = format!("nd{i}");
+        let r = t.put_manifest("r", &tag, media_type, body.as_bytes());
+        assert_eq!(r.status, 201, "{layer_type}: {:?}", String::from_utf8_lossy(&r.body));
+        let d = Digest::sha256_of(body.as_bytes());
+        for reference in [tag.clone(), d.to_string()] {
+            let g = t.get(&format!("/v2/r/manifests/{reference}"), &[("Accept", media_type)]);
+            assert_eq!((g.status, g.body.as_slice()), (200, body.as_bytes()), "{reference}");
+        }
+        assert!(t.get("/v2/r/tags/list", &[]).json()["tags"].as_array().unwrap().contains(&tag.into()));
+    }
+}
+
+#[test]
+fn layers_that_may_not_come_from_urls_need_their_blob() {
+    let t = TestRegistry::new();
+    let url = Some(r#"["https://example.com/layer"]"#);
+    let cases = [
+        // Non-distributable without URLs: an ordinary layer.
+        (OCI_MANIFEST, NONDISTRIBUTABLE[1], None),
+        (OCI_MANIFEST, NONDISTRIBUTABLE[0], Some("[]")),
+        // Ordinary layers always need their blob, URLs or not.
+        (OCI_MANIFEST, LAYER, url),
+        (OCI_MANIFEST, "application/vnd.oci.image.layer.v1.tar+zstd", url),
+        (DOCKER_MANIFEST, "application/vnd.docker.image.rootfs.diff.tar.gzip", url),
+        // A foreign layer without URLs is refused, as Distribution's errMissingURL.
+        (DOCKER_MANIFEST, FOREIGN, None),
+    ];
+    for (media_type, layer_type, urls) in cases {
+        let (body, layer) = with_layer_from_urls(&t, media_type, layer_type, urls);
+        let before = t.snapshot();
+        let r = t.put_manifest("r", "v1", media_type, body.as_bytes());
+        assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"), "{layer_type} {urls:?}");
+        let detail = &r.json()["errors"][0]["detail"];
+        assert!(detail == &layer.to_string() || detail["digest"] == layer.to_string(), "{detail}");
+        assert_eq!(t.snapshot(), before);
+    }
+}
+
+#[test]
+fn layer_urls_must_be_http_without_fragment_and_pass_the_configured_patterns() {
+    let t = TestRegistry::with_config(Config {
+        manifest_urls: Config::from_vars(&|n| match n {
+            "WHARF_MANIFEST_URLS_ALLOW" => Some(r"^https://([a-z]+\.)?example\.com/".into()),
+            "WHARF_MANIFEST_URLS_DENY" => Some(r"^https://private\.example\.com/".into()),
+            _ => None,
+        })
+        .unwrap()
+        .manifest_urls,
+        ..Config::default()
+    });
+    let nd = NONDISTRIBUTABLE[1];
+    for urls in [
+        r#"["ftp://example.com/layer"]"#,
+        r#"["https://example.com/layer#part"]"#,
+        r#"["example.com/layer"]"#,
+        r#"["https://example.com/a b"]"#,
+        r#"["https://example.com/ok","https://example.org/layer"]"#,
+        r#"["https://private.example.com/layer"]"#,
+    ] {
+        let (body, layer) = with_layer_from_urls(&t, OCI_MANIFEST, nd, Some(urls));
+        let before = t.snapshot();
+        let r = t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes());
+        assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"), "{urls}");
+        let detail = &r.json()["errors"][0]["detail"];
+        assert_eq!(detail["digest"], layer.to_string());
+        assert!(urls.contains(detail["url"].as_str().unwrap()), "{urls}");
+        assert_eq!(t.snapshot(), before);
+    }
+    let (body, _) = with_layer_from_urls(&t, OCI_MANIFEST, nd, Some(r#"["https://cdn.example.com/layer"]"#));
+    assert_eq!(t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes()).status, 201);
+    // The URLs of ordinary OCI layers are checked too (their blob is needed all the same).
+    let (body, layer) = with_layer_from_urls(&t, OCI_MANIFEST, LAYER, Some(r#"["ftp://example.com/x"]"#));
+    let r = t.put_manifest("r", "v2", OCI_MANIFEST, body.as_bytes());
+    assert_eq!(r.json()["errors"][0]["detail"]["digest"], layer.to_string());
+}
+
 #[test]
 fn put_with_a_subject_that_does_not_exist_is_accepted_and_answers_oci_subject() {
     let t = TestRegistry::new();
