@@ -13,6 +13,11 @@ pub enum Route {
     Base,
     /// `/v2/<name>/manifests/<reference>`
     Manifest(RepositoryName, Reference),
+    /// `/v2/<name>/manifests/<reference>` whose reference is neither a tag nor a digest: the
+    /// reference as given, and why it is invalid. Distribution's router has no route for it and
+    /// answers 404, its dispatcher reads a malformed digest as an unknown tag: what each method
+    /// answers is decided in `registry`.
+    InvalidManifest(RepositoryName, String, RegistryError),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepositoryName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -41,7 +46,7 @@ impl Route {
     pub fn kind(&self) -> &'static str {
         match self {
             Route::Base => "base",
-            Route::Manifest(..) => "manifest",
+            Route::Manifest(..) | Route::InvalidManifest(..) => "manifest",
             Route::Blob(..) => "blob",
             Route::UploadStart(_) | Route::Upload(..) => "upload",
             Route::TagsList(_) => "tags",
@@ -54,6 +59,7 @@ impl Route {
         match self {
             Route::Base | Route::Catalog => None,
             Route::Manifest(n, _)
+            | Route::InvalidManifest(n, ..)
             | Route::Blob(n, _)
             | Route::UploadStart(n)
             | Route::Upload(n, _)
@@ -77,7 +83,10 @@ impl Route {
         }
         if let Some((name, reference)) = split(rest, "/manifests/") {
             let name = RepositoryName::parse(name)?;
-            return Ok(Route::Manifest(name, Reference::parse(reference)?));
+            return Ok(match Reference::parse(reference) {
+                Ok(r) => Route::Manifest(name, r),
+                Err(e) => Route::InvalidManifest(name, reference.to_owned(), e),
+            });
         }
         if let Some((name, id)) = split(rest, "/blobs/uploads/") {
             let name = RepositoryName::parse(name)?;
@@ -155,9 +164,7 @@ mod tests {
         let cases = [
             ("/", ErrorCode::RouteUnknown),
             ("/v2/a", ErrorCode::RouteUnknown),
-            ("/v2/a/manifests/", ErrorCode::TagInvalid),
             ("/v2/A/manifests/latest", ErrorCode::NameInvalid),
-            ("/v2/a/manifests/sha256:bad", ErrorCode::DigestInvalid),
             ("/v2/a/blobs/nope", ErrorCode::DigestInvalid),
             ("/v2/a/blobs/uploads/../x", ErrorCode::RouteUnknown),
             ("/v2/a/blobs/uploads/xyz", ErrorCode::BlobUploadUnknown),
@@ -165,6 +172,20 @@ mod tests {
         ];
         for (path, code) in cases {
             assert_eq!(Route::parse(path).unwrap_err().code, code, "{path}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_manifest_reference_keeps_its_route_and_its_error() {
+        for (reference, code) in [
+            ("", ErrorCode::TagInvalid),
+            (".INVALID_MANIFEST_NAME", ErrorCode::TagInvalid),
+            ("sha256:bad", ErrorCode::DigestInvalid),
+        ] {
+            match Route::parse(&format!("/v2/a/b/manifests/{reference}")).unwrap() {
+                Route::InvalidManifest(n, r, e) => assert_eq!((n, r.as_str(), e.code), (name("a/b"), reference, code)),
+                other => panic!("{reference}: {other:?}"),
+            }
         }
     }
 

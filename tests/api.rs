@@ -612,12 +612,42 @@ fn delete_by_digest_removes_the_manifest_and_every_tag_pointing_at_it() {
 }
 
 #[test]
-fn delete_of_an_unknown_digest_is_manifest_unknown_and_a_malformed_one_digest_invalid() {
+fn delete_of_an_unknown_digest_or_an_invalid_reference_is_manifest_unknown() {
     let t = TestRegistry::new();
-    let r = t.delete(&format!("/v2/r/manifests/{}", Digest::sha256_of(b"x")));
-    assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"));
-    let r = t.delete("/v2/r/manifests/sha256:123");
+    t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let before = t.snapshot();
+    // Distribution reads a malformed digest as a tag, which is unknown.
+    for reference in [Digest::sha256_of(b"x").to_string(), "sha256:123".into(), ".INVALID_MANIFEST_NAME".into()] {
+        let r = t.delete(&format!("/v2/r/manifests/{reference}"));
+        assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"), "{reference}");
+    }
+    assert_eq!(t.snapshot(), before);
+    let off = t.sharing_storage(Config::default());
+    let r = off.delete("/v2/r/manifests/.INVALID_MANIFEST_NAME");
+    assert_eq!((r.status, r.error_code().as_str()), (405, "UNSUPPORTED"));
+}
+
+#[test]
+fn get_and_head_of_a_reference_that_is_neither_tag_nor_digest_is_manifest_unknown() {
+    let t = TestRegistry::new();
+    t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let body = t.image_manifest("r", OCI_MANIFEST, "y");
+    let before = t.snapshot();
+    let long_tag = "t".repeat(129);
+    for reference in [".INVALID_MANIFEST_NAME", "-bad", "a%20b", &long_tag, "sha256:123", "md5:abc", "sha256:"] {
+        let path = format!("/v2/r/manifests/{reference}");
+        let r = t.get(&path, &[("Accept", OCI_MANIFEST)]);
+        assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"), "{reference}");
+        assert_eq!(r.json()["errors"][0]["detail"]["reference"], reference.replace("%20", " "));
+        let h = t.head(&path, &[("Accept", OCI_MANIFEST)]);
+        assert_eq!((h.status, h.error_code().as_str()), (404, "MANIFEST_UNKNOWN"), "{reference}");
+    }
+    // PUT is still told what is wrong.
+    let r = t.put_manifest("r", ".INVALID_MANIFEST_NAME", OCI_MANIFEST, &body);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "TAG_INVALID"));
+    let r = t.put_manifest("r", "sha256:123", OCI_MANIFEST, &body);
     assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+    assert_eq!(t.snapshot(), before);
 }
 
 #[test]

@@ -29,6 +29,11 @@ struct Loaded {
     bytes: Option<Rc<Vec<u8>>>,
 }
 
+/// 405 UNSUPPORTED: `WHARF_DELETE_ENABLED` is off.
+pub(crate) fn deletes_disabled() -> RegistryError {
+    RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry")
+}
+
 fn manifest_unknown() -> RegistryError {
     RegistryError::new(ErrorCode::ManifestUnknown)
 }
@@ -459,9 +464,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         reference: &Reference,
     ) -> Result<Response<O::Body>> {
         if !self.config.delete_enabled {
-            return Err(
-                RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry")
-            );
+            return Err(deletes_disabled());
         }
         match reference {
             Reference::Tag(tag) => {
