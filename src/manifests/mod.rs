@@ -396,15 +396,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 Check::Lookup(d, keys::blob_link(name, &d.digest), Some(d.size))
             } else {
                 let source = LayerSource::of(manifest.media_type, &d.media_type);
-                let urls_checked = source != LayerSource::Blob;
-                match d.urls.iter().find_map(|u| self.config.manifest_urls.refuse(u).map(|why| (u, why))) {
-                    Some((url, why)) if urls_checked => Check::Refused(d, url, why),
-                    _ if source == LayerSource::Urls && d.urls.is_empty() => {
-                        Check::Refused(d, "", "a foreign layer needs urls")
+                let refused = match source {
+                    LayerSource::Blob => None,
+                    _ => d.urls.iter().find_map(|u| self.config.manifest_urls.refuse(u).map(|why| (u, why))),
+                };
+                match (source, refused) {
+                    (_, Some((url, why))) => Check::Refused(d, Some(url.as_str()), why),
+                    // Distribution's errMissingURL.
+                    (LayerSource::Urls, None) if d.urls.is_empty() => {
+                        Check::Refused(d, None, "a foreign layer needs at least one URL")
                     }
-                    _ if source == LayerSource::Urls || (source == LayerSource::UrlsOrBlob && !d.urls.is_empty()) => {
-                        Check::Elsewhere
-                    }
+                    (LayerSource::Urls, None) => Check::Elsewhere,
+                    (LayerSource::UrlsOrBlob, None) if !d.urls.is_empty() => Check::Elsewhere,
                     _ => Check::Lookup(d, keys::blob_link(name, &d.digest), Some(d.size)),
                 }
             };
@@ -427,10 +430,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     errors.push(format::invalid_reference(digest));
                     errors.push(unknown(digest));
                 }
-                (Check::Refused(d, url, why), _) => errors.push(
+                (Check::Refused(d, Some(url), why), _) => errors.push(
                     RegistryError::new(ErrorCode::ManifestBlobUnknown)
                         .with_message(format!("invalid URL on layer: {why}"))
                         .with_detail(json!({ "digest": d.digest.to_string(), "url": url })),
+                ),
+                (Check::Refused(d, None, why), _) => errors.push(
+                    RegistryError::new(ErrorCode::ManifestBlobUnknown)
+                        .with_message(*why)
+                        .with_detail(json!({ "digest": d.digest.to_string() })),
                 ),
                 (Check::Lookup(d, _, _), Some(None)) => errors.push(unknown(&d.digest)),
                 (Check::Lookup(d, _, Some(size)), Some(Some(meta))) => {
@@ -522,8 +530,8 @@ enum Check<'a> {
     Malformed(&'a str),
     /// It must exist under the key; a blob must have the size, when one is given.
     Lookup(&'a Descriptor, String, Option<u64>),
-    /// A layer whose `urls` break the rules: this URL (empty: it has none), for this reason.
-    Refused(&'a Descriptor, &'a str, &'static str),
+    /// A layer whose `urls` break the rules: this URL (`None`: it has none), for this reason.
+    Refused(&'a Descriptor, Option<&'a str>, &'static str),
     /// A layer fetched from its URLs: nothing to look up.
     Elsewhere,
 }
