@@ -234,6 +234,34 @@ fn put_by_sha512_digest_is_verified_with_sha512() {
 }
 
 #[test]
+fn tags_set_by_a_sha512_push_name_the_sha512_digest_and_sha256_ones_keep_sha256() {
+    let t = TestRegistry::new();
+    let body = t.image_manifest("r", OCI_MANIFEST, "x");
+    let d256 = Digest::sha256_of(&body);
+    let d512 = Digest::parse(&format!("sha512:{}", "0".repeat(128))).unwrap().recompute(&body);
+    assert_eq!(t.put_manifest("r", &format!("{d256}?tag=old"), OCI_MANIFEST, &body).status, 201);
+    let r = t.put_manifest("r", &format!("{d512}?tag=a&tag=b"), OCI_MANIFEST, &body);
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
+    assert_eq!(r.header("Location"), Some(format!("/v2/r/manifests/{d512}").as_str()));
+    for tag in ["a", "b"] {
+        let path = format!("/v2/r/manifests/{tag}");
+        let head = t.head(&path, &[("Accept", OCI_MANIFEST)]);
+        assert_eq!(head.header("Docker-Content-Digest"), Some(d512.to_string().as_str()), "HEAD {tag}");
+        let get = t.get(&path, &[("Accept", OCI_MANIFEST)]);
+        assert_eq!((get.status, &get.body), (200, &body));
+        assert_eq!(get.header("Docker-Content-Digest"), Some(d512.to_string().as_str()), "GET {tag}");
+        assert_eq!(get.header("ETag"), Some(format!("\"{d512}\"").as_str()));
+    }
+    // A fresh isolate (no memo) reads the same from storage.
+    let fresh = t.sharing_storage(Config::default());
+    let head = fresh.head("/v2/r/manifests/a", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(head.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
+    let old = fresh.get("/v2/r/manifests/old", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(old.header("Docker-Content-Digest"), Some(d256.to_string().as_str()));
+}
+
+#[test]
 fn put_with_content_type_parameters_stores_the_bare_media_type() {
     let t = TestRegistry::new();
     let body = t.image_manifest("r", OCI_MANIFEST, "x");
