@@ -244,6 +244,9 @@ fn tags_set_by_a_sha512_push_name_the_sha512_digest_and_sha256_ones_keep_sha256(
     assert_eq!(r.status, 201);
     assert_eq!(r.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
     assert_eq!(r.header("Location"), Some(format!("/v2/r/manifests/{d512}").as_str()));
+    // Each tag parameter is confirmed, one OCI-Tag header per tag.
+    let confirmed: Vec<&str> = r.headers.iter().filter(|(n, _)| *n == "OCI-Tag").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(confirmed, ["a", "b"]);
     for tag in ["a", "b"] {
         let path = format!("/v2/r/manifests/{tag}");
         let head = t.head(&path, &[("Accept", OCI_MANIFEST)]);
@@ -259,6 +262,10 @@ fn tags_set_by_a_sha512_push_name_the_sha512_digest_and_sha256_ones_keep_sha256(
     assert_eq!(head.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
     let old = fresh.get("/v2/r/manifests/old", &[("Accept", OCI_MANIFEST)]);
     assert_eq!(old.header("Docker-Content-Digest"), Some(d256.to_string().as_str()));
+    // A push without tag parameters confirms none.
+    let plain = t.put_manifest("r", &d512.to_string(), OCI_MANIFEST, &body);
+    assert_eq!((plain.status, plain.header("OCI-Tag")), (201, None));
+    assert_eq!(plain.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
 }
 
 #[test]

@@ -254,6 +254,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let Some(subject) = &manifest.subject {
             response = response.header("OCI-Subject", subject.digest.to_string());
         }
+        // spec (main): each tag set by a `?tag=` parameter is confirmed with OCI-Tag. A client
+        // that does not see it assumes the parameter was ignored and pushes the tag again by
+        // tag, which names the sha256 digest: the tags of a sha512 push would then lose it.
+        for tag in extra_tags {
+            response = response.header("OCI-Tag", tag.as_str());
+        }
         Ok(response)
     }
 

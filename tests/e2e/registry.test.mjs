@@ -152,6 +152,8 @@ test("a manifest pushed by a sha512 digest keeps it, with ?tag= too, on push, HE
   const tagged = await req("PUT", `/v2/e2e/http/sha512/manifests/${d512}?tag=a&tag=b`, { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
   assert.deepEqual([tagged.status, tagged.headers.get("docker-content-digest")], [201, d512]);
   assert.equal(tagged.headers.get("location"), `/v2/e2e/http/sha512/manifests/${d512}`);
+  // Each tag parameter is confirmed (the suite pushes the tags again by tag when it is not).
+  assert.deepEqual(tagged.headers.get("oci-tag").split(",").map((t) => t.trim()), ["a", "b"]);
   for (const tag of ["a", "b"]) {
     for (const method of ["HEAD", "GET"]) {
       const r = await req(method, `/v2/e2e/http/sha512/manifests/${tag}`, { headers: { Accept: OCI_MANIFEST } });
