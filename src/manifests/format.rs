@@ -566,6 +566,7 @@ mod tests {
             (oci_manifest("").replacen(r#""size":1}"#, &format!(r#""size":1,"digest":"{}"}}"#, d(9)), 1), "digest"),
             (oci_manifest("").replacen(r#""size":1}"#, r#""size":1,"size":2}"#, 1), "size"),
             (oci_manifest("").replacen(r#""size":1}"#, r#""size":1,"mediaType":"x"}"#, 1), "mediaType"),
+            (oci_manifest("").replacen(r#""size":1}"#, r#""size":1,"urls":["https://a/"],"urls":[]}"#, 2), "urls"),
         ];
         for (body, member) in twice {
             let e = parse_oci(&body).unwrap_err();
@@ -661,6 +662,8 @@ mod tests {
             (r#""layers":["#, r#""annotations":{"a":1},"layers":["#),
             (r#""layers":["#, r#""artifactType":7,"layers":["#),
             (r#""layers":["#, r#""subject":"sha256:x","layers":["#),
+            (r#""size":1}]"#, r#""size":1,"urls":"https://a/"}]"#),
+            (r#""size":1}]"#, r#""size":1,"urls":[7]}]"#),
         ] {
             let body = oci_manifest("").replacen(from, to, 1);
             assert_ne!(body, oci_manifest(""));
