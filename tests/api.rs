@@ -1302,6 +1302,20 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
     add(put("/v2/r/manifests/v9", OCI_MANIFEST, &good.replace("\"size\":", "\"size\":\"")), 400, "MANIFEST_INVALID");
     // references
     add(put("/v2/r/manifests/v9", OCI_MANIFEST, &with_missing_config), 400, "MANIFEST_BLOB_UNKNOWN");
+    let size_lie = good.replacen("\"size\":", "\"size\":9223372036854775807,\"x\":", 1);
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &size_lie), 400, "MANIFEST_BLOB_UNKNOWN");
+    let foreign_ftp = good.replacen(
+        "application/vnd.oci.image.layer.v1.tar+gzip\",",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip\",\"urls\":[\"ftp://example.com/l\"],",
+        1,
+    );
+    assert_ne!(foreign_ftp, good);
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &foreign_ftp), 400, "MANIFEST_BLOB_UNKNOWN");
+    for reference in [".INVALID_MANIFEST_NAME", "sha256:abc"] {
+        let path = format!("/v2/r/manifests/{reference}");
+        add((Method::Get, path.clone(), vec![], vec![], 0, ""), 404, "MANIFEST_UNKNOWN");
+        add((Method::Delete, path, vec![], vec![], 0, ""), 404, "MANIFEST_UNKNOWN");
+    }
     add(put(&format!("/v2/r/manifests/{missing}"), OCI_MANIFEST, &good), 400, "DIGEST_INVALID");
     // sizes
     add(
