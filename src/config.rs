@@ -1,6 +1,8 @@
 //! Configuration from the Worker's environment variables (wrangler.toml `[vars]`). Every
 //! variable, its default and meaning is listed in README's "Configuration" section.
 
+use crate::manifests::format::ManifestUrls;
+
 /// Largest manifest accepted (distribution-spec: registries SHOULD accept at least 4 MiB and
 /// reject larger ones with 413).
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
@@ -59,6 +61,10 @@ pub struct Config {
     pub notify: Option<crate::notify::NotifyConfig>,
     /// `WHARF_UI`: serve the web UI under `/ui/` (see `ui`). Default false.
     pub ui: bool,
+    /// `WHARF_MANIFEST_URLS_ALLOW` and `WHARF_MANIFEST_URLS_DENY`: regular expressions the
+    /// `urls` of pushed layers must match, and must not match (Distribution's
+    /// `validation.manifests.urls.allow` and `.deny`). Default: neither.
+    pub manifest_urls: ManifestUrls,
 }
 
 /// `WHARF_GC`: whether garbage collection may delete.
@@ -96,6 +102,7 @@ impl Default for Config {
             log_level: crate::log::Level::Error,
             notify: None,
             ui: false,
+            manifest_urls: ManifestUrls::default(),
         }
     }
 }
@@ -177,6 +184,10 @@ impl Config {
             },
             notify: crate::notify::NotifyConfig::from_vars(var)?,
             ui: flag("WHARF_UI", false)?,
+            manifest_urls: ManifestUrls {
+                allow: ManifestUrls::pattern("WHARF_MANIFEST_URLS_ALLOW", var("WHARF_MANIFEST_URLS_ALLOW").as_deref())?,
+                deny: ManifestUrls::pattern("WHARF_MANIFEST_URLS_DENY", var("WHARF_MANIFEST_URLS_DENY").as_deref())?,
+            },
         })
     }
 }
@@ -232,6 +243,42 @@ mod tests {
         assert!(from(&[("WHARF_LOG_LEVEL", "loud")]).unwrap_err().contains("WHARF_LOG_LEVEL"));
         assert_eq!(from(&[("WHARF_LOG_LEVEL", "debug")]).unwrap().log_level, crate::log::Level::Debug);
         assert!(from(&[("WHARF_ADMIN_TOKEN", "short")]).unwrap_err().contains("WHARF_ADMIN_TOKEN"));
+        assert!(
+            from(&[("WHARF_MANIFEST_URLS_ALLOW", "^https://(")]).unwrap_err().contains("WHARF_MANIFEST_URLS_ALLOW")
+        );
+        assert!(from(&[("WHARF_MANIFEST_URLS_DENY", "[z-a]")]).unwrap_err().contains("WHARF_MANIFEST_URLS_DENY"));
+    }
+
+    #[test]
+    fn layer_urls_must_be_http_and_pass_the_patterns() {
+        let open = from(&[]).unwrap().manifest_urls;
+        assert_eq!(open.refuse("https://example.com/layer.tar"), None);
+        assert_eq!(open.refuse("HTTP://example.com/a%20b?x=1#"), None);
+        for bad in [
+            "ftp://example.com/x",
+            "example.com/x",
+            "https:///x",
+            "https://example.com/x#frag",
+            "https://example.com/a b",
+            "https://example.com/%zz",
+            "https://example.com/%2",
+            "",
+        ] {
+            assert!(open.refuse(bad).is_some(), "{bad:?}");
+        }
+        let c = from(&[
+            ("WHARF_MANIFEST_URLS_ALLOW", r"^https://([^/]+\.)?example\.com/"),
+            ("WHARF_MANIFEST_URLS_DENY", r"^https://private\.example\.com/"),
+        ])
+        .unwrap()
+        .manifest_urls;
+        assert_eq!(c.refuse("https://cdn.example.com/x"), None);
+        assert!(c.refuse("https://example.org/x").unwrap().contains("allowed"));
+        assert!(c.refuse("https://private.example.com/x").unwrap().contains("denied"));
+        // Unanchored, as Go's MatchString.
+        let d = from(&[("WHARF_MANIFEST_URLS_DENY", "secret")]).unwrap().manifest_urls;
+        assert!(d.refuse("https://example.com/a/secret/b").is_some());
+        assert_eq!(d.refuse("https://example.com/a"), None);
     }
 
     #[test]

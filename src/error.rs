@@ -84,7 +84,9 @@ impl ErrorCode {
 }
 
 /// An error on its way to the client: a code, optionally a more precise message, and a
-/// detail (free-form JSON, as the spec allows).
+/// detail (free-form JSON, as the spec allows). The envelope holds a list: `more` follows this
+/// error in it, as Distribution lists every reference a manifest lacks in one answer. The status
+/// is this first error's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistryError {
     pub code: ErrorCode,
@@ -92,11 +94,13 @@ pub struct RegistryError {
     pub detail: Option<serde_json::Value>,
     /// Headers the answer needs besides the body (a challenge, Retry-After, Content-Range).
     pub headers: Vec<(&'static str, String)>,
+    /// Further errors of the same answer, in order (their status and headers are not used).
+    pub more: Vec<RegistryError>,
 }
 
 impl RegistryError {
     pub fn new(code: ErrorCode) -> Self {
-        Self { code, message: None, detail: None, headers: Vec::new() }
+        Self { code, message: None, detail: None, headers: Vec::new(), more: Vec::new() }
     }
     pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
         self.message = Some(message.into());
@@ -105,6 +109,17 @@ impl RegistryError {
     pub fn with_detail(mut self, detail: impl Into<serde_json::Value>) -> Self {
         self.detail = Some(detail.into());
         self
+    }
+    /// One answer of several errors: the first of `errors` with the others after it; `None` when
+    /// there is none.
+    pub fn all(errors: impl IntoIterator<Item = RegistryError>) -> Option<Self> {
+        let mut errors = errors.into_iter();
+        let mut first = errors.next()?;
+        first.more.extend(errors.flat_map(|e| {
+            let more = e.more.clone();
+            std::iter::once(RegistryError { more: Vec::new(), ..e }).chain(more)
+        }));
+        Some(first)
     }
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
@@ -122,17 +137,21 @@ impl RegistryError {
         self.message.as_deref().unwrap_or(self.code.default_message())
     }
 
-    /// The JSON envelope of the spec: `{"errors":[{"code","message","detail"}]}`.
+    fn entry(&self) -> Entry<'_> {
+        Entry { code: self.code.code(), message: self.message(), detail: self.detail.as_ref() }
+    }
+
+    /// The JSON envelope of the spec: `{"errors":[{"code","message","detail"},...]}`.
     pub fn body(&self) -> Vec<u8> {
-        let entry = Entry { code: self.code.code(), message: self.message(), detail: self.detail.as_ref() };
-        serde_json::to_vec(&Envelope { errors: [entry] }).unwrap_or_default()
+        let errors: Vec<Entry<'_>> = std::iter::once(self).chain(&self.more).map(RegistryError::entry).collect();
+        serde_json::to_vec(&Envelope { errors }).unwrap_or_default()
     }
 }
 
 /// The error envelope (distribution-spec "Error Codes").
 #[derive(Serialize)]
 struct Envelope<'a> {
-    errors: [Entry<'a>; 1],
+    errors: Vec<Entry<'a>>,
 }
 
 #[derive(Serialize)]
@@ -209,6 +228,26 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["errors"][0]["message"], "deletes are disabled");
         assert!(v["errors"][0].get("detail").is_none());
+    }
+
+    #[test]
+    fn several_errors_share_one_envelope_in_order_with_the_first_ones_status() {
+        let e = RegistryError::all([
+            RegistryError::new(ErrorCode::DigestInvalid).with_detail("x"),
+            RegistryError::new(ErrorCode::ManifestBlobUnknown).with_detail("x"),
+            RegistryError::new(ErrorCode::ManifestBlobUnknown).with_detail("y"),
+        ])
+        .unwrap();
+        assert_eq!(e.status(), 400);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        let entries: Vec<(&str, &str)> = v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["code"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+            .collect();
+        assert_eq!(entries, [("DIGEST_INVALID", "x"), ("MANIFEST_BLOB_UNKNOWN", "x"), ("MANIFEST_BLOB_UNKNOWN", "y")]);
+        assert!(RegistryError::all([]).is_none());
     }
 
     #[test]

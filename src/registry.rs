@@ -295,6 +295,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 self.put_manifest(&n, &r, &extra_tags, &classes, h, body).await
             }
             (Route::Manifest(n, r), Delete) => self.delete_manifest(&n, &r).await,
+            // A reference that is neither a tag nor a digest names no manifest: GET, HEAD and
+            // (deletes enabled) DELETE answer 404 as Distribution does (spec conformance: 404
+            // for `.INVALID_MANIFEST_NAME`); a PUT is told what is wrong with it.
+            (Route::InvalidManifest(_, reference, _), Get | Head) => Err(invalid_reference(&reference)),
+            (Route::InvalidManifest(_, _, e), Put) => Err(e),
+            (Route::InvalidManifest(_, reference, _), Delete) => match self.config.delete_enabled {
+                true => Err(invalid_reference(&reference)),
+                false => Err(crate::manifests::deletes_disabled()),
+            },
             (Route::Blob(n, d), Get | Head) => self.get_blob(&n, &d, h, method == Head).await,
             (Route::Blob(n, d), Delete) => self.delete_blob(&n, &d).await,
             (Route::UploadStart(n), Post) => {
@@ -321,6 +330,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             _ => Err(RegistryError::new(ErrorCode::Unsupported).with_message("method not allowed on this endpoint")),
         }
     }
+}
+
+/// 404 MANIFEST_UNKNOWN for a manifest reference that is neither a tag nor a digest.
+fn invalid_reference(reference: &str) -> RegistryError {
+    RegistryError::new(ErrorCode::ManifestUnknown)
+        .with_detail(json!({ "reference": reference, "reason": "neither a valid tag nor a digest" }))
 }
 
 /// Cloudflare's ray id names the request where there is one (the edge sets it; a value of
@@ -361,7 +376,11 @@ fn authorize(auth: &AuthConfig, identity: &Identity, route: &Route, method: Meth
             return Err(auth.challenge(RegistryError::new(ErrorCode::Unauthorized), origin, None));
         }
         Route::Base | Route::Catalog => return Ok(()),
-        Route::Manifest(n, _) | Route::Blob(n, _) | Route::TagsList(n) | Route::Referrers(n, _) => (n, method),
+        Route::Manifest(n, _)
+        | Route::InvalidManifest(n, ..)
+        | Route::Blob(n, _)
+        | Route::TagsList(n)
+        | Route::Referrers(n, _) => (n, method),
         Route::UploadStart(n) | Route::Upload(n, _) => (n, Method::Post),
     };
     let needed = match needed {

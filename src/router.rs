@@ -14,6 +14,11 @@ pub enum Route {
     Base,
     /// `/v2/<name>/manifests/<reference>`
     Manifest(RepositoryName, Reference),
+    /// `/v2/<name>/manifests/<reference>` whose reference is neither a tag nor a digest: the
+    /// reference as given, and why it is invalid. Distribution's router has no route for it and
+    /// answers 404, its dispatcher reads a malformed digest as an unknown tag: what each method
+    /// answers is decided in `registry`.
+    InvalidManifest(RepositoryName, String, RegistryError),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepositoryName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -56,7 +61,7 @@ impl Route {
     pub fn kind(&self) -> &'static str {
         match self {
             Route::Base => "base",
-            Route::Manifest(..) => "manifest",
+            Route::Manifest(..) | Route::InvalidManifest(..) => "manifest",
             Route::Blob(..) => "blob",
             Route::UploadStart(_) | Route::Upload(..) => "upload",
             Route::TagsList(_) => "tags",
@@ -69,6 +74,7 @@ impl Route {
         match self {
             Route::Base | Route::Catalog => None,
             Route::Manifest(n, _)
+            | Route::InvalidManifest(n, ..)
             | Route::Blob(n, _)
             | Route::UploadStart(n)
             | Route::Upload(n, _)
@@ -95,7 +101,11 @@ impl Route {
         }
         if let Some((n, reference)) = split(rest, "/manifests/") {
             let n = name(n)?;
-            return Ok(Route::Manifest(n, Reference::parse(&percent_decode(reference))?));
+            let reference = percent_decode(reference);
+            return Ok(match Reference::parse(&reference) {
+                Ok(r) => Route::Manifest(n, r),
+                Err(e) => Route::InvalidManifest(n, reference, e),
+            });
         }
         if let Some((n, id)) = split(rest, "/blobs/uploads/") {
             let n = name(n)?;
@@ -176,17 +186,13 @@ mod tests {
         let cases = [
             ("/", ErrorCode::RouteUnknown),
             ("/v2/a", ErrorCode::RouteUnknown),
-            ("/v2/a/manifests/", ErrorCode::TagInvalid),
             ("/v2/A/manifests/latest", ErrorCode::NameInvalid),
-            ("/v2/a/manifests/sha256:bad", ErrorCode::DigestInvalid),
             ("/v2/a/blobs/nope", ErrorCode::DigestInvalid),
             ("/v2/a/blobs/uploads/../x", ErrorCode::RouteUnknown),
             ("/v2/a/blobs/uploads/xyz", ErrorCode::BlobUploadUnknown),
             ("/v2//manifests/latest", ErrorCode::NameInvalid),
             // An encoded slash is data inside its segment, never a separator.
             ("/v2/a/blobs/sha256:..%2F..%2Fetc%2Fpasswd", ErrorCode::DigestInvalid),
-            ("/v2/a/manifests/a%2Fb", ErrorCode::TagInvalid),
-            ("/v2/a/manifests/..%2F..%2Fx", ErrorCode::TagInvalid),
             ("/v2/a/blobs/uploads/..%2F0123456789abcdef0123456789abcdef", ErrorCode::BlobUploadUnknown),
             ("/v2/a/blobs/uploads/%2F", ErrorCode::BlobUploadUnknown),
             ("/v2/a/referrers/sha256:%2F", ErrorCode::DigestInvalid),
@@ -197,6 +203,23 @@ mod tests {
         ];
         for (path, code) in cases {
             assert_eq!(Route::parse(path).unwrap_err().code, code, "{path}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_manifest_reference_keeps_its_route_and_its_error() {
+        for (reference, decoded, code) in [
+            ("", "", ErrorCode::TagInvalid),
+            (".INVALID_MANIFEST_NAME", ".INVALID_MANIFEST_NAME", ErrorCode::TagInvalid),
+            ("sha256:bad", "sha256:bad", ErrorCode::DigestInvalid),
+            // An encoded slash is data inside its segment, never a separator.
+            ("a%2Fb", "a/b", ErrorCode::TagInvalid),
+            ("..%2F..%2Fx", "../../x", ErrorCode::TagInvalid),
+        ] {
+            match Route::parse(&format!("/v2/a/b/manifests/{reference}")).unwrap() {
+                Route::InvalidManifest(n, r, e) => assert_eq!((n, r.as_str(), e.code), (name("a/b"), decoded, code)),
+                other => panic!("{reference}: {other:?}"),
+            }
         }
     }
 

@@ -234,6 +234,41 @@ fn put_by_sha512_digest_is_verified_with_sha512() {
 }
 
 #[test]
+fn tags_set_by_a_sha512_push_name_the_sha512_digest_and_sha256_ones_keep_sha256() {
+    let t = TestRegistry::new();
+    let body = t.image_manifest("r", OCI_MANIFEST, "x");
+    let d256 = Digest::sha256_of(&body);
+    let d512 = Digest::parse(&format!("sha512:{}", "0".repeat(128))).unwrap().recompute(&body);
+    assert_eq!(t.put_manifest("r", &format!("{d256}?tag=old"), OCI_MANIFEST, &body).status, 201);
+    let r = t.put_manifest("r", &format!("{d512}?tag=a&tag=b"), OCI_MANIFEST, &body);
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
+    assert_eq!(r.header("Location"), Some(format!("/v2/r/manifests/{d512}").as_str()));
+    // Each tag parameter is confirmed, one OCI-Tag header per tag.
+    let confirmed: Vec<&str> = r.headers.iter().filter(|(n, _)| *n == "OCI-Tag").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(confirmed, ["a", "b"]);
+    for tag in ["a", "b"] {
+        let path = format!("/v2/r/manifests/{tag}");
+        let head = t.head(&path, &[("Accept", OCI_MANIFEST)]);
+        assert_eq!(head.header("Docker-Content-Digest"), Some(d512.to_string().as_str()), "HEAD {tag}");
+        let get = t.get(&path, &[("Accept", OCI_MANIFEST)]);
+        assert_eq!((get.status, &get.body), (200, &body));
+        assert_eq!(get.header("Docker-Content-Digest"), Some(d512.to_string().as_str()), "GET {tag}");
+        assert_eq!(get.header("ETag"), Some(format!("\"{d512}\"").as_str()));
+    }
+    // A fresh isolate (no memo) reads the same from storage.
+    let fresh = t.sharing_storage(Config::default());
+    let head = fresh.head("/v2/r/manifests/a", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(head.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
+    let old = fresh.get("/v2/r/manifests/old", &[("Accept", OCI_MANIFEST)]);
+    assert_eq!(old.header("Docker-Content-Digest"), Some(d256.to_string().as_str()));
+    // A push without tag parameters confirms none.
+    let plain = t.put_manifest("r", &d512.to_string(), OCI_MANIFEST, &body);
+    assert_eq!((plain.status, plain.header("OCI-Tag")), (201, None));
+    assert_eq!(plain.header("Docker-Content-Digest"), Some(d512.to_string().as_str()));
+}
+
+#[test]
 fn put_with_content_type_parameters_stores_the_bare_media_type() {
     let t = TestRegistry::new();
     let body = t.image_manifest("r", OCI_MANIFEST, "x");
@@ -288,6 +323,221 @@ fn put_of_an_index_with_a_missing_child_is_manifest_blob_unknown() {
     assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
     assert_eq!(r.json()["errors"][0]["detail"], ghost.to_string());
     assert_eq!(t.snapshot(), before);
+}
+
+/// The codes and details of an OCI error body, in order.
+fn errors_of(r: &TestResponse) -> Vec<(String, serde_json::Value)> {
+    let v = r.json();
+    v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["code"].as_str().unwrap().to_owned(), e["detail"].clone()))
+        .collect()
+}
+
+fn unknown(d: &dyn std::fmt::Display) -> (String, serde_json::Value) {
+    ("MANIFEST_BLOB_UNKNOWN".to_owned(), serde_json::Value::String(d.to_string()))
+}
+
+/// An OCI image manifest over the given (media type, digest, size) config and layers.
+fn manifest_of(config: (&str, &str, u64), layers: &[(&str, &str, u64)]) -> String {
+    let descriptor = |(m, d, n): (&str, &str, u64)| format!(r#"{{"mediaType":"{m}","digest":"{d}","size":{n}}}"#);
+    let layers: Vec<String> = layers.iter().map(|l| descriptor(*l)).collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{},"layers":[{}]}}"#,
+        descriptor(config),
+        layers.join(",")
+    )
+}
+
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+#[test]
+fn put_reports_every_missing_blob_in_one_answer_in_document_order() {
+    let t = TestRegistry::new();
+    let present = t.push_blob("r", b"present layer");
+    let (c, l1, l3) = (Digest::sha256_of(b"c"), Digest::sha256_of(b"l1"), Digest::sha256_of(b"l3"));
+    let body = manifest_of(
+        (CONFIG, &c.to_string(), 1),
+        &[(LAYER, &l1.to_string(), 2), (LAYER, &present.to_string(), 13), (LAYER, &l3.to_string(), 2)],
+    );
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    assert_eq!(errors_of(&r), [unknown(&c), unknown(&l1), unknown(&l3)]);
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn put_of_an_index_reports_every_missing_child() {
+    let t = TestRegistry::new();
+    let (_, present) = t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let (g1, g2) = (Digest::sha256_of(b"ghost 1"), Digest::sha256_of(b"ghost 2"));
+    let body = list_body(
+        OCI_INDEX,
+        &[(&g1, 10, OCI_MANIFEST, "amd64"), (&present, 10, OCI_MANIFEST, "arm"), (&g2, 10, OCI_MANIFEST, "arm64")],
+    );
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "multi", OCI_INDEX, &body);
+    assert_eq!(r.status, 400);
+    assert_eq!(errors_of(&r), [unknown(&g1), unknown(&g2)]);
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn a_malformed_reference_digest_is_digest_invalid_and_manifest_blob_unknown_beside_the_missing_ones() {
+    let t = TestRegistry::new();
+    let c = t.push_blob("r", b"config");
+    let missing = Digest::sha256_of(b"missing");
+    let bad = "sha256:NOT-HEX";
+    let body = manifest_of((CONFIG, &c.to_string(), 6), &[(LAYER, bad, 1), (LAYER, &missing.to_string(), 1)]);
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes());
+    assert_eq!(r.status, 400);
+    let errors = errors_of(&r);
+    let codes: Vec<&str> = errors.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(codes, ["DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]);
+    assert_eq!(errors[0].1["digest"], bad);
+    assert_eq!(errors[1].1, bad);
+    assert_eq!(errors[2], unknown(&missing));
+    assert_eq!(t.snapshot(), before);
+    // A malformed config digest too, first in the document.
+    let body = manifest_of(("x", "sha512:short", 1), &[(LAYER, &missing.to_string(), 1)]);
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes());
+    let codes: Vec<String> = errors_of(&r).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(codes, ["DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]);
+    assert_eq!(t.snapshot(), before);
+}
+
+#[test]
+fn a_descriptor_whose_size_is_not_its_blobs_is_manifest_blob_unknown_with_both_sizes() {
+    let t = TestRegistry::new();
+    let config = t.push_blob("r", b"{}");
+    let layer_bytes = vec![7u8; 1440];
+    let layer = t.push_blob("r", &layer_bytes);
+    let lie = manifest_of((CONFIG, &config.to_string(), 2), &[(LAYER, &layer.to_string(), i64::MAX as u64)]);
+    let before = t.snapshot();
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, lie.as_bytes());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    let detail = &r.json()["errors"][0]["detail"];
+    assert_eq!(detail["digest"], layer.to_string());
+    assert_eq!((detail["size"].as_u64(), detail["blobSize"].as_u64()), (Some(i64::MAX as u64), Some(1440)));
+    assert_eq!(t.snapshot(), before);
+    // The config is held to its size as well, and each liar is named.
+    let both = manifest_of((CONFIG, &config.to_string(), 3), &[(LAYER, &layer.to_string(), 0)]);
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, both.as_bytes());
+    let details: Vec<(u64, u64)> =
+        errors_of(&r).iter().map(|(_, d)| (d["size"].as_u64().unwrap(), d["blobSize"].as_u64().unwrap())).collect();
+    assert_eq!(details, [(3, 2), (0, 1440)]);
+    assert_eq!(t.snapshot(), before);
+    // The truth is accepted.
+    let truth = manifest_of((CONFIG, &config.to_string(), 2), &[(LAYER, &layer.to_string(), 1440)]);
+    assert_eq!(t.put_manifest("r", "v1", OCI_MANIFEST, truth.as_bytes()).status, 201);
+}
+
+/// A manifest (OCI or schema2) whose only layer has `layer_type`, `urls` (a JSON array, or
+/// nothing) and the digest of bytes never uploaded; the config is pushed.
+fn with_layer_from_urls(t: &TestRegistry, media_type: &str, layer_type: &str, urls: Option<&str>) -> (String, Digest) {
+    let config = t.push_blob("r", b"{}");
+    let config_type =
+        if media_type == DOCKER_MANIFEST { "application/vnd.docker.container.image.v1+json" } else { CONFIG };
+    let layer = Digest::sha256_of(format!("{layer_type} {urls:?}").as_bytes());
+    let urls = urls.map(|u| format!(r#","urls":{u}"#)).unwrap_or_default();
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{media_type}","config":{{"mediaType":"{config_type}","digest":"{config}","size":2}},"layers":[{{"mediaType":"{layer_type}","digest":"{layer}","size":1440{urls}}}]}}"#
+    );
+    (body, layer)
+}
+
+const NONDISTRIBUTABLE: [&str; 3] = [
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+];
+const FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+
+#[test]
+fn a_non_distributable_layer_with_urls_needs_no_blob_and_the_manifest_is_served() {
+    let t = TestRegistry::new();
+    let cases = NONDISTRIBUTABLE.iter().map(|l| (OCI_MANIFEST, *l)).chain([(DOCKER_MANIFEST, FOREIGN)]);
+    for (i, (media_type, layer_type)) in cases.enumerate() {
+        let (body, _) = with_layer_from_urls(&t, media_type, layer_type, Some(r#"["https://example.com/layer"]"#));
+        let tag = format!("nd{i}");
+        let r = t.put_manifest("r", &tag, media_type, body.as_bytes());
+        assert_eq!(r.status, 201, "{layer_type}: {:?}", String::from_utf8_lossy(&r.body));
+        let d = Digest::sha256_of(body.as_bytes());
+        for reference in [tag.clone(), d.to_string()] {
+            let g = t.get(&format!("/v2/r/manifests/{reference}"), &[("Accept", media_type)]);
+            assert_eq!((g.status, g.body.as_slice()), (200, body.as_bytes()), "{reference}");
+        }
+        assert!(t.get("/v2/r/tags/list", &[]).json()["tags"].as_array().unwrap().contains(&tag.into()));
+    }
+}
+
+#[test]
+fn layers_that_may_not_come_from_urls_need_their_blob() {
+    let t = TestRegistry::new();
+    let url = Some(r#"["https://example.com/layer"]"#);
+    let cases = [
+        // Non-distributable without URLs: an ordinary layer.
+        (OCI_MANIFEST, NONDISTRIBUTABLE[1], None),
+        (OCI_MANIFEST, NONDISTRIBUTABLE[0], Some("[]")),
+        // Ordinary layers always need their blob, URLs or not.
+        (OCI_MANIFEST, LAYER, url),
+        (OCI_MANIFEST, "application/vnd.oci.image.layer.v1.tar+zstd", url),
+        (DOCKER_MANIFEST, "application/vnd.docker.image.rootfs.diff.tar.gzip", url),
+        // A foreign layer without URLs is refused, as Distribution's errMissingURL.
+        (DOCKER_MANIFEST, FOREIGN, None),
+    ];
+    for (media_type, layer_type, urls) in cases {
+        let (body, layer) = with_layer_from_urls(&t, media_type, layer_type, urls);
+        let before = t.snapshot();
+        let r = t.put_manifest("r", "v1", media_type, body.as_bytes());
+        assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"), "{layer_type} {urls:?}");
+        let detail = &r.json()["errors"][0]["detail"];
+        assert!(detail == &layer.to_string() || detail["digest"] == layer.to_string(), "{detail}");
+        assert_eq!(t.snapshot(), before);
+    }
+}
+
+#[test]
+fn layer_urls_must_be_http_without_fragment_and_pass_the_configured_patterns() {
+    let t = TestRegistry::with_config(Config {
+        manifest_urls: Config::from_vars(&|n| match n {
+            "WHARF_MANIFEST_URLS_ALLOW" => Some(r"^https://([a-z]+\.)?example\.com/".into()),
+            "WHARF_MANIFEST_URLS_DENY" => Some(r"^https://private\.example\.com/".into()),
+            _ => None,
+        })
+        .unwrap()
+        .manifest_urls,
+        ..Config::default()
+    });
+    let nd = NONDISTRIBUTABLE[1];
+    for urls in [
+        r#"["ftp://example.com/layer"]"#,
+        r#"["https://example.com/layer#part"]"#,
+        r#"["example.com/layer"]"#,
+        r#"["https://example.com/a b"]"#,
+        r#"["https://example.com/ok","https://example.org/layer"]"#,
+        r#"["https://private.example.com/layer"]"#,
+    ] {
+        let (body, layer) = with_layer_from_urls(&t, OCI_MANIFEST, nd, Some(urls));
+        let before = t.snapshot();
+        let r = t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes());
+        assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"), "{urls}");
+        let detail = &r.json()["errors"][0]["detail"];
+        assert_eq!(detail["digest"], layer.to_string());
+        assert!(urls.contains(detail["url"].as_str().unwrap()), "{urls}");
+        assert_eq!(t.snapshot(), before);
+    }
+    let (body, _) = with_layer_from_urls(&t, OCI_MANIFEST, nd, Some(r#"["https://cdn.example.com/layer"]"#));
+    assert_eq!(t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes()).status, 201);
+    // The URLs of ordinary OCI layers are checked too (their blob is needed all the same).
+    let (body, layer) = with_layer_from_urls(&t, OCI_MANIFEST, LAYER, Some(r#"["ftp://example.com/x"]"#));
+    let r = t.put_manifest("r", "v2", OCI_MANIFEST, body.as_bytes());
+    assert_eq!(r.json()["errors"][0]["detail"]["digest"], layer.to_string());
 }
 
 #[test]
@@ -397,12 +647,42 @@ fn delete_by_digest_removes_the_manifest_and_every_tag_pointing_at_it() {
 }
 
 #[test]
-fn delete_of_an_unknown_digest_is_manifest_unknown_and_a_malformed_one_digest_invalid() {
+fn delete_of_an_unknown_digest_or_an_invalid_reference_is_manifest_unknown() {
     let t = TestRegistry::new();
-    let r = t.delete(&format!("/v2/r/manifests/{}", Digest::sha256_of(b"x")));
-    assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"));
-    let r = t.delete("/v2/r/manifests/sha256:123");
+    t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let before = t.snapshot();
+    // Distribution reads a malformed digest as a tag, which is unknown.
+    for reference in [Digest::sha256_of(b"x").to_string(), "sha256:123".into(), ".INVALID_MANIFEST_NAME".into()] {
+        let r = t.delete(&format!("/v2/r/manifests/{reference}"));
+        assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"), "{reference}");
+    }
+    assert_eq!(t.snapshot(), before);
+    let off = t.sharing_storage(Config::default());
+    let r = off.delete("/v2/r/manifests/.INVALID_MANIFEST_NAME");
+    assert_eq!((r.status, r.error_code().as_str()), (405, "UNSUPPORTED"));
+}
+
+#[test]
+fn get_and_head_of_a_reference_that_is_neither_tag_nor_digest_is_manifest_unknown() {
+    let t = TestRegistry::new();
+    t.push_image("r", "v1", OCI_MANIFEST, "x");
+    let body = t.image_manifest("r", OCI_MANIFEST, "y");
+    let before = t.snapshot();
+    let long_tag = "t".repeat(129);
+    for reference in [".INVALID_MANIFEST_NAME", "-bad", "a%20b", &long_tag, "sha256:123", "md5:abc", "sha256:"] {
+        let path = format!("/v2/r/manifests/{reference}");
+        let r = t.get(&path, &[("Accept", OCI_MANIFEST)]);
+        assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"), "{reference}");
+        assert_eq!(r.json()["errors"][0]["detail"]["reference"], reference.replace("%20", " "));
+        let h = t.head(&path, &[("Accept", OCI_MANIFEST)]);
+        assert_eq!((h.status, h.error_code().as_str()), (404, "MANIFEST_UNKNOWN"), "{reference}");
+    }
+    // PUT is still told what is wrong.
+    let r = t.put_manifest("r", ".INVALID_MANIFEST_NAME", OCI_MANIFEST, &body);
+    assert_eq!((r.status, r.error_code().as_str()), (400, "TAG_INVALID"));
+    let r = t.put_manifest("r", "sha256:123", OCI_MANIFEST, &body);
     assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+    assert_eq!(t.snapshot(), before);
 }
 
 #[test]
@@ -761,9 +1041,12 @@ fn an_encoded_slash_stays_inside_its_segment() {
     let before = t.snapshot();
     let cases = [
         (Method::Get, "/v2/a/b/blobs/sha256:..%2F..%2Fetc%2Fpasswd".to_owned(), 400, "DIGEST_INVALID"),
-        (Method::Get, "/v2/a/b/manifests/sha256:..%2F..%2Fv1".to_owned(), 400, "DIGEST_INVALID"),
+        // A reference that is neither tag nor digest names no manifest to read; a push is told
+        // what is wrong with it.
+        (Method::Get, "/v2/a/b/manifests/sha256:..%2F..%2Fv1".to_owned(), 404, "MANIFEST_UNKNOWN"),
+        (Method::Put, "/v2/a/b/manifests/sha256:..%2F..%2Fv1".to_owned(), 400, "DIGEST_INVALID"),
         (Method::Put, "/v2/a/b/manifests/a%2Fb".to_owned(), 400, "TAG_INVALID"),
-        (Method::Get, "/v2/a/b/manifests/..%2Fv1".to_owned(), 400, "TAG_INVALID"),
+        (Method::Get, "/v2/a/b/manifests/..%2Fv1".to_owned(), 404, "MANIFEST_UNKNOWN"),
         (Method::Patch, format!("/v2/a/b/blobs/uploads/..%2F{id}"), 404, "BLOB_UPLOAD_UNKNOWN"),
         (Method::Get, format!("/v2/a/b/blobs/uploads/{id}%2F"), 404, "BLOB_UPLOAD_UNKNOWN"),
         (Method::Get, "/v2/a%2Fb/manifests/v1".to_owned(), 400, "NAME_INVALID"),
@@ -1195,6 +1478,20 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
     add(put("/v2/r/manifests/v9", OCI_MANIFEST, &good.replace("\"size\":", "\"size\":\"")), 400, "MANIFEST_INVALID");
     // references
     add(put("/v2/r/manifests/v9", OCI_MANIFEST, &with_missing_config), 400, "MANIFEST_BLOB_UNKNOWN");
+    let size_lie = good.replacen("\"size\":", "\"size\":9223372036854775807,\"x\":", 1);
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &size_lie), 400, "MANIFEST_BLOB_UNKNOWN");
+    let foreign_ftp = good.replacen(
+        "application/vnd.oci.image.layer.v1.tar+gzip\",",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip\",\"urls\":[\"ftp://example.com/l\"],",
+        1,
+    );
+    assert_ne!(foreign_ftp, good);
+    add(put("/v2/r/manifests/v9", OCI_MANIFEST, &foreign_ftp), 400, "MANIFEST_BLOB_UNKNOWN");
+    for reference in [".INVALID_MANIFEST_NAME", "sha256:abc"] {
+        let path = format!("/v2/r/manifests/{reference}");
+        add((Method::Get, path.clone(), vec![], vec![], 0, ""), 404, "MANIFEST_UNKNOWN");
+        add((Method::Delete, path, vec![], vec![], 0, ""), 404, "MANIFEST_UNKNOWN");
+    }
     add(put(&format!("/v2/r/manifests/{missing}"), OCI_MANIFEST, &good), 400, "DIGEST_INVALID");
     // sizes
     add(

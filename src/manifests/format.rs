@@ -100,6 +100,8 @@ struct RawDescriptor {
     digest: String,
     size: u64,
     platform: Option<Object<Platform>>,
+    /// Where a layer can be fetched from besides the registry (image-spec "urls").
+    urls: Option<Vec<String>>,
 }
 
 /// The union of the fields of the four formats that wharf looks at; the rest of the body is
@@ -130,6 +132,8 @@ pub struct Descriptor {
     pub digest: Digest,
     pub size: u64,
     pub platform: Option<Platform>,
+    /// The descriptor's `urls` (empty when absent).
+    pub urls: Vec<String>,
 }
 
 /// A pushed manifest that passed the format checks.
@@ -140,6 +144,11 @@ pub struct Manifest {
     pub config: Option<Descriptor>,
     /// Layers (image manifests) or child manifests (lists and indexes).
     pub references: Vec<Descriptor>,
+    /// Config, layers or children whose digest is malformed, left out of `config` and
+    /// `references`: (position among config-then-references, the digest as given). Only
+    /// [`Manifest::read`] lets them through, so that a push can report them with everything
+    /// else its references lack.
+    pub malformed: Vec<(usize, String)>,
     pub subject: Option<Descriptor>,
     pub artifact_type: Option<String>,
     /// In document order.
@@ -182,9 +191,129 @@ fn invalid(detail: serde_json::Value) -> RegistryError {
     RegistryError::new(ErrorCode::ManifestInvalid).with_detail(detail)
 }
 
-fn descriptor(Object(raw): Object<RawDescriptor>) -> Result<Descriptor, RegistryError> {
-    let digest = Digest::parse(&raw.digest).map_err(|e| e.with_message("manifest refers to an invalid digest"))?;
-    Ok(Descriptor { media_type: raw.media_type, digest, size: raw.size, platform: raw.platform.map(|p| p.0) })
+/// A descriptor with its digest checked; a malformed digest is handed back as given.
+fn descriptor(Object(raw): Object<RawDescriptor>) -> Result<Descriptor, String> {
+    let Ok(digest) = Digest::parse(&raw.digest) else { return Err(raw.digest) };
+    Ok(Descriptor {
+        media_type: raw.media_type,
+        digest,
+        size: raw.size,
+        platform: raw.platform.map(|p| p.0),
+        urls: raw.urls.unwrap_or_default(),
+    })
+}
+
+/// DIGEST_INVALID for a digest a manifest refers to.
+pub fn invalid_reference(digest: &str) -> RegistryError {
+    RegistryError::new(ErrorCode::DigestInvalid)
+        .with_message("manifest refers to an invalid digest")
+        .with_detail(json!({ "digest": digest }))
+}
+
+/// OCI layer media types whose URLs Distribution checks (ocimanifesthandler.go verifyManifest).
+const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Non-distributable layers (image-spec "layer.md"): their content may be fetched from `urls`.
+const OCI_NONDISTRIBUTABLE: [&str; 3] = [
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+];
+/// Docker's foreign layer (schema2): always fetched from its `urls`.
+const DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+
+/// Where a layer's content comes from, by its media type, as Distribution's verifyManifest of
+/// each schema decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerSource {
+    /// A blob of the repository; its `urls` are not looked at.
+    Blob,
+    /// A blob of the repository, and its `urls` must pass the URL rules (OCI `tar`, `tar+gzip`).
+    BlobWithUrls,
+    /// Non-distributable (OCI): with at least one URL, all passing the rules, it needs no blob;
+    /// with none, it is a blob of the repository like any layer.
+    UrlsOrBlob,
+    /// Docker foreign layer: at least one URL, all passing the rules, and no blob needed.
+    Urls,
+}
+
+/// A regular expression of `WHARF_MANIFEST_URLS_ALLOW` or `_DENY`, compared by its text.
+#[derive(Debug, Clone)]
+pub struct UrlPattern(regex_lite::Regex);
+
+impl PartialEq for UrlPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// Distribution's `validation.manifests.urls`: which layer URLs a pushed manifest may carry.
+/// A pattern matches anywhere in the URL (Go's `MatchString`); anchor it with `^` to match a
+/// prefix.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManifestUrls {
+    /// Every URL must match it. Unset, any http(s) URL passes (see README for how this differs
+    /// from Distribution's default).
+    pub allow: Option<UrlPattern>,
+    /// No URL may match it.
+    pub deny: Option<UrlPattern>,
+}
+
+impl ManifestUrls {
+    /// Compiles one variable's pattern; empty means unset.
+    pub fn pattern(name: &str, value: Option<&str>) -> Result<Option<UrlPattern>, String> {
+        match value.map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(p) => regex_lite::Regex::new(p).map(|r| Some(UrlPattern(r))).map_err(|e| format!("{name}: {e}")),
+        }
+    }
+
+    /// Why `url` may not be named by a layer, if it may not: it must be an absolute http or
+    /// https URL with a host and without a fragment (Distribution: `url.Parse`, the scheme, no
+    /// fragment), match `allow` when set and not match `deny`.
+    pub fn refuse(&self, url: &str) -> Option<&'static str> {
+        let Some((scheme, rest)) = url.split_once("://") else { return Some("not an absolute URL") };
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Some("only http and https URLs are allowed");
+        }
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.rsplit('@').next().is_none_or(str::is_empty) {
+            return Some("the URL has no host");
+        }
+        if url.bytes().any(|b| b <= b' ' || b == 0x7f) || !percent_escapes_are_valid(url) {
+            return Some("the URL does not parse");
+        }
+        if url.split_once('#').is_some_and(|(_, fragment)| !fragment.is_empty()) {
+            return Some("the URL has a fragment");
+        }
+        if self.allow.as_ref().is_some_and(|a| !a.0.is_match(url)) {
+            return Some("the URL does not match the allowed patterns");
+        }
+        if self.deny.as_ref().is_some_and(|d| d.0.is_match(url)) {
+            return Some("the URL matches a denied pattern");
+        }
+        None
+    }
+}
+
+/// Every `%` starts two hex digits (Go's url.Parse refuses others).
+fn percent_escapes_are_valid(url: &str) -> bool {
+    let b = url.as_bytes();
+    b.iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)))
+}
+
+impl LayerSource {
+    pub fn of(manifest: MediaType, layer_media_type: &str) -> Self {
+        match (manifest, layer_media_type) {
+            (MediaType::OciManifest, OCI_LAYER | OCI_LAYER_GZIP) => LayerSource::BlobWithUrls,
+            (MediaType::OciManifest, m) if OCI_NONDISTRIBUTABLE.contains(&m) => LayerSource::UrlsOrBlob,
+            (MediaType::DockerManifest, DOCKER_FOREIGN) => LayerSource::Urls,
+            _ => LayerSource::Blob,
+        }
+    }
 }
 
 impl Manifest {
@@ -196,7 +325,19 @@ impl Manifest {
     ///   must not contradict it (image-spec: `mediaType` SHOULD be set and MUST match).
     /// - An OCI manifest must not carry `manifests`, an index neither `config` nor `layers`
     ///   (Distribution's ValidateUnambiguousManifestFormat).
+    ///
+    /// A config, layer or child whose digest is malformed is refused (DIGEST_INVALID).
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, RegistryError> {
+        let manifest = Self::read(content_type, body)?;
+        match manifest.malformed.first() {
+            Some((_, digest)) => Err(invalid_reference(digest)),
+            None => Ok(manifest),
+        }
+    }
+
+    /// [`Manifest::parse`], except that configs, layers and children with a malformed digest
+    /// are listed in `malformed` instead of refused.
+    pub fn read(content_type: Option<&str>, body: &[u8]) -> Result<Self, RegistryError> {
         let ct = content_type.unwrap_or("");
         let media_type = MediaType::parse(ct)
             .ok_or_else(|| invalid(json!({ "reason": "unsupported manifest media type", "contentType": ct })))?;
@@ -234,11 +375,24 @@ impl Manifest {
             let layers = raw.layers.ok_or_else(|| invalid(json!({ "reason": "layers field missing" })))?;
             (Some(config), layers)
         };
+        let mut malformed = Vec::new();
+        let mut checked = Vec::new();
+        for (position, raw) in config.into_iter().chain(references).enumerate() {
+            match descriptor(raw) {
+                Ok(d) => checked.push(d),
+                Err(digest) => malformed.push((position, digest)),
+            }
+        }
+        let config_ok = !media_type.is_list() && malformed.first().is_none_or(|(p, _)| *p != 0);
+        let mut checked = checked.into_iter();
+        let config = if config_ok { checked.next() } else { None };
+        let subject = raw.subject.map(descriptor).transpose().map_err(|d| invalid_reference(&d))?;
         Ok(Manifest {
             media_type,
-            config: config.map(descriptor).transpose()?,
-            references: references.into_iter().map(descriptor).collect::<Result<_, _>>()?,
-            subject: raw.subject.map(descriptor).transpose()?,
+            config,
+            references: checked.collect(),
+            malformed,
+            subject,
             artifact_type: raw.artifact_type,
             annotations: raw.annotations.map(|a| a.0),
         })
@@ -412,6 +566,7 @@ mod tests {
             (oci_manifest("").replacen(r#""size":1}"#, &format!(r#""size":1,"digest":"{}"}}"#, d(9)), 1), "digest"),
             (oci_manifest("").replacen(r#""size":1}"#, r#""size":1,"size":2}"#, 1), "size"),
             (oci_manifest("").replacen(r#""size":1}"#, r#""size":1,"mediaType":"x"}"#, 1), "mediaType"),
+            (oci_manifest("").replacen(r#""size":1}"#, r#""size":1,"urls":["https://a/"],"urls":[]}"#, 2), "urls"),
         ];
         for (body, member) in twice {
             let e = parse_oci(&body).unwrap_err();
@@ -507,6 +662,8 @@ mod tests {
             (r#""layers":["#, r#""annotations":{"a":1},"layers":["#),
             (r#""layers":["#, r#""artifactType":7,"layers":["#),
             (r#""layers":["#, r#""subject":"sha256:x","layers":["#),
+            (r#""size":1}]"#, r#""size":1,"urls":"https://a/"}]"#),
+            (r#""size":1}]"#, r#""size":1,"urls":[7]}]"#),
         ] {
             let body = oci_manifest("").replacen(from, to, 1);
             assert_ne!(body, oci_manifest(""));

@@ -4,6 +4,7 @@
 
 pub mod format;
 
+use crate::blobs::BlobLink;
 use crate::caching;
 use crate::config::{GcMode, MAX_MANIFEST_SIZE};
 use crate::error::{ErrorCode, RegistryError};
@@ -15,7 +16,7 @@ use crate::registry::{Registry, Result, read_limited};
 use crate::router::manifest_url;
 use crate::storage::{KeyValueStore, ListFrom, ObjectMeta, ObjectStore, PutOptions};
 use crate::tags::TagRecord;
-use format::{Accepted, Manifest, MediaType, default_platform_child};
+use format::{Accepted, Descriptor, LayerSource, Manifest, MediaType, default_platform_child};
 use futures_util::future::{join, join_all, join3};
 use serde_json::json;
 use std::rc::Rc;
@@ -26,6 +27,11 @@ struct Loaded {
     size: u64,
     /// The bytes, unless only the metadata was asked for (HEAD).
     bytes: Option<Rc<Vec<u8>>>,
+}
+
+/// 405 UNSUPPORTED: `WHARF_DELETE_ENABLED` is off.
+pub(crate) fn deletes_disabled() -> RegistryError {
+    RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry")
 }
 
 fn manifest_unknown() -> RegistryError {
@@ -192,7 +198,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             );
         }
         let bytes = read_limited(body, MAX_MANIFEST_SIZE).await?;
-        let manifest = Manifest::parse(headers.get("content-type"), &bytes)?;
+        // Malformed reference digests are reported with every other missing reference below.
+        let manifest = Manifest::read(headers.get("content-type"), &bytes)?;
         let digest = match reference {
             Reference::Digest(expected) => {
                 if expected.recompute(&bytes) != *expected {
@@ -246,6 +253,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         // spec: a manifest with a subject is answered with OCI-Subject.
         if let Some(subject) = &manifest.subject {
             response = response.header("OCI-Subject", subject.digest.to_string());
+        }
+        // spec (main): each tag set by a `?tag=` parameter is confirmed with OCI-Tag. A client
+        // that does not see it assumes the parameter was ignored and pushes the tag again by
+        // tag, which names the sha256 digest: the tags of a sha512 push would then lose it.
+        for tag in extra_tags {
+            response = response.header("OCI-Tag", tag.as_str());
         }
         Ok(response)
     }
@@ -363,20 +376,99 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
     }
 
-    /// Every config and layer must be a blob of this repository and every list or index child a
-    /// manifest of it; the lookups run concurrently, not one round trip after another.
+    /// Every config and layer must be a blob of this repository, of the size its descriptor
+    /// gives, and every list or index child a manifest of it; the lookups run concurrently, not
+    /// one round trip after another. Layers that may live elsewhere follow [`LayerSource`].
+    /// Every reference that fails is reported, in document order, each with
+    /// MANIFEST_BLOB_UNKNOWN naming its digest, as Distribution's verifyManifest does: a client
+    /// learns from one answer all it must upload. A malformed digest is DIGEST_INVALID and
+    /// MANIFEST_BLOB_UNKNOWN.
     /// spec: the `subject` is not checked, it MAY not exist yet.
     async fn verify_references(&self, name: &RepositoryName, manifest: &Manifest) -> Result<()> {
-        let blob_keys = manifest.blobs().map(|d| (d, keys::blob_link(name, d)));
-        let child_keys = manifest.child_manifests().map(|c| (&c.digest, keys::manifest(name, &c.digest)));
-        let lookups: Vec<_> = blob_keys.chain(child_keys).collect();
-        let found = join_all(lookups.iter().map(|(_, key)| self.objects.head(key))).await;
-        for ((digest, _), meta) in lookups.iter().zip(found) {
-            if meta?.is_none() {
-                return Err(RegistryError::new(ErrorCode::ManifestBlobUnknown).with_detail(digest.to_string()));
+        let is_list = manifest.media_type.is_list();
+        let mut valid = manifest.config.iter().chain(&manifest.references);
+        let mut malformed = manifest.malformed.iter().peekable();
+        let total = manifest.config.iter().count() + manifest.references.len() + manifest.malformed.len();
+        let mut checks = Vec::with_capacity(total);
+        for position in 0..total {
+            if let Some((_, digest)) = malformed.next_if(|(p, _)| *p == position) {
+                checks.push(Check::Malformed(digest));
+                continue;
+            }
+            let Some(d) = valid.next() else { break };
+            let check = if is_list {
+                Check::Lookup(d, keys::manifest(name, &d.digest), None)
+            } else if position == 0 {
+                Check::Lookup(d, keys::blob_link(name, &d.digest), Some(d.size))
+            } else {
+                let source = LayerSource::of(manifest.media_type, &d.media_type);
+                let refused = match source {
+                    LayerSource::Blob => None,
+                    _ => d.urls.iter().find_map(|u| self.config.manifest_urls.refuse(u).map(|why| (u, why))),
+                };
+                match (source, refused) {
+                    (_, Some((url, why))) => Check::Refused(d, Some(url.as_str()), why),
+                    // Distribution's errMissingURL.
+                    (LayerSource::Urls, None) if d.urls.is_empty() => {
+                        Check::Refused(d, None, "a foreign layer needs at least one URL")
+                    }
+                    (LayerSource::Urls, None) => Check::Elsewhere,
+                    (LayerSource::UrlsOrBlob, None) if !d.urls.is_empty() => Check::Elsewhere,
+                    _ => Check::Lookup(d, keys::blob_link(name, &d.digest), Some(d.size)),
+                }
+            };
+            checks.push(check);
+        }
+        let found = join_all(checks.iter().map(|c| async move {
+            match c {
+                Check::Lookup(_, key, _) => self.objects.head(key).await.map(Some),
+                _ => Ok(None),
+            }
+        }))
+        .await;
+        let mut errors = Vec::new();
+        for (check, found) in checks.iter().zip(found) {
+            let unknown = |digest: &dyn std::fmt::Display| {
+                RegistryError::new(ErrorCode::ManifestBlobUnknown).with_detail(digest.to_string())
+            };
+            match (check, found?) {
+                (Check::Malformed(digest), _) => {
+                    errors.push(format::invalid_reference(digest));
+                    errors.push(unknown(digest));
+                }
+                (Check::Refused(d, Some(url), why), _) => errors.push(
+                    RegistryError::new(ErrorCode::ManifestBlobUnknown)
+                        .with_message(format!("invalid URL on layer: {why}"))
+                        .with_detail(json!({ "digest": d.digest.to_string(), "url": url })),
+                ),
+                (Check::Refused(d, None, why), _) => errors.push(
+                    RegistryError::new(ErrorCode::ManifestBlobUnknown)
+                        .with_message(*why)
+                        .with_detail(json!({ "digest": d.digest.to_string() })),
+                ),
+                (Check::Lookup(d, _, _), Some(None)) => errors.push(unknown(&d.digest)),
+                (Check::Lookup(d, _, Some(size)), Some(Some(meta))) => {
+                    let link = BlobLink::from_metadata(&meta.custom)
+                        .ok_or_else(|| RegistryError::internal(format!("blob link {} has no metadata", meta.key)))?;
+                    if link.size != *size {
+                        errors.push(
+                            RegistryError::new(ErrorCode::ManifestBlobUnknown)
+                                .with_message("the descriptor's size is not the blob's")
+                                .with_detail(json!({
+                                    "digest": d.digest.to_string(),
+                                    "size": size,
+                                    "blobSize": link.size,
+                                })),
+                        );
+                    }
+                }
+                _ => {}
             }
         }
-        Ok(())
+        match RegistryError::all(errors) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// DELETE by tag untags; by digest removes the manifest and every tag pointing at it.
@@ -386,9 +478,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         reference: &Reference,
     ) -> Result<Response<O::Body>> {
         if !self.config.delete_enabled {
-            return Err(
-                RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry")
-            );
+            return Err(deletes_disabled());
         }
         match reference {
             Reference::Tag(tag) => {
@@ -438,6 +528,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         Ok(())
     }
+}
+
+/// What [`Registry::verify_references`] does about one config, layer or child.
+enum Check<'a> {
+    /// Its digest is malformed (as given).
+    Malformed(&'a str),
+    /// It must exist under the key; a blob must have the size, when one is given.
+    Lookup(&'a Descriptor, String, Option<u64>),
+    /// A layer whose `urls` break the rules: this URL (`None`: it has none), for this reason.
+    Refused(&'a Descriptor, Option<&'a str>, &'static str),
+    /// A layer fetched from its URLs: nothing to look up.
+    Elsewhere,
 }
 
 /// The media type a manifest was stored with; anything else means the bucket was written by

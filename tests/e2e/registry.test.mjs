@@ -4,7 +4,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { randomBytes, createHash } from "node:crypto";
 import { startWharf, request, sha256, OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, ACCEPT_ALL } from "./harness.mjs";
 
 let wharf, defaults, readOnly, selftest;
@@ -129,8 +129,91 @@ test("a manifest PUT checks digest, references, size and media type", async () =
   assert.deepEqual([badName.status, badName.code()], [400, "NAME_INVALID"]);
   for (const tag of ["v2", "big", "-x"]) {
     const r = await req("HEAD", `/v2/e2e/http/put/manifests/${tag}`, { headers: { Accept: ACCEPT_ALL } });
-    assert.equal(r.status, tag === "-x" ? 400 : 404, tag);
+    // "-x" is no tag: it names no manifest.
+    assert.equal(r.status, 404, tag);
   }
+});
+
+test("a reference that is neither tag nor digest is 404 MANIFEST_UNKNOWN to GET, HEAD and DELETE", async () => {
+  const { manifest } = await pushImage(wharf.base, "e2e/http/invalid", "v1");
+  for (const method of ["GET", "HEAD", "DELETE"]) {
+    const r = await req(method, "/v2/e2e/http/invalid/manifests/.INVALID_MANIFEST_NAME", { headers: { Accept: ACCEPT_ALL } });
+    assert.equal(r.status, 404, method);
+    if (method !== "HEAD") assert.equal(r.code(), "MANIFEST_UNKNOWN", method);
+  }
+  const put = await req("PUT", "/v2/e2e/http/invalid/manifests/.INVALID_MANIFEST_NAME", { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
+  assert.deepEqual([put.status, put.code()], [400, "TAG_INVALID"]);
+});
+
+test("a manifest pushed by a sha512 digest keeps it, with ?tag= too, on push, HEAD and GET", async () => {
+  const { manifest } = await pushImage(wharf.base, "e2e/http/sha512", "first");
+  const d512 = "sha512:" + createHash("sha512").update(manifest).digest("hex");
+  const plain = await req("PUT", `/v2/e2e/http/sha512/manifests/${d512}`, { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
+  assert.deepEqual([plain.status, plain.headers.get("docker-content-digest")], [201, d512]);
+  const byDigest = await req("GET", `/v2/e2e/http/sha512/manifests/${d512}`, { headers: { Accept: OCI_MANIFEST } });
+  assert.deepEqual([byDigest.status, byDigest.headers.get("docker-content-digest")], [200, d512]);
+  assert.ok(byDigest.body.equals(manifest));
+  const tagged = await req("PUT", `/v2/e2e/http/sha512/manifests/${d512}?tag=a&tag=b`, { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
+  assert.deepEqual([tagged.status, tagged.headers.get("docker-content-digest")], [201, d512]);
+  assert.equal(tagged.headers.get("location"), `/v2/e2e/http/sha512/manifests/${d512}`);
+  // Each tag parameter is confirmed (the suite pushes the tags again by tag when it is not).
+  assert.deepEqual(tagged.headers.get("oci-tag").split(",").map((t) => t.trim()), ["a", "b"]);
+  for (const tag of ["a", "b"]) {
+    for (const method of ["HEAD", "GET"]) {
+      const r = await req(method, `/v2/e2e/http/sha512/manifests/${tag}`, { headers: { Accept: OCI_MANIFEST } });
+      assert.deepEqual([r.status, r.headers.get("docker-content-digest")], [200, d512], `${method} ${tag}`);
+      if (method === "GET") assert.ok(r.body.equals(manifest));
+    }
+  }
+  // The tag the sha256 push set keeps sha256.
+  const first = await req("HEAD", "/v2/e2e/http/sha512/manifests/first", { headers: { Accept: OCI_MANIFEST } });
+  assert.equal(first.headers.get("docker-content-digest"), sha256(manifest));
+});
+
+test("a non-distributable layer with URLs needs no blob; the manifest is served and listed", async () => {
+  const config = await pushBlob(wharf.base, "e2e/http/nondist", Buffer.from("{}"));
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+    layers: [{
+      mediaType: "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+      digest: sha256(randomBytes(32)), size: 1440, urls: ["https://example.com/layer.tar.gz"],
+    }],
+  }));
+  const put = await req("PUT", "/v2/e2e/http/nondist/manifests/nd", { headers: { "Content-Type": OCI_MANIFEST }, body: manifest });
+  assert.equal(put.status, 201, put.body.toString());
+  for (const ref of ["nd", sha256(manifest)]) {
+    const r = await req("GET", `/v2/e2e/http/nondist/manifests/${ref}`, { headers: { Accept: OCI_MANIFEST } });
+    assert.equal(r.status, 200, ref);
+    assert.ok(r.body.equals(manifest), ref);
+  }
+  assert.deepEqual((await req("GET", "/v2/e2e/http/nondist/tags/list")).json().tags, ["nd"]);
+  // A URL that is not http(s) is refused, and the tag is not set.
+  const ftp = Buffer.from(manifest.toString().replace("https://example.com", "ftp://example.com"));
+  const refused = await req("PUT", "/v2/e2e/http/nondist/manifests/ftp", { headers: { "Content-Type": OCI_MANIFEST }, body: ftp });
+  assert.deepEqual([refused.status, refused.code()], [400, "MANIFEST_BLOB_UNKNOWN"]);
+  assert.equal((await req("HEAD", "/v2/e2e/http/nondist/manifests/ftp", { headers: { Accept: OCI_MANIFEST } })).status, 404);
+});
+
+test("a push lacking several blobs learns of each one, and a descriptor's size must be its blob's", async () => {
+  const repo = "e2e/http/missing";
+  const layer = await pushBlob(wharf.base, repo, randomBytes(1440));
+  const [c, l] = [sha256(Buffer.from("no config")), sha256(Buffer.from("no layer"))];
+  const body = (layers) => Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: c, size: 9 },
+    layers: layers.map((x) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", ...x })),
+  }));
+  const r = await req("PUT", `/v2/${repo}/manifests/v1`, {
+    headers: { "Content-Type": OCI_MANIFEST },
+    body: body([{ digest: l, size: 8 }, { digest: layer.digest, size: Number.MAX_SAFE_INTEGER }]),
+  });
+  assert.equal(r.status, 400);
+  const errors = r.json().errors;
+  assert.deepEqual(errors.map((e) => e.code), ["MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]);
+  assert.deepEqual([errors[0].detail, errors[1].detail], [c, l]);
+  assert.deepEqual(errors[2].detail, { digest: layer.digest, size: Number.MAX_SAFE_INTEGER, blobSize: 1440 });
+  assert.equal((await req("HEAD", `/v2/${repo}/manifests/v1`, { headers: { Accept: OCI_MANIFEST } })).status, 404);
 });
 
 test("a blob upload in uneven chunks crosses R2 multipart parts and verifies its digest", async () => {
