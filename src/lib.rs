@@ -1,39 +1,28 @@
 //! wharf: an OCI Distribution registry for Cloudflare Workers, with manifests and blobs in R2
 //! and tags in KV.
 //!
-//! Everything but [`worker`] is platform-free and tested natively: the HTTP model ([`http`]),
-//! routing ([`router`]), the identifiers ([`names`]), the error table ([`error`]), storage keys
-//! ([`keys`]) and contracts ([`storage`]), one module per OCI resource ([`manifests`],
-//! [`blobs`], [`uploads`], [`tags`]), and the pull-through cache mode ([`proxy`]). [`worker`] adapts it to the Workers runtime and is compiled
-//! only for wasm32.
+//! Everything but `worker` is platform-free and tested natively. The modules, from the bottom
+//! layer up:
+//!
+//! - [`base`]: identifiers, the error table, the HTTP model and routes;
+//! - [`storage`]: the storage contracts, the keys and records kept in them, the isolate's memo;
+//! - [`auth`]: access control;
+//! - [`config`]: the settings, read from the Worker's variables;
+//! - [`registry`]: the [`Registry`]: storage, settings, what the host supplies, and the dispatch
+//!   from a request to the handler of its route;
+//! - [`oci`]: one module per OCI resource, and the pull-through cache that can back them;
+//! - [`ops`]: operations: garbage collection, the web UI, notifications, self-tests;
+//! - `worker`: adapts it all to the Workers runtime; compiled only for wasm32.
+
+pub mod base;
+pub mod storage;
 
 pub mod auth;
-pub mod blobs;
-pub mod caching;
 pub mod config;
-pub mod de;
-pub mod error;
-pub mod gc;
-pub mod hashing;
-pub mod http;
-pub mod keys;
-pub mod log;
-pub mod manifests;
-pub mod memo;
-pub mod names;
-pub mod notify;
-pub mod pagination;
-pub mod proxy;
-pub mod referrers;
 pub mod registry;
-pub mod router;
-#[cfg(feature = "selftest")]
-pub mod selftest;
-pub mod storage;
-pub mod tags;
-pub mod time;
-pub mod ui;
-pub mod uploads;
+
+pub mod oci;
+pub mod ops;
 
 #[cfg(target_arch = "wasm32")]
 mod worker;

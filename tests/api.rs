@@ -5,9 +5,9 @@ mod common;
 
 use common::*;
 use wharf::Config;
-use wharf::http::{MemoryBody, Method};
-use wharf::names::Digest;
-use wharf::uploads::{MAX_PART_SIZE, PART_SIZE};
+use wharf::base::http::{MemoryBody, Method};
+use wharf::base::names::Digest;
+use wharf::oci::uploads::{MAX_PART_SIZE, PART_SIZE};
 
 // ---------------------------------------------------------------- base
 
@@ -970,7 +970,7 @@ fn a_chunk_whose_range_is_not_its_length_is_refused_and_changes_nothing() {
 /// A request body that gives its chunks, then breaks as a connection lost mid-body does.
 struct BrokenBody(Vec<Vec<u8>>);
 
-impl wharf::http::BodyReader for BrokenBody {
+impl wharf::base::http::BodyReader for BrokenBody {
     type Raw = MemoryBody;
 
     async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
@@ -984,12 +984,12 @@ impl wharf::http::BodyReader for BrokenBody {
 }
 
 fn send_broken(t: &TestRegistry, method: Method, path: &str, length: usize, chunks: Vec<Vec<u8>>) -> TestResponse {
-    let headers = wharf::http::Headers::new().with("Content-Length", &length.to_string());
-    let request = wharf::http::Request::new(method, path, headers, BrokenBody(chunks));
+    let headers = wharf::base::http::Headers::new().with("Content-Length", &length.to_string());
+    let request = wharf::base::http::Request::new(method, path, headers, BrokenBody(chunks));
     let response = futures_executor::block_on(t.registry.handle(request));
     let body = match response.body {
-        wharf::http::Body::Empty => Vec::new(),
-        wharf::http::Body::Bytes(b) | wharf::http::Body::Stream(b) => b,
+        wharf::base::http::Body::Empty => Vec::new(),
+        wharf::base::http::Body::Bytes(b) | wharf::base::http::Body::Stream(b) => b,
     };
     TestResponse { status: response.status, headers: response.headers, body }
 }

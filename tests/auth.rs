@@ -11,8 +11,8 @@ use std::rc::Rc;
 use wharf::Config;
 use wharf::auth::AuthConfig;
 use wharf::auth::secret::{DEFAULT_ITERATIONS, PasswordHash, derive};
-use wharf::http::{MemoryBody, Method};
-use wharf::names::Digest;
+use wharf::base::http::{MemoryBody, Method};
+use wharf::base::names::Digest;
 use wharf::registry::PasswordDerivation;
 
 const RULES: &str = r#"[

@@ -9,8 +9,8 @@ use common::*;
 use wharf::Config;
 use wharf::auth::AuthConfig;
 use wharf::auth::secret::PasswordHash;
-use wharf::http::{MemoryBody, Method};
-use wharf::names::Digest;
+use wharf::base::http::{MemoryBody, Method};
+use wharf::base::names::Digest;
 
 const IMMUTABLE: &str = "max-age=31536000, immutable";
 

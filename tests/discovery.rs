@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use wharf::Config;
-use wharf::http::{MemoryBody, Method};
-use wharf::names::Digest;
+use wharf::base::http::{MemoryBody, Method};
+use wharf::base::names::Digest;
 
 fn small_pages(max_page: usize) -> TestRegistry {
     TestRegistry::with_config(Config { delete_enabled: true, max_page, ..Config::default() })

@@ -10,14 +10,14 @@ mod common;
 
 use common::*;
 use wharf::Config;
+use wharf::base::http::{MemoryBody, Method};
+use wharf::base::names::Digest;
 use wharf::config::GcMode;
-use wharf::http::{MemoryBody, Method};
-use wharf::names::Digest;
+use wharf::oci::uploads::PART_SIZE;
 use wharf::storage::memory::{Fault, Faults};
-use wharf::uploads::PART_SIZE;
 
 fn config() -> Config {
-    // Collection on: pushes and mounts take their extra checks (see `wharf::gc`).
+    // Collection on: pushes and mounts take their extra checks (see `wharf::ops::gc`).
     Config { delete_enabled: true, gc: GcMode::On, ..Config::default() }
 }
 

@@ -1,6 +1,6 @@
 //! Garbage collection over the in-memory backend: what goes and what stays, dry runs, the admin
 //! endpoint, a collection stopped at every step, and pushes and mounts racing a collection at
-//! every step (the protocol of `wharf::gc`).
+//! every step (the protocol of `wharf::ops::gc`).
 
 mod common;
 
@@ -9,10 +9,10 @@ use futures_executor::block_on;
 use futures_util::future::{join, join3};
 use std::future::Future;
 use wharf::Config;
+use wharf::base::http::{MemoryBody, Method};
+use wharf::base::names::Digest;
 use wharf::config::GcMode;
-use wharf::gc::GcReport;
-use wharf::http::{MemoryBody, Method};
-use wharf::names::Digest;
+use wharf::ops::gc::GcReport;
 use wharf::storage::memory::{Fault, Faults, Pause};
 
 const HOUR_MS: u64 = 3600 * 1000;

@@ -8,9 +8,9 @@ use futures_util::future::LocalBoxFuture;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wharf::Config;
-use wharf::http::{MemoryBody, Method};
-use wharf::notify::{Notifier, NotifyConfig};
-use wharf::tags::ImmutableTags;
+use wharf::base::http::{MemoryBody, Method};
+use wharf::oci::tags::ImmutableTags;
+use wharf::ops::notify::{Notifier, NotifyConfig};
 
 fn immutable(patterns: &str) -> TestRegistry {
     TestRegistry::with_config(Config {
@@ -60,17 +60,17 @@ fn immutable_tags_are_set_once_and_then_neither_moved_nor_deleted() {
 }
 
 /// Captures this thread's log lines at `level`, as JSON.
-fn captured_logs(level: wharf::log::Level) -> std::rc::Rc<std::cell::RefCell<Vec<String>>> {
+fn captured_logs(level: wharf::base::log::Level) -> std::rc::Rc<std::cell::RefCell<Vec<String>>> {
     let lines = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let sink = lines.clone();
-    wharf::log::set_sink(move |line| sink.borrow_mut().push(line.to_owned()));
-    wharf::log::set_level(level);
+    wharf::base::log::set_sink(move |line| sink.borrow_mut().push(line.to_owned()));
+    wharf::base::log::set_level(level);
     lines
 }
 
 #[test]
 fn every_request_logs_one_json_line_without_secrets() {
-    let lines = captured_logs(wharf::log::Level::Info);
+    let lines = captured_logs(wharf::base::log::Level::Info);
     let t = TestRegistry::new();
     let (_, digest) = t.push_image("team/app", "v1", OCI_MANIFEST, "x");
     lines.borrow_mut().clear();
@@ -108,12 +108,12 @@ fn every_request_logs_one_json_line_without_secrets() {
     assert_eq!(lines.borrow().len(), 2);
     assert!(lines.borrow().iter().all(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["level"] == "info"));
 
-    wharf::log::set_level(wharf::log::Level::Debug);
+    wharf::base::log::set_level(wharf::base::log::Level::Debug);
     t.get("/v2/", &[("User-Agent", "skopeo/1.13")]);
     let last: serde_json::Value = serde_json::from_str(lines.borrow().last().unwrap()).unwrap();
     assert_eq!(last["userAgent"], "skopeo/1.13");
 
-    wharf::log::set_level(wharf::log::Level::Off);
+    wharf::base::log::set_level(wharf::base::log::Level::Off);
     lines.borrow_mut().clear();
     t.get("/v2/", &[]);
     assert!(lines.borrow().is_empty());
@@ -189,8 +189,8 @@ fn pushes_and_deletes_are_notified_signed_in_distributions_envelope() {
     assert_eq!(posts.len(), 2, "one envelope per endpoint: blob uploads are not notified");
     for (_, headers, body) in &posts {
         let header = |name: &str| headers.iter().find(|(h, _)| *h == name).map(|(_, v)| v.clone());
-        assert_eq!(header("Content-Type").as_deref(), Some(wharf::notify::EVENTS_MEDIA_TYPE));
-        assert_eq!(header(wharf::notify::SIGNATURE_HEADER), Some(wharf::notify::signature("s3cret", body)));
+        assert_eq!(header("Content-Type").as_deref(), Some(wharf::ops::notify::EVENTS_MEDIA_TYPE));
+        assert_eq!(header(wharf::ops::notify::SIGNATURE_HEADER), Some(wharf::ops::notify::signature("s3cret", body)));
     }
     let events = delivered(&n, HOOK);
     let e = &events[0];
@@ -279,7 +279,7 @@ fn the_ui_shows_repositories_tags_manifests_and_referrers_escaped() {
     t.push_image("other", "latest", OCI_MANIFEST, "y");
     let index = list_body(OCI_INDEX, &[(&digest, image.len(), OCI_MANIFEST, "arm64")]);
     assert_eq!(t.put_manifest("team/app", "multi", OCI_INDEX, &index).status, 201);
-    let index_digest = wharf::names::Digest::sha256_of(&index);
+    let index_digest = wharf::base::names::Digest::sha256_of(&index);
     // A signature whose artifact type tries to inject markup.
     let empty = t.push_blob("team/app", b"{}");
     let evil = "<script>alert(1)</script>";
@@ -287,7 +287,7 @@ fn the_ui_shows_repositories_tags_manifests_and_referrers_escaped() {
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{evil}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":{}}}}}"#,
         image.len()
     );
-    let sig_digest = wharf::names::Digest::sha256_of(sig.as_bytes());
+    let sig_digest = wharf::base::names::Digest::sha256_of(sig.as_bytes());
     assert_eq!(t.put_manifest("team/app", &sig_digest.to_string(), OCI_MANIFEST, sig.as_bytes()).status, 201);
 
     assert_eq!(t.get("/", &[]).header("Location"), Some("/ui/"));
@@ -328,7 +328,7 @@ fn the_ui_shows_repositories_tags_manifests_and_referrers_escaped() {
     assert_eq!(missing.status, 404);
     assert_eq!(missing.header("Content-Type"), Some("text/html; charset=utf-8"), "errors are pages too");
     assert_eq!(
-        t.get(&format!("/ui/repo/team/app/manifest/{}", wharf::names::Digest::sha256_of(b"no")), &[]).status,
+        t.get(&format!("/ui/repo/team/app/manifest/{}", wharf::base::names::Digest::sha256_of(b"no")), &[]).status,
         404
     );
     assert_eq!(t.send(Method::Post, "/ui/", &[], MemoryBody::empty()).status, 405);

@@ -9,9 +9,9 @@ use common::*;
 use wharf::Config;
 use wharf::auth::AuthConfig;
 use wharf::auth::secret::PasswordHash;
-use wharf::http::{MemoryBody, Method};
-use wharf::names::Digest;
-use wharf::proxy::UpstreamConfig;
+use wharf::base::http::{MemoryBody, Method};
+use wharf::base::names::Digest;
+use wharf::oci::proxy::UpstreamConfig;
 
 const TTL: u64 = 60;
 

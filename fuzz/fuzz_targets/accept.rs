@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wharf::manifests::format::{Accepted, MediaType};
+use wharf::oci::manifests::format::{Accepted, MediaType};
 
 fuzz_target!(|data: &str| {
     let accepted = Accepted::from_headers(data.split('\n'));

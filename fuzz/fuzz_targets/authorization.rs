@@ -5,11 +5,11 @@
 use libfuzzer_sys::fuzz_target;
 use wharf::auth::AuthConfig;
 use wharf::auth::secret::PasswordHash;
-use wharf::http::Headers;
+use wharf::base::http::Headers;
 
 fuzz_target!(|data: &str| {
     // Refusals are logged; millions of them would only slow the run.
-    wharf::log::set_sink(|_| {});
+    wharf::base::log::set_sink(|_| {});
     thread_local! {
         static AUTH: AuthConfig = {
             // One iteration of PBKDF2, so that Basic attempts stay fast.

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wharf::manifests::format::{Manifest, MediaType};
+use wharf::oci::manifests::format::{Manifest, MediaType};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };

@@ -5,7 +5,7 @@
 
 use futures_executor::block_on;
 use libfuzzer_sys::fuzz_target;
-use wharf::http::{Headers, MemoryBody, Method, Request};
+use wharf::base::http::{Headers, MemoryBody, Method, Request};
 use wharf::storage::memory::{MemoryKv, MemoryObjects};
 use wharf::{Config, Registry};
 
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
             delete_enabled: true,
             ui: true,
             gc: wharf::config::GcMode::On,
-            immutable_tags: wharf::tags::ImmutableTags::parse("v*").unwrap(),
+            immutable_tags: wharf::oci::tags::ImmutableTags::parse("v*").unwrap(),
             ..Config::default()
         },
         Box::new(|| 1_800_000_000_000),
@@ -55,7 +55,7 @@ fn seed(registry: &Registry<MemoryObjects, MemoryKv>) {
     };
     let config = b"{}";
     let layer = b"0123456789";
-    let (c, l) = (wharf::names::Digest::sha256_of(config), wharf::names::Digest::sha256_of(layer));
+    let (c, l) = (wharf::base::names::Digest::sha256_of(config), wharf::base::names::Digest::sha256_of(layer));
     send(Method::Post, &format!("/v2/r/blobs/uploads/?digest={c}"), "application/octet-stream", config);
     send(Method::Post, &format!("/v2/r/blobs/uploads/?digest={l}"), "application/octet-stream", layer);
     let manifest = format!(

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wharf::http::{Headers, Method, Request};
-use wharf::router::Route;
+use wharf::base::http::{Headers, Method, Request};
+use wharf::base::router::Route;
 
 fuzz_target!(|data: &str| {
     let _ = Route::parse(data);

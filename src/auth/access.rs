@@ -1,7 +1,7 @@
 //! What may be done to which repository: actions, scopes (as clients request them and tokens
 //! carry them) and the configured rules.
 
-use crate::de::{self, Members};
+use crate::base::de::{self, Members};
 use serde::{Deserialize, Serialize};
 
 /// A set of repository actions.

@@ -11,9 +11,9 @@ pub mod access;
 pub mod secret;
 pub mod token;
 
-use crate::de::Members;
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::Headers;
+use crate::base::de::Members;
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::Headers;
 use access::{Access, Actions, Rules};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -143,7 +143,7 @@ impl Identity {
 }
 
 fn refused(why: token::Invalid) -> RegistryError {
-    crate::log::error(&format!("refused token: {why:?}"));
+    crate::base::log::error(&format!("refused token: {why:?}"));
     unauthorized("invalid or expired token")
 }
 
@@ -285,7 +285,7 @@ impl AuthConfig {
             token: jwt.clone(),
             access_token: jwt,
             expires_in: self.token_ttl,
-            issued_at: crate::time::rfc3339(now),
+            issued_at: crate::base::time::rfc3339(now),
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use super::access::Access;
 use super::secret::constant_time_eq;
-use crate::de::{self, Members, Object};
+use crate::base::de::{self, Members, Object};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};

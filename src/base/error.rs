@@ -127,7 +127,7 @@ impl RegistryError {
     }
     /// A server-side failure. The cause goes to the log, the client sees only UNKNOWN.
     pub fn internal(cause: impl fmt::Display) -> Self {
-        crate::log::error(&format!("internal error: {cause}"));
+        crate::base::log::error(&format!("internal error: {cause}"));
         Self::new(ErrorCode::Unknown)
     }
     pub fn status(&self) -> u16 {
@@ -178,7 +178,7 @@ impl fmt::Display for RegistryError {
 impl From<crate::storage::StorageError> for RegistryError {
     fn from(e: crate::storage::StorageError) -> Self {
         if e.rate_limited {
-            crate::log::error(&format!("rate limited: {e}"));
+            crate::base::log::error(&format!("rate limited: {e}"));
             return Self::new(ErrorCode::TooManyRequests)
                 .with_message("too many writes to the same key; retry shortly")
                 .with_header("Retry-After", "1");

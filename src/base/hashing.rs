@@ -5,7 +5,7 @@
 //! serialise their internal state (`SerializableState`: the compression state, the block
 //! buffer and the length), which is all a resumed hash needs.
 
-use crate::names::{Algorithm, Digest};
+use crate::base::names::{Algorithm, Digest};
 use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest as _, Sha256, Sha512};
 

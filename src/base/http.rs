@@ -2,7 +2,7 @@
 //! to and from workers-rs types; native tests build these directly.
 #![allow(async_fn_in_trait)]
 
-use crate::error::RegistryError;
+use crate::base::error::RegistryError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {

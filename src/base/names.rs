@@ -2,7 +2,7 @@
 //! don't validate. The grammars are the distribution-spec v1.1 ones, checked by hand (no regex
 //! crate in the wasm).
 
-use crate::error::{ErrorCode, RegistryError};
+use crate::base::error::{ErrorCode, RegistryError};
 use serde_json::json;
 use std::fmt;
 

@@ -2,8 +2,8 @@
 //! referrers (distribution-spec "Listing Tags": `n` caps the count, `n=0` is an empty list
 //! without Link, `Link: <url>; rel="next"` when more exist, RFC 8288).
 
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::percent_encode;
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::percent_encode;
 use serde_json::json;
 
 /// The page size asked for: `n`, or `max` without it. Not a number, or above `max`:

@@ -3,9 +3,9 @@
 //! the part after the marker never contains `/`, the part before is the name. The same
 //! module builds the Location URLs, so parsing and building cannot drift apart.
 
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::percent_decode;
-use crate::names::{Digest, Reference, RepositoryName, UploadId};
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::percent_decode;
+use crate::base::names::{Digest, Reference, RepositoryName, UploadId};
 use serde_json::json;
 
 #[derive(Debug, PartialEq)]

@@ -1,7 +1,7 @@
 //! Configuration from the Worker's environment variables (wrangler.toml `[vars]`). Every
 //! variable, its default and meaning is listed in README's "Configuration" section.
 
-use crate::manifests::format::ManifestUrls;
+use crate::oci::manifests::format::ManifestUrls;
 
 /// Largest manifest accepted (distribution-spec: registries SHOULD accept at least 4 MiB and
 /// reject larger ones with 413).
@@ -41,7 +41,7 @@ pub struct Config {
     /// (see `memo`). Default 2; 0 turns it off.
     pub tag_memo_secs: u64,
     /// `WHARF_UPSTREAM` and friends: pull-through cache mode (see `proxy`). Default off.
-    pub upstream: Option<crate::proxy::UpstreamConfig>,
+    pub upstream: Option<crate::oci::proxy::UpstreamConfig>,
     /// `WHARF_GC`: what the cron trigger's garbage collection does (see `gc`). Default off.
     pub gc: GcMode,
     /// `WHARF_GC_UNTAGGED`: garbage collection also removes manifests no tag reaches. Default
@@ -54,11 +54,11 @@ pub struct Config {
     /// endpoints (`POST /_wharf/gc`). Without it they do not exist.
     pub admin_token: Option<String>,
     /// `WHARF_IMMUTABLE_TAGS`: tag patterns that cannot be moved or deleted once set.
-    pub immutable_tags: crate::tags::ImmutableTags,
+    pub immutable_tags: crate::oci::tags::ImmutableTags,
     /// `WHARF_LOG_LEVEL`: `off`, `error` (the default), `info` (a line per request) or `debug`.
-    pub log_level: crate::log::Level,
+    pub log_level: crate::base::log::Level,
     /// `WHARF_NOTIFY_URLS` and friends: where push, delete and pull events go (see `notify`).
-    pub notify: Option<crate::notify::NotifyConfig>,
+    pub notify: Option<crate::ops::notify::NotifyConfig>,
     /// `WHARF_UI`: serve the web UI under `/ui/` (see `ui`). Default false.
     pub ui: bool,
     /// `WHARF_MANIFEST_URLS_ALLOW` and `WHARF_MANIFEST_URLS_DENY`: regular expressions the
@@ -98,8 +98,8 @@ impl Default for Config {
             gc_untagged: false,
             gc_grace_secs: 24 * 60 * 60,
             admin_token: None,
-            immutable_tags: crate::tags::ImmutableTags::default(),
-            log_level: crate::log::Level::Error,
+            immutable_tags: crate::oci::tags::ImmutableTags::default(),
+            log_level: crate::base::log::Level::Error,
             notify: None,
             ui: false,
             manifest_urls: ManifestUrls::default(),
@@ -139,8 +139,11 @@ impl Config {
             }
         };
         let max_chunk_size = number("WHARF_MAX_CHUNK_SIZE", defaults.max_chunk_size)?;
-        if max_chunk_size < crate::uploads::PART_SIZE as u64 {
-            return Err(format!("WHARF_MAX_CHUNK_SIZE: at least {} (one multipart part)", crate::uploads::PART_SIZE));
+        if max_chunk_size < crate::oci::uploads::PART_SIZE as u64 {
+            return Err(format!(
+                "WHARF_MAX_CHUNK_SIZE: at least {} (one multipart part)",
+                crate::oci::uploads::PART_SIZE
+            ));
         }
         let max_page = number("WHARF_MAX_PAGE_SIZE", defaults.max_page as u64)?;
         if !(1..=1000).contains(&max_page) {
@@ -171,18 +174,18 @@ impl Config {
             upload_max_age_secs: number("WHARF_UPLOAD_MAX_AGE_SECONDS", defaults.upload_max_age_secs)?,
             tag_max_age_secs: number("WHARF_TAG_MAX_AGE_SECONDS", defaults.tag_max_age_secs)?,
             tag_memo_secs: number("WHARF_TAG_MEMO_SECONDS", defaults.tag_memo_secs)?,
-            upstream: crate::proxy::UpstreamConfig::from_vars(var)?,
+            upstream: crate::oci::proxy::UpstreamConfig::from_vars(var)?,
             gc,
             gc_untagged: flag("WHARF_GC_UNTAGGED", false)?,
             gc_grace_secs: number("WHARF_GC_GRACE_SECONDS", defaults.gc_grace_secs)?,
             admin_token,
-            immutable_tags: crate::tags::ImmutableTags::parse(&var("WHARF_IMMUTABLE_TAGS").unwrap_or_default())?,
+            immutable_tags: crate::oci::tags::ImmutableTags::parse(&var("WHARF_IMMUTABLE_TAGS").unwrap_or_default())?,
             log_level: match var("WHARF_LOG_LEVEL") {
                 None => defaults.log_level,
-                Some(v) => crate::log::Level::parse(&v)
+                Some(v) => crate::base::log::Level::parse(&v)
                     .ok_or_else(|| format!("WHARF_LOG_LEVEL: expected off, error, info or debug, got \"{v}\""))?,
             },
-            notify: crate::notify::NotifyConfig::from_vars(var)?,
+            notify: crate::ops::notify::NotifyConfig::from_vars(var)?,
             ui: flag("WHARF_UI", false)?,
             manifest_urls: ManifestUrls {
                 allow: ManifestUrls::pattern("WHARF_MANIFEST_URLS_ALLOW", var("WHARF_MANIFEST_URLS_ALLOW").as_deref())?,
@@ -241,7 +244,7 @@ mod tests {
         assert!(from(&[("WHARF_GC", "sometimes")]).unwrap_err().contains("WHARF_GC"));
         assert!(from(&[("WHARF_IMMUTABLE_TAGS", "v*, :x")]).unwrap_err().contains("WHARF_IMMUTABLE_TAGS"));
         assert!(from(&[("WHARF_LOG_LEVEL", "loud")]).unwrap_err().contains("WHARF_LOG_LEVEL"));
-        assert_eq!(from(&[("WHARF_LOG_LEVEL", "debug")]).unwrap().log_level, crate::log::Level::Debug);
+        assert_eq!(from(&[("WHARF_LOG_LEVEL", "debug")]).unwrap().log_level, crate::base::log::Level::Debug);
         assert!(from(&[("WHARF_ADMIN_TOKEN", "short")]).unwrap_err().contains("WHARF_ADMIN_TOKEN"));
         assert!(
             from(&[("WHARF_MANIFEST_URLS_ALLOW", "^https://(")]).unwrap_err().contains("WHARF_MANIFEST_URLS_ALLOW")

@@ -4,13 +4,13 @@
 //! bytes (see `keys`). A GET is two round trips: the link, then the bytes, streamed from R2 to
 //! the client without passing through wasm memory.
 
-use crate::caching;
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::{Body, Headers, Response};
-use crate::keys;
-use crate::names::{Digest, RepositoryName};
-use crate::notify::{Action, Target};
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::{Body, Headers, Response};
+use crate::base::names::{Digest, RepositoryName};
+use crate::oci::caching;
+use crate::ops::notify::{Action, Target};
 use crate::registry::{Registry, Result};
+use crate::storage::keys;
 use crate::storage::{ByteRange, KeyValueStore, Metadata, ObjectStore, PutOptions};
 use serde_json::json;
 

@@ -13,8 +13,8 @@
 
 use crate::auth::Identity;
 use crate::auth::access::Actions;
-use crate::http::Headers;
-use crate::names::{Digest, RepositoryName};
+use crate::base::http::Headers;
+use crate::base::names::{Digest, RepositoryName};
 use crate::registry::Registry;
 use crate::storage::{KeyValueStore, ObjectStore};
 

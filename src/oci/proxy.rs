@@ -20,16 +20,16 @@
 //! Credentials only go to an https realm of an https upstream.
 //! Redirects (Docker Hub sends blobs to a CDN) are followed without credentials.
 
-use crate::blobs::BlobLink;
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::{Body, Headers, Method, Response, percent_encode};
+use crate::base::names::{Digest, Reference, RepositoryName, Tag, UploadId};
 use crate::config::MAX_MANIFEST_SIZE;
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::{Body, Headers, Method, Response, percent_encode};
-use crate::keys;
-use crate::manifests::format::{Manifest, MediaType};
-use crate::names::{Digest, Reference, RepositoryName, Tag, UploadId};
+use crate::oci::blobs::BlobLink;
+use crate::oci::manifests::format::{Manifest, MediaType};
+use crate::oci::tags::TagRecord;
 use crate::registry::{Registry, Result};
+use crate::storage::keys;
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions};
-use crate::tags::TagRecord;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::future::LocalBoxFuture;
@@ -162,11 +162,11 @@ fn upstream_unreachable(reason: String) -> RegistryError {
 /// understand; only the answer as a whole must be a JSON object.
 #[derive(Deserialize)]
 struct TokenAnswer {
-    #[serde(default, deserialize_with = "crate::de::lenient")]
+    #[serde(default, deserialize_with = "crate::base::de::lenient")]
     token: Option<String>,
-    #[serde(default, deserialize_with = "crate::de::lenient")]
+    #[serde(default, deserialize_with = "crate::base::de::lenient")]
     access_token: Option<String>,
-    #[serde(default, deserialize_with = "crate::de::lenient")]
+    #[serde(default, deserialize_with = "crate::base::de::lenient")]
     expires_in: Option<u64>,
 }
 
@@ -270,7 +270,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 }
             };
             if let Err(e) = result {
-                crate::log::error(&format!("pull-through cache: storing failed: {}", e.message()));
+                crate::base::log::error(&format!("pull-through cache: storing failed: {}", e.message()));
             }
         }
     }
@@ -287,7 +287,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let key = keys::blob_by_upload(&UploadId::random()?);
         let options = PutOptions { content_type: Some("application/octet-stream".into()), ..Default::default() };
         if !self.objects.put_verified(&key, body, length, digest, options).await? {
-            crate::log::error(&format!("pull-through cache: the upstream's bytes for {digest} do not match it"));
+            crate::base::log::error(&format!("pull-through cache: the upstream's bytes for {digest} do not match it"));
             return Ok(None);
         }
         self.publish(name, digest, &BlobLink { object: key.clone(), size: length }).await?;
@@ -385,7 +385,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             return Err(upstream_failed(json!({ "tokenStatus": response.status })));
         }
         let body = self.read_upstream(response.body, 64 * 1024).await?;
-        let answer: TokenAnswer = crate::de::from_object(&body)
+        let answer: TokenAnswer = crate::base::de::from_object(&body)
             .map_err(|_| upstream_failed(json!({ "reason": "the token answer is not JSON" })))?;
         let token = [answer.token, answer.access_token].into_iter().flatten().find(|t| !t.is_empty());
         let token = token.ok_or_else(|| upstream_failed(json!({ "reason": "the token answer has no token" })))?;
@@ -413,7 +413,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         match self.check_upstream_tag(up, name, tag, cached.as_ref()).await {
             Err(e) if e.code == ErrorCode::UpstreamFailed && cached.is_some() => {
-                crate::log::error(&format!(
+                crate::base::log::error(&format!(
                     "pull-through cache: serving {name}:{tag} from the cache: {}",
                     e.detail.unwrap_or_default()
                 ));
@@ -512,7 +512,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut response = Response::new(200)
             .header("Content-Type", "application/octet-stream")
             .header("Docker-Content-Digest", digest.to_string())
-            .header("ETag", crate::caching::etag(digest));
+            .header("ETag", crate::oci::caching::etag(digest));
         if let Some(length) = length {
             response = response.header("Content-Length", length.to_string());
         }
@@ -531,7 +531,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             // verified and cacheable. The client waits for the whole transfer before the first
             // byte, but no memory holds more than a stream's chunk, and nothing depends on the
             // time `waitUntil` leaves after a response.
-            Some(length) if length > 0 && length <= crate::uploads::MAX_SINGLE_PUT => {
+            Some(length) if length > 0 && length <= crate::oci::uploads::MAX_SINGLE_PUT => {
                 let Some(key) = self.store_pulled_blob(name, digest, length, body).await? else {
                     return Err(upstream_failed(json!({ "reason": "blob does not match its digest" })));
                 };

@@ -6,14 +6,14 @@
 //! listing, not one read per referrer. Annotations too large for R2's 8 KiB of metadata are
 //! read from the manifest itself.
 
-use crate::de::Members;
-use crate::error::RegistryError;
-use crate::http::{Body, Response, query_param};
-use crate::keys;
-use crate::manifests::format::{self, Manifest, MediaType};
-use crate::names::{Digest, RepositoryName};
-use crate::pagination::next_link;
+use crate::base::de::Members;
+use crate::base::error::RegistryError;
+use crate::base::http::{Body, Response, query_param};
+use crate::base::names::{Digest, RepositoryName};
+use crate::base::pagination::next_link;
+use crate::oci::manifests::format::{self, Manifest, MediaType};
 use crate::registry::{Registry, Result};
+use crate::storage::keys;
 use crate::storage::{KeyValueStore, ListFrom, Metadata, ObjectStore, PutOptions};
 use serde::Serialize;
 

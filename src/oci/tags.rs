@@ -2,14 +2,14 @@
 //! entry's metadata so that a listing needs no per-tag reads.
 
 use crate::auth::access::glob;
-use crate::de::Object;
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::{Response, query_param};
-use crate::keys;
-use crate::manifests::format::MediaType;
-use crate::names::{Digest, RepositoryName, Tag};
-use crate::pagination::{next_link, page_size};
+use crate::base::de::Object;
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::{Response, query_param};
+use crate::base::names::{Digest, RepositoryName, Tag};
+use crate::base::pagination::{next_link, page_size};
+use crate::oci::manifests::format::MediaType;
 use crate::registry::{Registry, Result, json_response};
+use crate::storage::keys;
 use crate::storage::{KeyValueStore, ListFrom, ObjectStore};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -143,7 +143,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             for key in page.keys {
                 let digest = key.metadata.as_ref().and_then(TagRecord::from_json).map(|r| r.digest);
                 let Ok(tag) = Tag::parse(&key.name[prefix.len()..]) else {
-                    crate::log::error(&format!("ignoring KV key {} with an invalid tag", key.name));
+                    crate::base::log::error(&format!("ignoring KV key {} with an invalid tag", key.name));
                     continue;
                 };
                 let digest = match digest {

@@ -17,15 +17,15 @@
 //! only if unchanged since it was read (conditional put), so two racing requests cannot both
 //! extend it.
 
-use crate::blobs::BlobLink;
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::hashing::Hasher;
+use crate::base::http::{BodyReader, Headers, Response};
+use crate::base::names::{Algorithm, Digest, RepositoryName, UploadId};
+use crate::base::router::{blob_url, upload_url};
 use crate::config::GcMode;
-use crate::error::{ErrorCode, RegistryError};
-use crate::hashing::Hasher;
-use crate::http::{BodyReader, Headers, Response};
-use crate::keys;
-use crate::names::{Algorithm, Digest, RepositoryName, UploadId};
+use crate::oci::blobs::BlobLink;
 use crate::registry::{Registry, Result, body_error};
-use crate::router::{blob_url, upload_url};
+use crate::storage::keys;
 use crate::storage::{ByteRange, KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PartSource, PutOptions};
 use futures_util::future::join;
 use serde::de::Error as _;
@@ -82,7 +82,7 @@ struct SessionState {
     /// sessions hashed sha256 alone hold a sha512 state after it, space-separated (ignored).
     hash: String,
     /// R2 multipart upload id, once the first full part was written (null before).
-    #[serde(default, deserialize_with = "crate::de::lenient")]
+    #[serde(default, deserialize_with = "crate::base::de::lenient")]
     multipart: Option<String>,
     parts: Vec<Part>,
     /// Size of every part but the last.
@@ -97,7 +97,7 @@ fn default_part_size() -> usize {
 
 /// A part size as saved; R2's minimum when it is not a number, as for the oldest sessions.
 fn saved_part_size<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<usize, D::Error> {
-    match crate::de::lenient::<D, u64>(deserializer)? {
+    match crate::base::de::lenient::<D, u64>(deserializer)? {
         None => Ok(PART_SIZE),
         Some(n) => usize::try_from(n).map_err(D::Error::custom),
     }
@@ -110,7 +110,7 @@ impl SessionState {
     }
 
     fn from_json(bytes: &[u8]) -> Option<SessionState> {
-        crate::de::from_object(bytes).ok()
+        crate::base::de::from_object(bytes).ok()
     }
 }
 

@@ -56,13 +56,13 @@
 //! between removing an untagged manifest and its re-check. An index pushed in that window, naming
 //! the manifest as a child, then keeps a missing child.
 
-use crate::blobs::BlobLink;
-use crate::de::Members;
-use crate::error::RegistryError;
-use crate::keys::{self, RepositoryKey};
-use crate::manifests::format::Manifest;
-use crate::names::{Digest, RepositoryName};
+use crate::base::de::Members;
+use crate::base::error::RegistryError;
+use crate::base::names::{Digest, RepositoryName};
+use crate::oci::blobs::BlobLink;
+use crate::oci::manifests::format::Manifest;
 use crate::registry::{Registry, Result};
+use crate::storage::keys::{self, RepositoryKey};
 use crate::storage::{KeyValueStore, Listing, Metadata, ObjectMeta, ObjectStore, PutOptions};
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -355,7 +355,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 let Some((meta, bytes)) = read? else { continue };
                 let Ok(manifest) = parse_stored(&meta, &bytes) else {
                     // Without its references nothing here can be judged unreferenced.
-                    crate::log::error(&format!("gc: {name}: cannot read manifest {d}; repository skipped"));
+                    crate::base::log::error(&format!("gc: {name}: cannot read manifest {d}; repository skipped"));
                     report.skipped.push(name.to_string());
                     named.extend(listed.links.iter().filter_map(|(_, meta)| object_of(meta)));
                     return Ok(false);

@@ -7,10 +7,10 @@
 //! digest), manifests and tags deleted, blobs deleted, and with `pull` manifests pulled (GET, not
 //! HEAD). Blob uploads are not: the manifest push that follows them is.
 
-use crate::manifests::format::MediaType;
-use crate::names::{Digest, RepositoryName};
+use crate::base::names::{Digest, RepositoryName};
+use crate::base::router::manifest_url;
+use crate::oci::manifests::format::MediaType;
 use crate::registry::Registry;
-use crate::router::manifest_url;
 use crate::storage::{KeyValueStore, ObjectStore};
 use futures_util::future::{LocalBoxFuture, join_all};
 use hmac::{KeyInit, Mac};
@@ -210,7 +210,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         for (_, target) in &mut recorded {
             target.url = target.url.take().map(|path| format!("{}{path}", request.host));
         }
-        let timestamp = crate::time::rfc3339_millis(self.now_ms());
+        let timestamp = crate::base::time::rfc3339_millis(self.now_ms());
         let events = recorded.iter().enumerate().map(|(i, (action, target))| Event {
             id: format!("{}-{i}", request.id),
             timestamp: &timestamp,
@@ -249,7 +249,7 @@ async fn send(notifier: &dyn Notifier, url: &str, headers: &[(&'static str, Stri
             Err(e) => last = e,
         }
     }
-    crate::log::error(&format!("notification to {} failed after {ATTEMPTS} attempts: {last}", host_of(url)));
+    crate::base::log::error(&format!("notification to {} failed after {ATTEMPTS} attempts: {last}", host_of(url)));
 }
 
 /// The host of an endpoint, for logs: webhook URLs often carry a token in their path or query,

@@ -3,11 +3,11 @@
 //! the storage contract suite over the real bindings, the benchmark's baseline put, the wasm
 //! memory high-water mark, and a deliberate trap. Outside `/v2/` on purpose.
 
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::{BodyReader, Headers, Method, Response, query_param};
-use crate::keys;
-use crate::names::{Digest, UploadId};
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::{BodyReader, Headers, Method, Response, query_param};
+use crate::base::names::{Digest, UploadId};
 use crate::registry::{Registry, Result, json_response, read_limited};
+use crate::storage::keys;
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions, suite};
 use serde::Serialize;
 

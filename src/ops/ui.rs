@@ -13,12 +13,12 @@
 
 use crate::auth::Identity;
 use crate::auth::access::Actions;
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::{Body, Headers, Method, Response, query_param};
-use crate::keys;
-use crate::manifests::format::{Manifest, Platform};
-use crate::names::{Digest, RepositoryName};
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::{Body, Headers, Method, Response, query_param};
+use crate::base::names::{Digest, RepositoryName};
+use crate::oci::manifests::format::{Manifest, Platform};
 use crate::registry::{Registry, Result};
+use crate::storage::keys;
 use crate::storage::{KeyValueStore, Listing, ObjectStore};
 use futures_util::future::join_all;
 use serde_json::json;
@@ -107,7 +107,7 @@ fn size(bytes: u64) -> String {
 }
 
 fn when(ms: u64) -> String {
-    let t = crate::time::rfc3339(ms / 1000);
+    let t = crate::base::time::rfc3339(ms / 1000);
     format!("{} {} UTC", &t[..10], &t[11..16])
 }
 
@@ -149,9 +149,12 @@ fn route(path: &str) -> Result<Page> {
     let repo = rest.strip_prefix("/repo/").ok_or_else(not_found)?;
     // A digest has a ':' and a name never does, so the split is unambiguous.
     if let Some((name, digest)) = repo.rsplit_once("/manifest/").filter(|(_, d)| d.contains(':')) {
-        return Ok(Page::Manifest(crate::router::name(name)?, Digest::parse(&crate::http::percent_decode(digest))?));
+        return Ok(Page::Manifest(
+            crate::base::router::name(name)?,
+            Digest::parse(&crate::base::http::percent_decode(digest))?,
+        ));
     }
-    Ok(Page::Repository(crate::router::name(repo.trim_end_matches('/'))?))
+    Ok(Page::Repository(crate::base::router::name(repo.trim_end_matches('/'))?))
 }
 
 /// What the UI knows of a manifest for a table row.

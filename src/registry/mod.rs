@@ -4,16 +4,16 @@
 
 use crate::auth::access::Actions;
 use crate::auth::{AuthConfig, Identified, Identity, PasswordCheck};
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
+use crate::base::names::{RepositoryName, Tag};
+use crate::base::router::Route;
 use crate::config::{Config, GcMode};
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
-use crate::memo::Memo;
-use crate::names::{RepositoryName, Tag};
-use crate::notify::{Action, Notifier, RequestRecord, Target};
-use crate::proxy::{Background, Upstream};
-use crate::router::Route;
+use crate::oci::proxy::{Background, Upstream};
+use crate::oci::uploads::StartUpload;
+use crate::ops::notify::{Action, Notifier, RequestRecord, Target};
+use crate::storage::memo::Memo;
 use crate::storage::{KeyValueStore, ObjectStore};
-use crate::uploads::StartUpload;
 use futures_util::future::LocalBoxFuture;
 use serde_json::json;
 use std::cell::RefCell;
@@ -143,7 +143,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                         let (alg, jwk) = (check.alg.clone(), check.jwk.clone());
                         verify(alg, jwk, check.signing_input.clone(), check.signature.clone()).await.unwrap_or_else(
                             |e| {
-                                crate::log::error(&format!("signature check failed: {e}"));
+                                crate::base::log::error(&format!("signature check failed: {e}"));
                                 false
                             },
                         )
@@ -183,7 +183,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     drain(&mut body).await;
                 }
                 error = Some(e.code.code());
-                if self.config.ui && crate::ui::is_ui_path(&path) { crate::ui::error_page(e) } else { e.into() }
+                if self.config.ui && crate::ops::ui::is_ui_path(&path) {
+                    crate::ops::ui::error_page(e)
+                } else {
+                    e.into()
+                }
             }
         };
         // Distribution sends the API version on every response; clients use it to detect a
@@ -204,15 +208,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
         // Built only when it will be written: a pull at the default level pays nothing for it.
-        let level = if response.status >= 500 { crate::log::Level::Error } else { crate::log::Level::Info };
-        if crate::log::enabled(level) {
+        let level = if response.status >= 500 { crate::base::log::Level::Error } else { crate::base::log::Level::Info };
+        if crate::base::log::enabled(level) {
             let (route, repository) = describe(&path);
             let bytes = match (method, &response.body) {
                 (Method::Head, _) | (_, Body::Empty) => 0,
                 (_, Body::Bytes(b)) => b.len() as u64,
                 (_, Body::Stream(_)) => response.get_header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0),
             };
-            crate::log::request(crate::log::RequestLine {
+            crate::base::log::request(crate::base::log::RequestLine {
                 level: level.as_str(),
                 request_id: &request_id,
                 method: method.as_str(),
@@ -252,7 +256,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             if path == "/" && method == Method::Get {
                 return Ok(Response::new(302).header("Location", "/ui/").header("Content-Length", "0"));
             }
-            if crate::ui::is_ui_path(path) {
+            if crate::ops::ui::is_ui_path(path) {
                 let page = Box::pin(self.ui(method, path, query, h, origin)).await?;
                 return Ok(if method == Method::Head { page.body(Body::Empty) } else { page });
             }
@@ -267,7 +271,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let Some(up) = &self.config.upstream
             && method.writes()
         {
-            return Err(crate::proxy::writes_refused(up));
+            return Err(crate::oci::proxy::writes_refused(up));
         }
         let identity = match &self.config.auth {
             None => None,
@@ -302,7 +306,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Route::InvalidManifest(_, _, e), Put) => Err(e),
             (Route::InvalidManifest(_, reference, _), Delete) => match self.config.delete_enabled {
                 true => Err(invalid_reference(&reference)),
-                false => Err(crate::manifests::deletes_disabled()),
+                false => Err(crate::oci::manifests::deletes_disabled()),
             },
             (Route::Blob(n, d), Get | Head) => self.get_blob(&n, &d, h, method == Head).await,
             (Route::Blob(n, d), Delete) => self.delete_blob(&n, &d).await,
@@ -359,7 +363,7 @@ fn describe(path: &str) -> (&'static str, Option<RepositoryName>) {
     match path {
         TOKEN_PATH => ("token", None),
         p if p.starts_with("/_wharf/") => ("admin", None),
-        p if crate::ui::is_ui_path(p) => ("ui", None),
+        p if crate::ops::ui::is_ui_path(p) => ("ui", None),
         _ => match Route::parse(path) {
             Ok(route) => (route.kind(), route.repository().cloned()),
             Err(_) => ("other", None),
@@ -439,7 +443,7 @@ async fn drain<B: BodyReader>(body: &mut B) {
 /// The client's request body broke off mid-way, or ended before its announced length. Logged:
 /// the client may no longer be there to read the answer.
 pub fn body_error(e: String) -> RegistryError {
-    crate::log::error(&format!("the request body broke off: {e}"));
+    crate::base::log::error(&format!("the request body broke off: {e}"));
     RegistryError::new(ErrorCode::BlobUploadInvalid).with_message("the request body could not be read").with_detail(e)
 }
 

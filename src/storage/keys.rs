@@ -38,7 +38,7 @@
 //! lists one repository's tags and nothing else; name components start with `[a-z0-9]`, so
 //! `_manifests` and `_layers` cannot collide with a nested repository.
 
-use crate::names::{Digest, RepositoryName, Tag, UploadId};
+use crate::base::names::{Digest, RepositoryName, Tag, UploadId};
 
 fn digest_path(d: &Digest) -> String {
     format!("{}/{}", d.algorithm().as_str(), d.hex())

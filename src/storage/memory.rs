@@ -2,7 +2,7 @@
 //! keep a handle and inspect what a request left behind.
 
 use super::*;
-use crate::http::{BodyReader, MemoryBody};
+use crate::base::http::{BodyReader, MemoryBody};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::poll_fn;

@@ -2,16 +2,18 @@
 //!
 //! Both are deliberately narrow: what R2 and KV do, and nothing a backend would have to emulate.
 //! [`memory`] is the in-memory twin for native tests; the Worker implements them over the R2
-//! and KV bindings (`src/worker.rs`). [`suite`] is the one contract test suite both run.
+//! and KV bindings (`src/worker/`). [`suite`] is the one contract test suite both run.
 //!
 //! No `Send` bounds: a Worker isolate is single-threaded, and the futures of the JS bindings are
 //! not `Send`.
 #![allow(async_fn_in_trait)]
 
+pub mod keys;
+pub mod memo;
 pub mod memory;
 pub mod suite;
 
-use crate::names::Digest;
+use crate::base::names::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fmt;
@@ -106,7 +108,7 @@ impl Serialize for Metadata {
 /// From a JSON object of strings, each name once.
 impl<'de> Deserialize<'de> for Metadata {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        crate::de::Members::<String>::deserialize(deserializer).map(|m| m.0.into_iter().collect())
+        crate::base::de::Members::<String>::deserialize(deserializer).map(|m| m.0.into_iter().collect())
     }
 }
 

@@ -8,18 +8,19 @@
 
 mod ext;
 
+use crate::base::error::RegistryError;
+use crate::base::http::{self, Body, BodyReader, Headers, Method};
+use crate::base::names::{Algorithm, Digest};
 use crate::config::GcMode;
-use crate::error::RegistryError;
-use crate::http::{self, Body, BodyReader, Headers, Method};
-use crate::memo::Memo;
-use crate::names::{Algorithm, Digest};
-use crate::notify::Notifier;
-use crate::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
+use crate::oci::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
+use crate::ops::notify::Notifier;
+use crate::storage::keys;
+use crate::storage::memo::Memo;
 use crate::storage::{
     self, ByteRange, KeyValueStore, KvEntry, KvKey, KvPage, ListFrom, Metadata, ObjectMeta, ObjectPage, ObjectStore,
     Part, PartSource, PutOptions, StorageError,
 };
-use crate::{Config, Registry, keys};
+use crate::{Config, Registry};
 use ::worker::js_sys::{BigInt, Uint8Array};
 use ::worker::wasm_bindgen_futures::JsFuture;
 use ::worker::web_sys::ReadableStream;
@@ -557,11 +558,11 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
                 .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?,
             );
             // Once per isolate too: where log lines go, and how many.
-            crate::log::set_sink(|line| match line.starts_with(r#"{"level":"error""#) {
+            crate::base::log::set_sink(|line| match line.starts_with(r#"{"level":"error""#) {
                 true => console_error!("{line}"),
                 false => console_log!("{line}"),
             });
-            crate::log::set_level(config.log_level);
+            crate::base::log::set_level(config.log_level);
             CONFIG.with(|c| c.get_or_init(|| config.clone()).clone())
         }
     };

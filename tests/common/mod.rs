@@ -6,9 +6,9 @@ use futures_executor::block_on;
 use futures_util::future::LocalBoxFuture;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use wharf::http::{Body, Headers, MemoryBody, Method, Request};
-use wharf::names::Digest;
-use wharf::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
+use wharf::base::http::{Body, Headers, MemoryBody, Method, Request};
+use wharf::base::names::Digest;
+use wharf::oci::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
 use wharf::storage::memory::{Faults, MemoryKv, MemoryObjects, Operations};
 use wharf::{Config, Registry};
 
@@ -114,7 +114,7 @@ impl TestRegistry {
     }
 
     /// A registry sending notifications through `notifier`.
-    pub fn with_notifier(config: Config, notifier: Box<dyn wharf::notify::Notifier>) -> Self {
+    pub fn with_notifier(config: Config, notifier: Box<dyn wharf::ops::notify::Notifier>) -> Self {
         Self::with_config(config).rebuilt(|r| r.with_notifier(notifier))
     }
 

@@ -3,9 +3,9 @@
 //! unmarshal functions). Bytes first: the pushed bytes are stored as they are; parsing only
 //! validates and collects the digests the manifest refers to.
 
-use crate::de::{self, Members, Object};
-use crate::error::{ErrorCode, RegistryError};
-use crate::names::Digest;
+use crate::base::de::{self, Members, Object};
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::names::Digest;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -4,18 +4,18 @@
 
 pub mod format;
 
-use crate::blobs::BlobLink;
-use crate::caching;
+use crate::base::error::{ErrorCode, RegistryError};
+use crate::base::http::{Body, BodyReader, Headers, Response};
+use crate::base::names::{Digest, Reference, RepositoryName, Tag};
+use crate::base::router::manifest_url;
 use crate::config::{GcMode, MAX_MANIFEST_SIZE};
-use crate::error::{ErrorCode, RegistryError};
-use crate::http::{Body, BodyReader, Headers, Response};
-use crate::keys;
-use crate::names::{Digest, Reference, RepositoryName, Tag};
-use crate::notify::{Action, Target};
+use crate::oci::blobs::BlobLink;
+use crate::oci::caching;
+use crate::oci::tags::TagRecord;
+use crate::ops::notify::{Action, Target};
 use crate::registry::{Registry, Result, read_limited};
-use crate::router::manifest_url;
+use crate::storage::keys;
 use crate::storage::{KeyValueStore, ListFrom, ObjectMeta, ObjectStore, PutOptions};
-use crate::tags::TagRecord;
 use format::{Accepted, Descriptor, LayerSource, Manifest, MediaType, default_platform_child};
 use futures_util::future::{join, join_all, join3};
 use serde_json::json;
