@@ -13,7 +13,7 @@ use wharf::auth::AuthConfig;
 use wharf::auth::secret::{DEFAULT_ITERATIONS, PasswordHash, derive};
 use wharf::base::http::{MemoryBody, Method};
 use wharf::base::names::Digest;
-use wharf::registry::PasswordDerivation;
+use wharf::registry::host::PasswordDerivation;
 
 const RULES: &str = r#"[
   {"repositories": "public/*", "anonymous": ["pull"], "users": {"alice": ["push"]}},

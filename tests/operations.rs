@@ -9,8 +9,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use wharf::Config;
 use wharf::base::http::{MemoryBody, Method};
-use wharf::oci::tags::ImmutableTags;
-use wharf::ops::notify::{Notifier, NotifyConfig};
+use wharf::config::notify::NotifyConfig;
+use wharf::config::tags::ImmutableTags;
+use wharf::registry::host::Notifier;
 
 fn immutable(patterns: &str) -> TestRegistry {
     TestRegistry::with_config(Config {

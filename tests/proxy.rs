@@ -11,7 +11,7 @@ use wharf::auth::AuthConfig;
 use wharf::auth::secret::PasswordHash;
 use wharf::base::http::{MemoryBody, Method};
 use wharf::base::names::Digest;
-use wharf::oci::proxy::UpstreamConfig;
+use wharf::config::upstream::UpstreamConfig;
 
 const TTL: u64 = 60;
 

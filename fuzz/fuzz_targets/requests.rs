@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
             delete_enabled: true,
             ui: true,
             gc: wharf::config::GcMode::On,
-            immutable_tags: wharf::oci::tags::ImmutableTags::parse("v*").unwrap(),
+            immutable_tags: wharf::config::tags::ImmutableTags::parse("v*").unwrap(),
             ..Config::default()
         },
         Box::new(|| 1_800_000_000_000),

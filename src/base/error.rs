@@ -175,19 +175,11 @@ impl fmt::Display for RegistryError {
     }
 }
 
-impl From<crate::storage::StorageError> for RegistryError {
-    fn from(e: crate::storage::StorageError) -> Self {
-        if e.rate_limited {
-            crate::base::log::error(&format!("rate limited: {e}"));
-            return Self::new(ErrorCode::TooManyRequests)
-                .with_message("too many writes to the same key; retry shortly")
-                .with_header("Retry-After", "1");
-        }
-        if e.body_broken {
-            return crate::registry::body_error(e.message);
-        }
-        Self::internal(e)
-    }
+/// The client's request body broke off mid-way, or ended before its announced length. Logged:
+/// the client may no longer be there to read the answer.
+pub fn body_error(e: String) -> RegistryError {
+    crate::base::log::error(&format!("the request body broke off: {e}"));
+    RegistryError::new(ErrorCode::BlobUploadInvalid).with_message("the request body could not be read").with_detail(e)
 }
 
 #[cfg(test)]

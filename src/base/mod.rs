@@ -6,6 +6,7 @@ pub mod error;
 pub mod hashing;
 pub mod http;
 pub mod log;
+pub mod media;
 pub mod names;
 pub mod pagination;
 pub mod router;

@@ -17,7 +17,7 @@ pub enum Route {
     /// `/v2/<name>/manifests/<reference>` whose reference is neither a tag nor a digest: the
     /// reference as given, and why it is invalid. Distribution's router has no route for it and
     /// answers 404, its dispatcher reads a malformed digest as an unknown tag: what each method
-    /// answers is decided in `registry`.
+    /// answers is decided in `dispatch`.
     InvalidManifest(RepositoryName, String, RegistryError),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepositoryName, Digest),

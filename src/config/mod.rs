@@ -1,7 +1,12 @@
 //! Configuration from the Worker's environment variables (wrangler.toml `[vars]`). Every
 //! variable, its default and meaning is listed in README's "Configuration" section.
 
-use crate::oci::manifests::format::ManifestUrls;
+pub mod manifests;
+pub mod notify;
+pub mod tags;
+pub mod upstream;
+
+use manifests::ManifestUrls;
 
 /// Largest manifest accepted (distribution-spec: registries SHOULD accept at least 4 MiB and
 /// reject larger ones with 413).
@@ -41,7 +46,7 @@ pub struct Config {
     /// (see `memo`). Default 2; 0 turns it off.
     pub tag_memo_secs: u64,
     /// `WHARF_UPSTREAM` and friends: pull-through cache mode (see `proxy`). Default off.
-    pub upstream: Option<crate::oci::proxy::UpstreamConfig>,
+    pub upstream: Option<upstream::UpstreamConfig>,
     /// `WHARF_GC`: what the cron trigger's garbage collection does (see `gc`). Default off.
     pub gc: GcMode,
     /// `WHARF_GC_UNTAGGED`: garbage collection also removes manifests no tag reaches. Default
@@ -54,11 +59,11 @@ pub struct Config {
     /// endpoints (`POST /_wharf/gc`). Without it they do not exist.
     pub admin_token: Option<String>,
     /// `WHARF_IMMUTABLE_TAGS`: tag patterns that cannot be moved or deleted once set.
-    pub immutable_tags: crate::oci::tags::ImmutableTags,
+    pub immutable_tags: tags::ImmutableTags,
     /// `WHARF_LOG_LEVEL`: `off`, `error` (the default), `info` (a line per request) or `debug`.
     pub log_level: crate::base::log::Level,
     /// `WHARF_NOTIFY_URLS` and friends: where push, delete and pull events go (see `notify`).
-    pub notify: Option<crate::ops::notify::NotifyConfig>,
+    pub notify: Option<notify::NotifyConfig>,
     /// `WHARF_UI`: serve the web UI under `/ui/` (see `ui`). Default false.
     pub ui: bool,
     /// `WHARF_MANIFEST_URLS_ALLOW` and `WHARF_MANIFEST_URLS_DENY`: regular expressions the
@@ -98,7 +103,7 @@ impl Default for Config {
             gc_untagged: false,
             gc_grace_secs: 24 * 60 * 60,
             admin_token: None,
-            immutable_tags: crate::oci::tags::ImmutableTags::default(),
+            immutable_tags: tags::ImmutableTags::default(),
             log_level: crate::base::log::Level::Error,
             notify: None,
             ui: false,
@@ -139,10 +144,10 @@ impl Config {
             }
         };
         let max_chunk_size = number("WHARF_MAX_CHUNK_SIZE", defaults.max_chunk_size)?;
-        if max_chunk_size < crate::oci::uploads::PART_SIZE as u64 {
+        if max_chunk_size < crate::storage::MIN_PART_SIZE as u64 {
             return Err(format!(
                 "WHARF_MAX_CHUNK_SIZE: at least {} (one multipart part)",
-                crate::oci::uploads::PART_SIZE
+                crate::storage::MIN_PART_SIZE
             ));
         }
         let max_page = number("WHARF_MAX_PAGE_SIZE", defaults.max_page as u64)?;
@@ -174,18 +179,18 @@ impl Config {
             upload_max_age_secs: number("WHARF_UPLOAD_MAX_AGE_SECONDS", defaults.upload_max_age_secs)?,
             tag_max_age_secs: number("WHARF_TAG_MAX_AGE_SECONDS", defaults.tag_max_age_secs)?,
             tag_memo_secs: number("WHARF_TAG_MEMO_SECONDS", defaults.tag_memo_secs)?,
-            upstream: crate::oci::proxy::UpstreamConfig::from_vars(var)?,
+            upstream: upstream::UpstreamConfig::from_vars(var)?,
             gc,
             gc_untagged: flag("WHARF_GC_UNTAGGED", false)?,
             gc_grace_secs: number("WHARF_GC_GRACE_SECONDS", defaults.gc_grace_secs)?,
             admin_token,
-            immutable_tags: crate::oci::tags::ImmutableTags::parse(&var("WHARF_IMMUTABLE_TAGS").unwrap_or_default())?,
+            immutable_tags: tags::ImmutableTags::parse(&var("WHARF_IMMUTABLE_TAGS").unwrap_or_default())?,
             log_level: match var("WHARF_LOG_LEVEL") {
                 None => defaults.log_level,
                 Some(v) => crate::base::log::Level::parse(&v)
                     .ok_or_else(|| format!("WHARF_LOG_LEVEL: expected off, error, info or debug, got \"{v}\""))?,
             },
-            notify: crate::ops::notify::NotifyConfig::from_vars(var)?,
+            notify: notify::NotifyConfig::from_vars(var)?,
             ui: flag("WHARF_UI", false)?,
             manifest_urls: ManifestUrls {
                 allow: ManifestUrls::pattern("WHARF_MANIFEST_URLS_ALLOW", var("WHARF_MANIFEST_URLS_ALLOW").as_deref())?,

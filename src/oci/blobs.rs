@@ -7,8 +7,9 @@
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::http::{Body, Headers, Response};
 use crate::base::names::{Digest, RepositoryName};
+use crate::config::notify::Action;
 use crate::oci::caching;
-use crate::ops::notify::{Action, Target};
+use crate::registry::events::Target;
 use crate::registry::{Registry, Result};
 use crate::storage::keys;
 use crate::storage::{ByteRange, KeyValueStore, Metadata, ObjectStore, PutOptions};

@@ -1,4 +1,4 @@
-//! Pull-through cache mode (`WHARF_UPSTREAM`; Distribution's proxy mode, the seed's `isCache`):
+//! Pull-through cache mode (`WHARF_UPSTREAM`; Distribution's proxy mode):
 //! wharf mirrors another registry, fetching what a client pulls the first time it is asked for.
 //!
 //! - **Manifests** are fetched whole (at most 4 MiB), checked against the digest asked for,
@@ -21,132 +21,26 @@
 //! Redirects (Docker Hub sends blobs to a CDN) are followed without credentials.
 
 use crate::base::error::{ErrorCode, RegistryError};
-use crate::base::http::{Body, Headers, Method, Response, percent_encode};
+use crate::base::http::{Body, Method, Response, percent_encode};
 use crate::base::names::{Digest, Reference, RepositoryName, Tag, UploadId};
 use crate::config::MAX_MANIFEST_SIZE;
+use crate::config::upstream::UpstreamConfig;
 use crate::oci::blobs::BlobLink;
 use crate::oci::manifests::format::{Manifest, MediaType};
-use crate::oci::tags::TagRecord;
-use crate::registry::{Registry, Result};
-use crate::storage::keys;
+use crate::registry::host::{Upstream, UpstreamRequest, UpstreamResponse};
+use crate::registry::{Background, Registry, Result};
+use crate::storage::keys::{self, TagRecord};
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::json;
 use std::cell::RefCell;
 use std::collections::HashMap;
-
-/// Where the upstream is and how to talk to it (`WHARF_UPSTREAM*`, see README).
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamConfig {
-    /// `scheme://host[:port]`, without a trailing slash.
-    pub url: String,
-    /// `WHARF_UPSTREAM_USERNAME` / `WHARF_UPSTREAM_PASSWORD` (secrets).
-    pub credentials: Option<(String, String)>,
-    /// `WHARF_UPSTREAM_TAG_TTL_SECONDS`: how long a tag is served without asking upstream.
-    pub tag_ttl_secs: u64,
-}
-
-/// The default tag TTL: five minutes, so that a moved tag shows within minutes while a busy tag
-/// costs the upstream one HEAD per five minutes per location.
-pub const DEFAULT_TAG_TTL_SECS: u64 = 300;
-
-/// Hosts of Docker Hub's registry, where official images live under `library/`.
-const DOCKER_HUB: [&str; 4] = ["registry-1.docker.io", "index.docker.io", "docker.io", "registry.hub.docker.com"];
 
 /// Largest blob streamed to the client while being stored; larger ones are stored first.
 const TEE_MAX: u64 = 32 * 1024 * 1024;
 
 /// Most redirects followed for one request (Docker Hub: one, to its CDN).
 const MAX_REDIRECTS: usize = 5;
-
-impl UpstreamConfig {
-    /// Reads `WHARF_UPSTREAM*`; `None` when no upstream is configured.
-    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> std::result::Result<Option<Self>, String> {
-        let Some(url) = var("WHARF_UPSTREAM").map(|u| u.trim().trim_end_matches('/').to_owned()) else {
-            return Ok(None);
-        };
-        if url.is_empty() {
-            return Ok(None);
-        }
-        let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-        if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', '@'])) {
-            return Err(format!("WHARF_UPSTREAM: expected https://host[:port], got \"{url}\""));
-        }
-        let credentials = match (var("WHARF_UPSTREAM_USERNAME"), var("WHARF_UPSTREAM_PASSWORD")) {
-            (None, None) => None,
-            (Some(user), Some(password)) if !user.is_empty() => Some((user, password)),
-            _ => return Err("WHARF_UPSTREAM_USERNAME and WHARF_UPSTREAM_PASSWORD: set both or neither".into()),
-        };
-        let tag_ttl_secs = match var("WHARF_UPSTREAM_TAG_TTL_SECONDS").as_deref().map(str::trim) {
-            None | Some("") => DEFAULT_TAG_TTL_SECS,
-            Some(v) => {
-                v.parse().map_err(|_| format!("WHARF_UPSTREAM_TAG_TTL_SECONDS: expected seconds, got \"{v}\""))?
-            }
-        };
-        Ok(Some(Self { url, credentials, tag_ttl_secs }))
-    }
-
-    /// The repository's name upstream. Docker Hub keeps official images under `library/`;
-    /// docker adds it to one-word names itself, other clients pulling `nginx` through the cache
-    /// do not.
-    pub fn upstream_name(&self, name: &RepositoryName) -> String {
-        let host = self.url.split("://").nth(1).unwrap_or_default();
-        if DOCKER_HUB.contains(&host) && !name.as_str().contains('/') {
-            format!("library/{name}")
-        } else {
-            name.as_str().to_owned()
-        }
-    }
-
-    fn basic(&self) -> Option<String> {
-        let (user, password) = self.credentials.as_ref()?;
-        Some(format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))))
-    }
-}
-
-/// A request to the upstream (or its token realm, or a redirect target).
-#[derive(Debug, Clone)]
-pub struct UpstreamRequest {
-    pub method: Method,
-    pub url: String,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-/// The upstream's answer, its body unread.
-pub struct UpstreamResponse<B> {
-    pub status: u16,
-    pub headers: Headers,
-    pub body: Option<B>,
-}
-
-/// The host's HTTP client and stream plumbing, as the cache needs them. Bodies are of the
-/// store's upload type, so that one can be handed to R2 as it arrives.
-pub trait Upstream<O: ObjectStore> {
-    /// Sends one request. Redirects are returned, not followed.
-    fn fetch(
-        &self,
-        request: UpstreamRequest,
-    ) -> LocalBoxFuture<'_, std::result::Result<UpstreamResponse<O::Upload>, String>>;
-    /// Reads a body whole; more than `limit` bytes is an error.
-    fn read(&self, body: O::Upload, limit: usize) -> LocalBoxFuture<'_, std::result::Result<Vec<u8>, String>>;
-    /// Splits a body of `length` bytes into one for the client and one to store.
-    fn tee(&self, body: O::Upload, length: u64) -> std::result::Result<(O::Body, O::Upload), String>;
-    /// The body as a response body, not stored.
-    fn pass(&self, body: O::Upload) -> O::Body;
-}
-
-/// Work done after the response is sent (the Worker's `waitUntil`).
-pub(crate) enum Background<U> {
-    /// Store a blob streaming from the upstream, verified against its digest, and link it.
-    Blob { name: RepositoryName, digest: Digest, length: u64, body: U },
-    /// Point a tag at a manifest the upstream confirmed, noting when.
-    Tag { name: RepositoryName, tag: Tag, record: TagRecord },
-    /// Send a notification envelope (see `notify`).
-    Notify { body: Vec<u8> },
-}
 
 fn upstream_failed(detail: serde_json::Value) -> RegistryError {
     RegistryError::new(ErrorCode::UpstreamFailed).with_detail(detail)
@@ -245,39 +139,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
     }
 
-    pub(crate) fn defer(&self, task: Background<O::Upload>) {
-        self.background.borrow_mut().push(task);
-    }
-
-    /// Whether work is left for after the response.
-    pub fn has_background(&self) -> bool {
-        !self.background.borrow().is_empty()
-    }
-
-    /// Runs the work left for after the response. Failures are logged: the client has its
-    /// answer, and a blob or tag not stored is simply fetched again next time.
-    pub async fn run_background(&self) {
-        loop {
-            let Some(task) = self.background.borrow_mut().pop() else { return };
-            let result = match task {
-                Background::Blob { name, digest, length, body } => {
-                    self.store_pulled_blob(&name, &digest, length, body).await.map(drop)
-                }
-                Background::Tag { name, tag, record } => self.put_tag(&name, &tag, &record).await,
-                Background::Notify { body } => {
-                    self.deliver(body).await;
-                    Ok(())
-                }
-            };
-            if let Err(e) = result {
-                crate::base::log::error(&format!("pull-through cache: storing failed: {}", e.message()));
-            }
-        }
-    }
-
     /// Stores a blob read from the upstream, verified by the store against its digest, and links
     /// it. Returns the object holding it; `None`: the bytes did not match, nothing was stored.
-    async fn store_pulled_blob(
+    pub(crate) async fn store_pulled_blob(
         &self,
         name: &RepositoryName,
         digest: &Digest,
@@ -556,49 +420,6 @@ pub(crate) fn writes_refused(up: &UpstreamConfig) -> RegistryError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(pairs: &[(&str, &str)]) -> std::result::Result<Option<UpstreamConfig>, String> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        UpstreamConfig::from_vars(&|name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-    }
-
-    #[test]
-    fn the_upstream_is_read_from_variables() {
-        assert_eq!(config(&[]).unwrap(), None);
-        let c = config(&[("WHARF_UPSTREAM", "https://registry-1.docker.io/")]).unwrap().unwrap();
-        assert_eq!((c.url.as_str(), c.credentials, c.tag_ttl_secs), ("https://registry-1.docker.io", None, 300));
-        let c = config(&[
-            ("WHARF_UPSTREAM", "http://127.0.0.1:5000"),
-            ("WHARF_UPSTREAM_USERNAME", "u"),
-            ("WHARF_UPSTREAM_PASSWORD", "p"),
-            ("WHARF_UPSTREAM_TAG_TTL_SECONDS", "0"),
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(c.credentials, Some(("u".into(), "p".into())));
-        assert_eq!(c.basic().as_deref(), Some("Basic dTpw"));
-        assert_eq!(c.tag_ttl_secs, 0);
-    }
-
-    #[test]
-    fn bad_upstream_settings_are_refused() {
-        for url in ["ftp://x", "registry.example", "https://", "https://host/path", "https://user@host"] {
-            assert!(config(&[("WHARF_UPSTREAM", url)]).unwrap_err().contains("WHARF_UPSTREAM"), "{url}");
-        }
-        let half = config(&[("WHARF_UPSTREAM", "https://h"), ("WHARF_UPSTREAM_USERNAME", "u")]);
-        assert!(half.unwrap_err().contains("both"));
-        assert!(config(&[("WHARF_UPSTREAM", "https://h"), ("WHARF_UPSTREAM_TAG_TTL_SECONDS", "soon")]).is_err());
-    }
-
-    #[test]
-    fn official_docker_hub_images_live_under_library() {
-        let hub = config(&[("WHARF_UPSTREAM", "https://registry-1.docker.io")]).unwrap().unwrap();
-        let name = |n: &str| RepositoryName::parse(n).unwrap();
-        assert_eq!(hub.upstream_name(&name("nginx")), "library/nginx");
-        assert_eq!(hub.upstream_name(&name("bitnami/nginx")), "bitnami/nginx");
-        let other = config(&[("WHARF_UPSTREAM", "https://ghcr.io")]).unwrap().unwrap();
-        assert_eq!(other.upstream_name(&name("nginx")), "nginx");
-    }
 
     #[test]
     fn challenges_are_parsed() {

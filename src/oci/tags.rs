@@ -1,76 +1,15 @@
 //! Tags: KV entries `tag -> digest`, with the manifest's digest, media type and size in the
 //! entry's metadata so that a listing needs no per-tag reads.
 
-use crate::auth::access::glob;
-use crate::base::de::Object;
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::http::{Response, query_param};
 use crate::base::names::{Digest, RepositoryName, Tag};
 use crate::base::pagination::{next_link, page_size};
-use crate::oci::manifests::format::MediaType;
 use crate::registry::{Registry, Result, json_response};
-use crate::storage::keys;
+use crate::storage::keys::{self, TagRecord};
 use crate::storage::{KeyValueStore, ListFrom, ObjectStore};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
-
-/// What a tag points at (the KV metadata of `tags/<name>:<tag>`; well under KV's 1024 bytes):
-/// `{"digest","mediaType","size"[,"cachedAt"]}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TagRecord {
-    pub digest: String,
-    pub media_type: String,
-    pub size: u64,
-    /// Pull-through cache mode: when the upstream last confirmed the tag (seconds since the
-    /// epoch). Absent (or null) for pushed tags.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached_at: Option<u64>,
-}
-
-impl TagRecord {
-    /// The record as KV metadata.
-    pub fn to_json(&self) -> serde_json::Value {
-        // A struct of strings and integers always converts.
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    /// The record in KV metadata; `None` when the metadata is not one.
-    pub fn from_json(v: &serde_json::Value) -> Option<TagRecord> {
-        Object::<TagRecord>::deserialize(v).ok().map(|o| o.0)
-    }
-
-    pub fn digest(&self) -> Result<Digest> {
-        Digest::parse(&self.digest)
-            .map_err(|_| RegistryError::internal(format!("a tag holds a malformed digest: {}", self.digest)))
-    }
-
-    /// The manifest's media type, when the record has one.
-    pub fn media_type(&self) -> Option<MediaType> {
-        MediaType::parse(&self.media_type)
-    }
-}
-
-/// `WHARF_IMMUTABLE_TAGS`: tags that, once set, can be neither moved nor deleted. Each pattern
-/// is `[<repository glob>:]<tag glob>` (`*` matches any run of characters), e.g. `v*` or
-/// `prod/*:release-*`; without a repository part it applies to every repository.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ImmutableTags(Vec<(String, String)>);
-
-impl ImmutableTags {
-    pub fn parse(value: &str) -> std::result::Result<Self, String> {
-        let patterns = value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(|p| match p.split_once(':') {
-            Some((repo, tag)) if !repo.is_empty() && !tag.is_empty() => Ok((repo.to_owned(), tag.to_owned())),
-            Some(_) => Err(format!("WHARF_IMMUTABLE_TAGS: \"{p}\" needs a repository and a tag pattern")),
-            None => Ok(("*".to_owned(), p.to_owned())),
-        });
-        Ok(Self(patterns.collect::<std::result::Result<_, _>>()?))
-    }
-
-    pub fn protects(&self, name: &RepositoryName, tag: &Tag) -> bool {
-        self.0.iter().any(|(repo, t)| glob(repo, name.as_str()) && glob(t, tag.as_str()))
-    }
-}
 
 /// 403 DENIED: not a malformed manifest (MANIFEST_INVALID) but a refused change.
 fn immutable(tag: &Tag, what: &str) -> RegistryError {

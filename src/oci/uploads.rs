@@ -17,6 +17,7 @@
 //! only if unchanged since it was read (conditional put), so two racing requests cannot both
 //! extend it.
 
+use crate::base::error::body_error;
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::hashing::Hasher;
 use crate::base::http::{BodyReader, Headers, Response};
@@ -24,7 +25,7 @@ use crate::base::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::base::router::{blob_url, upload_url};
 use crate::config::GcMode;
 use crate::oci::blobs::BlobLink;
-use crate::registry::{Registry, Result, body_error};
+use crate::registry::{Registry, Result};
 use crate::storage::keys;
 use crate::storage::{ByteRange, KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PartSource, PutOptions};
 use futures_util::future::join;

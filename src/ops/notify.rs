@@ -7,12 +7,11 @@
 //! digest), manifests and tags deleted, blobs deleted, and with `pull` manifests pulled (GET, not
 //! HEAD). Blob uploads are not: the manifest push that follows them is.
 
-use crate::base::names::{Digest, RepositoryName};
-use crate::base::router::manifest_url;
-use crate::oci::manifests::format::MediaType;
 use crate::registry::Registry;
+use crate::registry::events::Target;
+use crate::registry::host::Notifier;
 use crate::storage::{KeyValueStore, ObjectStore};
-use futures_util::future::{LocalBoxFuture, join_all};
+use futures_util::future::join_all;
 use hmac::{KeyInit, Mac};
 use serde::Serialize;
 
@@ -26,108 +25,6 @@ pub const SIGNATURE_HEADER: &str = "X-Wharf-Signature-256";
 /// `waitUntil` leaves after a response.
 const ATTEMPTS: usize = 3;
 const BACKOFF_MS: [u64; ATTEMPTS - 1] = [500, 2000];
-
-/// `WHARF_NOTIFY_URLS` and friends.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NotifyConfig {
-    /// `WHARF_NOTIFY_URLS`: comma-separated http(s) endpoints.
-    pub endpoints: Vec<String>,
-    /// `WHARF_NOTIFY_SECRET` (a secret): signs each body; without it bodies go unsigned.
-    pub secret: Option<String>,
-    /// `WHARF_NOTIFY_EVENTS`: which actions are sent, from `push`, `delete`, `pull`. Default
-    /// push and delete.
-    pub actions: Vec<Action>,
-}
-
-impl NotifyConfig {
-    /// `Ok(None)` without endpoints.
-    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
-        let urls = var("WHARF_NOTIFY_URLS").unwrap_or_default();
-        let endpoints: Vec<String> =
-            urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
-        if endpoints.is_empty() {
-            return Ok(None);
-        }
-        if let Some(bad) = endpoints.iter().find(|u| !u.starts_with("https://") && !u.starts_with("http://")) {
-            return Err(format!("WHARF_NOTIFY_URLS: expected http(s) URLs, got \"{bad}\""));
-        }
-        let actions = match var("WHARF_NOTIFY_EVENTS").filter(|e| !e.trim().is_empty()) {
-            None => vec![Action::Push, Action::Delete],
-            Some(list) => list
-                .split(',')
-                .map(|a| match a.trim() {
-                    "push" => Ok(Action::Push),
-                    "delete" => Ok(Action::Delete),
-                    "pull" => Ok(Action::Pull),
-                    other => Err(format!("WHARF_NOTIFY_EVENTS: unknown event \"{other}\" (known: push, delete, pull)")),
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        Ok(Some(Self { endpoints, secret: var("WHARF_NOTIFY_SECRET").filter(|s| !s.is_empty()), actions }))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Push,
-    Pull,
-    Delete,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Push => "push",
-            Action::Pull => "pull",
-            Action::Delete => "delete",
-        }
-    }
-}
-
-/// What an event is about (Distribution's `Event.Target`, its field names); absent fields are
-/// left out.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Target {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub length: Option<u64>,
-    pub repository: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-}
-
-impl Target {
-    pub fn new(repository: &RepositoryName) -> Self {
-        Self { repository: repository.to_string(), ..Self::default() }
-    }
-
-    /// A manifest pushed or pulled.
-    pub fn manifest(
-        name: &RepositoryName,
-        digest: &Digest,
-        media_type: MediaType,
-        size: u64,
-        tag: Option<&str>,
-    ) -> Self {
-        Self {
-            media_type: Some(media_type.as_str().to_owned()),
-            size: Some(size),
-            length: Some(size),
-            digest: Some(digest.to_string()),
-            url: Some(manifest_url(name, digest)),
-            tag: tag.map(str::to_owned),
-            ..Self::new(name)
-        }
-    }
-}
 
 /// The request behind an event (Distribution's `RequestRecord`; no address: a Worker sees the
 /// client's only through headers it cannot trust).
@@ -172,19 +69,6 @@ struct Source<'a> {
     instance_id: &'static str,
 }
 
-/// The host's means of sending notifications.
-pub trait Notifier {
-    /// POSTs `body`; the response status, or why nothing came back.
-    fn post(
-        &self,
-        url: &str,
-        headers: Vec<(&'static str, String)>,
-        body: Vec<u8>,
-    ) -> LocalBoxFuture<'_, Result<u16, String>>;
-    /// Waits before a retry.
-    fn sleep(&self, ms: u64) -> LocalBoxFuture<'_, ()>;
-}
-
 /// `sha256=<hex>`: HMAC-SHA256 of `body` keyed by `secret`, for [`SIGNATURE_HEADER`].
 pub fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
@@ -193,13 +77,6 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
-    /// Notes an event of the request being answered, if notifications want it.
-    pub(crate) fn record_event(&self, action: Action, target: Target) {
-        if self.config.notify.as_ref().is_some_and(|n| n.actions.contains(&action)) {
-            self.events.borrow_mut().push((action, target));
-        }
-    }
-
     /// The envelope of the events the request recorded, for delivery after the response.
     pub(crate) fn take_events(&self, request: &RequestRecord, actor: Option<&str>) -> Option<Vec<u8>> {
         let mut recorded = std::mem::take(&mut *self.events.borrow_mut());
@@ -275,21 +152,5 @@ mod tests {
         // RFC 4231 test case 2.
         let s = signature("Jefe", b"what do ya want for nothing?");
         assert_eq!(s, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-    }
-
-    #[test]
-    fn configuration_needs_http_endpoints_and_known_events() {
-        let from = |pairs: &[(&str, &str)]| {
-            let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            NotifyConfig::from_vars(&|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-        };
-        assert_eq!(from(&[]), Ok(None));
-        let c = from(&[("WHARF_NOTIFY_URLS", "https://a.example/hook, http://127.0.0.1:9/x")]).unwrap().unwrap();
-        assert_eq!(c.endpoints.len(), 2);
-        assert_eq!(c.actions, [Action::Push, Action::Delete]);
-        let c = from(&[("WHARF_NOTIFY_URLS", "https://a"), ("WHARF_NOTIFY_EVENTS", "pull")]).unwrap().unwrap();
-        assert_eq!(c.actions, [Action::Pull]);
-        assert!(from(&[("WHARF_NOTIFY_URLS", "ftp://a")]).unwrap_err().contains("WHARF_NOTIFY_URLS"));
-        assert!(from(&[("WHARF_NOTIFY_URLS", "https://a"), ("WHARF_NOTIFY_EVENTS", "push,tag")]).is_err());
     }
 }

@@ -38,7 +38,11 @@
 //! lists one repository's tags and nothing else; name components start with `[a-z0-9]`, so
 //! `_manifests` and `_layers` cannot collide with a nested repository.
 
+use crate::base::de::Object;
+use crate::base::error::RegistryError;
+use crate::base::media::MediaType;
 use crate::base::names::{Digest, RepositoryName, Tag, UploadId};
+use serde::{Deserialize, Serialize};
 
 fn digest_path(d: &Digest) -> String {
     format!("{}/{}", d.algorithm().as_str(), d.hex())
@@ -194,6 +198,43 @@ pub fn tag(name: &RepositoryName, tag: &Tag) -> String {
 /// The KV prefix under which all of one repository's tags are listed.
 pub fn tag_prefix(name: &RepositoryName) -> String {
     format!("tags/{name}:")
+}
+
+/// What a tag points at (the KV metadata of `tags/<name>:<tag>`; well under KV's 1024 bytes):
+/// `{"digest","mediaType","size"[,"cachedAt"]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    /// Pull-through cache mode: when the upstream last confirmed the tag (seconds since the
+    /// epoch). Absent (or null) for pushed tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_at: Option<u64>,
+}
+
+impl TagRecord {
+    /// The record as KV metadata.
+    pub fn to_json(&self) -> serde_json::Value {
+        // A struct of strings and integers always converts.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The record in KV metadata; `None` when the metadata is not one.
+    pub fn from_json(v: &serde_json::Value) -> Option<TagRecord> {
+        Object::<TagRecord>::deserialize(v).ok().map(|o| o.0)
+    }
+
+    pub fn digest(&self) -> Result<Digest, RegistryError> {
+        Digest::parse(&self.digest)
+            .map_err(|_| RegistryError::internal(format!("a tag holds a malformed digest: {}", self.digest)))
+    }
+
+    /// The manifest's media type, when the record has one.
+    pub fn media_type(&self) -> Option<MediaType> {
+        MediaType::parse(&self.media_type)
+    }
 }
 
 #[cfg(test)]

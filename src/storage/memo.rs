@@ -22,8 +22,8 @@
 //! generation is still the one taken before the read ([`Memo::generation`]). Deletes forget
 //! before and after they reach storage, so that a read overlapping the delete is dropped too.
 
-use crate::oci::manifests::format::MediaType;
-use crate::oci::tags::TagRecord;
+use crate::base::media::MediaType;
+use crate::storage::keys::TagRecord;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;

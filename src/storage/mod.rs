@@ -13,6 +13,7 @@ pub mod memo;
 pub mod memory;
 pub mod suite;
 
+use crate::base::error::{ErrorCode, RegistryError, body_error};
 use crate::base::names::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -45,6 +46,22 @@ impl StorageError {
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "storage: {}", self.message)
+    }
+}
+
+/// What the client sees of a backend failure.
+impl From<StorageError> for RegistryError {
+    fn from(e: StorageError) -> Self {
+        if e.rate_limited {
+            crate::base::log::error(&format!("rate limited: {e}"));
+            return RegistryError::new(ErrorCode::TooManyRequests)
+                .with_message("too many writes to the same key; retry shortly")
+                .with_header("Retry-After", "1");
+        }
+        if e.body_broken {
+            return body_error(e.message);
+        }
+        RegistryError::internal(e)
     }
 }
 

@@ -12,8 +12,7 @@ use crate::base::error::RegistryError;
 use crate::base::http::{self, Body, BodyReader, Headers, Method};
 use crate::base::names::{Algorithm, Digest};
 use crate::config::GcMode;
-use crate::oci::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
-use crate::ops::notify::Notifier;
+use crate::registry::host::{Notifier, Upstream, UpstreamRequest, UpstreamResponse};
 use crate::storage::keys;
 use crate::storage::memo::Memo;
 use crate::storage::{

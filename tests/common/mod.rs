@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wharf::base::http::{Body, Headers, MemoryBody, Method, Request};
 use wharf::base::names::Digest;
-use wharf::oci::proxy::{Upstream, UpstreamRequest, UpstreamResponse};
+use wharf::registry::host::{Upstream, UpstreamRequest, UpstreamResponse};
 use wharf::storage::memory::{Faults, MemoryKv, MemoryObjects, Operations};
 use wharf::{Config, Registry};
 
@@ -114,12 +114,12 @@ impl TestRegistry {
     }
 
     /// A registry sending notifications through `notifier`.
-    pub fn with_notifier(config: Config, notifier: Box<dyn wharf::ops::notify::Notifier>) -> Self {
+    pub fn with_notifier(config: Config, notifier: Box<dyn wharf::registry::host::Notifier>) -> Self {
         Self::with_config(config).rebuilt(|r| r.with_notifier(notifier))
     }
 
     /// A registry deriving passwords through `derivation`, as the Worker does with WebCrypto.
-    pub fn with_password_derivation(config: Config, derivation: wharf::registry::PasswordDerivation) -> Self {
+    pub fn with_password_derivation(config: Config, derivation: wharf::registry::host::PasswordDerivation) -> Self {
         Self::with_config(config).rebuilt(|r| r.with_password_derivation(derivation))
     }
 
