@@ -2,9 +2,10 @@
 """Prints the graph of wharf's modules and its cycles.
 
 Each module under src/ is a node; an edge a -> b means that a names something in b
-(`use crate::b::...`, a `crate::b::...` path, or `super::...` from a submodule). Test modules
-(from `#[cfg(test)]` to the end of the file) and comments are left out. A submodule's edges
-to its own parent or children are left out too: a folder is one unit to a reader.
+(`use crate::b::...`, a `crate::b::...` path, `super::...` from a submodule, or a child
+module by its relative path). Test modules (from `#[cfg(test)]` to the end of the file) and
+comments are left out. By default each folder under src/ is one node, as a reader sees the
+tree; with --modules every module is.
 
 Usage: scripts/module-graph.py [--modules]   (--modules: every module, not only the folders)
 
@@ -71,7 +72,7 @@ def expand(prefix, tree):
 def paths(text, here):
     """Every module path `text` names, as lists of segments from the crate root."""
     found = []
-    for m in re.finditer(r"\buse\s+((?:crate|super)(?:::\w+)*)::(\{[^;]*\}|[\w:]+)\s*(?:as\s+\w+\s*)?;", text, re.S):
+    for m in re.finditer(r"\buse\s+((?:crate|super)(?:::\w+)*)::(\{[^;]*\}|[\w:*]+)\s*(?:as\s+\w+\s*)?;", text, re.S):
         found += expand(m.group(1).split("::"), m.group(2))
     for m in re.finditer(r"(?<![\w:])((?:crate|super)(?:::\w+)+)", text):
         found.append(m.group(1).split("::"))
@@ -143,11 +144,13 @@ def main():
         if m == ():
             continue
         graph.setdefault(unit(m), set())
-        for p in paths(code(path), m):
+        text = code(path)
+        # A child module named by a relative path (`format::Manifest`, `use events::Target`).
+        children = [c for c in mods if len(c) == len(m) + 1 and c[: len(m)] == m]
+        relative = [list(c) for c in children if re.search(r"(?<![\w:])" + c[-1] + r"::", text)]
+        for p in paths(text, m) + relative:
             t = resolve(p, mods, reexports)
             if t == () or unit(t) == unit(m):
-                continue
-            if per_module and (t[: len(m)] == m or m[: len(t)] == t):
                 continue
             graph[unit(m)].add(unit(t))
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every test of wharf, in order of cost: formatting, lints (native and wasm32), native unit and
-# integration tests, the release Worker build, then the end-to-end tests against that build on
-# workerd (skopeo, oci-client, HTTP). Run through `npm test`, which installs the tools first.
+# Every test of wharf, in order of cost: formatting, lints (native and wasm32), the module graph,
+# native unit and integration tests, the release Worker build, then the end-to-end tests against
+# that build on workerd (skopeo, oci-client, HTTP). Run through `npm test`, which installs the
+# tools first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,6 +17,10 @@ step "clippy (native and wasm32, warnings denied)"
 cargo clippy --all-targets --all-features --locked -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --locked -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --features selftest --locked -- -D warnings
+
+step "module graph (no cycles, by folder and by module)"
+python3 scripts/module-graph.py | tail -n 1
+python3 scripts/module-graph.py --modules | tail -n 1
 
 step "native tests"
 cargo test --locked
