@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 # wasm SIMD, which workerd's V8 runs: sha2 then hashes uploads 1.6x as fast (sha256 236 -> 380
-# MiB/s in V8 here), and a chunked upload is bound by that hashing (README, "Uploads").
+# MiB/s in V8 here), and a chunked upload is bound by that hashing (docs/performance.md, "Uploads").
 # The remaps shorten the source paths that panic locations carry (about 3 KiB of strings).
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128 --remap-path-prefix=$HOME/.cargo/registry/src= --remap-path-prefix=$PWD=wharf"
 

@@ -2,8 +2,8 @@
 // PBKDF2-HMAC-SHA256 with a random 16-byte salt and 100,000 iterations, the most that workerd's
 // WebCrypto derives natively (wharf verifies with `crypto.subtle.deriveBits`). OWASP's password
 // storage cheat sheet asks 600,000 of PBKDF2-HMAC-SHA256; `--iterations N` sets another count,
-// and a count above workerd's cap is verified in wasm instead, about 4 times slower (README,
-// "Access control"). The count is part of the hash, so hashes of any count keep verifying.
+// and a count above workerd's cap is verified in wasm instead, about 4 times slower
+// (docs/access-control.md). The count is part of the hash, so hashes of any count keep verifying.
 import { pbkdf2Sync, randomBytes } from "node:crypto";
 
 const args = process.argv.slice(2);

@@ -34,8 +34,7 @@ pub struct PasswordHash {
 
 /// Iterations of the hash an unknown user is checked against, so that it costs what a real
 /// user's check costs: `npm run hash-password`'s default, the most workerd's WebCrypto derives
-/// (OWASP's password storage cheat sheet asks 600,000 of PBKDF2-HMAC-SHA256, README "Access
-/// control").
+/// (OWASP's password storage cheat sheet asks 600,000 of PBKDF2-HMAC-SHA256, docs/access-control.md).
 pub const DEFAULT_ITERATIONS: u32 = 100_000;
 
 impl PasswordHash {

@@ -4,7 +4,7 @@ use crate::base::names::RepositoryName;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-/// Where the upstream is and how to talk to it (`WHARF_UPSTREAM*`, see README).
+/// Where the upstream is and how to talk to it (`WHARF_UPSTREAM*`, see docs/pull-through-cache.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// `scheme://host[:port]`, without a trailing slash.

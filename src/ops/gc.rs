@@ -132,7 +132,7 @@ struct Marked {
 
 /// Digest -> `T`, iterated in digest order. Every map and set of the collector is this one
 /// type over one `BTreeMap<Digest, usize>`: a std map instantiated for each pair of types (and
-/// the sort that collecting into one brings) cost the wasm KiBs each (README, "Size").
+/// the sort that collecting into one brings) cost the wasm KiBs each (docs/performance.md, "Size").
 struct DigestMap<T> {
     index: BTreeMap<Digest, usize>,
     values: Vec<Option<T>>,

@@ -1,5 +1,5 @@
 // The release bundle's size budget (<= 512 KiB gzip, as `wrangler deploy --dry-run` reports it,
-// wasm and JavaScript together; README "Performance" says why), and that test code stays out
+// wasm and JavaScript together; docs/performance.md, "Size", says why), and that test code stays out
 // of it.
 
 import { test } from "node:test";
