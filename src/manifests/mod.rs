@@ -490,19 +490,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                         .with_detail(json!({ "digest": d.digest.to_string() })),
                 ),
                 (Check::Blob(d) | Check::Child(d), Some(None)) => errors.push(unknown(&d.digest)),
-                (Check::Blob(d), Some(Some(blob_size))) => {
-                    if blob_size != d.size {
-                        errors.push(
-                            RegistryError::new(ErrorCode::ManifestBlobUnknown)
-                                .with_message("the descriptor's size is not the blob's")
-                                .with_detail(json!({
-                                    "digest": d.digest.to_string(),
-                                    "size": d.size,
-                                    "blobSize": blob_size,
-                                })),
-                        );
-                    }
-                }
+                (Check::Blob(d), Some(Some(blob_size))) if blob_size != d.size => errors.push(
+                    RegistryError::new(ErrorCode::ManifestBlobUnknown)
+                        .with_message("the descriptor's size is not the blob's")
+                        .with_detail(json!({
+                            "digest": d.digest.to_string(),
+                            "size": d.size,
+                            "blobSize": blob_size,
+                        })),
+                ),
                 _ => {}
             }
         }
