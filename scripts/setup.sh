@@ -19,6 +19,18 @@ if [ ! -x node_modules/.bin/wrangler ] || [ package.json -nt node_modules/.packa
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 fi
 
+if [ "${1:-}" = --with-bench-tools ]; then
+  # hey: the load generator; docker-registry: Distribution 2.8, the reference every scenario is
+  # measured against; curl: the upload client.
+  missing=()
+  command -v hey >/dev/null || missing+=(hey)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+fi
+
 if [ "${1:-}" = --with-test-tools ]; then
   # skopeo and podman: real clients for the end-to-end tests; openssl: their throw-away TLS
   # front; libssl-dev and pkg-config: native-tls of the oci-client test crate; chromium: the

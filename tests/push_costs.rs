@@ -1,28 +1,30 @@
 //! What a push costs in storage, counted by the in-memory stores: R2 reads (Class B) and writes
 //! (Class A), KV reads and writes, and the sequential round trips the client waits for. On
-//! Cloudflare each operation is billed and each round trip adds to the push's latency.
+//! Cloudflare every operation is billed and every round trip adds to the push's latency, so a
+//! push writes only what is new. The tag's KV write always stays: KV is eventually consistent,
+//! and a write skipped on the strength of a stale read could drop the latest push.
 
 mod common;
 
 use common::*;
+use wharf::Config;
+use wharf::base::names::Digest;
+use wharf::config::GcMode;
 use wharf::storage::memory::Counts;
 
-/// An OCI image manifest over `layers` fresh layers and a config, its blobs pushed.
+fn counts(r2_reads: usize, r2_writes: usize, kv_writes: usize, round_trips: usize) -> Counts {
+    Counts { r2_reads, r2_writes, kv_reads: 0, kv_writes, round_trips }
+}
+
+/// An OCI image manifest over a config and `layers` layers, its blobs pushed by `t`.
 fn image(t: &TestRegistry, repo: &str, layers: usize, seed: &str) -> Vec<u8> {
-    let config = t.push_blob(repo, format!(r#"{{"seed":"{seed}"}}"#).as_bytes());
-    let config = format!(
-        r#"{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{}}}"#,
-        seed.len() + 11
-    );
+    let blob = |bytes: String, media_type: &str| {
+        let d = t.push_blob(repo, bytes.as_bytes());
+        format!(r#"{{"mediaType":"{media_type}","digest":"{d}","size":{}}}"#, bytes.len())
+    };
+    let config = blob(format!(r#"{{"seed":"{seed}"}}"#), "application/vnd.oci.image.config.v1+json");
     let layers: Vec<String> = (0..layers)
-        .map(|i| {
-            let bytes = format!("layer {i} of {seed}");
-            let d = t.push_blob(repo, bytes.as_bytes());
-            format!(
-                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{}}}"#,
-                bytes.len()
-            )
-        })
+        .map(|i| blob(format!("layer {i} of {seed}"), "application/vnd.oci.image.layer.v1.tar+gzip"))
         .collect();
     format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{config},"layers":[{}]}}"#, layers.join(","))
         .into_bytes()
@@ -36,18 +38,82 @@ fn push(t: &TestRegistry, repo: &str, reference: &str, body: &[u8]) -> Counts {
     t.operations.take()
 }
 
+/// Another isolate over the same storage: it remembers nothing.
+fn other_isolate(t: &TestRegistry) -> TestRegistry {
+    t.sharing_storage(Config { delete_enabled: true, ..Config::default() })
+}
+
 #[test]
-fn explore() {
+fn a_new_manifest_in_a_new_repository_writes_its_bytes_the_catalog_entry_and_the_tag() {
     let t = TestRegistry::new();
     let body = image(&t, "r", 2, "a");
-    println!("new manifest: {:?}", push(&t, "r", "v1", &body));
-    println!("same tag again: {:?}", push(&t, "r", "v1", &body));
-    println!("new tag: {:?}", push(&t, "r", "v2", &body));
-    let other = t.sharing_storage(wharf::Config { delete_enabled: true, ..Default::default() });
-    println!("same tag, other isolate: {:?}", push(&other, "r", "v1", &body));
-    for n in [1, 5, 20] {
-        let body = image(&t, "n", n, &format!("n{n}"));
-        let other = t.sharing_storage(wharf::Config::default());
-        println!("{n} layers, other isolate: {:?}", push(&other, "n", "x", &body));
+    // Reads side by side: is the manifest stored, is the repository catalogued (the blobs were
+    // uploaded through this isolate, which remembers their links). Then the bytes; then the
+    // catalog entry and the tag side by side.
+    assert_eq!(push(&t, "r", "v1", &body), counts(2, 2, 1, 3));
+    assert!(t.objects.snapshot().contains_key("catalog/r"), "{:?}", t.objects.snapshot().keys());
+}
+
+#[test]
+fn a_stored_manifest_under_a_new_tag_or_again_under_its_tag_writes_only_the_tag() {
+    let t = TestRegistry::new();
+    let body = image(&t, "r", 2, "a");
+    push(&t, "r", "v1", &body);
+    let stored = t.objects.snapshot();
+    // The same two reads, and the tag's KV write: no R2 write, two round trips.
+    assert_eq!(push(&t, "r", "v2", &body), counts(2, 0, 1, 2));
+    assert_eq!(push(&t, "r", "v1", &body), counts(2, 0, 1, 2));
+    // The objects are what they were; KV holds the new tag.
+    assert_eq!(t.objects.snapshot(), stored);
+    assert_eq!(t.get("/v2/r/manifests/v2", &[("Accept", OCI_MANIFEST)]).body, body);
+}
+
+#[test]
+fn a_manifest_in_a_known_repository_is_one_r2_write_and_one_kv_write() {
+    let t = TestRegistry::new();
+    push(&t, "r", "v1", &image(&t, "r", 1, "a"));
+    assert_eq!(push(&t, "r", "v2", &image(&t, "r", 1, "b")), counts(2, 1, 1, 3));
+}
+
+#[test]
+fn references_are_read_from_storage_once_per_isolate_and_side_by_side() {
+    for layers in [1, 5, 20] {
+        let t = TestRegistry::new();
+        let body = image(&t, "r", layers, "a");
+        push(&t, "r", "v0", &image(&t, "r", 1, "other"));
+        // An isolate that did not see the uploads reads each link (config and layers) beside the
+        // manifest and catalog reads: still three round trips, whatever the number of layers.
+        let other = other_isolate(&t);
+        assert_eq!(push(&other, "r", "v1", &body), counts(layers + 1 + 2, 1, 1, 3), "{layers} layers");
+        // Then it remembers them.
+        assert_eq!(push(&other, "r", "v2", &body), counts(2, 0, 1, 2), "{layers} layers, again");
     }
+}
+
+#[test]
+fn a_referrer_entry_is_written_once() {
+    let t = TestRegistry::new();
+    let (_, subject) = t.push_image("r", "v1", OCI_MANIFEST, "subject");
+    let config = t.push_blob("r", b"{}");
+    let artifact = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":1}}}}"#
+    )
+    .into_bytes();
+    let d = Digest::sha256_of(&artifact);
+    // Reads: the manifest, the catalog entry, the referrer entry. Writes: the bytes, then the
+    // referrer entry (the repository is catalogued already).
+    assert_eq!(push(&t, "r", &d.to_string(), &artifact), counts(3, 2, 0, 3));
+    // Again: nothing is written; a push by digest sets no tag.
+    assert_eq!(push(&t, "r", &d.to_string(), &artifact), counts(3, 0, 0, 1));
+    let listed = t.get(&format!("/v2/r/referrers/{subject}"), &[]).json();
+    assert_eq!(listed["manifests"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn with_garbage_collection_on_the_references_are_checked_again_in_storage_after_the_write() {
+    let t = TestRegistry::with_config(Config { gc: GcMode::On, delete_enabled: true, ..Config::default() });
+    let body = image(&t, "r", 2, "a");
+    // Before the tag: the three links and the manifest are read again from storage, whatever
+    // the isolate remembers, so that a collection that swept one in between is seen.
+    assert_eq!(push(&t, "r", "v1", &body), counts(2 + 4, 2, 1, 4));
 }

@@ -71,13 +71,25 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let Some((object, size)) = self.memo.link(name.as_str(), &d, now) {
             return Ok(Some(BlobLink { object, size }));
         }
+        self.stored_blob_link(name, digest).await
+    }
+
+    /// The blob's link as storage has it now, remembered for the next lookup.
+    pub(crate) async fn stored_blob_link(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<BlobLink>> {
         let read_at = self.memo.generation();
         let Some(meta) = self.objects.head(&keys::blob_link(name, digest)).await? else {
             return Ok(None);
         };
         let link = BlobLink::from_metadata(&meta.custom)
             .ok_or_else(|| RegistryError::internal(format!("blob link {} has no object metadata", meta.key)))?;
-        self.memo.remember_link(name.as_str(), &d, &link.object, link.size, now, Some(read_at));
+        self.memo.remember_link(
+            name.as_str(),
+            &digest.to_string(),
+            &link.object,
+            link.size,
+            self.now_secs(),
+            Some(read_at),
+        );
         Ok(Some(link))
     }
 

@@ -10,7 +10,6 @@ use crate::base::names::{Digest, Reference, RepositoryName, Tag};
 use crate::base::router::manifest_url;
 use crate::config::notify::Action;
 use crate::config::{GcMode, MAX_MANIFEST_SIZE};
-use crate::oci::blobs::BlobLink;
 use crate::oci::caching;
 use crate::registry::events::Target;
 use crate::registry::{Registry, Result, read_limited};
@@ -211,34 +210,46 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
         self.apply_resource_policy(&manifest, token_classes)?;
-        // With garbage collection on, whether the manifest was here before (see below).
-        let collecting = self.config.gc == GcMode::On;
-        let (verified, existed) = join(self.verify_references(name, &manifest), async {
-            if !collecting {
-                return Ok(true);
-            }
-            self.objects.head(&keys::manifest(name, &digest)).await.map(|m| m.is_some())
-        })
-        .await;
-        verified?;
-        let existed = existed?;
-
         // The URL's tag and any `?tag=` (spec main branch).
         let url_tag = match reference {
             Reference::Tag(tag) => Some(tag),
             Reference::Digest(_) => None,
         };
         let tags: Vec<&Tag> = url_tag.into_iter().chain(extra_tags).collect();
-        for tag in &tags {
-            self.check_tag_move(name, tag, &digest).await?;
-        }
+
+        // One round trip of reads, side by side, decides what the push must write: the
+        // references (from the isolate's memory of blob links where it has them), the
+        // immutable tags, and whether the manifest, the repository's catalog entry and the
+        // referrer entry are stored already. Content-addressed bytes never change, so what is
+        // stored is not written again: on R2 a write (Class A) costs twelve reads (Class B).
+        let referrer_key = manifest.subject.as_ref().map(|s| keys::referrer(name, &s.digest, &digest));
+        let (verified, moves, stored) = join3(
+            self.verify_references(name, &manifest, Lookup::Memo),
+            join_all(tags.iter().map(|t| self.check_tag_move(name, t, &digest))),
+            join3(
+                self.exists(Some(keys::manifest(name, &digest))),
+                self.exists(Some(keys::catalog_entry(name))),
+                self.exists(referrer_key),
+            ),
+        )
+        .await;
+        verified?;
+        moves.into_iter().collect::<Result<Vec<()>>>()?;
+        let (existed, catalogued, referred) = (stored.0?, stored.1?, stored.2?);
+
         let size = bytes.len() as u64;
+        let collecting = self.config.gc == GcMode::On;
         let copy = collecting.then(|| bytes.clone());
-        self.write_manifest(name, &digest, bytes, &manifest).await?;
+        match existed {
+            false => self.write_manifest(name, &digest, bytes, &manifest).await?,
+            // Stored: the next pull from this isolate needs no R2 read all the same.
+            true => self.remember_manifest(name, &digest, &bytes, &manifest),
+        }
         if let Some(bytes) = copy {
             self.recheck_after_write(name, &digest, &manifest, existed, bytes).await?;
         }
-        self.index_manifest(name, &digest, &manifest, size, &tags).await?;
+        let indexed = Indexed { catalog: catalogued, referrer: referred };
+        self.index_manifest(name, &digest, &manifest, size, &tags, indexed).await?;
         let event =
             |tag: Option<&&Tag>| Target::manifest(name, &digest, manifest.media_type, size, tag.map(|t| t.as_str()));
         match tags.is_empty() {
@@ -276,7 +287,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         bytes: Vec<u8>,
     ) -> Result<()> {
         let key = keys::manifest(name, digest);
-        let (verified, still_here) = join(self.verify_references(name, manifest), self.objects.head(&key)).await;
+        let (verified, still_here) =
+            join(self.verify_references(name, manifest, Lookup::Storage), self.objects.head(&key)).await;
         if let Err(e) = verified {
             if !existed {
                 self.memo.forget_manifest(name.as_str(), &digest.to_string());
@@ -303,7 +315,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<()> {
         let size = bytes.len() as u64;
         self.write_manifest(name, digest, bytes, manifest).await?;
-        self.index_manifest(name, digest, manifest, size, tags).await
+        self.index_manifest(name, digest, manifest, size, tags, Indexed::default()).await
     }
 
     /// Writes the manifest's bytes.
@@ -317,12 +329,27 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let options = PutOptions { content_type: Some(manifest.media_type.as_str().to_owned()), ..Default::default() };
         self.objects.put(&keys::manifest(name, digest), bytes.clone(), options).await?;
         // Stored: the next pull from this isolate needs no R2 read.
-        let now = self.now_secs();
-        self.memo.remember_manifest(name.as_str(), &digest.to_string(), manifest.media_type, &bytes, now, None);
+        self.remember_manifest(name, digest, &bytes, manifest);
         Ok(())
     }
 
-    /// Makes a written manifest findable: catalog entry, referrer entry and tags, side by side.
+    fn remember_manifest(&self, name: &RepositoryName, digest: &Digest, bytes: &[u8], manifest: &Manifest) {
+        let now = self.now_secs();
+        self.memo.remember_manifest(name.as_str(), &digest.to_string(), manifest.media_type, bytes, now, None);
+    }
+
+    /// Whether an object is stored under `key` (`false` without a key).
+    async fn exists(&self, key: Option<String>) -> Result<bool> {
+        match key {
+            Some(key) => Ok(self.objects.head(&key).await?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// Makes a written manifest findable: catalog entry and referrer entry (those not
+    /// `indexed` already) and tags, side by side. Tags are always written: KV is eventually
+    /// consistent across locations, and a write skipped on the strength of a stale read could
+    /// drop the latest push.
     async fn index_manifest(
         &self,
         name: &RepositoryName,
@@ -330,13 +357,20 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         manifest: &Manifest,
         size: u64,
         tags: &[&Tag],
+        indexed: Indexed,
     ) -> Result<()> {
-        let catalog_key = keys::catalog_entry(name);
-        let catalog = self.objects.put(&catalog_key, Vec::new(), PutOptions::default());
+        let catalog = async {
+            match indexed.catalog {
+                true => Ok(()),
+                false => {
+                    self.objects.put(&keys::catalog_entry(name), Vec::new(), PutOptions::default()).await.map(drop)
+                }
+            }
+        };
         let referrer = async {
-            match &manifest.subject {
-                Some(subject) => self.record_referrer(name, &subject.digest, digest, manifest, size).await,
-                None => Ok(()),
+            match (&manifest.subject, indexed.referrer) {
+                (Some(subject), false) => self.record_referrer(name, &subject.digest, digest, manifest, size).await,
+                _ => Ok(()),
             }
         };
         let record = TagRecord {
@@ -384,7 +418,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// learns from one answer all it must upload. A malformed digest is DIGEST_INVALID and
     /// MANIFEST_BLOB_UNKNOWN.
     /// spec: the `subject` is not checked, it MAY not exist yet.
-    async fn verify_references(&self, name: &RepositoryName, manifest: &Manifest) -> Result<()> {
+    async fn verify_references(&self, name: &RepositoryName, manifest: &Manifest, lookup: Lookup) -> Result<()> {
         let is_list = manifest.media_type.is_list();
         let mut valid = manifest.config.iter().chain(&manifest.references);
         let mut malformed = manifest.malformed.iter().peekable();
@@ -397,9 +431,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
             let Some(d) = valid.next() else { break };
             let check = if is_list {
-                Check::Lookup(d, keys::manifest(name, &d.digest), None)
+                Check::Child(d)
             } else if position == 0 {
-                Check::Lookup(d, keys::blob_link(name, &d.digest), Some(d.size))
+                Check::Blob(d)
             } else {
                 let source = LayerSource::of(manifest.media_type, &d.media_type);
                 let refused = match source {
@@ -414,16 +448,25 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     }
                     (LayerSource::Urls, None) => Check::Elsewhere,
                     (LayerSource::UrlsOrBlob, None) if !d.urls.is_empty() => Check::Elsewhere,
-                    _ => Check::Lookup(d, keys::blob_link(name, &d.digest), Some(d.size)),
+                    _ => Check::Blob(d),
                 }
             };
             checks.push(check);
         }
+        // What each lookup found: `Some(None)` nothing, `Some(Some(size))` a blob of that size or
+        // a child (whose size is not checked).
         let found = join_all(checks.iter().map(|c| async move {
-            match c {
-                Check::Lookup(_, key, _) => self.objects.head(key).await.map(Some),
+            let found: Result<Option<Option<u64>>> = match (c, lookup) {
+                (Check::Blob(d), Lookup::Memo) => Ok(Some(self.blob_link(name, &d.digest).await?.map(|l| l.size))),
+                (Check::Blob(d), Lookup::Storage) => {
+                    Ok(Some(self.stored_blob_link(name, &d.digest).await?.map(|l| l.size)))
+                }
+                (Check::Child(d), _) => {
+                    Ok(Some(self.objects.head(&keys::manifest(name, &d.digest)).await?.map(|m| m.size)))
+                }
                 _ => Ok(None),
-            }
+            };
+            found
         }))
         .await;
         let mut errors = Vec::new();
@@ -446,22 +489,16 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                         .with_message(*why)
                         .with_detail(json!({ "digest": d.digest.to_string() })),
                 ),
-                (Check::Lookup(d, _, _), Some(None)) => errors.push(unknown(&d.digest)),
-                (Check::Lookup(d, _, Some(size)), Some(Some(meta))) => {
-                    let link = BlobLink::from_metadata(&meta.custom)
-                        .ok_or_else(|| RegistryError::internal(format!("blob link {} has no metadata", meta.key)))?;
-                    if link.size != *size {
-                        errors.push(
-                            RegistryError::new(ErrorCode::ManifestBlobUnknown)
-                                .with_message("the descriptor's size is not the blob's")
-                                .with_detail(json!({
-                                    "digest": d.digest.to_string(),
-                                    "size": size,
-                                    "blobSize": link.size,
-                                })),
-                        );
-                    }
-                }
+                (Check::Blob(d) | Check::Child(d), Some(None)) => errors.push(unknown(&d.digest)),
+                (Check::Blob(d), Some(Some(blob_size))) if blob_size != d.size => errors.push(
+                    RegistryError::new(ErrorCode::ManifestBlobUnknown)
+                        .with_message("the descriptor's size is not the blob's")
+                        .with_detail(json!({
+                            "digest": d.digest.to_string(),
+                            "size": d.size,
+                            "blobSize": blob_size,
+                        })),
+                ),
                 _ => {}
             }
         }
@@ -530,12 +567,30 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 }
 
+/// Where [`Registry::verify_references`] looks blob links up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// The isolate's memory first, then storage.
+    Memo,
+    /// Storage only: garbage collection's re-check must see what a sweep took since.
+    Storage,
+}
+
+/// Which of a manifest's index entries are stored already (see `index_manifest`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Indexed {
+    catalog: bool,
+    referrer: bool,
+}
+
 /// What [`Registry::verify_references`] does about one config, layer or child.
 enum Check<'a> {
     /// Its digest is malformed (as given).
     Malformed(&'a str),
-    /// It must exist under the key; a blob must have the size, when one is given.
-    Lookup(&'a Descriptor, String, Option<u64>),
+    /// A config or layer: a blob of the repository, of the descriptor's size.
+    Blob(&'a Descriptor),
+    /// A list or index child: a manifest of the repository.
+    Child(&'a Descriptor),
     /// A layer whose `urls` break the rules: this URL (`None`: it has none), for this reason.
     Refused(&'a Descriptor, Option<&'a str>, &'static str),
     /// A layer fetched from its URLs: nothing to look up.
