@@ -68,7 +68,7 @@ test("after a trap, the next request is served by a fresh wasm instance", async 
   // console_error_panic_hook put the panic's message and location on console.error, which is
   // what `wrangler tail` and Workers Logs show.
   // wrangler prints the Worker's output as it comes (in colour): wait for it.
-  const panicked = /panicked at [^\n]*src\/selftest\.rs:\d+:\d+:[\s\S]*self-test trap/;
+  const panicked = /panicked at [^\n]*src\/ops\/selftest\.rs:\d+:\d+:[\s\S]*self-test trap/;
   const log = () => selftest.log().replace(/\x1b\[[0-9;]*m/g, "");
   for (let i = 0; i < 50 && !panicked.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
   assert.match(log(), panicked);
