@@ -22,7 +22,7 @@ use crate::storage::{
 use crate::{Config, Registry};
 use ::worker::js_sys::{BigInt, Uint8Array};
 use ::worker::wasm_bindgen_futures::JsFuture;
-use ::worker::web_sys::ReadableStream;
+use ::worker::web_sys::{self, ReadableStream};
 use ::worker::worker_sys::FixedLengthStream;
 use ::worker::{
     Bucket, Cache, Conditional, Context, Data, Date, Delay, Env, Fetch, HttpMetadata, Include, KvStore, Object, Range,
@@ -594,15 +594,20 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
+/// The request and response as web-sys binds them, which workers-rs's `#[event(fetch)]` takes
+/// as well as its own types: each is read or built with the few runtime calls wharf needs (its
+/// `worker::Request` would also read the method, URL and `cf` on every request, and its
+/// `worker::Response` builds a fuller init object), which is measurable on pulls answered from
+/// the isolate's memory.
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> ::worker::Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> ::worker::Result<web_sys::Response> {
     let mut headers = Headers::new();
-    for (name, value) in req.headers().entries() {
+    for (name, value) in ::worker::Headers(req.headers()).entries() {
         headers.append(&name, &value);
     }
-    let method = Method::parse(req.method().as_ref());
-    let body = RequestBody { raw: req.inner().body(), reading: None };
-    let request = http::Request::from_url(method, &req.inner().url(), headers, body);
+    let method = Method::parse(&req.method());
+    let body = RequestBody { raw: req.body(), reading: None };
+    let request = http::Request::from_url(method, &req.url(), headers, body);
     let ctx = Rc::new(ctx);
     let cache = EdgeCache { cache: Cache::default(), origin: request.origin.clone(), ctx: ctx.clone() };
     let registry = match registry(&env, Some(cache)) {
@@ -639,13 +644,8 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
 }
 
-fn to_worker(response: http::Response<ReadableStream>) -> ::worker::Result<Response> {
+fn to_worker(response: http::Response<ReadableStream>) -> ::worker::Result<web_sys::Response> {
     let bodiless = matches!(response.body, Body::Empty);
-    let body = match response.body {
-        Body::Empty => ResponseBody::Empty,
-        Body::Bytes(b) => ResponseBody::Body(b),
-        Body::Stream(s) => ResponseBody::Stream(s),
-    };
     let headers = ::worker::Headers::new();
     for (name, value) in &response.headers {
         headers.append(name, value)?;
@@ -663,5 +663,14 @@ fn to_worker(response: http::Response<ReadableStream>) -> ::worker::Result<Respo
     {
         headers.set("Content-Type", "application/octet-stream")?;
     }
-    Ok(Response::from_body(body)?.with_status(response.status).with_headers(headers))
+    let init = web_sys::ResponseInit::new();
+    init.set_status(response.status);
+    init.set_headers(&headers.0);
+    Ok(match response.body {
+        Body::Empty => web_sys::Response::new_with_opt_str_and_init(None, &init),
+        Body::Bytes(b) => {
+            web_sys::Response::new_with_opt_buffer_source_and_init(Some(&Uint8Array::from(&b[..])), &init)
+        }
+        Body::Stream(s) => web_sys::Response::new_with_opt_readable_stream_and_init(Some(&s), &init),
+    }?)
 }
