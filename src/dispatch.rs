@@ -49,7 +49,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         // registry behind a proxy.
         let response = response
             .header("Docker-Distribution-API-Version", "registry/2.0")
-            .header("X-Request-Id", request_id.clone());
+            .header("X-Request-Id", request_id.clone())
+            .without_content_coding(method == Method::Head);
         let actor = self.actor.take();
         if self.config.notify.is_some() {
             let record = RequestRecord {

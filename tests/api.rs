@@ -63,6 +63,42 @@ fn head_has_the_headers_of_get_and_no_body() {
     assert_eq!(r.header("Content-Type"), Some(DOCKER_MANIFEST));
 }
 
+/// Cloudflare's front, and `wrangler dev`'s emulation of it, mark answers of an untyped or
+/// compressible type `Content-Encoding: gzip` for clients that accept it, content or not.
+#[test]
+fn answers_without_content_never_leave_their_coding_to_a_front() {
+    let t = TestRegistry::new();
+    t.push_image("r", "v1", DOCKER_MANIFEST, "x");
+    let blob = t.push_blob("r", b"bytes");
+    let missing = Digest::sha256_of(b"never pushed");
+    // A HEAD of a JSON answer keeps the GET's type and says its coding is none.
+    for path in ["/v2/".to_owned(), "/v2/r/manifests/nope".to_owned(), format!("/v2/r/blobs/{missing}")] {
+        let r = t.head(&path, &[]);
+        assert_eq!(
+            (r.header("Content-Type"), r.header("Content-Encoding")),
+            (Some("application/json"), Some("identity")),
+            "{path}"
+        );
+    }
+    // With a body the front may compress, as Cloudflare does.
+    assert_eq!(t.get("/v2/", &[]).header("Content-Encoding"), None);
+    // A HEAD of a manifest or blob is typed as its content, which no front compresses.
+    let manifest = t.head("/v2/r/manifests/v1", &[("Accept", DOCKER_MANIFEST)]);
+    let blob = t.head(&format!("/v2/r/blobs/{blob}"), &[]);
+    for r in [manifest, blob] {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Content-Encoding"), None);
+    }
+    // Answers that carry no representation are typed as bytes.
+    let started = t.send(Method::Post, "/v2/r/blobs/uploads/", &[], MemoryBody::empty());
+    let location = started.header("Location").unwrap().to_owned();
+    let status = t.get(&location, &[]);
+    for (r, code) in [(started, 202), (status, 204)] {
+        assert_eq!(r.status, code);
+        assert_eq!((r.header("Content-Type"), r.header("Content-Encoding")), (Some("application/octet-stream"), None));
+    }
+}
+
 #[test]
 fn unknown_tag_or_digest_is_manifest_unknown() {
     let t = TestRegistry::new();

@@ -99,6 +99,9 @@ fn revalidation_with_the_digest_is_304_without_a_body() {
         assert_eq!((r.status, r.body.len()), (304, 0), "{path}");
         assert_eq!(r.header("ETag"), Some(etag.as_str()));
         assert!(r.header("Cache-Control").is_some());
+        // Typed as its 200 is (and so never marked encoded by a compressing front).
+        assert_eq!(r.header("Content-Type"), Some(OCI_MANIFEST), "{path}");
+        assert_eq!(r.header("Content-Encoding"), None, "{path}");
     }
     // No 304 for what does not exist, whatever the client holds.
     let gone = Digest::sha256_of(b"never pushed");
@@ -109,6 +112,7 @@ fn revalidation_with_the_digest_is_304_without_a_body() {
     let blob = t.push_blob("r", b"layer bytes");
     let r = t.get(&format!("/v2/r/blobs/{blob}"), &[("If-None-Match", &format!("\"{blob}\""))]);
     assert_eq!((r.status, r.body.len()), (304, 0));
+    assert_eq!((r.header("Content-Type"), r.header("Content-Encoding")), (Some("application/octet-stream"), None));
     let r = t.get(&format!("/v2/r/blobs/{blob}"), &[("If-None-Match", "\"sha256:other\"")]);
     assert_eq!((r.status, r.body.as_slice()), (200, &b"layer bytes"[..]));
 }

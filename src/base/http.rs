@@ -4,6 +4,9 @@
 
 use crate::base::error::RegistryError;
 
+/// The type of blob bytes, which wharf never interprets (and which no CDN compresses).
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
@@ -249,6 +252,39 @@ impl<S> Response<S> {
     pub fn get_header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+
+    /// Keeps an answer without content (to HEAD, a 204 or 304, or any empty body) from being
+    /// marked as encoded: a content coding describes content, and there is none (RFC 9110
+    /// §8.4). Cloudflare's front compresses by type for clients that accept gzip, and the front
+    /// of `wrangler dev` (Miniflare's emulation of it) marks even an empty answer
+    /// `Content-Encoding: gzip` when its type is missing or one of those Cloudflare compresses.
+    /// So an untyped answer, which carries no representation (201, 202, 204), is typed
+    /// `application/octet-stream`; a 304 is typed where it is built, as its 200 would be; and
+    /// an answer whose type is compressible (JSON, text: HEAD of /v2/ or of an error) names the
+    /// coding "identity", which no front changes.
+    pub fn without_content_coding(self, head: bool) -> Self {
+        let empty = match &self.body {
+            Body::Empty => true,
+            Body::Bytes(b) => b.is_empty(),
+            Body::Stream(_) => false,
+        };
+        if !(head || empty || matches!(self.status, 204 | 304)) || self.get_header("content-encoding").is_some() {
+            return self;
+        }
+        match self.get_header("content-type") {
+            None => self.header("Content-Type", OCTET_STREAM),
+            Some(t) if compressed_by_type(t) => self.header("Content-Encoding", "identity"),
+            Some(_) => self,
+        }
+    }
+}
+
+/// Whether Cloudflare compresses content of this type: its list is text, JSON, XML, JavaScript
+/// and fonts (developers.cloudflare.com/speed/optimization/content/compression/); of those
+/// wharf sends only JSON and text.
+fn compressed_by_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || essence.starts_with("text/")
 }
 
 impl<S> From<RegistryError> for Response<S> {

@@ -5,7 +5,7 @@
 //! the client without passing through wasm memory.
 
 use crate::base::error::{ErrorCode, RegistryError};
-use crate::base::http::{Body, Headers, Response};
+use crate::base::http::{Body, Headers, OCTET_STREAM, Response};
 use crate::base::names::{Digest, RepositoryName};
 use crate::config::notify::Action;
 use crate::oci::caching;
@@ -136,7 +136,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .header("Cache-Control", self.cache_immutable(name))
         };
         if caching::none_match(headers, digest) {
-            return Ok(validators(Response::new(304)));
+            // Typed as the 200 would be (see the manifests' 304).
+            return Ok(validators(Response::new(304)).header("Content-Type", OCTET_STREAM));
         }
         let range_header = headers.get("range").filter(|_| caching::if_range_holds(headers, digest));
         let range = match range_header.map(|r| parse_range(r, link.size)) {
@@ -154,7 +155,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut response = validators(Response::new(status))
             // An explicit type: without it workerd and Cloudflare's edge compress the blob for
             // gzip-accepting clients, dropping Content-Length and burning CPU.
-            .header("Content-Type", "application/octet-stream")
+            .header("Content-Type", OCTET_STREAM)
             .header("Content-Length", length.to_string())
             .header("Accept-Ranges", "bytes");
         if let Some(r) = range {

@@ -21,7 +21,7 @@
 //! Redirects (Docker Hub sends blobs to a CDN) are followed without credentials.
 
 use crate::base::error::{ErrorCode, RegistryError};
-use crate::base::http::{Body, Method, Response, percent_encode};
+use crate::base::http::{Body, Method, OCTET_STREAM, Response, percent_encode};
 use crate::base::names::{Digest, Reference, RepositoryName, Tag, UploadId};
 use crate::config::MAX_MANIFEST_SIZE;
 use crate::config::upstream::UpstreamConfig;
@@ -149,7 +149,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         body: O::Upload,
     ) -> Result<Option<String>> {
         let key = keys::blob_by_upload(&UploadId::random()?);
-        let options = PutOptions { content_type: Some("application/octet-stream".into()), ..Default::default() };
+        let options = PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() };
         if !self.objects.put_verified(&key, body, length, digest, options).await? {
             crate::base::log::error(&format!("pull-through cache: the upstream's bytes for {digest} do not match it"));
             return Ok(None);
@@ -374,7 +374,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         let length = r.headers.content_length();
         let mut response = Response::new(200)
-            .header("Content-Type", "application/octet-stream")
+            .header("Content-Type", OCTET_STREAM)
             .header("Docker-Content-Digest", digest.to_string())
             .header("ETag", crate::oci::caching::etag(digest));
         if let Some(length) = length {

@@ -20,7 +20,7 @@
 use crate::base::error::body_error;
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::hashing::Hasher;
-use crate::base::http::{BodyReader, Headers, Response};
+use crate::base::http::{BodyReader, Headers, OCTET_STREAM, Response};
 use crate::base::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::base::router::{blob_url, upload_url};
 use crate::config::GcMode;
@@ -55,8 +55,6 @@ pub fn part_size_for(length: Option<u64>) -> usize {
         .find(|&k| length % k == 0)
         .map_or(PART_SIZE, |k| length / k)
 }
-
-const OCTET_STREAM: &str = "application/octet-stream";
 
 /// What a session hashes as the bytes arrive. The client names its digest only in the last
 /// request; every client in use names a sha256 one. The spec also allows sha512: such a

@@ -4,7 +4,7 @@
 //! memory high-water mark, and a deliberate trap. Outside `/v2/` on purpose.
 
 use crate::base::error::{ErrorCode, RegistryError};
-use crate::base::http::{BodyReader, Headers, Method, Response, query_param};
+use crate::base::http::{BodyReader, Headers, Method, OCTET_STREAM, Response, query_param};
 use crate::base::names::{Digest, UploadId};
 use crate::registry::{Registry, Result, json_response, read_limited};
 use crate::storage::keys;
@@ -104,7 +104,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 raw,
                 length,
                 &digest,
-                PutOptions { content_type: Some("application/octet-stream".into()), ..Default::default() },
+                PutOptions { content_type: Some(OCTET_STREAM.into()), ..Default::default() },
             )
             .await?
         {

@@ -645,23 +645,10 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 }
 
 fn to_worker(response: http::Response<ReadableStream>) -> ::worker::Result<web_sys::Response> {
-    let bodiless = matches!(response.body, Body::Empty);
+    // (An answer without content is kept from being marked encoded by `without_content_coding`.)
     let headers = ::worker::Headers::new();
     for (name, value) in &response.headers {
         headers.append(name, value)?;
-    }
-    // The front of `wrangler dev` (Miniflare's entry worker) emulates Cloudflare's compression
-    // for clients that accept gzip, but counts a response without a Content-Type as
-    // compressible and marks it `Content-Encoding: gzip` even when it has no body. Cloudflare
-    // compresses only listed types. The answers that never carry a representation (201, 202,
-    // 204 without a body) are typed `application/octet-stream`, which neither compresses, so
-    // that no bodiless answer names an encoding. (A 304 is left alone: caches copy its headers
-    // onto the response they keep.)
-    if matches!(response.status, 201 | 202 | 204)
-        && bodiless
-        && !response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-    {
-        headers.set("Content-Type", "application/octet-stream")?;
     }
     let init = web_sys::ResponseInit::new();
     init.set_status(response.status);

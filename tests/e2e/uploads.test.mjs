@@ -8,7 +8,7 @@ import { randomBytes, createHash } from "node:crypto";
 import { join } from "node:path";
 import http from "node:http";
 import net from "node:net";
-import { ROOT, startWharf, request, run, sha256 } from "./harness.mjs";
+import { ROOT, OCI_MANIFEST, startWharf, request, run, sha256 } from "./harness.mjs";
 
 let wharf, strict, measured;
 
@@ -244,10 +244,11 @@ test("no answer without a body names a Content-Encoding, for a client that accep
   const data = randomBytes(100);
   const d = sha256(data);
   const seen = [];
-  const check = (what, r, status) => {
+  // `coding` "identity" (no coding) for a HEAD of a JSON answer, which keeps its GET's type.
+  const check = (what, r, status, coding = null) => {
     assert.equal(r.status, status, what);
     seen.push(what);
-    assert.equal(r.headers.get("content-encoding"), null, `${what}: ${r.headers.get("content-encoding")}`);
+    assert.equal(r.headers.get("content-encoding"), coding, `${what}: ${r.headers.get("content-encoding")}`);
   };
   const started = await req("POST", "/v2/e2e/up/enc/blobs/uploads/", { headers: gzip });
   check("POST (202)", started, 202);
@@ -259,12 +260,28 @@ test("no answer without a body names a Content-Encoding, for a client that accep
   const other = (await req("POST", "/v2/e2e/up/enc/blobs/uploads/", { headers: gzip })).headers.get("location");
   check("DELETE session (204)", await req("DELETE", other, { headers: gzip }), 204);
   check("HEAD blob (200)", await req("HEAD", `/v2/e2e/up/enc/blobs/${d}`, { headers: gzip }), 200);
+  const etag = { ...gzip, "If-None-Match": `"${d}"` };
+  check("GET blob (304)", await req("GET", `/v2/e2e/up/enc/blobs/${d}`, { headers: etag }), 304);
+  const config = Buffer.from("{}");
+  await req("POST", `/v2/e2e/up/enc/blobs/uploads/?digest=${sha256(config)}`, { body: config });
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha256(config), size: config.length },
+    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: d, size: data.length }],
+  }));
+  const typed = { ...gzip, "Content-Type": OCI_MANIFEST, Accept: OCI_MANIFEST };
+  check("PUT manifest (201)", await req("PUT", "/v2/e2e/up/enc/manifests/v1", { headers: typed, body: manifest }), 201);
+  check("HEAD manifest (200)", await req("HEAD", "/v2/e2e/up/enc/manifests/v1", { headers: typed }), 200);
+  const revalidate = { ...typed, "If-None-Match": `"${sha256(manifest)}"` };
+  check("GET manifest (304)", await req("GET", "/v2/e2e/up/enc/manifests/v1", { headers: revalidate }), 304);
+  check("HEAD /v2/ (200)", await req("HEAD", "/v2/", { headers: gzip }), 200, "identity");
+  check("HEAD missing manifest (404)", await req("HEAD", "/v2/e2e/up/enc/manifests/nope", { headers: gzip }), 404, "identity");
   check("DELETE blob (202)", await req("DELETE", `/v2/e2e/up/enc/blobs/${d}`, { headers: gzip }), 202);
   // The same on the wire, as curl --compressed sends it.
   const raw = await rawRequest(wharf.host, `POST /v2/e2e/up/enc/blobs/uploads/ HTTP/1.1\r\nHost: ${wharf.host}\r\nAccept-Encoding: gzip\r\nContent-Length: 0\r\n\r\n`);
   assert.equal(raw.status, 202);
   assert.doesNotMatch(raw.text.split("\r\n\r\n")[0], /content-encoding/i);
-  assert.equal(seen.length, 8);
+  assert.equal(seen.length, 14);
 });
 
 test("an encoded slash stays inside its segment, on the path workerd hands over", async () => {

@@ -92,11 +92,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         };
         if caching::none_match(headers, &digest) {
             // By tag the tag vouches for the manifest; by digest it must still exist (RFC 9110
-            // §13.1.2: If-None-Match is false when there is no current representation).
-            if by_tag || self.load_manifest(name, &digest, true).await?.is_some() {
-                return Ok(answer(304, &digest));
-            }
-            return Err(manifest_unknown());
+            // §13.1.2: If-None-Match is false when there is no current representation). The
+            // 304 names the manifest's type: caches may refresh their copy's fields from it
+            // (RFC 9111 §4.3.4), and a typed answer is one Cloudflare's front never encodes.
+            let media_type = match record.as_ref().and_then(TagRecord::media_type) {
+                Some(t) => t,
+                None => self.load_manifest(name, &digest, true).await?.ok_or_else(manifest_unknown)?.media_type,
+            };
+            return Ok(answer(304, &digest).header("Content-Type", media_type.as_str()));
         }
         // HEAD by tag: the tag's metadata holds all the answer needs; R2 is not asked (unless a
         // manifest list must be resolved to one image).
