@@ -1,5 +1,5 @@
-// wharf's benchmark: `npm run bench -- <mode>`. Measures through `wrangler dev` (workerd with
-// local R2/KV) on this machine; numbers are for comparison within one run, not absolute.
+// wharf's benchmark: `npm run bench -- <mode>`. Measures through the local server of `npm start`
+// (scripts/serve.mjs: workerd with local R2/KV) on this machine; numbers are for comparison within one run, not absolute.
 //
 // Modes:
 //   pulls    (the default) the pull paths and a manifest push, under load from `hey` (16
@@ -7,7 +7,7 @@
 //            docker-registry, filesystem storage, loopback) measured in the same run: req/s,
 //            p50, p99, errors and the ratios; the manifest PUT against its floor (the self-test
 //            build's one R2 put, then one KV put, of the same body); plus the wasm size and
-//            wrangler dev's start-up.
+//            the local server's start-up.
 //   load     64 concurrent clients on loopback for 60 s (BENCH_SECONDS), each pushing images
 //            under new tags or pulling acknowledged ones, every pulled manifest and blob
 //            checked against its digest; at the end every acknowledged tag must resolve to
@@ -22,8 +22,8 @@
 //            baseline of a plain R2 put of the same bytes through the same Worker, in
 //            interleaved rounds; MB/s (median of 6), the peak resident memory of the workerd
 //            process above its idle level, and the Worker's wasm memory high-water mark.
-//   startup  the release bundle's cost at start: BENCH_ROUNDS cold starts of `wrangler dev`
-//            (build skipped) to the first answered GET /v2/, and the wasm's compile and
+//   startup  the release bundle's cost at start: BENCH_ROUNDS cold starts of the local server
+//            (scripts/serve.mjs, build skipped) to the first answered GET /v2/, and the wasm's compile and
 //            instantiation times in this Node's V8 (workerd's engine) with its bindings loaded
 //            as the Worker loads them; medians, with the bundle's gzip size.
 
@@ -167,7 +167,7 @@ async function uploads() {
     rmSync(dir, { recursive: true, force: true });
   }
   const baseline = rows[0].mbps;
-  console.log(`\nUploads of a ${size / MiB} MiB blob through wrangler dev, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}`);
+  console.log(`\nUploads of a ${size / MiB} MiB blob through the local server (scripts/serve.mjs), ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}`);
   console.log(`| scenario | MB/s (median of ${ROUNDS}) | vs baseline | workerd peak RSS above idle | wasm memory |`);
   console.log("|---|---|---|---|---|");
   for (const r of rows) {
@@ -306,7 +306,7 @@ async function pulls() {
     }
     const wasm = readFileSync(new URL("../build/index_bg.wasm", import.meta.url));
     const fmt = (r) => `${r.rps.toFixed(r.rps < 10 ? 1 : 0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.errors}`;
-    console.log(`\nPulls through wrangler dev vs Distribution 2.8, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}; hey, 16 connections, ${seconds} s, median of ${runs}`);
+    console.log(`\nPulls through the local server (scripts/serve.mjs) vs Distribution 2.8, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}; hey, 16 connections, ${seconds} s, median of ${runs}`);
     console.log("| scenario | wharf req/s | p50 ms | p99 ms | errors | Distribution req/s | p50 ms | p99 ms | errors | wharf / Distribution |");
     console.log("|---|---|---|---|---|---|---|---|---|---|");
     for (const r of rows) {
@@ -318,7 +318,7 @@ async function pulls() {
     const put = rows.find((r) => r.scenario === "PUT manifest").wharf.rps;
     const floorRps = median(floorPut.map((r) => r.rps));
     console.log(`PUT manifest: wharf ${put.toFixed(0)} req/s, floor (one R2 put, then one KV put) ${floorRps.toFixed(0)} req/s: ${(put / floorRps).toFixed(2)}x of the floor`);
-    console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KiB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KiB gzip; wrangler dev start-up: ${startup.toFixed(1)} s`);
+    console.log(`wasm: ${(wasm.length / 1024).toFixed(0)} KiB raw, ${(gzipSync(wasm, { level: 9 }).length / 1024).toFixed(0)} KiB gzip; local server start-up: ${startup.toFixed(1)} s`);
   } finally {
     await Promise.all([wharf.stop(), floor.stop()]);
     distribution.stop();
@@ -455,7 +455,7 @@ async function load() {
     }
     latencies.sort((a, b) => a - b);
     const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))].toFixed(1);
-    console.log(`\nLoad through wrangler dev, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}: ${clients} clients, ${seconds} s`);
+    console.log(`\nLoad through the local server (scripts/serve.mjs), ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}: ${clients} clients, ${seconds} s`);
     console.log("| pushes | pulls (verified) | requests/s | p50 ms | p99 ms | 5xx | digest mismatches | other errors | acknowledged tags lost |");
     console.log("|---|---|---|---|---|---|---|---|---|");
     console.log(`| ${counts.pushes} | ${counts.pulls} | ${(latencies.length / seconds).toFixed(0)} | ${pct(50)} | ${pct(99)} | ${counts.status5xx} | ${counts.mismatches} | ${counts.otherErrors} | ${lost} |`);
@@ -503,7 +503,7 @@ async function startup() {
   }
   const kib = (n) => (n / 1024).toFixed(1);
   console.log(`\nStart-up of the release bundle, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}, median of ${rounds} (V8 figures of ${rounds * 4})`);
-  console.log("| bundle (wasm + JS) gzip | wrangler dev cold start to first GET /v2/ | wasm compile, lazy (V8 default) | wasm compile, eager | instantiate + start |");
+  console.log("| bundle (wasm + JS) gzip | local server cold start to first GET /v2/ | wasm compile, lazy (V8 default) | wasm compile, eager | instantiate + start |");
   console.log("|---|---|---|---|---|");
   const gzip = gzipSync(wasm, { level: 9 }).length + gzipSync(js, { level: 9 }).length;
   console.log(`| ${kib(gzip)} KiB | ${median(starts).toFixed(0)} ms | ${median(compiles).toFixed(1)} ms | ${median(eager).toFixed(1)} ms | ${median(inits).toFixed(1)} ms |`);

@@ -919,8 +919,7 @@ fn a_body_shorter_than_announced_is_refused_and_the_session_stays_as_it_was() {
     let length = (PART_SIZE * 2).to_string();
     let body = MemoryBody::from_bytes(vec![2u8; PART_SIZE * 3 / 2]);
     let r = t.send(Method::Patch, &location, &[("Content-Length", &length)], body);
-    // Distribution's status for BLOB_UPLOAD_INVALID.
-    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_INVALID"));
+    assert_eq!((r.status, r.error_code().as_str()), (400, "BLOB_UPLOAD_INVALID"));
     assert_eq!(t.snapshot(), before);
     assert_eq!(t.objects.open_multipart_uploads(), 0, "the multipart upload this request started is aborted");
     assert_eq!(t.get(&location, &[]).header("Range"), Some("0-9"));
@@ -980,7 +979,7 @@ fn a_chunk_whose_range_is_not_its_length_is_refused_and_changes_nothing() {
     assert_eq!((r.status, r.error_code().as_str()), (400, "SIZE_INVALID"));
     // Without a Content-Length (a chunked body), the body itself is measured.
     let r = t.send(Method::Patch, &location, &[("Content-Range", "0-999")], sixteen());
-    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_INVALID"));
+    assert_eq!((r.status, r.error_code().as_str()), (400, "BLOB_UPLOAD_INVALID"));
     let r = t.send(Method::Patch, &location, &[("Content-Range", "0-7")], sixteen());
     assert_eq!((r.status, r.error_code().as_str()), (400, "SIZE_INVALID"));
     // The same in a closing PUT and a monolithic POST.
@@ -1051,7 +1050,7 @@ fn a_body_that_breaks_off_leaves_every_kind_of_upload_as_it_was() {
     ];
     for (method, path, length, chunks) in cases {
         let r = send_broken(&t, method, &path, length, chunks);
-        assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_INVALID"), "{method:?} {path}");
+        assert_eq!((r.status, r.error_code().as_str()), (400, "BLOB_UPLOAD_INVALID"), "{method:?} {path}");
         assert_eq!(t.snapshot(), before, "{method:?} {path}");
         assert_eq!(t.objects.open_multipart_uploads(), 0, "{method:?} {path}");
     }
@@ -1578,15 +1577,15 @@ fn bad_input_gets_the_right_oci_error_and_changes_nothing() {
     let cl16 = ("Content-Length", "16");
     add(upload(Method::Patch, session.clone(), vec![("Content-Range", "0-999"), cl16]), 400, "SIZE_INVALID");
     add(upload(Method::Patch, session.clone(), vec![("Content-Range", "0-7")]), 400, "SIZE_INVALID");
-    add(upload(Method::Patch, session.clone(), vec![("Content-Length", "64")]), 404, "BLOB_UPLOAD_INVALID");
+    add(upload(Method::Patch, session.clone(), vec![("Content-Length", "64")]), 400, "BLOB_UPLOAD_INVALID");
     let finish = format!("{session}?digest={d16}");
     add(upload(Method::Put, finish.clone(), vec![("Content-Range", "1-16"), cl16]), 416, "RANGE_INVALID");
     add(upload(Method::Put, finish.clone(), vec![("Content-Range", "0-999"), cl16]), 400, "SIZE_INVALID");
-    add(upload(Method::Put, finish.clone(), vec![("Content-Length", "64")]), 404, "BLOB_UPLOAD_INVALID");
+    add(upload(Method::Put, finish.clone(), vec![("Content-Length", "64")]), 400, "BLOB_UPLOAD_INVALID");
     let monolithic = format!("/v2/r/blobs/uploads/?digest={d16}");
     add(upload(Method::Post, monolithic.clone(), vec![("Content-Range", "5-20"), cl16]), 416, "RANGE_INVALID");
     add(upload(Method::Post, monolithic.clone(), vec![("Content-Range", "0-999"), cl16]), 400, "SIZE_INVALID");
-    add(upload(Method::Post, monolithic, vec![("Content-Length", "64")]), 404, "BLOB_UPLOAD_INVALID");
+    add(upload(Method::Post, monolithic, vec![("Content-Length", "64")]), 400, "BLOB_UPLOAD_INVALID");
     // encoded slashes: data inside their segment, never a separator
     add(
         (Method::Get, "/v2/r/blobs/sha256:..%2F..%2Fetc%2Fpasswd".into(), vec![], vec![], 0, ""),

@@ -44,12 +44,15 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// (wire code, HTTP status, default message). Statuses follow Distribution's register.go.
+    /// (wire code, HTTP status, default message). Statuses follow Distribution's register.go,
+    /// but for BLOB_UPLOAD_INVALID: Distribution gives it 404, for an upload state token it
+    /// cannot read (wharf keeps no such token). wharf sends it only for a request body that
+    /// broke off before its announced length, which is the client's fault: 400.
     const fn row(self) -> (&'static str, u16, &'static str) {
         use ErrorCode::*;
         match self {
             BlobUnknown => ("BLOB_UNKNOWN", 404, "blob unknown to registry"),
-            BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", 404, "blob upload invalid"),
+            BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", 400, "blob upload invalid"),
             BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"),
             DigestInvalid => ("DIGEST_INVALID", 400, "provided digest did not match uploaded content"),
             ManifestBlobUnknown => ("MANIFEST_BLOB_UNKNOWN", 400, "blob unknown to registry"),
@@ -190,7 +193,7 @@ mod tests {
     fn statuses_follow_distribution_table() {
         let cases = [
             (ErrorCode::BlobUnknown, 404),
-            (ErrorCode::BlobUploadInvalid, 404),
+            (ErrorCode::BlobUploadInvalid, 400),
             (ErrorCode::ManifestBlobUnknown, 400),
             (ErrorCode::ManifestUnknown, 404),
             (ErrorCode::Unsupported, 405),

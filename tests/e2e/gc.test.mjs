@@ -19,7 +19,6 @@ before(async () => {
   // Grace period 0: whatever nothing references goes at once (the default is a day).
   wharf = await startWharf({
     vars: { WHARF_GC: "on", WHARF_GC_GRACE_SECONDS: "0", WHARF_ADMIN_TOKEN: TOKEN, WHARF_DELETE_ENABLED: "true" },
-    args: ["--test-scheduled"],
   });
   front = await startTlsFront(wharf.host);
   layout = new Layout(join(tmp, "layout"));
@@ -92,7 +91,7 @@ test("the cron trigger collects what a deleted image leaves", async () => {
   assert.equal(del.status, 202);
   for (const d of blobsOf(dropped)) assert.equal(await blobStatus(d), 200, "deleting a manifest keeps its blobs");
   await new Promise((r) => setTimeout(r, 10));
-  const cron = await request(wharf.base, "GET", "/__scheduled?cron=17+*+*+*+*");
+  const cron = await request(wharf.base, "GET", "/cdn-cgi/handler/scheduled?cron=17+*+*+*+*");
   assert.equal(cron.status, 200);
   for (const d of blobsOf(dropped)) assert.equal(await blobStatus(d), 404, `${d} collected`);
   const after = await gc();

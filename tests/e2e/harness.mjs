@@ -1,5 +1,5 @@
-// Shared set-up of the end-to-end tests: start the built Worker under `wrangler dev` (workerd
-// with local R2 and KV, the bindings of wrangler.toml) on a free port, optionally with extra
+// Shared set-up of the end-to-end tests: start the built Worker as `npm start` serves it
+// (scripts/serve.mjs: workerd with local R2 and KV, the bindings of wrangler.toml) on a free port, optionally with extra
 // [vars], and stop it afterwards. The Worker must already be built (scripts/build.sh).
 
 import { spawn, execFile, execFileSync } from "node:child_process";
@@ -24,7 +24,7 @@ export const sha256 = (bytes) => "sha256:" + createHash("sha256").update(bytes).
 /**
  * A free port below the kernel's ephemeral range (see /proc/sys/net/ipv4/ip_local_port_range),
  * so that no process binding port 0 (workerd opens several) can take it between this check
- * and wrangler's bind.
+ * and the server's bind.
  */
 export async function freePort() {
   for (;;) {
@@ -53,20 +53,18 @@ export async function startWharf({ vars = {}, args: extra = [], state: given, lo
   if (selftest) vars = { ...vars, WHARF_SELFTEST: "true" };
   const port = await freePort();
   const state = given ?? mkdtempSync(join(tmpdir(), "wharf-e2e-"));
+  // What `npm start` serves (scripts/serve.mjs), on a port of its own.
   const args = [
-    "dev", ...(selftest ? [entry] : []), "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", "0",
-    "--persist-to", state, "--show-interactive-dev-session=false", "--log-level", logLevel,
+    join(ROOT, "scripts", "serve.mjs"), ...(selftest ? [entry] : []), "--ip", "127.0.0.1", "--port", String(port),
+    "--persist-to", state, "--log-level", logLevel,
   ];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   args.push(...extra);
-  const child = spawn(join(ROOT, "node_modules", ".bin", "wrangler"), args, {
+  const child = spawn(process.execPath, args, {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
-    env: {
-      ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false",
-      CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_HIDE_BANNER: "true",
-    },
+    env: { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", WRANGLER_HIDE_BANNER: "true" },
   });
   let log = "";
   child.stdout.on("data", (d) => (log += d));
@@ -74,13 +72,13 @@ export async function startWharf({ vars = {}, args: extra = [], state: given, lo
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${log}`);
+    if (child.exitCode !== null) throw new Error(`the server exited: ${log}`);
     try {
       const r = await fetch(`${base}/v2/`);
       // 401: access control is on, and /v2/ challenges anonymous clients.
       if (r.status === 200 || r.status === 401) break;
     } catch {}
-    if (Date.now() > deadline) throw new Error(`wrangler dev did not answer in 60 s: ${log}`);
+    if (Date.now() > deadline) throw new Error(`the server did not answer in 60 s: ${log}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   const end = (signal) => {
@@ -95,9 +93,9 @@ export async function startWharf({ vars = {}, args: extra = [], state: given, lo
     /** The --persist-to directory: local R2, KV and Cache API state. */
     state,
     log: () => log,
-    /** Stops wrangler dev; resolves once it exited (and its temporary state is removed). */
+    /** Stops the server; resolves once it exited (and its temporary state is removed). */
     stop: () => end("SIGTERM").then(() => given || rmSync(state, { recursive: true, force: true, maxRetries: 3 })),
-    /** Kills wrangler dev and workerd at once, as a crash would; the state stays. */
+    /** Kills the server and workerd at once, as a crash would; the state stays. */
     kill: () => end("SIGKILL"),
   };
 }

@@ -56,8 +56,8 @@ test("content by digest is immutable to caches, tags are revalidated with a 304"
 test("a blob read once is kept by the location's cache, which then answers ranges", async () => {
   const first = await request(wharf.base, "GET", `/v2/pulls/app/blobs/${blobDigest}`);
   assert.equal(sha256(first.body), blobDigest);
-  // The Cache API stores after the response (waitUntil); under wrangler dev its entries are
-  // files of the local state.
+  // The Cache API stores after the response (waitUntil); locally its entries are files of
+  // the local state.
   const dir = join(wharf.state, "v3", "cache", "default", "blobs");
   const cached = () => existsSync(dir) && readdirSync(dir).some((f) => readFileSync(join(dir, f)).equals(blob));
   for (let i = 0; !cached(); i++) {

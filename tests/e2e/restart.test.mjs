@@ -1,4 +1,4 @@
-// Crashes on workerd: wrangler dev (and workerd) killed in the middle of a chunked upload and of
+// Crashes on workerd: the local server (and workerd) killed in the middle of a chunked upload and of
 // a monolithic push, then started again on the same local state. Nothing half-written may be
 // visible, the upload must resume where its last acknowledged chunk ended, and the retried
 // push must succeed.

@@ -1,0 +1,90 @@
+// Serves the built Worker locally: what `npm start` runs (after scripts/build.sh), and what the
+// end-to-end tests and the benchmark start.
+//
+// It is `wrangler dev --local` without wrangler's proxy worker: the same workerd and the same
+// local R2, KV and Cache simulators (Miniflare, which wrangler embeds), configured from
+// wrangler.toml by wrangler's own loader, with state in the same place (.wrangler/state/v3).
+// wrangler dev puts a second Worker in front of the one it serves, to hold requests while it
+// rebuilds; when a client breaks off a request body, that proxy loses the whole request and
+// answers 503 "Your worker restarted mid-request", whatever wharf answered. Without it, the
+// client gets wharf's own answer, as from a deployed Worker. (wharf needs no rebuild watcher:
+// `npm start` builds once.)
+//
+//   node scripts/serve.mjs [SCRIPT] [--port N] [--ip ADDR] [--var KEY:VALUE ...] [--env NAME]
+//                          [--persist-to DIR] [--log-level debug|info|log|warn|error|none]
+//
+// The flags are wrangler dev's, with its defaults (127.0.0.1:8787). SCRIPT replaces wrangler.toml's
+// `main` (the self-test build). Cron triggers run on `GET /cdn-cgi/handler/scheduled`, as with
+// `wrangler dev --test-scheduled`. Other wrangler dev flags are accepted and ignored, with a warning.
+import { resolve } from "node:path";
+import { Log, LogLevel, Miniflare } from "miniflare";
+import { unstable_getMiniflareWorkerOptions } from "wrangler";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const LEVELS = {
+  debug: LogLevel.DEBUG, info: LogLevel.INFO, log: LogLevel.INFO, warn: LogLevel.WARN,
+  error: LogLevel.ERROR, none: LogLevel.NONE,
+};
+// wrangler dev flags that take a value and mean nothing here (no proxy, no inspector, no remote).
+const IGNORED_WITH_VALUE = new Set(["--inspector-port", "--local-protocol", "--host", "--routes", "--route", "--name"]);
+
+function parse(argv) {
+  const options = { port: 8787, ip: "127.0.0.1", vars: {}, persistTo: ".wrangler/state", logLevel: "log" };
+  for (let i = 0; i < argv.length; i++) {
+    let [flag, value] = argv[i].startsWith("--") && argv[i].includes("=") ? argv[i].split(/=(.*)/s) : [argv[i]];
+    const next = () => value ?? argv[++i];
+    switch (flag) {
+      case "--port": options.port = Number(next()); break;
+      case "--ip": options.ip = next(); break;
+      case "--env": case "-e": options.env = next(); break;
+      case "--persist-to": options.persistTo = next(); break;
+      case "--log-level": options.logLevel = next(); break;
+      case "--var": {
+        // `--var A:1 B:2` as well as `--var A:1 --var B:2`, as wrangler takes them.
+        const pairs = [next()];
+        while (value === undefined && i + 1 < argv.length && !argv[i + 1].startsWith("-")) pairs.push(argv[++i]);
+        for (const pair of pairs) {
+          const colon = pair?.indexOf(":") ?? -1;
+          if (colon < 1) throw new Error(`--var ${pair}: expected KEY:VALUE`);
+          options.vars[pair.slice(0, colon)] = pair.slice(colon + 1);
+        }
+        break;
+      }
+      case "--local": case "--test-scheduled": break;
+      default:
+        if (!flag.startsWith("-")) { options.script = resolve(flag); break; }
+        if (IGNORED_WITH_VALUE.has(flag)) next();
+        console.warn(`serve: ${flag} is a wrangler dev flag this server ignores`);
+    }
+  }
+  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) throw new Error("--port: expected a port number");
+  if (!(options.logLevel in LEVELS)) throw new Error(`--log-level: one of ${Object.keys(LEVELS).join(", ")}`);
+  return options;
+}
+
+const options = parse(process.argv.slice(2));
+const { workerOptions, main } = unstable_getMiniflareWorkerOptions(resolve(ROOT, "wrangler.toml"), options.env);
+const level = LEVELS[options.logLevel];
+const mf = new Miniflare({
+  host: options.ip,
+  port: options.port,
+  log: new Log(level),
+  logRequests: level >= LogLevel.INFO,
+  defaultPersistRoot: resolve(options.persistTo, "v3"),
+  unsafeTriggerHandlers: true,
+  // No request for Cloudflare's `request.cf` template (wharf reads none of it).
+  cf: false,
+  workers: [{
+    name: "wharf",
+    ...workerOptions,
+    bindings: { ...workerOptions.bindings, ...options.vars },
+    modules: true,
+    scriptPath: options.script ?? main,
+    // The entry module imports wasm-bindgen's JS glue and the wasm (which wrangler would bundle).
+    modulesRules: [...workerOptions.modulesRules, { type: "ESModule", include: ["**/*.js", "**/*.mjs"] }],
+  }],
+});
+await mf.ready;
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.once(signal, () => mf.dispose().finally(() => process.exit(0)));
+}
