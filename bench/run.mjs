@@ -20,8 +20,10 @@
 //            (POST, 16 PATCH, PUT; BENCH_SIZE_MIB, BENCH_CHUNK_MIB and BENCH_ROUNDS change the
 //            blob size, the chunk size and the number of rounds), against the
 //            baseline of a plain R2 put of the same bytes through the same Worker, in
-//            interleaved rounds; MB/s (median of 6), the peak resident memory of the workerd
-//            process above its idle level, and the Worker's wasm memory high-water mark.
+//            interleaved rounds, each upload in a fresh server; MB/s (median of 6), the peak
+//            resident memory of the workerd process above its idle level (median), and the
+//            Worker's wasm memory high-water mark (the most of any round). BENCH_VERBOSE=1
+//            prints every round's figure too.
 //   startup  the release bundle's cost at start: BENCH_ROUNDS cold starts of the local server
 //            (scripts/serve.mjs, build skipped) to the first answered GET /v2/, and the wasm's compile and
 //            instantiation times in this Node's V8 (workerd's engine) with its bindings loaded
@@ -129,18 +131,15 @@ async function uploads() {
       statuses.forEach((status, i) => expect(i < chunks.length ? "PATCH" : "PUT", status, i < chunks.length ? 202 : 201));
     },
   };
-  // One wharf per scenario (each with its own memory figures), all started first; the rounds
-  // then take the scenarios in turn, so a slow moment of the machine hits them all alike.
-  const rows = [];
+  // Every upload runs in a fresh server: a process's own state (its heap, its R2 simulator's
+  // database) would otherwise favour one scenario for the whole run, and each upload's memory
+  // figures are its own. The rounds take the scenarios in turn, so a slow moment of the machine
+  // hits them all alike.
+  // A monolithic upload is one request: the chunk limit (default 512 MiB) must let it in. The
+  // self-test build: its baseline put and memory endpoints; the upload path is the release one.
+  const vars = { WHARF_MAX_CHUNK_SIZE: String(Math.max(size, 512 * MiB)) };
+  const rows = Object.entries(scenarios).map(([name, run]) => ({ name, run, speeds: [], growths: [], wasm: [] }));
   try {
-    for (const [name, run] of Object.entries(scenarios)) {
-      // A monolithic upload is one request: the chunk limit (default 512 MiB) must let it in.
-      // The self-test build: its baseline put and memory endpoints; the upload path is the same.
-      const vars = { WHARF_MAX_CHUNK_SIZE: String(Math.max(size, 512 * MiB)) };
-      const wharf = await startWharf({ vars, selftest: true });
-      const pids = workerdPids(wharf.pid);
-      rows.push({ name, run, wharf, pids, idle: memoryKiB(pids, "VmRSS"), speeds: [] });
-    }
     for (let round = 0; round < ROUNDS; round++) {
       const data = randomBytes(size);
       writeFileSync(whole, data);
@@ -154,27 +153,36 @@ async function uploads() {
       // shares the disk with their write-back.
       for (let i = 0; i < rows.length; i++) {
         const row = rows[(round + i) % rows.length];
-        row.speeds.push(size / MiB / (await timed(() => row.run(row.wharf.base, digest))));
+        const wharf = await startWharf({ vars, selftest: true });
+        try {
+          const pids = workerdPids(wharf.pid);
+          const idle = memoryKiB(pids, "VmRSS");
+          row.speeds.push(size / MiB / (await timed(() => row.run(wharf.base, digest))));
+          row.growths.push((memoryKiB(pids, "VmHWM") - idle) / 1024);
+          row.wasm.push((await request(wharf.base, "GET", "/_wharf/selftest/memory")).json().wasmMemoryBytes / MiB);
+        } finally {
+          await wharf.stop();
+        }
       }
     }
     for (const row of rows) {
       row.mbps = median(row.speeds);
-      row.growthMiB = (memoryKiB(row.pids, "VmHWM") - row.idle) / 1024;
-      row.wasmMiB = (await request(row.wharf.base, "GET", "/_wharf/selftest/memory")).json().wasmMemoryBytes / MiB;
+      row.growthMiB = median(row.growths);
+      row.wasmMiB = Math.max(...row.wasm);
     }
   } finally {
-    await Promise.all(rows.map((row) => row.wharf?.stop()));
     rmSync(dir, { recursive: true, force: true });
   }
   const baseline = rows[0].mbps;
   console.log(`\nUploads of a ${size / MiB} MiB blob through the local server (scripts/serve.mjs), ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}`);
-  console.log(`| scenario | MB/s (median of ${ROUNDS}) | vs baseline | workerd peak RSS above idle | wasm memory |`);
+  console.log(`| scenario | MB/s (median of ${ROUNDS}) | vs baseline | workerd peak RSS above idle (median) | wasm memory (most) |`);
   console.log("|---|---|---|---|---|");
   for (const r of rows) {
     const cells = [r.name, r.mbps.toFixed(0), `${(r.mbps / baseline).toFixed(2)}x`, `${r.growthMiB.toFixed(0)} MiB`, `${r.wasmMiB.toFixed(1)} MiB`];
     console.log(`| ${cells.join(" | ")} |`);
   }
   console.log("(workerd's RSS includes the local R2 simulator; the wasm memory is wharf's own high-water mark.)");
+  if (process.env.BENCH_VERBOSE) for (const r of rows) console.log(r.name, r.speeds.map((x) => x.toFixed(0)).join(" "));
 }
 
 /** Distribution 2.8 (apt's docker-registry) on loopback with a throw-away filesystem store. */
