@@ -347,6 +347,12 @@ async function load() {
   const acknowledged = new Map(); // "repo:tag" -> manifest digest
   const deleted = []; // { repo, layer } of deleted images, whose layers pushes reuse
   const counts = { pushes: 0, pulls: 0, status5xx: 0, mismatches: 0, otherErrors: 0, deletes: 0, reused: 0, refused: 0, collections: 0, linksCollected: 0, blobsCollected: 0 };
+  // What each "other error" was, to tell wharf's answers from the client's own failures.
+  const otherKinds = new Map();
+  const other = (what) => {
+    counts.otherErrors++;
+    otherKinds.set(what, (otherKinds.get(what) ?? 0) + 1);
+  };
   const latencies = [];
   const timedRequest = async (method, path, options) => {
     const t = process.hrtime.bigint();
@@ -357,6 +363,7 @@ async function load() {
   };
   const upload = async (repo, blob) => {
     const r = await timedRequest("POST", `/v2/${repo}/blobs/uploads/?digest=${sha256(blob)}`, { body: blob });
+    if (r.status !== 201) other(`blob upload: ${r.status} ${r.code()}`);
     return r.status === 201;
   };
   const push = async (client, n) => {
@@ -370,7 +377,7 @@ async function load() {
     const present = reuse && (await timedRequest("HEAD", `/v2/${repo}/blobs/${sha256(layer)}`)).status === 200;
     if (present) counts.reused++;
     for (const blob of present ? [config] : [layer, config]) {
-      if (!(await upload(repo, blob))) return counts.otherErrors++;
+      if (!(await upload(repo, blob))) return;
     }
     const manifest = Buffer.from(JSON.stringify({
       schemaVersion: 2, mediaType: OCI_MANIFEST,
@@ -383,10 +390,10 @@ async function load() {
     // and the client uploads the layer and pushes again, as docker does.
     if (r.status === 400 && r.code() === "MANIFEST_BLOB_UNKNOWN" && present) {
       counts.refused++;
-      if (!(await upload(repo, layer))) return counts.otherErrors++;
+      if (!(await upload(repo, layer))) return;
       r = await put();
     }
-    if (r.status !== 201) return counts.otherErrors++;
+    if (r.status !== 201) return other(`manifest PUT: ${r.status} ${r.code()}`);
     acknowledged.set(`${repo}:${tag}`, sha256(manifest));
     counts.pushes++;
   };
@@ -397,7 +404,7 @@ async function load() {
     acknowledged.delete(key);
     const m = await timedRequest("GET", `/v2/${repo}/manifests/${digest}`, { headers: { Accept: OCI_MANIFEST } });
     const r = await timedRequest("DELETE", `/v2/${repo}/manifests/${digest}`);
-    if (m.status !== 200 || r.status !== 202) return counts.otherErrors++;
+    if (m.status !== 200 || r.status !== 202) return other(`delete: GET ${m.status}, DELETE ${r.status} ${r.code()}`);
     const layer = m.json().layers[0];
     const b = await timedRequest("GET", `/v2/${repo}/blobs/${layer.digest}`);
     if (b.status === 200) deleted.push({ repo, layer: b.body });
@@ -407,7 +414,7 @@ async function load() {
     while (Date.now() < end) {
       const r = await request(wharf.base, "POST", "/_wharf/gc?dry-run=false", { headers: { Authorization: `Bearer ${token}` } });
       if (r.status >= 500) counts.status5xx++;
-      else if (r.status !== 200) counts.otherErrors++;
+      else if (r.status !== 200) other(`gc: ${r.status} ${r.code()}`);
       else {
         counts.collections++;
         counts.linksCollected += r.json().blobLinks.length;
@@ -441,8 +448,8 @@ async function load() {
           if (keys.length === 0 || dice < 0.3) await push(client, n);
           else if (collecting && dice < 0.4) await remove(key);
           else if (acknowledged.has(key)) await pull(key);
-        } catch {
-          counts.otherErrors++;
+        } catch (e) {
+          other(`client: ${e.message}${e.cause ? ` (${e.cause.code ?? e.cause.message})` : ""}`);
         }
       }
     });
@@ -470,6 +477,7 @@ async function load() {
     if (collecting) {
       console.log(`\nWith garbage collection every 2 s: ${counts.collections} collections removing ${counts.linksCollected} blob links and ${counts.blobsCollected} blobs, ${counts.deletes} images deleted, ${counts.reused} pushes reusing a deleted image's layer, ${counts.refused} of them refused once (layer collected in between) and pushed again`);
     }
+    for (const [what, n] of otherKinds) console.log(`other error, ${n}x: ${what}`);
     if (counts.status5xx || counts.mismatches || lost) process.exitCode = 1;
   } finally {
     await wharf.stop();
