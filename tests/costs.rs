@@ -1,7 +1,7 @@
-//! What a push costs in storage, counted by the in-memory stores: R2 reads (Class B) and writes
-//! (Class A), KV reads and writes, and the sequential round trips the client waits for. On
-//! Cloudflare every operation is billed and every round trip adds to the push's latency, so a
-//! push writes only what is new. The tag's KV write always stays: KV is eventually consistent,
+//! What a push and a pull cost in storage, counted by the in-memory stores: R2 reads (Class B)
+//! and writes (Class A), KV reads and writes, and the sequential round trips the client waits
+//! for. On Cloudflare every operation is billed and every round trip adds to the request's
+//! latency, so a pull reads what the isolate does not hold, and a push writes only what is new. The tag's KV write always stays: KV is eventually consistent,
 //! and a write skipped on the strength of a stale read could drop the latest push.
 
 mod common;
@@ -116,4 +116,38 @@ fn with_garbage_collection_on_the_references_are_checked_again_in_storage_after_
     // Before the tag: the three links and the manifest are read again from storage, whatever
     // the isolate remembers, so that a collection that swept one in between is seen.
     assert_eq!(push(&t, "r", "v1", &body), counts(2 + 4, 2, 1, 4));
+}
+
+/// Pulls `path` (a HEAD when `head`) and returns what it cost.
+fn pull(t: &TestRegistry, path: &str, head: bool) -> Counts {
+    t.operations.take();
+    let accept = [("Accept", OCI_MANIFEST)];
+    let r = if head { t.head(path, &accept) } else { t.get(path, &accept) };
+    assert_eq!(r.status, 200, "{path}");
+    t.operations.take()
+}
+
+#[test]
+fn a_pull_by_tag_is_one_kv_read_and_at_most_one_r2_read() {
+    let t = TestRegistry::new();
+    let body = image(&t, "r", 1, "a");
+    let digest = Digest::sha256_of(&body);
+    push(&t, "r", "v1", &body);
+    let cold = other_isolate(&t);
+    let kv = |kv_reads, r2_reads, round_trips| Counts { kv_reads, r2_reads, r2_writes: 0, kv_writes: 0, round_trips };
+    // HEAD by tag: the tag's KV metadata holds digest, type and size.
+    assert_eq!(pull(&cold, "/v2/r/manifests/v1", true), kv(1, 0, 1));
+    // GET by tag: the tag, then the bytes.
+    let cold = other_isolate(&t);
+    assert_eq!(pull(&cold, "/v2/r/manifests/v1", false), kv(1, 1, 2));
+    // Again within WHARF_TAG_MEMO_SECONDS (2): the isolate holds the tag and the bytes.
+    assert_eq!(pull(&cold, "/v2/r/manifests/v1", false), kv(0, 0, 0));
+    assert_eq!(pull(&cold, "/v2/r/manifests/v1", true), kv(0, 0, 0));
+    // Later: the tag is read again, the bytes (immutable under their digest) are not.
+    cold.now.set(cold.now.get() + 3);
+    assert_eq!(pull(&cold, "/v2/r/manifests/v1", false), kv(1, 0, 1));
+    // By digest: the bytes alone, and nothing once held.
+    let fresh = other_isolate(&t);
+    assert_eq!(pull(&fresh, &format!("/v2/r/manifests/{digest}"), false), kv(0, 1, 1));
+    assert_eq!(pull(&fresh, &format!("/v2/r/manifests/{digest}"), false), kv(0, 0, 0));
 }
