@@ -645,7 +645,6 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 }
 
 fn to_worker(response: http::Response<ReadableStream>) -> ::worker::Result<web_sys::Response> {
-    // (An answer without content is kept from being marked encoded by `without_content_coding`.)
     let headers = ::worker::Headers::new();
     for (name, value) in &response.headers {
         headers.append(name, value)?;
