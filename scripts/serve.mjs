@@ -16,6 +16,7 @@
 // The flags are wrangler dev's, with its defaults (127.0.0.1:8787). SCRIPT replaces wrangler.toml's
 // `main` (the self-test build). Cron triggers run on `GET /cdn-cgi/handler/scheduled`, as with
 // `wrangler dev --test-scheduled`. Other wrangler dev flags are accepted and ignored, with a warning.
+import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
@@ -25,8 +26,10 @@ const LEVELS = {
   debug: LogLevel.DEBUG, info: LogLevel.INFO, log: LogLevel.INFO, warn: LogLevel.WARN,
   error: LogLevel.ERROR, none: LogLevel.NONE,
 };
-// wrangler dev flags that take a value and mean nothing here (no proxy, no inspector, no remote).
-const IGNORED_WITH_VALUE = new Set(["--inspector-port", "--local-protocol", "--host", "--routes", "--route", "--name"]);
+// A script to serve instead of wrangler.toml's `main`.
+const isScript = (arg) => /\.m?js$/.test(arg) && existsSync(arg);
+// The value of the flag before it, rather than a flag or the script.
+const isValue = (arg) => arg !== undefined && !arg.startsWith("-") && !isScript(arg);
 
 function parse(argv) {
   const options = { port: 8787, ip: "127.0.0.1", vars: {}, persistTo: ".wrangler/state", logLevel: "log" };
@@ -42,7 +45,7 @@ function parse(argv) {
       case "--var": {
         // `--var A:1 B:2` as well as `--var A:1 --var B:2`, as wrangler takes them.
         const pairs = [next()];
-        while (value === undefined && i + 1 < argv.length && !argv[i + 1].startsWith("-")) pairs.push(argv[++i]);
+        while (value === undefined && isValue(argv[i + 1])) pairs.push(argv[++i]);
         for (const pair of pairs) {
           const colon = pair?.indexOf(":") ?? -1;
           if (colon < 1) throw new Error(`--var ${pair}: expected KEY:VALUE`);
@@ -51,10 +54,13 @@ function parse(argv) {
         break;
       }
       case "--local": case "--test-scheduled": break;
-      default:
-        if (!flag.startsWith("-")) { options.script = resolve(flag); break; }
-        if (IGNORED_WITH_VALUE.has(flag)) next();
-        console.warn(`serve: ${flag} is a wrangler dev flag this server ignores`);
+      default: {
+        if (isScript(flag)) { options.script = resolve(flag); break; }
+        // Another wrangler dev flag (no proxy, inspector or remote mode here), with its value.
+        const ignored = [argv[i]];
+        if (flag.startsWith("-") && value === undefined && isValue(argv[i + 1])) ignored.push(argv[++i]);
+        console.warn(`serve: ignoring ${ignored.join(" ")}, which this server does not take`);
+      }
     }
   }
   if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) throw new Error("--port: expected a port number");
