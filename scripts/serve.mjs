@@ -14,8 +14,9 @@
 //                          [--persist-to DIR] [--log-level debug|info|log|warn|error|none]
 //
 // The flags are wrangler dev's, with its defaults (127.0.0.1:8787). SCRIPT replaces wrangler.toml's
-// `main` (the self-test build). Cron triggers run on `GET /cdn-cgi/handler/scheduled`, as with
-// `wrangler dev --test-scheduled`. Other wrangler dev flags are accepted and ignored, with a warning.
+// `main` (the self-test build). Cron triggers run on `GET /cdn-cgi/handler/scheduled`, as under
+// wrangler dev (its `/__scheduled` comes from its proxy). Other wrangler dev flags are accepted
+// and ignored, with a warning.
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
