@@ -55,7 +55,7 @@ struct R2 {
 /// the whole blob, in the isolate's 128 MB. Deleting an object purges it here; other locations
 /// keep theirs until evicted, which is harmless because a blob is only reached through its
 /// repository's link. The Cache API only works on a custom domain (on workers.dev it does
-/// nothing) and under `wrangler dev`.
+/// nothing) and locally (`npm start`, `wrangler dev`).
 struct EdgeCache {
     cache: Cache,
     /// Keys live under the Worker's own origin, the Cache API being per zone. A client asking
@@ -161,12 +161,17 @@ fn part(uploaded: &UploadedPart) -> Part {
 }
 
 impl R2 {
-    async fn read(&self, key: &str, range: Option<ByteRange>) -> storage::Result<Option<(Object, Vec<u8>)>> {
+    /// The object, or the range of it, straight from R2.
+    async fn object(&self, key: &str, range: Option<ByteRange>) -> storage::Result<Option<Object>> {
         let mut get = self.bucket.get(key);
         if let Some(r) = range {
             get = get.range(offset_range(r));
         }
-        let Some(object) = get.execute().await.map_err(se)? else { return Ok(None) };
+        get.execute().await.map_err(se)
+    }
+
+    async fn read(&self, key: &str, range: Option<ByteRange>) -> storage::Result<Option<(Object, Vec<u8>)>> {
+        let Some(object) = self.object(key, range).await? else { return Ok(None) };
         let bytes = match object.body() {
             Some(body) => body.bytes().await.map_err(se)?,
             None => Vec::new(),
@@ -224,13 +229,7 @@ impl ObjectStore for R2 {
         {
             return Ok(Some(hit));
         }
-        let mut get = self.bucket.get(key);
-        if let Some(r) = range {
-            get = get.range(offset_range(r));
-        }
-        let Some(object) = get.execute().await.map_err(se)? else {
-            return Ok(None);
-        };
+        let Some(object) = self.object(key, range).await? else { return Ok(None) };
         let body = match object.body().map(|b| b.response_body()) {
             Some(Ok(ResponseBody::Stream(s))) => s,
             _ => return Err(se("R2 object without a body stream")),
@@ -556,11 +555,7 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
                 })
                 .map_err(|e| RegistryError::internal(format!("configuration: {e}")))?,
             );
-            // Once per isolate too: where log lines go, and how many.
-            crate::base::log::set_sink(|line| match line.starts_with(r#"{"level":"error""#) {
-                true => console_error!("{line}"),
-                false => console_log!("{line}"),
-            });
+            // Once per isolate too: how many log lines (their sink is set at start).
             crate::base::log::set_level(config.log_level);
             CONFIG.with(|c| c.get_or_init(|| config.clone()).clone())
         }
@@ -588,10 +583,15 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
 
 /// Once per isolate, when the wasm is instantiated (and again for the fresh instance that
 /// `src/entry.mjs` starts after a trap): a panic's message and location go to `console.error`,
-/// which `wrangler tail` and Workers Logs show, before the trap.
+/// which `wrangler tail` and Workers Logs show, before the trap; and log lines go to the
+/// console from the first one on, so that a configuration error is logged too.
 #[event(start)]
 fn start() {
     console_error_panic_hook::set_once();
+    crate::base::log::set_sink(|line| match line.starts_with(r#"{"level":"error""#) {
+        true => console_error!("{line}"),
+        false => console_log!("{line}"),
+    });
 }
 
 /// The request and response as web-sys binds them, which workers-rs's `#[event(fetch)]` takes

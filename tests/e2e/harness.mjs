@@ -43,7 +43,7 @@ export async function freePort() {
  * local R2/KV state lives there and is kept on stop (a restart can reuse it); else in a
  * temporary directory removed on stop. `logLevel: "log"` shows the Worker's own log lines.
  */
-export async function startWharf({ vars = {}, args: extra = [], state: given, logLevel = "warn", selftest = false } = {}) {
+export async function startWharf({ vars = {}, args: extra = [], state: given, logLevel = "warn", selftest = false, ready = [200, 401] } = {}) {
   // `selftest`: the build with the self-test endpoints (build/selftest/), which are not in the
   // release bundle, with WHARF_SELFTEST on.
   const entry = selftest ? join(ROOT, "build", "selftest", "entry.mjs") : join(ROOT, "build", "index.js");
@@ -75,8 +75,9 @@ export async function startWharf({ vars = {}, args: extra = [], state: given, lo
     if (child.exitCode !== null) throw new Error(`the server exited: ${log}`);
     try {
       const r = await fetch(`${base}/v2/`);
-      // 401: access control is on, and /v2/ challenges anonymous clients.
-      if (r.status === 200 || r.status === 401) break;
+      // 401: access control is on, and /v2/ challenges anonymous clients. `ready` names
+      // other statuses that mean the server runs (500 for a configuration error).
+      if (ready.includes(r.status)) break;
     } catch {}
     if (Date.now() > deadline) throw new Error(`the server did not answer in 60 s: ${log}`);
     await new Promise((r) => setTimeout(r, 200));

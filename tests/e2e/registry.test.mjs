@@ -79,6 +79,22 @@ test("after a trap, the next request is served by a fresh wasm instance", async 
   assert.ok((await request(selftest.base, "GET", `/v2/e2e/trap/blobs/${sha256(data)}`)).body.equals(data));
 });
 
+test("an unreadable setting is logged, and every request is answered 500 UNKNOWN without it", async () => {
+  const broken = await startWharf({ vars: { WHARF_GC: "sometimes" }, logLevel: "log", ready: [500] });
+  try {
+    const r = await request(broken.base, "GET", "/v2/");
+    assert.deepEqual([r.status, r.code()], [500, "UNKNOWN"]);
+    // What is wrong goes to the log, not to the client.
+    assert.doesNotMatch(r.body.toString(), /WHARF_GC/);
+    const logged = /"level":"error".*WHARF_GC: expected off, dry-run or on, got \\"sometimes\\"/;
+    const log = () => broken.log().replace(/\x1b\[[0-9;]*m/g, "");
+    for (let i = 0; i < 50 && !logged.test(log()); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(log(), logged);
+  } finally {
+    await broken.stop();
+  }
+});
+
 test("GET /v2/ answers 200 with the API version header", async () => {
   const r = await req("GET", "/v2/");
   assert.equal(r.status, 200);
