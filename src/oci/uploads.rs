@@ -27,7 +27,9 @@ use crate::config::GcMode;
 use crate::oci::blobs::BlobLink;
 use crate::registry::{Registry, Result};
 use crate::storage::keys;
-use crate::storage::{ByteRange, KeyValueStore, Listing, MIN_PART_SIZE, ObjectStore, Part, PartSource, PutOptions};
+use crate::storage::{
+    ByteRange, KeyValueStore, Listing, MAX_PARTS, MIN_PART_SIZE, ObjectStore, Part, PartSource, PutOptions,
+};
 use futures_util::future::join;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -227,8 +229,13 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
     }
 
     /// Key, multipart upload id and number of the next part; starts the multipart upload on the
-    /// first part.
+    /// first part. A blob that would need more parts than R2 takes is 413, before R2 refuses it.
     async fn next_part(&mut self) -> Result<(String, String, u16)> {
+        if self.parts.len() >= MAX_PARTS {
+            return Err(RegistryError::new(ErrorCode::PayloadTooLarge)
+                .with_message("blob too large")
+                .with_detail(json!({ "parts": MAX_PARTS, "partSize": self.part_size })));
+        }
         let key = keys::blob_by_upload(&self.id);
         let upload = match &self.multipart {
             Some(u) => u.clone(),
@@ -240,8 +247,8 @@ impl<'a, O: ObjectStore> Writer<'a, O> {
                 u
             }
         };
-        let number = u16::try_from(self.parts.len() + 1)
-            .map_err(|_| RegistryError::new(ErrorCode::PayloadTooLarge).with_message("blob too large"))?;
+        // At most MAX_PARTS, checked above.
+        let number = (self.parts.len() + 1) as u16;
         Ok((key, upload, number))
     }
 
@@ -735,6 +742,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blob_needing_more_parts_than_r2_takes_is_413() {
+        let objects = crate::storage::memory::MemoryObjects::new();
+        let mut writer = Writer::new(&objects, UploadId::random().unwrap(), SESSION_ALGORITHM);
+        writer.multipart = Some("m".into());
+        writer.parts = (1..MAX_PARTS as u16).map(|number| Part { number, etag: String::new() }).collect();
+        let (_, _, last) = futures_executor::block_on(writer.next_part()).unwrap();
+        assert_eq!(usize::from(last), MAX_PARTS);
+        writer.parts.push(Part { number: last, etag: String::new() });
+        let e = futures_executor::block_on(writer.next_part()).unwrap_err();
+        assert_eq!((e.status(), e.code), (413, ErrorCode::PayloadTooLarge));
+    }
 
     #[test]
     fn session_state_is_one_json_line_and_older_lines_still_read() {

@@ -196,6 +196,9 @@ pub struct Part {
 /// Smallest size R2 accepts for every part of a multipart upload except the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
+/// Most parts R2 takes in one multipart upload.
+pub const MAX_PARTS: usize = 10_000;
+
 /// An object store shaped like R2.
 ///
 /// # Contract
