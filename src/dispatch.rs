@@ -200,7 +200,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 Background::Blob { name, digest, length, body } => {
                     self.store_pulled_blob(&name, &digest, length, body).await.map(drop)
                 }
-                Background::Tag { name, tag, record } => self.put_tag(&name, &tag, &record).await,
+                Background::Tag { name, tag, record } => self.put_tag(&name, &tag, &record, None).await,
                 Background::Notify { body } => {
                     self.deliver(body).await;
                     Ok(())

@@ -1,8 +1,10 @@
 //! What a push and a pull cost in storage, counted by the in-memory stores: R2 reads (Class B)
 //! and writes (Class A), KV reads and writes, and the sequential round trips the client waits
 //! for. On Cloudflare every operation is billed and every round trip adds to the request's
-//! latency, so a pull reads what the isolate does not hold, and a push writes only what is new. The tag's KV write always stays: KV is eventually consistent,
-//! and a write skipped on the strength of a stale read could drop the latest push.
+//! latency, so a pull reads what the isolate does not hold, and a push writes only what is new.
+//! A tag lives in R2 (the source of truth) and in KV (the fast path of pulls): R2's copy is
+//! written only when it changes, KV's always, since KV is eventually consistent and a write
+//! skipped on the strength of a stale read could drop the latest push.
 
 mod common;
 
@@ -47,10 +49,11 @@ fn other_isolate(t: &TestRegistry) -> TestRegistry {
 fn a_new_manifest_in_a_new_repository_writes_its_bytes_the_catalog_entry_and_the_tag() {
     let t = TestRegistry::new();
     let body = image(&t, "r", 2, "a");
-    // Reads side by side: is the manifest stored, is the repository catalogued (the blobs were
-    // uploaded through this isolate, which remembers their links). Then the bytes; then the
-    // catalog entry and the tag side by side.
-    assert_eq!(push(&t, "r", "v1", &body), counts(2, 2, 1, 3));
+    // Reads side by side: is the manifest stored, what R2 holds of the tag (the blobs were
+    // uploaded through this isolate, which remembers their links). Then the bytes. Then, the
+    // bytes in place, is the repository catalogued, beside the tag's R2 write; then the
+    // catalog entry beside the tag's KV copy.
+    assert_eq!(push(&t, "r", "v1", &body), counts(3, 3, 1, 4));
     assert!(t.objects.snapshot().contains_key("catalog/r"), "{:?}", t.objects.snapshot().keys());
 }
 
@@ -59,20 +62,22 @@ fn a_stored_manifest_under_a_new_tag_or_again_under_its_tag_writes_only_the_tag(
     let t = TestRegistry::new();
     let body = image(&t, "r", 2, "a");
     push(&t, "r", "v1", &body);
-    let stored = t.objects.snapshot();
-    // The same two reads, and the tag's KV write: no R2 write, two round trips.
-    assert_eq!(push(&t, "r", "v2", &body), counts(2, 0, 1, 2));
-    assert_eq!(push(&t, "r", "v1", &body), counts(2, 0, 1, 2));
-    // The objects are what they were; KV holds the new tag.
+    let mut stored = t.objects.snapshot();
+    // The same reads; the new tag in R2, then in KV.
+    assert_eq!(push(&t, "r", "v2", &body), counts(3, 1, 1, 3));
+    // The tag as it was: its KV copy alone is written again, beside the catalog read.
+    assert_eq!(push(&t, "r", "v1", &body), counts(3, 0, 1, 2));
+    // The objects are what they were, and the new tag.
+    stored.insert("repositories/r/_tags/v2".into(), Vec::new());
     assert_eq!(t.objects.snapshot(), stored);
     assert_eq!(t.get("/v2/r/manifests/v2", &[("Accept", OCI_MANIFEST)]).body, body);
 }
 
 #[test]
-fn a_manifest_in_a_known_repository_is_one_r2_write_and_one_kv_write() {
+fn a_manifest_in_a_known_repository_is_two_r2_writes_and_one_kv_write() {
     let t = TestRegistry::new();
     push(&t, "r", "v1", &image(&t, "r", 1, "a"));
-    assert_eq!(push(&t, "r", "v2", &image(&t, "r", 1, "b")), counts(2, 1, 1, 3));
+    assert_eq!(push(&t, "r", "v2", &image(&t, "r", 1, "b")), counts(3, 2, 1, 4));
 }
 
 #[test]
@@ -82,11 +87,11 @@ fn references_are_read_from_storage_once_per_isolate_and_side_by_side() {
         let body = image(&t, "r", layers, "a");
         push(&t, "r", "v0", &image(&t, "r", 1, "other"));
         // An isolate that did not see the uploads reads each link (config and layers) beside the
-        // manifest and catalog reads: still three round trips, whatever the number of layers.
+        // manifest and tag reads: still four round trips, whatever the number of layers.
         let other = other_isolate(&t);
-        assert_eq!(push(&other, "r", "v1", &body), counts(layers + 1 + 2, 1, 1, 3), "{layers} layers");
+        assert_eq!(push(&other, "r", "v1", &body), counts(layers + 1 + 3, 2, 1, 4), "{layers} layers");
         // Then it remembers them.
-        assert_eq!(push(&other, "r", "v2", &body), counts(2, 0, 1, 2), "{layers} layers, again");
+        assert_eq!(push(&other, "r", "v2", &body), counts(3, 1, 1, 3), "{layers} layers, again");
     }
 }
 
@@ -100,11 +105,11 @@ fn a_referrer_entry_is_written_once() {
     )
     .into_bytes();
     let d = Digest::sha256_of(&artifact);
-    // Reads: the manifest, the catalog entry, the referrer entry. Writes: the bytes, then the
-    // referrer entry (the repository is catalogued already).
+    // Reads: the manifest, the referrer entry, then (the bytes written) the catalog entry.
+    // Writes: the bytes, then the referrer entry (the repository is catalogued already).
     assert_eq!(push(&t, "r", &d.to_string(), &artifact), counts(3, 2, 0, 3));
     // Again: nothing is written; a push by digest sets no tag.
-    assert_eq!(push(&t, "r", &d.to_string(), &artifact), counts(3, 0, 0, 1));
+    assert_eq!(push(&t, "r", &d.to_string(), &artifact), counts(3, 0, 0, 2));
     let listed = t.get(&format!("/v2/r/referrers/{subject}"), &[]).json();
     assert_eq!(listed["manifests"].as_array().unwrap().len(), 1);
 }
@@ -114,8 +119,9 @@ fn with_garbage_collection_on_the_references_are_checked_again_in_storage_after_
     let t = TestRegistry::with_config(Config { gc: GcMode::On, delete_enabled: true, ..Config::default() });
     let body = image(&t, "r", 2, "a");
     // Before the tag: the three links and the manifest are read again from storage, whatever
-    // the isolate remembers, so that a collection that swept one in between is seen.
-    assert_eq!(push(&t, "r", "v1", &body), counts(2 + 4, 2, 1, 4));
+    // the isolate remembers, so that a collection that swept one in between is seen. After
+    // the tag: the manifest once more, in case a collection took it as untagged meanwhile.
+    assert_eq!(push(&t, "r", "v1", &body), counts(3 + 4 + 1, 3, 1, 6));
 }
 
 /// Pulls `path` (a HEAD when `head`) and returns what it cost.

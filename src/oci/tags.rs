@@ -1,5 +1,8 @@
-//! Tags: KV entries `tag -> digest`, with the manifest's digest, media type and size in the
-//! entry's metadata so that a listing needs no per-tag reads.
+//! Tags. Each lives twice: in R2 (`keys::tag_object`), the source of truth, strongly
+//! consistent, listed by tags/list, DELETE by digest and garbage collection; and in KV
+//! (`keys::tag`), the fast path of pulls, read in one operation at the edge. Both carry the
+//! tag record (digest, media type, size), so that neither a listing nor a HEAD needs a
+//! per-tag read.
 
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::http::{Response, query_param};
@@ -7,7 +10,7 @@ use crate::base::names::{Digest, RepositoryName, Tag};
 use crate::base::pagination::{next_link, page_size};
 use crate::registry::{Registry, Result, json_response};
 use crate::storage::keys::{self, TagRecord};
-use crate::storage::{KeyValueStore, ListFrom, ObjectStore};
+use crate::storage::{KeyValueStore, ListFrom, Listing, ObjectStore, PutOptions};
 use serde::Serialize;
 use serde_json::json;
 
@@ -20,14 +23,19 @@ fn immutable(tag: &Tag, what: &str) -> RegistryError {
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// Refuses to move an immutable tag that exists to `digest` (setting it, or re-pushing the
-    /// same digest, is fine). KV being eventually consistent, a tag set in another location in
-    /// the last minute may not be seen yet.
-    pub(crate) async fn check_tag_move(&self, name: &RepositoryName, tag: &Tag, digest: &Digest) -> Result<()> {
-        if !self.config.immutable_tags.protects(name, tag) {
-            return Ok(());
-        }
-        match self.tag_record(name, tag).await? {
-            Some(current) if current.digest != digest.to_string() => Err(immutable(tag, "moved")),
+    /// same digest, is fine). `current` is the tag as stored in R2, which every location sees
+    /// at once.
+    pub(crate) fn check_tag_move(
+        &self,
+        name: &RepositoryName,
+        tag: &Tag,
+        current: Option<&TagRecord>,
+        digest: &Digest,
+    ) -> Result<()> {
+        match current {
+            Some(c) if c.digest != digest.to_string() && self.config.immutable_tags.protects(name, tag) => {
+                Err(immutable(tag, "moved"))
+            }
             _ => Ok(()),
         }
     }
@@ -40,112 +48,109 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
     }
 
-    /// What a tag points at, if the tag exists: one KV read, its metadata carrying the
-    /// manifest's media type and size. (KV is eventually consistent: another location may still
-    /// see the previous digest for up to a minute.)
+    /// What a tag points at, for a pull: the isolate's memo, else KV's copy (one read, its
+    /// metadata carrying the manifest's media type and size), else the tag in R2. KV caches
+    /// what a location read, misses included, for 60 s or more, so a tag pushed elsewhere a
+    /// moment ago is a KV miss here: R2, strongly consistent, has the last word on a miss.
+    /// (A tag moved elsewhere may still read as its previous digest here for that long: an
+    /// older manifest, still valid.)
     pub(crate) async fn tag_record(&self, name: &RepositoryName, tag: &Tag) -> Result<Option<TagRecord>> {
         let now = self.now_secs();
         if let Some(record) = self.memo.tag(name.as_str(), tag.as_str(), now) {
             return Ok(Some(record));
         }
         let read_at = self.memo.generation();
-        let Some(entry) = self.kv.get(&keys::tag(name, tag)).await? else { return Ok(None) };
-        let record = entry.metadata.as_ref().and_then(TagRecord::from_json);
-        // wharf writes metadata with every tag; an entry without it still names the digest.
-        let record =
-            record.unwrap_or(TagRecord { digest: entry.value, media_type: String::new(), size: 0, cached_at: None });
+        let record = match self.kv.get(&keys::tag(name, tag)).await? {
+            // wharf writes metadata with every tag; an entry without it still names the digest.
+            Some(entry) => entry.metadata.as_ref().and_then(TagRecord::from_json).unwrap_or(TagRecord {
+                digest: entry.value,
+                media_type: String::new(),
+                size: 0,
+                cached_at: None,
+            }),
+            None => match self.stored_tag(name, tag).await? {
+                Some(record) => record,
+                None => return Ok(None),
+            },
+        };
         record.digest()?;
         self.memo.remember_tag(name.as_str(), tag.as_str(), &record, now, Some(read_at));
         Ok(Some(record))
     }
 
-    pub(crate) async fn put_tag(&self, name: &RepositoryName, tag: &Tag, record: &TagRecord) -> Result<()> {
+    /// The tag as stored in R2, the source of truth: one read that every location sees alike.
+    pub(crate) async fn stored_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<Option<TagRecord>> {
+        let Some(meta) = self.objects.head(&keys::tag_object(name, tag)).await? else { return Ok(None) };
+        let record = TagRecord::from_metadata(&meta.custom)
+            .ok_or_else(|| RegistryError::internal(format!("tag object {} holds no tag record", meta.key)))?;
+        record.digest()?;
+        Ok(Some(record))
+    }
+
+    /// Points a tag at a manifest: R2 first, the source of truth, then KV's copy for pulls.
+    /// `stored` is what R2 held before, when the caller read it: the same record is not
+    /// written again. KV's copy is always written: a location cannot tell from its own,
+    /// possibly stale, KV reads whether KV holds it.
+    pub(crate) async fn put_tag(
+        &self,
+        name: &RepositoryName,
+        tag: &Tag,
+        record: &TagRecord,
+        stored: Option<&TagRecord>,
+    ) -> Result<()> {
+        if stored != Some(record) {
+            let options = PutOptions { custom: record.to_metadata(), ..PutOptions::default() };
+            self.objects.put(&keys::tag_object(name, tag), Vec::new(), options).await?;
+        }
         self.kv.put(&keys::tag(name, tag), &record.digest, Some(&record.to_json())).await?;
         self.memo.remember_tag(name.as_str(), tag.as_str(), record, self.now_secs(), None);
         Ok(())
     }
 
+    /// Removes a tag: KV's copy first, then R2's, so that a delete stopped half-way leaves a
+    /// tag that still exists (R2) and a retry that finds it.
     pub(crate) async fn delete_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<()> {
         self.memo.forget_tag(name.as_str(), tag.as_str());
         self.kv.delete(&keys::tag(name, tag)).await?;
+        self.objects.delete(&keys::tag_object(name, tag)).await?;
         self.memo.forget_tag(name.as_str(), tag.as_str());
         Ok(())
     }
 
-    /// Every tag of a repository with the digest it points at, in lexical order.
-    pub(crate) async fn all_tags(&self, name: &RepositoryName) -> Result<Vec<(Tag, String)>> {
-        let prefix = keys::tag_prefix(name);
+    /// Every tag of a repository with its record, in lexical order, from R2.
+    pub(crate) async fn all_tags(&self, name: &RepositoryName) -> Result<Vec<(Tag, TagRecord)>> {
+        let prefix = keys::tag_objects_prefix(name);
         let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self.kv.list(&prefix, cursor.as_deref(), 1000).await?;
-            for key in page.keys {
-                let digest = key.metadata.as_ref().and_then(TagRecord::from_json).map(|r| r.digest);
-                let Ok(tag) = Tag::parse(&key.name[prefix.len()..]) else {
-                    crate::base::log::error(&format!("ignoring KV key {} with an invalid tag", key.name));
-                    continue;
-                };
-                let digest = match digest {
-                    Some(d) => d,
-                    // Metadata is written with every tag; a key without it is read the slow way.
-                    None => self.kv.get(&key.name).await?.map(|e| e.value).unwrap_or_default(),
-                };
-                out.push((tag, digest));
-            }
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(out),
+        let mut listing = Listing::new(prefix.as_str());
+        while let Some(meta) = listing.next(&self.objects).await? {
+            match (keys::tag_of(&meta.key, &prefix), TagRecord::from_metadata(&meta.custom)) {
+                (Some(tag), Some(record)) => out.push((tag, record)),
+                _ => crate::base::log::error(&format!("ignoring {}: not a tag", meta.key)),
             }
         }
+        Ok(out)
     }
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// GET /v2/<name>/tags/list?n=&last=: tags in lexical (byte) order, `last` exclusive, a
-    /// `Link` to the next page when more exist.
-    ///
-    /// A page is one KV listing: the `Link` carries KV's cursor next to `last`. KV cannot start
-    /// a listing after a given key, so a `last` without our cursor (a client building its own
-    /// URL) is served by listing from the start and skipping.
+    /// `Link` to the next page when more exist. A page is one R2 listing of the repository's
+    /// tags, starting after `last`: any page costs what the first one costs.
     pub(crate) async fn list_tags(
         &self,
         name: &RepositoryName,
         query: &[(String, String)],
     ) -> Result<Response<O::Body>> {
         let n = page_size(query_param(query, "n"), self.config.max_page)?;
-        let last = query_param(query, "last");
-        let prefix = keys::tag_prefix(name);
+        let prefix = keys::tag_objects_prefix(name);
         let mut tags: Vec<String> = Vec::new();
-        let mut next_cursor = None;
         let mut more = false;
         if n > 0 {
-            match (query_param(query, "cursor"), last) {
-                (cursor, None) | (cursor @ Some(_), Some(_)) => {
-                    let page = self.kv.list(&prefix, cursor, n as u32).await?;
-                    tags = page.keys.into_iter().filter_map(|k| valid_tag(&k.name, &prefix)).collect();
-                    more = page.cursor.is_some();
-                    next_cursor = page.cursor;
-                }
-                (None, Some(last)) => {
-                    let mut cursor: Option<String> = None;
-                    'pages: loop {
-                        let page = self.kv.list(&prefix, cursor.as_deref(), 1000).await?;
-                        for tag in page.keys.into_iter().filter_map(|k| valid_tag(&k.name, &prefix)) {
-                            if tag.as_str() > last {
-                                if tags.len() == n {
-                                    more = true;
-                                    break 'pages;
-                                }
-                                tags.push(tag);
-                            }
-                        }
-                        match page.cursor {
-                            Some(c) => cursor = Some(c),
-                            None => break,
-                        }
-                    }
-                }
-            }
+            let after = query_param(query, "last").map(|last| format!("{prefix}{last}"));
+            let from = after.as_deref().map_or(ListFrom::Beginning, ListFrom::After);
+            let page = self.objects.list(&prefix, from, n as u32).await?;
+            tags = page.objects.iter().filter_map(|o| keys::tag_of(&o.key, &prefix)).map(|t| t.to_string()).collect();
+            more = page.cursor.is_some();
         }
         if tags.is_empty() && !self.repository_exists(name).await? {
             return Err(RegistryError::new(ErrorCode::NameUnknown).with_detail(json!({ "name": name.as_str() })));
@@ -156,11 +161,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if let (true, Some(last)) = (more, tags.last()) {
             let path = format!("/v2/{name}/tags/list");
             let n = n.to_string();
-            let mut params = vec![("n", n.as_str()), ("last", last.as_str())];
-            if let Some(c) = &next_cursor {
-                params.push(("cursor", c.as_str()));
-            }
-            response = response.header("Link", next_link(&path, &params));
+            response = response.header("Link", next_link(&path, &[("n", n.as_str()), ("last", last.as_str())]));
         }
         Ok(response)
     }
@@ -210,10 +211,4 @@ struct TagList<'a> {
 #[derive(Serialize)]
 struct Catalog<'a> {
     repositories: &'a [&'a str],
-}
-
-/// The tag of a listed KV key, if it is one (keys are written only by wharf, but a key that
-/// does not parse is skipped rather than served).
-fn valid_tag(key: &str, prefix: &str) -> Option<String> {
-    key.strip_prefix(prefix).filter(|t| Tag::parse(t).is_ok()).map(str::to_owned)
 }

@@ -62,7 +62,7 @@ use crate::base::names::{Digest, RepositoryName};
 use crate::oci::blobs::BlobLink;
 use crate::oci::manifests::format::Manifest;
 use crate::registry::{Registry, Result};
-use crate::storage::keys::{self, RepositoryKey};
+use crate::storage::keys::{self, RepositoryKey, TagRecord};
 use crate::storage::{KeyValueStore, Listing, Metadata, ObjectMeta, ObjectStore, PutOptions};
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -202,11 +202,12 @@ impl FromIterator<Digest> for DigestSet {
     }
 }
 
-/// One repository's manifests and blob links, as listed.
+/// One repository's manifests, blob links and the digests its tags name, as listed.
 struct Listed {
     name: RepositoryName,
     manifests: DigestMap<ObjectMeta>,
     links: DigestMap<ObjectMeta>,
+    tagged: HashSet<String>,
 }
 
 /// The blob links a sweep may remove: digest -> the link's metadata (see `keys::gc_sweep`).
@@ -234,6 +235,31 @@ fn parse_stored(meta: &ObjectMeta, bytes: &[u8]) -> std::result::Result<Manifest
     Manifest::parse(meta.content_type.as_deref(), bytes)
 }
 
+/// The manifests a collection with `WHARF_GC_UNTAGGED` keeps: those `tagged` names, those
+/// younger than `cutoff`, and what those reach (index children, referrers of a kept subject).
+fn live_manifests(tagged: &HashSet<String>, marked: &DigestMap<Marked>, cutoff: u64) -> DigestSet {
+    let mut live: DigestSet = marked
+        .iter()
+        .filter(|(d, m)| m.meta.uploaded_ms >= cutoff || tagged.contains(&d.to_string()))
+        .map(|(d, _)| d.clone())
+        .collect();
+    loop {
+        let before = live.len();
+        for (d, m) in marked.iter() {
+            if live.contains(d) {
+                for c in m.refs.children.iter().filter(|c| marked.contains(c)) {
+                    live.insert(c.clone(), ());
+                }
+            } else if m.refs.subject.as_ref().is_some_and(|s| live.contains(s)) {
+                live.insert(d.clone(), ());
+            }
+        }
+        if live.len() == before {
+            return live;
+        }
+    }
+}
+
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// Runs one collection at `now_ms` (see the module's protocol); a dry run only reports.
     pub async fn collect_garbage(&self, now_ms: u64, dry_run: bool) -> Result<GcReport> {
@@ -252,11 +278,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             if let Some(done) = current.take_if(|c| c.name != name) {
                 self.collect_repository(done, cutoff, &mut unfinished, &mut report, (&mut named, &mut pinned)).await?;
             }
-            let listed =
-                current.get_or_insert_with(|| Listed { name, manifests: DigestMap::new(), links: DigestMap::new() });
+            let listed = current.get_or_insert_with(|| Listed {
+                name,
+                manifests: DigestMap::new(),
+                links: DigestMap::new(),
+                tagged: HashSet::new(),
+            });
             match kind {
                 RepositoryKey::Manifest(d) => listed.manifests.insert(d, meta),
                 RepositoryKey::BlobLink(d) => listed.links.insert(d, meta),
+                // The tags in R2, listed with the manifests: strongly consistent, unlike KV's
+                // copies, which another location may have written a minute ago unseen here.
+                RepositoryKey::Tag(_) => listed.tagged.extend(TagRecord::from_metadata(&meta.custom).map(|r| r.digest)),
                 RepositoryKey::Referrer => {}
             }
         }
@@ -364,7 +397,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
         let live = if self.config.gc_untagged {
-            self.live_manifests(name, &marked, cutoff).await?
+            live_manifests(&listed.tagged, &marked, cutoff)
         } else {
             marked.keys().cloned().collect()
         };
@@ -435,7 +468,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             return Ok(!record.is_empty());
         }
 
-        // 3. Re-check: manifests written since the mark get back what they need.
+        // 3. Re-check: manifests written since the mark get back what they need, and a
+        // manifest taken as untagged that a tag written since names comes back.
         let mut pending = Vec::new();
         let mut listing = Listing::new(keys::manifests_prefix(name));
         while let Some(meta) = listing.next(&self.objects).await? {
@@ -450,8 +484,30 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 pending.push(Refs::of(&manifest));
             }
         }
+        let mut revive = Vec::new();
+        if !removed_manifests.is_empty() {
+            let prefix = keys::tag_objects_prefix(name);
+            let mut listing = Listing::new(prefix.as_str());
+            while let Some(meta) = listing.next(&self.objects).await? {
+                let tagged = TagRecord::from_metadata(&meta.custom).and_then(|r| Digest::parse(&r.digest).ok());
+                revive.extend(tagged.filter(|d| removed_manifests.contains(d)));
+            }
+        }
         let any_manifest_removed = !removed_manifests.is_empty();
-        while let Some(refs) = pending.pop() {
+        loop {
+            while let Some(d) = revive.pop() {
+                let Some(m) = removed_manifests.remove(&d) else { continue };
+                let manifest = parse_stored(&m.meta, &m.bytes)?;
+                let size = m.bytes.len() as u64;
+                let options = PutOptions { content_type: m.meta.content_type.clone(), ..PutOptions::default() };
+                self.objects.put(&m.meta.key, m.bytes, options).await?;
+                if let Some(subject) = &m.refs.subject {
+                    self.record_referrer(name, subject, &d, &manifest, size).await?;
+                }
+                report.restored.push(at(&d));
+                pending.push(m.refs);
+            }
+            let Some(refs) = pending.pop() else { break };
             for b in &refs.blobs {
                 if let Some(meta) = removed_links.remove(b) {
                     let options = PutOptions { custom: meta.custom.clone(), ..PutOptions::default() };
@@ -459,19 +515,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     report.restored.push(at(b));
                 }
             }
-            for c in &refs.children {
-                if let Some(m) = removed_manifests.remove(c) {
-                    let manifest = parse_stored(&m.meta, &m.bytes)?;
-                    let size = m.bytes.len() as u64;
-                    let options = PutOptions { content_type: m.meta.content_type.clone(), ..PutOptions::default() };
-                    self.objects.put(&m.meta.key, m.bytes, options).await?;
-                    if let Some(subject) = &m.refs.subject {
-                        self.record_referrer(name, subject, c, &manifest, size).await?;
-                    }
-                    report.restored.push(at(c));
-                    pending.push(m.refs);
-                }
-            }
+            revive.extend(refs.children);
         }
         if any_manifest_removed {
             self.drop_catalog_entry_if_empty(name).await?;
@@ -491,37 +535,6 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             sweeps.insert(name, sweep);
         }
         Ok(sweeps)
-    }
-
-    /// The manifests of `name` a collection with `WHARF_GC_UNTAGGED` keeps: tagged, younger than
-    /// `cutoff`, and what those reach (index children, referrers of a kept subject).
-    async fn live_manifests(
-        &self,
-        name: &RepositoryName,
-        marked: &DigestMap<Marked>,
-        cutoff: u64,
-    ) -> Result<DigestSet> {
-        let tagged: HashSet<String> = self.all_tags(name).await?.into_iter().map(|(_, d)| d).collect();
-        let mut live: DigestSet = marked
-            .iter()
-            .filter(|(d, m)| m.meta.uploaded_ms >= cutoff || tagged.contains(&d.to_string()))
-            .map(|(d, _)| d.clone())
-            .collect();
-        loop {
-            let before = live.len();
-            for (d, m) in marked.iter() {
-                if live.contains(d) {
-                    for c in m.refs.children.iter().filter(|c| marked.contains(c)) {
-                        live.insert(c.clone(), ());
-                    }
-                } else if m.refs.subject.as_ref().is_some_and(|s| live.contains(s)) {
-                    live.insert(d.clone(), ());
-                }
-            }
-            if live.len() == before {
-                return Ok(live);
-            }
-        }
     }
 
     /// Whether the object is still the one listed (not rewritten, not deleted).

@@ -282,7 +282,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let shown = &rest[..rest.len().min(TAGS_PAGE)];
         let mut summaries = Vec::new();
         for batch in shown.chunks(6) {
-            summaries.extend(join_all(batch.iter().map(|(_, d)| self.summary(name, d))).await);
+            summaries.extend(join_all(batch.iter().map(|(_, r)| self.summary(name, &r.digest))).await);
         }
         let mut html = format!(
             "<h1>{}</h1><p class=\"muted\">{} tags, {} manifests</p>",
@@ -293,7 +293,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         html.push_str(
             "<table><tr><th>Tag</th><th>Digest</th><th>Type</th><th>Platforms</th><th>Size</th><th>Pushed</th></tr>",
         );
-        for ((tag, digest), summary) in shown.iter().zip(summaries) {
+        for ((tag, record), summary) in shown.iter().zip(summaries) {
+            let digest = &record.digest;
             let Ok(d) = Digest::parse(digest) else { continue };
             let summary = summary?;
             let pushed_at = pushed.get(digest).map_or_else(|| "—".to_owned(), |ms| when(*ms));
@@ -364,7 +365,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             .all_tags(name)
             .await?
             .into_iter()
-            .filter(|(_, d)| *d == digest.to_string())
+            .filter(|(_, r)| r.digest == digest.to_string())
             .map(|(t, _)| t.to_string())
             .collect();
         let mut html = format!(

@@ -8,6 +8,9 @@
 //! │   ├── _layers/<alg>/<hex>      blob link: empty body; customMetadata {object, size} names
 //! │   │                            the object holding the bytes. Its presence is what "this
 //! │   │                            repository holds the blob" means.
+//! │   ├── _tags/<tag>              the tag: empty body; customMetadata the tag record. The
+//! │   │                            source of truth for tags (R2 is strongly consistent); KV's
+//! │   │                            copy is the fast path of pulls (see `oci::tags`)
 //! │   └── _referrers/<subject alg>/<subject hex>/<alg>/<hex>
 //! │                                a manifest of this repository whose `subject` is the first
 //! │                                digest: empty body, its descriptor in customMetadata, so one
@@ -31,7 +34,8 @@
 //!                                  then the bytes received but not yet cut into a part
 //!
 //! KV namespace (binding TAGS)
-//! └── tags/<name>:<tag>            value: the digest; metadata {digest, mediaType, size}
+//! └── tags/<name>:<tag>            a copy of the tag for pulls: value the digest, metadata
+//!                                  the tag record {digest, mediaType, size[, cachedAt]}
 //! ```
 //!
 //! Names never contain `:` and tags never contain `/` or `:`, so `tags/<name>:` is a prefix that
@@ -42,6 +46,7 @@ use crate::base::de::Object;
 use crate::base::error::RegistryError;
 use crate::base::media::MediaType;
 use crate::base::names::{Digest, RepositoryName, Tag, UploadId};
+use crate::storage::Metadata;
 use serde::{Deserialize, Serialize};
 
 fn digest_path(d: &Digest) -> String {
@@ -66,6 +71,7 @@ pub enum RepositoryKey {
     Manifest(Digest),
     BlobLink(Digest),
     Referrer,
+    Tag(Tag),
 }
 
 /// Reads a key under [`REPOSITORIES_PREFIX`]. The name ends at the first `/_`: no name
@@ -82,6 +88,8 @@ pub fn parse_repository_key(key: &str) -> Option<(RepositoryName, RepositoryKey)
         RepositoryKey::BlobLink(digest(path)?)
     } else if rest.starts_with("referrers/") {
         RepositoryKey::Referrer
+    } else if let Some(tag) = rest.strip_prefix("tags/") {
+        RepositoryKey::Tag(Tag::parse(tag).ok()?)
     } else {
         return None;
     };
@@ -191,13 +199,24 @@ pub fn blob_index(d: &Digest) -> String {
     format!("{BLOB_INDEX_PREFIX}{}", digest_path(d))
 }
 
+/// The KV copy of a tag.
 pub fn tag(name: &RepositoryName, tag: &Tag) -> String {
-    format!("{}{tag}", tag_prefix(name))
+    format!("tags/{name}:{tag}")
 }
 
-/// The KV prefix under which all of one repository's tags are listed.
-pub fn tag_prefix(name: &RepositoryName) -> String {
-    format!("tags/{name}:")
+/// The tag in R2, the source of truth.
+pub fn tag_object(name: &RepositoryName, tag: &Tag) -> String {
+    format!("{}{tag}", tag_objects_prefix(name))
+}
+
+/// The R2 prefix under which all of one repository's tags are listed, in tag order.
+pub fn tag_objects_prefix(name: &RepositoryName) -> String {
+    format!("{REPOSITORIES_PREFIX}{name}/_tags/")
+}
+
+/// The tag of a key listed under [`tag_objects_prefix`].
+pub fn tag_of(key: &str, prefix: &str) -> Option<Tag> {
+    Tag::parse(key.strip_prefix(prefix)?).ok()
 }
 
 /// What a tag points at (the KV metadata of `tags/<name>:<tag>`; well under KV's 1024 bytes):
@@ -224,6 +243,32 @@ impl TagRecord {
     /// The record in KV metadata; `None` when the metadata is not one.
     pub fn from_json(v: &serde_json::Value) -> Option<TagRecord> {
         Object::<TagRecord>::deserialize(v).ok().map(|o| o.0)
+    }
+
+    /// The record as the R2 tag object's custom metadata.
+    pub fn to_metadata(&self) -> Metadata {
+        let mut m = Metadata::new();
+        m.insert("digest", self.digest.as_str());
+        m.insert("mediaType", self.media_type.as_str());
+        m.insert("size", self.size.to_string());
+        if let Some(at) = self.cached_at {
+            m.insert("cachedAt", at.to_string());
+        }
+        m
+    }
+
+    /// The record in an R2 tag object's custom metadata; `None` when it is not one.
+    pub fn from_metadata(m: &Metadata) -> Option<TagRecord> {
+        let cached_at = match m.get("cachedAt") {
+            Some(at) => Some(at.parse().ok()?),
+            None => None,
+        };
+        Some(TagRecord {
+            digest: m.get("digest")?.clone(),
+            media_type: m.get("mediaType")?.clone(),
+            size: m.get("size")?.parse().ok()?,
+            cached_at,
+        })
     }
 
     pub fn digest(&self) -> Result<Digest, RegistryError> {
@@ -261,7 +306,11 @@ mod tests {
         assert_eq!(catalog_entry(&name), "catalog/a/b");
         assert_eq!(repository_of("catalog/a/b"), Some(name.clone()));
         assert_eq!(manifests_prefix(&name), "repositories/a/b/_manifests/");
-        assert_eq!(tag(&name, &Tag::parse("v1").unwrap()), "tags/a/b:v1");
+        let v1 = Tag::parse("v1").unwrap();
+        assert_eq!(tag(&name, &v1), "tags/a/b:v1");
+        assert_eq!(tag_object(&name, &v1), "repositories/a/b/_tags/v1");
+        assert_eq!(tag_of(&tag_object(&name, &v1), &tag_objects_prefix(&name)), Some(v1.clone()));
+        assert_eq!(parse_repository_key(&tag_object(&name, &v1)), Some((name.clone(), RepositoryKey::Tag(v1))));
         assert_eq!(
             parse_repository_key(&manifest(&name, &d)),
             Some((name.clone(), RepositoryKey::Manifest(d.clone())))
@@ -296,6 +345,15 @@ mod tests {
         let parent = RepositoryName::parse("a").unwrap();
         let child = RepositoryName::parse("a/b").unwrap();
         let t = Tag::parse("v1").unwrap();
-        assert!(!tag(&child, &t).starts_with(&tag_prefix(&parent)));
+        assert!(!tag_object(&child, &t).starts_with(&tag_objects_prefix(&parent)));
+    }
+
+    #[test]
+    fn a_tag_record_survives_object_metadata() {
+        let mut record = TagRecord { digest: "sha256:ab".into(), media_type: "m".into(), size: 7, cached_at: None };
+        assert_eq!(TagRecord::from_metadata(&record.to_metadata()), Some(record.clone()));
+        record.cached_at = Some(12);
+        assert_eq!(TagRecord::from_metadata(&record.to_metadata()), Some(record));
+        assert_eq!(TagRecord::from_metadata(&Metadata::new()), None);
     }
 }

@@ -113,7 +113,21 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .header("Content-Type", media_type.as_str())
                 .header("Content-Length", size.to_string()));
         }
-        let mut manifest = self.load_manifest(name, &digest, head).await?.ok_or_else(manifest_unknown)?;
+        let mut manifest = match self.load_manifest(name, &digest, head).await? {
+            Some(m) => m,
+            // KV's copy of the tag may be stale in this location (the tag moved elsewhere and
+            // its old manifest is gone): the tag in R2 has the last word.
+            None => match (reference, &self.config.upstream) {
+                (Reference::Tag(tag), None) => {
+                    self.memo.forget_tag(name.as_str(), tag.as_str());
+                    let stored = self.stored_tag(name, tag).await?;
+                    let current = stored.filter(|r| r.digest != digest.to_string()).ok_or_else(manifest_unknown)?;
+                    digest = current.digest()?;
+                    self.load_manifest(name, &digest, head).await?.ok_or_else(manifest_unknown)?
+                }
+                _ => return Err(manifest_unknown()),
+            },
+        };
         refuse_unaccepted(manifest.media_type, &accepted)?;
 
         // A client that cannot read manifest lists gets, by tag, the linux/amd64 image.
@@ -221,38 +235,42 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let tags: Vec<&Tag> = url_tag.into_iter().chain(extra_tags).collect();
 
         // One round trip of reads, side by side, decides what the push must write: the
-        // references (from the isolate's memory of blob links where it has them), the
-        // immutable tags, and whether the manifest, the repository's catalog entry and the
-        // referrer entry are stored already. Content-addressed bytes never change, so what is
-        // stored is not written again: on R2 a write (Class A) costs twelve reads (Class B).
+        // references (from the isolate's memory of blob links where it has them), the tags as
+        // R2 holds them (immutable ones may not move; one already pointing here is not written
+        // again), and whether the manifest and the referrer entry are stored already.
+        // Content-addressed bytes never change, so what is stored is not written again: on R2
+        // a write (Class A) costs twelve reads (Class B).
         let referrer_key = manifest.subject.as_ref().map(|s| keys::referrer(name, &s.digest, &digest));
-        let (verified, moves, stored) = join3(
+        let (verified, stored_tags, stored) = join3(
             self.verify_references(name, &manifest, Lookup::Memo),
-            join_all(tags.iter().map(|t| self.check_tag_move(name, t, &digest))),
-            join3(
-                self.exists(Some(keys::manifest(name, &digest))),
-                self.exists(Some(keys::catalog_entry(name))),
-                self.exists(referrer_key),
-            ),
+            join_all(tags.iter().map(|t| self.stored_tag(name, t))),
+            join(self.exists(Some(keys::manifest(name, &digest))), self.exists(referrer_key)),
         )
         .await;
         verified?;
-        moves.into_iter().collect::<Result<Vec<()>>>()?;
-        let (existed, catalogued, referred) = (stored.0?, stored.1?, stored.2?);
+        let stored_tags = stored_tags.into_iter().collect::<Result<Vec<_>>>()?;
+        for (tag, current) in tags.iter().zip(&stored_tags) {
+            self.check_tag_move(name, tag, current.as_ref(), &digest)?;
+        }
+        let (existed, referred) = (stored.0?, stored.1?);
 
         let size = bytes.len() as u64;
         let collecting = self.config.gc == GcMode::On;
         let copy = collecting.then(|| bytes.clone());
         match existed {
-            false => self.write_manifest(name, &digest, bytes, &manifest).await?,
+            false => self.write_manifest(name, &digest, bytes.clone(), &manifest).await?,
             // Stored: the next pull from this isolate needs no R2 read all the same.
             true => self.remember_manifest(name, &digest, &bytes, &manifest),
         }
-        if let Some(bytes) = copy {
-            self.recheck_after_write(name, &digest, &manifest, existed, bytes).await?;
+        if let Some(bytes) = &copy {
+            self.recheck_after_write(name, &digest, &manifest, existed, bytes.clone()).await?;
         }
-        let indexed = Indexed { catalog: catalogued, referrer: referred };
-        self.index_manifest(name, &digest, &manifest, size, &tags, indexed).await?;
+        let tagged: Vec<(&Tag, Option<&TagRecord>)> =
+            tags.iter().copied().zip(stored_tags.iter().map(Option::as_ref)).collect();
+        self.index_manifest(name, &digest, &manifest, size, &tagged, referred).await?;
+        if let Some(bytes) = copy {
+            self.recheck_after_tagging(name, &digest, &manifest, bytes).await?;
+        }
         let event =
             |tag: Option<&&Tag>| Target::manifest(name, &digest, manifest.media_type, size, tag.map(|t| t.as_str()));
         match tags.is_empty() {
@@ -306,8 +324,26 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(())
     }
 
+    /// With garbage collection on, a tagged manifest is checked once more after its tags are
+    /// written: a collection that listed the tags before they were written may have taken the
+    /// manifest as untagged (a re-tag of an old manifest writes no bytes). Either this check
+    /// follows that delete and writes the manifest again, or the tag was written before the
+    /// collection's own re-check of the tags, which puts the manifest back (see `gc`).
+    async fn recheck_after_tagging(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        manifest: &Manifest,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        if self.objects.head(&keys::manifest(name, digest)).await?.is_none() {
+            self.write_manifest(name, digest, bytes, manifest).await?;
+        }
+        Ok(())
+    }
+
     /// Stores a verified manifest: the bytes first, then, the bytes being in place, the catalog
-    /// entry, the referrer entry and the tags, side by side.
+    /// entry, the referrer entry and the tags.
     pub(crate) async fn store_manifest(
         &self,
         name: &RepositoryName,
@@ -318,7 +354,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<()> {
         let size = bytes.len() as u64;
         self.write_manifest(name, digest, bytes, manifest).await?;
-        self.index_manifest(name, digest, manifest, size, tags, Indexed::default()).await
+        let tagged: Vec<(&Tag, Option<&TagRecord>)> = tags.iter().map(|t| (*t, None)).collect();
+        self.index_manifest(name, digest, manifest, size, &tagged, false).await
     }
 
     /// Writes the manifest's bytes.
@@ -349,29 +386,30 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
     }
 
-    /// Makes a written manifest findable: catalog entry and referrer entry (those not
-    /// `indexed` already) and tags, side by side. Tags are always written: KV is eventually
-    /// consistent across locations, and a write skipped on the strength of a stale read could
-    /// drop the latest push.
+    /// Makes a stored manifest findable: the catalog entry, the referrer entry (unless
+    /// `referred` already) and the tags (with what R2 held of each), side by side.
+    ///
+    /// The catalog entry is looked for only now, with the manifest in place: a DELETE of the
+    /// repository's last manifest drops the entry and then looks at the manifests again (see
+    /// `drop_catalog_entry_if_empty`). Either that second look sees this manifest and puts the
+    /// entry back, or it came first and this look sees the entry gone and writes it.
     async fn index_manifest(
         &self,
         name: &RepositoryName,
         digest: &Digest,
         manifest: &Manifest,
         size: u64,
-        tags: &[&Tag],
-        indexed: Indexed,
+        tags: &[(&Tag, Option<&TagRecord>)],
+        referred: bool,
     ) -> Result<()> {
         let catalog = async {
-            match indexed.catalog {
-                true => Ok(()),
-                false => {
-                    self.objects.put(&keys::catalog_entry(name), Vec::new(), PutOptions::default()).await.map(drop)
-                }
+            if !self.repository_exists(name).await? {
+                self.objects.put(&keys::catalog_entry(name), Vec::new(), PutOptions::default()).await?;
             }
+            Ok::<(), RegistryError>(())
         };
         let referrer = async {
-            match (&manifest.subject, indexed.referrer) {
+            match (&manifest.subject, referred) {
                 (Some(subject), false) => self.record_referrer(name, &subject.digest, digest, manifest, size).await,
                 _ => Ok(()),
             }
@@ -382,7 +420,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             size,
             cached_at: None,
         };
-        let tagging = join_all(tags.iter().map(|t| self.put_tag(name, t, &record)));
+        let tagging = join_all(tags.iter().map(|(t, stored)| self.put_tag(name, t, &record, *stored)));
         let (catalogued, referred, tagged) = join3(catalog, referrer, tagging).await;
         catalogued?;
         referred?;
@@ -541,8 +579,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     return Err(manifest_unknown());
                 };
                 let target = digest.to_string();
-                let tags: Vec<Tag> =
-                    self.all_tags(name).await?.into_iter().filter(|(_, d)| *d == target).map(|(t, _)| t).collect();
+                let tags: Vec<Tag> = self
+                    .all_tags(name)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, r)| r.digest == target)
+                    .map(|(t, _)| t)
+                    .collect();
                 // Deleting the manifest would delete its tags: not if one is immutable.
                 tags.iter().try_for_each(|t| self.check_tag_delete(name, t))?;
                 for tag in &tags {
@@ -561,12 +604,23 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(Response::new(202).header("Content-Length", "0"))
     }
 
-    /// Takes the repository out of the catalog once its last manifest is gone.
+    /// Takes the repository out of the catalog once its last manifest is gone. A push may
+    /// have found the entry just before it went and written a manifest since: the manifests are
+    /// listed again after the delete, and the entry put back if one is there (see
+    /// `index_manifest` for the push's side).
     pub(crate) async fn drop_catalog_entry_if_empty(&self, name: &RepositoryName) -> Result<()> {
-        if self.objects.list(&keys::manifests_prefix(name), ListFrom::Beginning, 1).await?.objects.is_empty() {
+        if !self.has_manifests(name).await? {
             self.objects.delete(&keys::catalog_entry(name)).await?;
+            if self.has_manifests(name).await? {
+                self.objects.put(&keys::catalog_entry(name), Vec::new(), PutOptions::default()).await?;
+            }
         }
         Ok(())
+    }
+
+    async fn has_manifests(&self, name: &RepositoryName) -> Result<bool> {
+        let page = self.objects.list(&keys::manifests_prefix(name), ListFrom::Beginning, 1).await?;
+        Ok(!page.objects.is_empty())
     }
 }
 
@@ -577,13 +631,6 @@ enum Lookup {
     Memo,
     /// Storage only: garbage collection's re-check must see what a sweep took since.
     Storage,
-}
-
-/// Which of a manifest's index entries are stored already (see `index_manifest`).
-#[derive(Debug, Clone, Copy, Default)]
-struct Indexed {
-    catalog: bool,
-    referrer: bool,
 }
 
 /// What [`Registry::verify_references`] does about one config, layer or child.
