@@ -27,6 +27,7 @@ use crate::config::GcMode;
 use crate::oci::blobs::BlobLink;
 use crate::registry::{Registry, Result};
 use crate::storage::keys;
+use crate::storage::retry::Retrying;
 use crate::storage::{
     ByteRange, KeyValueStore, Listing, MAX_PARTS, MIN_PART_SIZE, ObjectStore, Part, PartSource, PutOptions,
 };
@@ -391,7 +392,7 @@ impl<B: BodyReader> PartSource for PartFeed<'_, B> {
 
 /// A loaded session: its writer, and the etag of the state object it was read from.
 struct Session<'a, O> {
-    writer: Writer<'a, O>,
+    writer: Writer<'a, Retrying<O>>,
     etag: String,
 }
 
@@ -615,7 +616,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         &self,
         name: &RepositoryName,
         digest: &Digest,
-        writer: Writer<'_, O>,
+        writer: Writer<'_, Retrying<O>>,
     ) -> Result<Response<O::Body>> {
         let link = writer.finish(digest).await?;
         self.publish(name, digest, &link).await?;
@@ -695,7 +696,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     /// Writes the session: only if it is still the version read (`etag`), so a concurrent
     /// request on the same session makes this one fail with 416 instead of losing data.
-    async fn save_session(&self, name: &RepositoryName, writer: &Writer<'_, O>, etag: Option<String>) -> Result<()> {
+    async fn save_session(
+        &self,
+        name: &RepositoryName,
+        writer: &Writer<'_, Retrying<O>>,
+        etag: Option<String>,
+    ) -> Result<()> {
         let state = SessionState {
             repository: name.as_str().to_owned(),
             size: writer.size,

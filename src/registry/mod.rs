@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::config::notify::Action;
 use crate::storage::keys::TagRecord;
 use crate::storage::memo::Memo;
+use crate::storage::retry::{Retrying, Sleep};
 use crate::storage::{KeyValueStore, ObjectStore};
 use events::Target;
 use host::{Notifier, PasswordDerivation, SignatureCheck, Upstream};
@@ -23,8 +24,9 @@ use std::rc::Rc;
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
 pub struct Registry<O: ObjectStore, K> {
-    pub objects: O,
-    pub kv: K,
+    /// R2 and KV, with writes refused for load tried again (see `retry`).
+    pub objects: Retrying<O>,
+    pub kv: Retrying<K>,
     /// Shared: the Worker parses its variables once per isolate, not per request.
     pub config: Rc<Config>,
     /// Milliseconds since the Unix epoch; the host supplies it, since wasm has no clock of its
@@ -52,8 +54,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let config = config.into();
         let memo = Rc::new(Memo::new(config.tag_memo_secs));
         Self {
-            objects,
-            kv,
+            objects: Retrying::new(objects),
+            kv: Retrying::new(kv),
             config,
             clock,
             signature_check: None,
@@ -79,6 +81,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// Shares a memo across registries: the Worker keeps one per isolate.
     pub fn with_memo(mut self, memo: Rc<Memo>) -> Self {
         self.memo = memo;
+        self
+    }
+
+    /// The host's timer: with one, writes refused for load are tried again (see `retry`).
+    pub fn with_sleep(mut self, sleep: Sleep) -> Self {
+        self.objects.sleep = Some(sleep.clone());
+        self.kv.sleep = Some(sleep);
         self
     }
 

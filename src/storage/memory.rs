@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::base::http::{BodyReader, MemoryBody};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -29,6 +29,7 @@ struct ObjectsInner {
     operations: usize,
     faults: Faults,
     counter: Operations,
+    platform: Option<Platform>,
 }
 
 /// A storage operation as it is billed: R2 reads (Class B: head, get, list), R2 writes (Class A:
@@ -227,6 +228,97 @@ impl Faults {
     }
 }
 
+/// A model of the platform as Cloudflare documents it, on a clock the test controls, shared by
+/// the stores of every "location" of one test (see docs/testing.md, "The platform model"):
+/// - KV and R2 take one write per second per key and refuse a second with 429
+///   ([KV limits](https://developers.cloudflare.com/kv/platform/limits/), R2's
+///   "concurrent writes to the same object" limit);
+/// - each request has budgets: subrequests (50 on the Free plan, 1,000 or 10,000 on Paid as
+///   configured) and 1,000 KV operations ([Workers limits](https://developers.cloudflare.com/workers/platform/limits/));
+///   a request that exhausts one fails as the platform fails it;
+/// - KV reads and lists are cached per location ([`MemoryKv::at_location`]).
+///
+/// Every R2 and KV call counts as a subrequest here: what the Free plan's budget is checked
+/// against.
+#[derive(Debug, Clone)]
+pub struct Platform(Rc<PlatformInner>);
+
+#[derive(Debug)]
+struct PlatformInner {
+    /// The clock, in seconds since the epoch: the registry's own clock reads it too.
+    now: Rc<Cell<u64>>,
+    /// The second of each key's latest write, by store ("r2:" or "kv:" and the key).
+    last_write: RefCell<HashMap<String, u64>>,
+    subrequest_limit: usize,
+    /// What the request being answered has used so far.
+    used: Cell<Usage>,
+}
+
+/// What one request used of its budgets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub subrequests: usize,
+    pub kv_operations: usize,
+}
+
+/// KV operations one invocation may make, on every plan.
+pub const KV_OPERATIONS_PER_REQUEST: usize = 1000;
+
+/// How long a location's KV cache keeps what it read, misses included (KV's default `cacheTtl`).
+pub const KV_CACHE_SECONDS: u64 = 60;
+
+/// Subrequests a request may make on the Free plan.
+pub const FREE_PLAN_SUBREQUESTS: usize = 50;
+
+impl Platform {
+    /// A platform whose requests may each make `subrequest_limit` subrequests, on `now`.
+    pub fn new(now: Rc<Cell<u64>>, subrequest_limit: usize) -> Self {
+        Self(Rc::new(PlatformInner { now, last_write: RefCell::default(), subrequest_limit, used: Cell::default() }))
+    }
+
+    pub fn now(&self) -> u64 {
+        self.0.now.get()
+    }
+
+    /// A new request begins: its budgets are whole again. Returns what the last one used.
+    pub fn begin_request(&self) -> Usage {
+        self.0.used.take()
+    }
+
+    /// What the request being answered has used so far.
+    pub fn used(&self) -> Usage {
+        self.0.used.get()
+    }
+
+    /// Charges one operation to the request's budgets.
+    fn charge(&self, kv: bool) -> Result<()> {
+        let mut used = self.0.used.get();
+        used.subrequests += 1;
+        used.kv_operations += usize::from(kv);
+        self.0.used.set(used);
+        if used.subrequests > self.0.subrequest_limit {
+            return Err(StorageError::new("Too many subrequests."));
+        }
+        if used.kv_operations > KV_OPERATIONS_PER_REQUEST {
+            return Err(StorageError::new("Too many API requests by single worker invocation."));
+        }
+        Ok(())
+    }
+
+    /// Records a write to `key` of `store`, refused (429) within a second of the last one.
+    fn write(&self, store: &str, key: &str) -> Result<()> {
+        let now = self.now();
+        let previous = self.0.last_write.borrow_mut().insert(format!("{store}:{key}"), now);
+        match previous {
+            Some(at) if at == now => Err(StorageError::rate_limited(format!("{store} {key}: one write per second"))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Largest custom metadata R2 stores with an object (names and values together).
+pub const R2_MAX_METADATA: usize = 8 * 1024;
+
 /// The in-memory object store.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryObjects(Rc<RefCell<ObjectsInner>>);
@@ -257,15 +349,27 @@ impl MemoryObjects {
         self.0.borrow_mut().counter = operations;
         self
     }
-    /// Counts an operation, and fails or pauses it if so planned.
+    /// Puts this store on the platform model (see [`Platform`]).
+    pub fn on_platform(self, platform: &Platform) -> Self {
+        self.0.borrow_mut().platform = Some(platform.clone());
+        self
+    }
+    /// Counts an operation, and fails or pauses it if so planned or the platform refuses it.
     async fn begin(&self, kind: Kind) -> Result<()> {
-        let (faults, counter) = {
+        let (faults, counter, platform) = {
             let mut inner = self.0.borrow_mut();
             inner.operations += 1;
-            (inner.faults.clone(), inner.counter.clone())
+            (inner.faults.clone(), inner.counter.clone(), inner.platform.clone())
         };
         counter.run(kind).await;
-        faults.check().await
+        faults.check().await?;
+        platform.map_or(Ok(()), |p| p.charge(false))
+    }
+    /// [`MemoryObjects::begin`] for a write to `key`, which the platform takes once a second.
+    async fn begin_write(&self, key: &str) -> Result<()> {
+        self.begin(Kind::R2Write).await?;
+        let platform = self.0.borrow().platform.clone();
+        platform.map_or(Ok(()), |p| p.write("r2", key))
     }
     /// Storage operations so far: each one a round trip to R2 in production.
     pub fn operations(&self) -> usize {
@@ -274,6 +378,17 @@ impl MemoryObjects {
     /// Number of multipart uploads started and neither completed nor aborted.
     pub fn open_multipart_uploads(&self) -> usize {
         self.0.borrow().uploads.len()
+    }
+}
+
+/// R2 refuses custom metadata over [`R2_MAX_METADATA`] (its error 10012).
+fn check_metadata(options: &PutOptions) -> Result<()> {
+    let size: usize = options.custom.iter().map(|(n, v)| n.len() + v.len()).sum();
+    match size > R2_MAX_METADATA {
+        true => Err(StorageError::new(format!(
+            "put: Your metadata headers exceed the maximum allowed metadata size. ({size} bytes) (10012)"
+        ))),
+        false => Ok(()),
     }
 }
 
@@ -328,7 +443,8 @@ impl ObjectStore for MemoryObjects {
         digest: &Digest,
         options: PutOptions,
     ) -> Result<bool> {
-        self.begin(Kind::R2Write).await?;
+        self.begin_write(key).await?;
+        check_metadata(&options)?;
         let mut bytes = Vec::new();
         while let Some(chunk) = body.chunk().await.map_err(StorageError::body_broken)? {
             bytes.extend_from_slice(&chunk);
@@ -386,7 +502,8 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
-        self.begin(Kind::R2Write).await?;
+        self.begin_write(key).await?;
+        check_metadata(&options)?;
         let mut inner = self.0.borrow_mut();
         if let Some(expected) = &options.if_etag_matches
             && inner.objects.get(key).map(|o| &o.meta.etag) != Some(expected)
@@ -398,7 +515,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.begin(Kind::R2Write).await?;
+        self.begin_write(key).await?;
         self.0.borrow_mut().objects.remove(key);
         Ok(())
     }
@@ -422,6 +539,7 @@ impl ObjectStore for MemoryObjects {
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String> {
         self.begin(Kind::R2Write).await?;
+        check_metadata(&options)?;
         let mut inner = self.0.borrow_mut();
         let id = etag(&mut inner);
         inner.uploads.insert(id.clone(), (key.to_owned(), options, BTreeMap::new()));
@@ -442,7 +560,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta> {
-        self.begin(Kind::R2Write).await?;
+        self.begin_write(key).await?;
         let mut inner = self.0.borrow_mut();
         let Some((k, options, stored)) = inner.uploads.get(upload_id) else {
             return Err(StorageError::new(format!("no multipart upload {upload_id}")));
@@ -480,8 +598,8 @@ impl ObjectStore for MemoryObjects {
     }
 }
 
-/// The in-memory KV store. Strongly consistent, unlike real KV: tests of staleness must
-/// not rely on it.
+/// The in-memory KV store. Alone, strongly consistent, unlike real KV; at a location of the
+/// platform model ([`MemoryKv::at_location`]), as eventually consistent as KV documents.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryKv {
     entries: Rc<RefCell<BTreeMap<String, KvEntry>>>,
@@ -489,6 +607,17 @@ pub struct MemoryKv {
     counter: Operations,
     /// While set, every put is refused as KV refuses writes over its per-key rate.
     refuse_puts: Rc<RefCell<bool>>,
+    location: Option<Rc<Location>>,
+}
+
+/// One location's view of KV on the platform model: what it read is served from its cache for
+/// [`KV_CACHE_SECONDS`], misses included, and so are its lists; its own writes it sees at once
+/// ([KV: how it works](https://developers.cloudflare.com/kv/concepts/how-kv-works/)).
+#[derive(Debug)]
+struct Location {
+    platform: Platform,
+    reads: RefCell<HashMap<String, (Option<KvEntry>, u64)>>,
+    lists: RefCell<HashMap<String, (KvPage, u64)>>,
 }
 
 impl MemoryKv {
@@ -497,6 +626,11 @@ impl MemoryKv {
     }
     pub fn snapshot(&self) -> BTreeMap<String, String> {
         self.entries.borrow().iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
+    }
+    /// The same namespace as seen from a new location of `platform`, with a cache of its own.
+    pub fn at_location(&self, platform: &Platform) -> Self {
+        let location = Location { platform: platform.clone(), reads: RefCell::default(), lists: RefCell::default() };
+        Self { location: Some(Rc::new(location)), ..self.clone() }
     }
     /// Shares `faults` with this store (see [`Faults`]).
     pub fn with_faults(mut self, faults: Faults) -> Self {
@@ -508,10 +642,28 @@ impl MemoryKv {
         self.counter = operations;
         self
     }
-    /// Counts an operation, and fails or pauses it if so planned.
+    /// Counts an operation, and fails or pauses it if so planned or the platform refuses it.
     async fn begin(&self, kind: Kind) -> Result<()> {
         self.counter.run(kind).await;
-        self.faults.check().await
+        self.faults.check().await?;
+        match &self.location {
+            Some(l) => l.platform.charge(true),
+            None => Ok(()),
+        }
+    }
+    /// [`MemoryKv::begin`] for a write to `key`: the platform takes one a second, and this
+    /// location sees it at once.
+    async fn begin_write(&self, key: &str, value: Option<KvEntry>) -> Result<()> {
+        self.begin(Kind::KvWrite).await?;
+        if *self.refuse_puts.borrow() {
+            return Err(StorageError::rate_limited(format!("KV put of {key}: too many requests")));
+        }
+        if let Some(l) = &self.location {
+            l.platform.write("kv", key)?;
+            let expires = l.platform.now() + KV_CACHE_SECONDS;
+            l.reads.borrow_mut().insert(key.to_owned(), (value, expires));
+        }
+        Ok(())
     }
     /// Makes puts fail as rate-limited (`true`) or succeed again (`false`).
     pub fn refuse_puts(&self, refuse: bool) {
@@ -522,40 +674,56 @@ impl MemoryKv {
 impl KeyValueStore for MemoryKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>> {
         self.begin(Kind::KvRead).await?;
-        Ok(self.entries.borrow().get(key).cloned())
+        let read = || self.entries.borrow().get(key).cloned();
+        let Some(l) = &self.location else { return Ok(read()) };
+        let now = l.platform.now();
+        if let Some((cached, _)) = l.reads.borrow().get(key).filter(|(_, expires)| now < *expires) {
+            return Ok(cached.clone());
+        }
+        let value = read();
+        l.reads.borrow_mut().insert(key.to_owned(), (value.clone(), now + KV_CACHE_SECONDS));
+        Ok(value)
     }
 
     async fn put(&self, key: &str, value: &str, metadata: Option<&serde_json::Value>) -> Result<()> {
-        self.begin(Kind::KvWrite).await?;
-        if *self.refuse_puts.borrow() {
-            return Err(StorageError::rate_limited(format!("KV put of {key}: too many requests")));
-        }
         if let Some(m) = metadata {
             let len = m.to_string().len();
             if len > KV_MAX_METADATA {
+                self.begin(Kind::KvWrite).await?;
                 return Err(StorageError::new(format!("KV metadata of {len} bytes exceeds {KV_MAX_METADATA}")));
             }
         }
-        self.entries
-            .borrow_mut()
-            .insert(key.to_owned(), KvEntry { value: value.to_owned(), metadata: metadata.cloned() });
+        let entry = KvEntry { value: value.to_owned(), metadata: metadata.cloned() };
+        self.begin_write(key, Some(entry.clone())).await?;
+        self.entries.borrow_mut().insert(key.to_owned(), entry);
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.begin(Kind::KvWrite).await?;
+        self.begin_write(key, None).await?;
         self.entries.borrow_mut().remove(key);
         Ok(())
     }
 
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage> {
         self.begin(Kind::KvRead).await?;
-        let map = self.entries.borrow();
-        let items = map
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), KvKey { name: k.clone(), metadata: v.metadata.clone() }));
-        let (keys, cursor) = page(items, cursor, limit);
-        Ok(KvPage { keys, cursor })
+        let list = || {
+            let map = self.entries.borrow();
+            let items = map
+                .range(prefix.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), KvKey { name: k.clone(), metadata: v.metadata.clone() }));
+            let (keys, cursor) = page(items, cursor, limit);
+            KvPage { keys, cursor }
+        };
+        let Some(l) = &self.location else { return Ok(list()) };
+        let now = l.platform.now();
+        let query = format!("{prefix}\n{}\n{limit}", cursor.unwrap_or_default());
+        if let Some((cached, _)) = l.lists.borrow().get(&query).filter(|(_, expires)| now < *expires) {
+            return Ok(cached.clone());
+        }
+        let page = list();
+        l.lists.borrow_mut().insert(query, (page.clone(), now + KV_CACHE_SECONDS));
+        Ok(page)
     }
 }

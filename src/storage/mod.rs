@@ -11,6 +11,7 @@
 pub mod keys;
 pub mod memo;
 pub mod memory;
+pub mod retry;
 pub mod suite;
 
 use crate::base::error::{ErrorCode, RegistryError, body_error};

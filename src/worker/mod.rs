@@ -37,8 +37,15 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// A binding's error as a storage error. R2's 10058 ("Reduce your concurrent request rate for
+/// the same object") and KV's 429 are refusals for load: retried (`storage::retry`), then
+/// answered 429 TOOMANYREQUESTS rather than 500.
 fn se(e: impl std::fmt::Display) -> StorageError {
-    StorageError::new(e.to_string())
+    let message = e.to_string();
+    match message.contains("(10058)") || message.contains("429") {
+        true => StorageError::rate_limited(message),
+        false => StorageError::new(message),
+    }
 }
 
 /// The R2 bucket bound as `BUCKET`, with the location's cache in front of the objects that
@@ -368,27 +375,12 @@ impl KeyValueStore for Kv {
         Ok(value.map(|value| KvEntry { value, metadata }))
     }
 
-    /// KV takes about one write per second per key and answers 429 beyond: retried twice with
-    /// backoff, then reported as rate-limited (the client gets 429 with Retry-After).
     async fn put(&self, key: &str, value: &str, metadata: Option<&Value>) -> storage::Result<()> {
-        let mut attempt = 0;
-        loop {
-            let mut put = self.0.put(key, value).map_err(se)?;
-            if let Some(m) = metadata {
-                put = put.metadata(m).map_err(se)?;
-            }
-            match put.execute().await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.to_string().contains("429") => {
-                    attempt += 1;
-                    if attempt > 2 {
-                        return Err(StorageError::rate_limited(e.to_string()));
-                    }
-                    Delay::from(Duration::from_millis(500 * attempt)).await;
-                }
-                Err(e) => return Err(se(e)),
-            }
+        let mut put = self.0.put(key, value).map_err(se)?;
+        if let Some(m) = metadata {
+            put = put.metadata(m).map_err(se)?;
         }
+        put.execute().await.map_err(se)
     }
 
     async fn delete(&self, key: &str) -> storage::Result<()> {
@@ -573,6 +565,7 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
         registry = registry.with_notifier(Box::new(Poster));
     }
     Ok(registry
+        .with_sleep(Rc::new(|ms| Box::pin(Delay::from(Duration::from_millis(ms)))))
         .with_signature_check(Box::new(|alg, jwk, data, signature| {
             Box::pin(async move { ext::webcrypto_verify(&alg, &jwk, &data, &signature).await.map_err(js_error) })
         }))

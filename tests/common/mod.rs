@@ -9,7 +9,7 @@ use std::rc::Rc;
 use wharf::base::http::{Body, Headers, MemoryBody, Method, Request};
 use wharf::base::names::Digest;
 use wharf::registry::host::{Upstream, UpstreamRequest, UpstreamResponse};
-use wharf::storage::memory::{Faults, MemoryKv, MemoryObjects, Operations};
+use wharf::storage::memory::{Faults, MemoryKv, MemoryObjects, Operations, Platform, Usage};
 use wharf::{Config, Registry};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -26,6 +26,17 @@ pub struct TestRegistry {
     pub now: Rc<Cell<u64>>,
     /// What the stores did: R2 and KV reads and writes, sequential round trips.
     pub operations: Operations,
+    /// The platform model this registry's location runs on, if any.
+    pub platform: Option<Platform>,
+}
+
+/// The model's timer: a wait moves the clock on, in whole seconds.
+fn model_sleep(now: &Rc<Cell<u64>>) -> wharf::storage::retry::Sleep {
+    let now = now.clone();
+    Rc::new(move |ms| {
+        now.set(now.get() + ms.div_ceil(1000));
+        Box::pin(async {})
+    })
 }
 
 #[derive(Debug)]
@@ -74,7 +85,59 @@ impl TestRegistry {
         let now = Rc::new(Cell::new(1_800_000_000));
         let clock = now.clone();
         let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get() * 1000));
-        Self { registry, objects, kv, now, operations }
+        Self { registry, objects, kv, now, operations, platform: None }
+    }
+
+    /// A registry on the platform model (see `wharf::storage::memory::Platform`), each request
+    /// allowed `subrequests` subrequests: its first location.
+    pub fn on_platform(config: Config, subrequests: usize) -> Self {
+        Self::on_platform_with_faults(config, subrequests, &Faults::new())
+    }
+
+    /// [`TestRegistry::on_platform`], its stores sharing `faults`.
+    pub fn on_platform_with_faults(config: Config, subrequests: usize, faults: &Faults) -> Self {
+        let t = Self::with_faults(config, faults);
+        let platform = Platform::new(t.now.clone(), subrequests);
+        let objects = t.objects.clone().on_platform(&platform);
+        let kv = t.kv.at_location(&platform);
+        let clock = t.now.clone();
+        let registry =
+            Registry::new(objects.clone(), kv.clone(), t.registry.config.clone(), Box::new(move || clock.get() * 1000))
+                .with_sleep(model_sleep(&t.now));
+        Self { registry, objects, kv, platform: Some(platform), ..t }
+    }
+
+    /// Another location of the platform this registry runs on: the same R2 and KV, but a KV
+    /// cache and an isolate memory of its own.
+    pub fn another_location(&self) -> Self {
+        let platform = self.platform.as_ref().expect("a registry on the platform model");
+        let kv = self.kv.at_location(platform);
+        let clock = self.now.clone();
+        let registry = Registry::new(
+            self.objects.clone(),
+            kv.clone(),
+            self.registry.config.clone(),
+            Box::new(move || clock.get() * 1000),
+        )
+        .with_sleep(model_sleep(&self.now));
+        Self {
+            registry,
+            objects: self.objects.clone(),
+            kv,
+            now: self.now.clone(),
+            operations: self.operations.clone(),
+            platform: self.platform.clone(),
+        }
+    }
+
+    /// What the last request used of the platform's budgets.
+    pub fn usage(&self) -> Usage {
+        self.platform.as_ref().expect("a registry on the platform model").used()
+    }
+
+    /// Moves the clock on by `seconds`.
+    pub fn wait(&self, seconds: u64) {
+        self.now.set(self.now.get() + seconds);
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -105,6 +168,7 @@ impl TestRegistry {
             kv: self.kv.clone(),
             now: self.now.clone(),
             operations: self.operations.clone(),
+            platform: self.platform.clone(),
         }
     }
 
@@ -155,6 +219,9 @@ impl TestRegistry {
             h.append(n, v);
         }
         let request = Request::new(method, path, h, body).with_origin(origin);
+        if let Some(p) = &self.platform {
+            p.begin_request();
+        }
         let response = self.registry.handle(request).await;
         self.registry.run_background().await;
         let body = match response.body {
