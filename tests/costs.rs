@@ -157,3 +157,18 @@ fn a_pull_by_tag_is_one_kv_read_and_at_most_one_r2_read() {
     assert_eq!(pull(&fresh, &format!("/v2/r/manifests/{digest}"), false), kv(0, 1, 1));
     assert_eq!(pull(&fresh, &format!("/v2/r/manifests/{digest}"), false), kv(0, 0, 0));
 }
+
+#[test]
+fn a_blob_the_registry_holds_already_leaves_its_registry_wide_entry_as_it_is() {
+    let t = TestRegistry::new();
+    let bytes = b"a base layer every repository shares";
+    let d = t.push_blob("one", bytes);
+    let index = format!("digests/sha256/{}", d.hex());
+    let entry = t.objects.metadata(&index).expect("the registry-wide entry");
+    t.operations.take();
+    t.push_blob("two", bytes);
+    // The bytes (verified by R2) and the link are written; the entry is read, not rewritten.
+    let pushed = t.operations.take();
+    assert_eq!((pushed.r2_writes, pushed.r2_reads), (2, 1), "{pushed:?}");
+    assert_eq!(t.objects.metadata(&index), Some(entry));
+}

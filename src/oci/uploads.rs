@@ -645,9 +645,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(Some(created(name, digest)))
     }
 
-    /// Makes a verified blob part of the repository and known registry-wide.
+    /// Makes a verified blob part of the repository and known registry-wide. The registry-wide
+    /// entry is written only for a blob new to the registry: one that many repositories share (a
+    /// base layer pushed by parallel jobs) would otherwise be rewritten by every upload, and R2
+    /// takes one write per second per key.
     pub(crate) async fn publish(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
-        let (linked, indexed) = join(self.link_blob(name, digest, link), self.index_blob(digest, link)).await;
+        let index = async {
+            if self.blob_by_digest(digest).await?.is_none() {
+                self.index_blob(digest, link).await?;
+            }
+            Ok(())
+        };
+        let (linked, indexed) = join(self.link_blob(name, digest, link), index).await;
         linked.and(indexed)
     }
 
