@@ -72,11 +72,21 @@ function parse(argv) {
 const options = parse(process.argv.slice(2));
 const { workerOptions, main } = unstable_getMiniflareWorkerOptions(resolve(ROOT, "wrangler.toml"), options.env);
 const level = LEVELS[options.logLevel];
+const log = new Log(level);
+// At level info or more detailed, one line per request, from the Worker itself: WHARF_LOG_LEVEL
+// `info` (unless --var sets it), a JSON line per request through console.log, which workerd
+// writes to its stdout and Miniflare copies to ours. Not Miniflare's own request log
+// (`logRequests`): for each request that one sends its line from workerd back to this process
+// over HTTP, after the response is sent, so nothing waits for it. Under load, while this
+// process is busy (printing to a terminal, say), those log requests pile up, and workerd opens a
+// connection for each one waiting: thousands of sockets, until workerd runs out of file
+// descriptors ("Too many open files") and requests fail. A line on stdout needs no connection.
+const requestLog = level >= LogLevel.INFO ? { WHARF_LOG_LEVEL: "info" } : {};
 const mf = new Miniflare({
   host: options.ip,
   port: options.port,
-  log: new Log(level),
-  logRequests: level >= LogLevel.INFO,
+  log,
+  logRequests: false,
   defaultPersistRoot: resolve(options.persistTo, "v3"),
   unsafeTriggerHandlers: true,
   // No request for Cloudflare's `request.cf` template (wharf reads none of it).
@@ -84,14 +94,15 @@ const mf = new Miniflare({
   workers: [{
     name: "wharf",
     ...workerOptions,
-    bindings: { ...workerOptions.bindings, ...options.vars },
+    bindings: { ...workerOptions.bindings, ...requestLog, ...options.vars },
     modules: true,
     scriptPath: options.script ?? main,
     // The entry module imports wasm-bindgen's JS glue and the wasm (which wrangler would bundle).
     modulesRules: [...workerOptions.modulesRules, { type: "ESModule", include: ["**/*.js", "**/*.mjs"] }],
   }],
 });
-await mf.ready;
+// Miniflare prints this line only with its own request log.
+log.info(`Ready on ${(await mf.ready).origin}`);
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.once(signal, () => mf.dispose().finally(() => process.exit(0)));
 }
