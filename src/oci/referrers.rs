@@ -15,10 +15,13 @@ use crate::oci::manifests::format::{self, Manifest, MediaType};
 use crate::registry::{Registry, Result};
 use crate::storage::keys;
 use crate::storage::{KeyValueStore, ListFrom, Metadata, ObjectStore, PutOptions};
+use futures_util::future::join_all;
 use serde::Serialize;
 
-/// Room left for annotations in R2's 8 KiB of custom metadata after the other fields.
-const MAX_INLINE_ANNOTATIONS: usize = 7 * 1024;
+/// Largest annotations kept inline in the referrer entry's custom metadata. R2 holds 8 KiB of
+/// it, the local simulator 2 KiB; with the other fields (a media type, a size, an artifact type
+/// of at most 255 bytes) this fits both. Larger annotations are read from the manifest.
+const MAX_INLINE_ANNOTATIONS: usize = 1024;
 const ANNOTATIONS_IN_MANIFEST: &str = "manifest";
 
 /// The referrers of a subject, an OCI image index (distribution-spec "Listing Referrers").
@@ -96,29 +99,31 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let prefix = keys::referrers_prefix(name, subject);
         let from = cursor.map_or(ListFrom::Beginning, ListFrom::Cursor);
         let page = self.objects.list(&prefix, from, self.config.max_page as u32).await?;
-        let mut manifests = Vec::new();
-        for object in &page.objects {
-            let Some(digest) = keys::referrer_of(&object.key, &prefix) else { continue };
-            let meta = &object.custom;
-            let artifact_type = meta.get("artifactType").cloned();
-            if filter.is_some_and(|f| artifact_type.as_deref() != Some(f)) {
-                continue;
+        let listed: Vec<_> = page
+            .objects
+            .iter()
+            .filter_map(|o| Some((keys::referrer_of(&o.key, &prefix)?, &o.custom)))
+            .filter(|(_, meta)| filter.is_none_or(|f| meta.get("artifactType").map(String::as_str) == Some(f)))
+            .collect();
+        // Annotations too large to be inline are read from the manifests, side by side.
+        let annotations = join_all(listed.iter().map(|(digest, meta)| async move {
+            match meta.get("annotations").map(String::as_str) {
+                None => Ok(None),
+                Some(ANNOTATIONS_IN_MANIFEST) => self.annotations_of(name, digest).await,
+                Some(json) => serde_json::from_str::<Members<String>>(json)
+                    .map(|m| Some(m.0))
+                    .map_err(|_| RegistryError::internal("malformed referrer annotations")),
             }
-            let annotations = match meta.get("annotations").map(String::as_str) {
-                None => None,
-                Some(ANNOTATIONS_IN_MANIFEST) => self.annotations_of(name, &digest).await?,
-                Some(json) => Some(
-                    serde_json::from_str::<Members<String>>(json)
-                        .map_err(|_| RegistryError::internal("malformed referrer annotations"))?
-                        .0,
-                ),
-            };
+        }))
+        .await;
+        let mut manifests = Vec::with_capacity(listed.len());
+        for ((digest, meta), annotations) in listed.into_iter().zip(annotations) {
             manifests.push(ReferrerDescriptor {
                 media_type: meta.get("mediaType").cloned().unwrap_or_default(),
                 digest: digest.to_string(),
                 size: meta.get("size").and_then(|s| s.parse::<u64>().ok()).unwrap_or_default(),
-                artifact_type,
-                annotations: annotations.map(Members),
+                artifact_type: meta.get("artifactType").cloned(),
+                annotations: annotations?.map(Members),
             });
         }
         let index = ReferrersIndex { schema_version: 2, media_type: MediaType::OciIndex.as_str(), manifests };

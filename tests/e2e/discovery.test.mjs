@@ -146,6 +146,22 @@ test("referrers: OCI-Subject on push, index with artifactType and annotations, f
   assert.equal(after.length, 3);
 });
 
+test("referrers with 5 KiB and 12 KiB of annotations are accepted and listed with them", async () => {
+  const subject = await manifest("e2e/disc/big", "v1");
+  const five = Object.fromEntries([1, 2, 3, 4, 5].map((i) => [`k${i}`, "v".repeat(1000)]));
+  const twelve = { note: "w".repeat(12 * 1024) };
+  const pushed = [];
+  for (const annotations of [five, twelve]) {
+    const subjectRef = { mediaType: OCI_MANIFEST, digest: subject.digest, size: subject.body.length };
+    const r = await manifest("e2e/disc/big", undefined, { artifactType: "application/x.big", subject: subjectRef, annotations });
+    pushed.push({ digest: r.digest, annotations });
+  }
+  const listed = (await req("GET", `/v2/e2e/disc/big/referrers/${subject.digest}`)).json().manifests;
+  for (const { digest, annotations } of pushed) {
+    assert.deepEqual(listed.find((m) => m.digest === digest)?.annotations, annotations);
+  }
+});
+
 test("_catalog lists repositories with content, paginates, and forgets a repository whose last manifest is deleted", async () => {
   const { digest } = await manifest("e2e/disc/zz-gone", "v1");
   const names = (await allPages("/v2/_catalog", "repositories")).flat();
