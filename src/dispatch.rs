@@ -28,13 +28,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let started = self.now_ms();
         let Request { method, path, query, headers, mut body, origin } = req;
         let request_id = request_id(&headers);
+        self.admitted.set(self.config.auth.is_none());
         let mut error = None;
         let response = match self.dispatch(method, &path, &query, &headers, &origin, &mut body).await {
             Ok(r) => r,
             Err(e) => {
-                // Not for strangers: an unauthenticated client must not make wharf read
-                // megabytes it will throw away.
-                if !matches!(e.code, ErrorCode::Unauthorized | ErrorCode::Denied) {
+                // Not for strangers: a client that access control has not admitted (refused by
+                // it, or before it) must not make wharf read megabytes it will throw away.
+                if self.admitted.get() && !matches!(e.code, ErrorCode::Unauthorized | ErrorCode::Denied) {
                     drain(&mut body).await;
                 }
                 error = Some(e.code.code());
@@ -138,6 +139,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 Some(identity)
             }
         };
+        self.admitted.set(true);
         // What the caller may do to another repository (catalog entries, mount sources).
         let may_pull = |repo: &RepositoryName| match (&self.config.auth, &identity) {
             (Some(auth), Some(id)) => auth.permitted(id, repo.as_str()).contains(Actions::PULL),

@@ -371,3 +371,48 @@ fn tokens_of_an_external_issuer_are_checked_for_signature_issuer_audience_and_ti
     assert_eq!(get(&external_token(claims("https://auth.example", "elsewhere".into(), now + 60), b"good")), 401);
     assert_eq!(get(&external_token(claims("https://auth.example", "wharf".into(), now), b"good")), 401);
 }
+
+/// A request body that records whether anything read it.
+struct Watched(Rc<std::cell::Cell<bool>>, MemoryBody);
+
+impl wharf::base::http::BodyReader for Watched {
+    type Raw = MemoryBody;
+    async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+        self.0.set(true);
+        self.1.chunk().await
+    }
+    fn take_raw(&mut self) -> Option<MemoryBody> {
+        self.0.set(true);
+        self.1.take_raw()
+    }
+}
+
+/// Sends `method path` with a body of a megabyte; the status, and whether the body was read.
+fn body_read(t: &TestRegistry, method: Method, path: &str, headers: &[(&str, &str)]) -> (u16, bool) {
+    let read = Rc::new(std::cell::Cell::new(false));
+    let mut h = wharf::base::http::Headers::new();
+    for (n, v) in headers {
+        h.append(n, v);
+    }
+    let body = Watched(read.clone(), MemoryBody::from_bytes(vec![0; 1 << 20]));
+    let request = wharf::base::http::Request::new(method, path, h, body).with_origin("https://registry.test");
+    let response = futures_executor::block_on(t.registry.handle(request));
+    (response.status, read.get())
+}
+
+#[test]
+fn the_body_of_a_request_refused_before_authentication_is_not_read() {
+    let t = secured(|_| {});
+    // Refused before access control looks at it (a malformed name), or by it.
+    assert_eq!(body_read(&t, Method::Post, "/v2/Team/App/blobs/uploads/", &[]), (400, false));
+    assert_eq!(body_read(&t, Method::Post, "/v2/team/app/blobs/uploads/", &[]), (401, false));
+    let bob = basic("bob", "bob-pw");
+    let as_bob = [("Authorization", bob.as_str())];
+    assert_eq!(body_read(&t, Method::Post, "/v2/team/app/blobs/uploads/", &as_bob), (403, false));
+    // An admitted client refused for its request's own sake has its body read and dropped, so
+    // that it sees the answer rather than a reset connection.
+    let alice = basic("alice", "alice-pw");
+    let as_alice = [("Authorization", alice.as_str())];
+    let wrong = format!("/v2/team/app/blobs/uploads/?digest={}", Digest::sha256_of(b"other"));
+    assert_eq!(body_read(&t, Method::Post, &wrong, &as_alice), (400, true));
+}

@@ -18,7 +18,7 @@ use crate::storage::{KeyValueStore, ObjectStore};
 use events::Target;
 use host::{Notifier, PasswordDerivation, SignatureCheck, Upstream};
 use serde_json::json;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
@@ -47,6 +47,8 @@ pub struct Registry<O: ObjectStore, K> {
     /// Events of the request being answered, and who made it (see `notify`).
     pub(crate) events: RefCell<Vec<(Action, Target)>>,
     pub(crate) actor: RefCell<Option<String>>,
+    /// Whether the request being answered got past access control (or there is none).
+    pub(crate) admitted: Cell<bool>,
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
@@ -66,6 +68,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             notifier: None,
             events: RefCell::default(),
             actor: RefCell::default(),
+            admitted: Cell::new(false),
         }
     }
 
