@@ -262,7 +262,10 @@ fn html(t: &TestRegistry, path: &str, headers: &[(&str, &str)]) -> String {
     assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
     assert_eq!(r.header("Cache-Control"), Some("no-store"));
-    assert!(r.header("Content-Security-Policy").unwrap().starts_with("default-src 'none'"));
+    let policy = r.header("Content-Security-Policy").unwrap();
+    assert!(policy.starts_with("default-src 'none'"), "{policy}");
+    // No page may be framed by another site (clickjacking).
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     String::from_utf8(r.body).unwrap()
 }
 

@@ -86,7 +86,10 @@ fn page<S>(title: &str, crumbs: &str, content: &str) -> Response<S> {
         .header("Content-Length", html.len().to_string())
         // What a page shows depends on who asks: never kept by a shared cache.
         .header("Cache-Control", "no-store")
-        .header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+        .header(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        )
         .header("X-Content-Type-Options", "nosniff")
         .header("Referrer-Policy", "no-referrer")
         .body(Body::Bytes(html.into_bytes()))
