@@ -265,6 +265,44 @@ fn the_catalog_lists_only_what_the_caller_may_pull() {
 }
 
 #[test]
+fn walking_the_catalog_page_by_page_reveals_no_hidden_name() {
+    let t = secured(|_| {});
+    let alice = basic("alice", "alice-pw");
+    let repos = ["public/a", "public/b", "team/hidden-a", "team/hidden-b", "team/hidden-c", "public/z", "team/zz"];
+    for repo in repos {
+        assert_eq!(push_as(&t, &alice, repo, "v1").status, 201, "{repo}");
+    }
+    for (who, auth, expected) in [
+        ("anonymous", None, vec!["public/a", "public/b", "public/z"]),
+        ("alice", Some(alice.as_str()), {
+            let mut all = repos.to_vec();
+            all.sort();
+            all
+        }),
+    ] {
+        for n in [1, 2, 3] {
+            let mut seen = Vec::new();
+            let mut next = Some(format!("/v2/_catalog?n={n}"));
+            while let Some(path) = next.take() {
+                let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+                let r = t.get(&path, &headers);
+                assert_eq!(r.status, 200, "{who} {path}");
+                let link = r.header("Link").map(str::to_owned);
+                if who == "anonymous" {
+                    assert!(!link.as_deref().unwrap_or_default().contains("team"), "{path}: {link:?}");
+                    assert!(!String::from_utf8_lossy(&r.body).contains("team"), "{path}");
+                }
+                seen.extend(
+                    r.json()["repositories"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()),
+                );
+                next = link.map(|l| l[1..l.find('>').unwrap()].to_owned());
+            }
+            assert_eq!(seen, expected, "{who}, n={n}");
+        }
+    }
+}
+
+#[test]
 fn a_mount_from_a_repository_the_caller_cannot_pull_becomes_an_upload() {
     let t = secured(|_| {});
     push_as(&t, &basic("alice", "alice-pw"), "team/app", "v1");

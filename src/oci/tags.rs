@@ -172,33 +172,52 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// GET /v2/_catalog?n=&last=: repositories holding at least one manifest that the caller
-    /// may pull (`visible`), in lexical order; one R2 listing per page, starting after `last`.
+    /// may pull (`visible`), in lexical order, starting after `last`.
+    ///
+    /// The `Link` to the next page names the last repository *shown*: a name the caller may
+    /// not see never reaches it, in the body or in a link. A page the rules thin out is filled
+    /// from the listings after it, [`CATALOG_SCAN_PAGES`] at most; a longer run of hidden names
+    /// ends the caller's listing there.
     pub(crate) async fn catalog(
         &self,
         query: &[(String, String)],
         visible: &dyn Fn(&RepositoryName) -> bool,
     ) -> Result<Response<O::Body>> {
         let n = page_size(query_param(query, "n"), self.config.max_page)?;
-        let mut listed = Vec::new();
+        let mut names = Vec::new();
         let mut more = false;
-        if n > 0 {
-            let after = query_param(query, "last").map(keys::catalog_key);
+        let mut after = query_param(query, "last").map(keys::catalog_key);
+        'scan: for _ in 0..if n > 0 { CATALOG_SCAN_PAGES } else { 0 } {
             let from = after.as_deref().map_or(ListFrom::Beginning, ListFrom::After);
             let page = self.objects.list(keys::CATALOG_PREFIX, from, n as u32).await?;
-            listed = page.objects.iter().filter_map(|o| keys::repository_of(&o.key)).collect();
+            for object in page.objects {
+                if let Some(name) = keys::repository_of(&object.key).filter(|r| visible(r)) {
+                    if names.len() == n {
+                        more = true;
+                        break 'scan;
+                    }
+                    names.push(name);
+                }
+                after = Some(object.key);
+            }
             more = page.cursor.is_some();
+            if !more || names.len() == n {
+                break;
+            }
         }
-        let names: Vec<&str> = listed.iter().filter(|r| visible(r)).map(RepositoryName::as_str).collect();
-        let body = serde_json::to_vec(&Catalog { repositories: &names }).map_err(RegistryError::internal)?;
+        let shown: Vec<&str> = names.iter().map(RepositoryName::as_str).collect();
+        let body = serde_json::to_vec(&Catalog { repositories: &shown }).map_err(RegistryError::internal)?;
         let mut response = json_response(body, false);
-        // The next page starts after the last repository listed, shown or not.
-        if let (true, Some(last)) = (more, listed.last().map(RepositoryName::as_str)) {
+        if let (true, Some(last)) = (more, shown.last()) {
             let n = n.to_string();
             response = response.header("Link", next_link("/v2/_catalog", &[("n", &n), ("last", last)]));
         }
         Ok(response)
     }
 }
+
+/// Most listings of the catalog one page makes looking for repositories the caller may see.
+const CATALOG_SCAN_PAGES: usize = 10;
 
 /// `GET /v2/<name>/tags/list` (distribution-spec "Listing Tags").
 #[derive(Serialize)]
