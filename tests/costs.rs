@@ -172,3 +172,41 @@ fn a_blob_the_registry_holds_already_leaves_its_registry_wide_entry_as_it_is() {
     assert_eq!((pushed.r2_writes, pushed.r2_reads), (2, 1), "{pushed:?}");
     assert_eq!(t.objects.metadata(&index), Some(entry));
 }
+
+#[test]
+fn a_digest_named_by_several_descriptors_is_looked_up_once() {
+    let t = TestRegistry::new();
+    push(&t, "r", "v0", &image(&t, "r", 1, "other"));
+    let layer = t.push_blob("r", b"one layer, named three times");
+    let config = t.push_blob("r", b"{}");
+    let descriptor =
+        format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":28}}"#);
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{descriptor},{descriptor},{descriptor}]}}"#
+    );
+    let other = other_isolate(&t);
+    // The config and the layer, once each, beside the manifest and tag reads; then the catalog.
+    assert_eq!(push(&other, "r", "v1", body.as_bytes()), counts(2 + 3, 2, 1, 4));
+}
+
+#[test]
+fn a_manifest_of_more_descriptors_than_the_limit_is_refused_before_any_lookup() {
+    let t = TestRegistry::new();
+    let layers: Vec<String> = (0..=wharf::oci::manifests::format::MAX_REFERENCES)
+        .map(|i| {
+            let d = Digest::sha256_of(format!("layer {i}").as_bytes());
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":7}}"#)
+        })
+        .collect();
+    let config = Digest::sha256_of(b"{}");
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{}]}}"#,
+        layers.join(",")
+    );
+    let before = t.snapshot();
+    t.operations.take();
+    let r = t.put_manifest("r", "v1", OCI_MANIFEST, body.as_bytes());
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_INVALID"));
+    assert_eq!(t.operations.take(), Counts::default(), "no storage operation");
+    assert_eq!(t.snapshot(), before);
+}

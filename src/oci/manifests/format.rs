@@ -124,6 +124,11 @@ pub struct Manifest {
     pub annotations: Option<Vec<(String, String)>>,
 }
 
+/// Most descriptors (config, layers or children) a pushed manifest may have. Images have at
+/// most about 128 layers (overlay filesystems stack no more) and indexes a few dozen platforms;
+/// each descriptor a push has to look up is a storage read.
+pub const MAX_REFERENCES: usize = 256;
+
 /// Deepest nesting of arrays and objects a manifest may have. Real ones nest four or five
 /// levels; deeper documents are refused before parsing, so that nothing stored can choke the
 /// parsers of clients that pull it (Go's stops at 10,000, others far sooner).
@@ -276,6 +281,15 @@ impl Manifest {
             let layers = raw.layers.ok_or_else(|| invalid(json!({ "reason": "layers field missing" })))?;
             (Some(config), layers)
         };
+        // Each reference is a storage lookup on push: a bound on them bounds what one request
+        // may cost, and it is checked before any lookup.
+        let count = usize::from(config.is_some()) + references.len();
+        if count > MAX_REFERENCES {
+            return Err(invalid(json!({
+                "reason": format!("more than {MAX_REFERENCES} config, layer and child descriptors"),
+                "descriptors": count,
+            })));
+        }
         let mut malformed = Vec::new();
         let mut checked = Vec::new();
         for (position, raw) in config.into_iter().chain(references).enumerate() {

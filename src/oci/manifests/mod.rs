@@ -494,28 +494,41 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             };
             checks.push(check);
         }
-        // What each lookup found: `Some(None)` nothing, `Some(Some(size))` a blob of that size or
-        // a child (whose size is not checked).
-        let found = join_all(checks.iter().map(|c| async move {
-            let found: Result<Option<Option<u64>>> = match (c, lookup) {
-                (Check::Blob(d), Lookup::Memo) => Ok(Some(self.blob_link(name, &d.digest).await?.map(|l| l.size))),
-                (Check::Blob(d), Lookup::Storage) => {
-                    Ok(Some(self.stored_blob_link(name, &d.digest).await?.map(|l| l.size)))
-                }
-                (Check::Child(d), _) => {
-                    Ok(Some(self.objects.head(&keys::manifest(name, &d.digest)).await?.map(|m| m.size)))
-                }
+        // Each digest is looked up once, however many descriptors name it (a layer given
+        // twice, the same child for two platforms).
+        let mut lookups: Vec<&Check> = Vec::new();
+        for c in &checks {
+            if c.looked_up().is_some_and(|d| !lookups.iter().any(|l| l.looked_up() == Some(d))) {
+                lookups.push(c);
+            }
+        }
+        // What each lookup found: `None` nothing, `Some(size)` a blob of that size or a child
+        // (whose size is not checked).
+        let results = join_all(lookups.iter().map(|c| async move {
+            let found: Result<Option<u64>> = match (c, lookup) {
+                (Check::Blob(d), Lookup::Memo) => Ok(self.blob_link(name, &d.digest).await?.map(|l| l.size)),
+                (Check::Blob(d), Lookup::Storage) => Ok(self.stored_blob_link(name, &d.digest).await?.map(|l| l.size)),
+                (Check::Child(d), _) => Ok(self.objects.head(&keys::manifest(name, &d.digest)).await?.map(|m| m.size)),
                 _ => Ok(None),
             };
             found
         }))
         .await;
+        let mut looked_up = Vec::with_capacity(lookups.len());
+        for (c, result) in lookups.iter().zip(results) {
+            looked_up.push((c.looked_up(), result?));
+        }
+        // Per check: `None` when nothing was looked up, else what the lookup of its digest found.
+        let found = checks.iter().map(|c| {
+            let digest = c.looked_up();
+            looked_up.iter().find(|(l, _)| digest.is_some() && *l == digest).map(|(_, size)| *size)
+        });
         let mut errors = Vec::new();
         for (check, found) in checks.iter().zip(found) {
             let unknown = |digest: &dyn std::fmt::Display| {
                 RegistryError::new(ErrorCode::ManifestBlobUnknown).with_detail(digest.to_string())
             };
-            match (check, found?) {
+            match (check, found) {
                 (Check::Malformed(digest), _) => {
                     errors.push(format::invalid_reference(digest));
                     errors.push(unknown(digest));
@@ -645,6 +658,16 @@ enum Check<'a> {
     Refused(&'a Descriptor, Option<&'a str>, &'static str),
     /// A layer fetched from its URLs: nothing to look up.
     Elsewhere,
+}
+
+impl Check<'_> {
+    /// The digest this check looks up in storage, if any.
+    fn looked_up(&self) -> Option<&Digest> {
+        match self {
+            Check::Blob(d) | Check::Child(d) => Some(&d.digest),
+            _ => None,
+        }
+    }
 }
 
 /// The media type a manifest was stored with; anything else means the bucket was written by
