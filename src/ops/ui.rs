@@ -15,11 +15,11 @@ use crate::auth::Identity;
 use crate::auth::access::Actions;
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::http::{Body, Headers, Method, Response, query_param};
-use crate::base::names::{Digest, RepositoryName};
+use crate::base::names::{Digest, RepositoryName, Tag};
 use crate::oci::manifests::format::{Manifest, Platform};
 use crate::registry::{Registry, Result};
-use crate::storage::keys;
-use crate::storage::{KeyValueStore, Listing, ObjectStore};
+use crate::storage::keys::{self, TagRecord};
+use crate::storage::{KeyValueStore, ListFrom, Listing, ObjectStore};
 use futures_util::future::join_all;
 use serde_json::json;
 use std::collections::HashMap;
@@ -30,9 +30,12 @@ pub const UI_PREFIX: &str = "/ui";
 /// Most repositories one page lists.
 const PAGE: usize = 200;
 
-/// Most tags one page lists. Each costs one or two storage reads (manifest, config), and a
-/// Worker on the Free plan may make 50 subrequests per request.
-const TAGS_PAGE: usize = 20;
+/// Most tags one page lists. Each manifest shown costs up to three reads (manifest, config link,
+/// config), and a Worker on the Free plan may make 50 subrequests per request.
+const TAGS_PAGE: usize = 12;
+
+/// Most listings (of 1,000 names) a page makes to search the catalog or a repository's tags.
+const SCAN_PAGES: usize = 5;
 
 const CSS: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}\
 header{background:#14335a;color:#fff;padding:.7em 1.5em}header a{color:#fff;text-decoration:none}\
@@ -231,15 +234,26 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         may_pull: &impl Fn(&RepositoryName) -> bool,
         crumbs: &str,
     ) -> Result<Response<O::Body>> {
-        let mut listing = Listing::new(keys::CATALOG_PREFIX);
+        // The first PAGE names that match, among the first SCAN_PAGES listings of the catalog:
+        // a search costs what a page costs, however large the registry.
         let mut names = Vec::new();
-        while let Some(entry) = listing.next(&self.objects).await? {
-            let Some(name) = keys::repository_of(&entry.key) else { continue };
-            if name.as_str().contains(q) && may_pull(&name) {
-                names.push(name);
-                if names.len() > PAGE {
-                    break;
+        let mut cursor = None;
+        let mut scanned_all = false;
+        'scan: for _ in 0..SCAN_PAGES {
+            let from = cursor.as_deref().map_or(ListFrom::Beginning, ListFrom::Cursor);
+            let listed = self.objects.list(keys::CATALOG_PREFIX, from, 1000).await?;
+            for name in listed.objects.iter().filter_map(|o| keys::repository_of(&o.key)) {
+                if name.as_str().contains(q) && may_pull(&name) {
+                    names.push(name);
+                    if names.len() > PAGE {
+                        break 'scan;
+                    }
                 }
+            }
+            cursor = listed.cursor;
+            if cursor.is_none() {
+                scanned_all = true;
+                break;
             }
         }
         let mut html = format!(
@@ -255,13 +269,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             let _ = write!(html, "<li><a href=\"{}\">{}</a></li>", repo_url(name), escape(name.as_str()));
         }
         html.push_str("</ul>");
-        if names.len() > PAGE {
-            let _ = write!(html, "<p class=\"muted\">The first {PAGE} are shown: narrow the search.</p>");
+        if names.len() > PAGE || !scanned_all {
+            let _ = write!(html, "<p class=\"muted\">Not every repository is shown: narrow the search.</p>");
         }
         Ok(page("Repositories", crumbs, &html))
     }
 
-    /// A page of tags, in lexical order after `after`.
+    /// A page of tags, in lexical order after `after`: one listing of the repository's tags in
+    /// R2, whose objects say when each tag was pushed, and a summary of each manifest shown
+    /// (each read once). What it costs is bounded by the page, not by the repository.
     async fn repository_page(
         &self,
         name: &RepositoryName,
@@ -269,38 +285,36 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         host: &str,
         crumbs: &str,
     ) -> Result<Response<O::Body>> {
-        let tags = self.all_tags(name).await?;
-        // One listing gives every manifest's push time.
-        let mut pushed = HashMap::new();
-        let mut listing = Listing::new(keys::manifests_prefix(name));
-        while let Some(m) = listing.next(&self.objects).await? {
-            if let Some((_, keys::RepositoryKey::Manifest(d))) = keys::parse_repository_key(&m.key) {
-                pushed.insert(d.to_string(), m.uploaded_ms);
-            }
-        }
-        if tags.is_empty() && pushed.is_empty() {
+        let prefix = keys::tag_objects_prefix(name);
+        let start = after.map(|a| format!("{prefix}{a}"));
+        let from = start.as_deref().map_or(ListFrom::Beginning, ListFrom::After);
+        let listed = self.objects.list(&prefix, from, TAGS_PAGE as u32 + 1).await?;
+        let tags: Vec<(Tag, TagRecord, u64)> = listed
+            .objects
+            .iter()
+            .filter_map(|o| Some((keys::tag_of(&o.key, &prefix)?, TagRecord::from_metadata(&o.custom)?, o.uploaded_ms)))
+            .collect();
+        if tags.is_empty() && !self.repository_exists(name).await? {
             return Err(RegistryError::new(ErrorCode::NameUnknown).with_detail(json!({ "name": name.as_str() })));
         }
-        let rest: Vec<_> = tags.iter().filter(|(t, _)| after.is_none_or(|a| t.as_str() > a)).collect();
-        let shown = &rest[..rest.len().min(TAGS_PAGE)];
+        let shown = &tags[..tags.len().min(TAGS_PAGE)];
+        let mut digests: Vec<&str> = shown.iter().map(|(_, r, _)| r.digest.as_str()).collect();
+        digests.sort_unstable();
+        digests.dedup();
         let mut summaries = Vec::new();
-        for batch in shown.chunks(6) {
-            summaries.extend(join_all(batch.iter().map(|(_, r)| self.summary(name, &r.digest))).await);
+        for batch in digests.chunks(6) {
+            summaries.extend(join_all(batch.iter().map(|d| self.summary(name, d))).await);
         }
-        let mut html = format!(
-            "<h1>{}</h1><p class=\"muted\">{} tags, {} manifests</p>",
-            escape(name.as_str()),
-            tags.len(),
-            pushed.len()
-        );
+        let summaries: HashMap<&str, Summary> =
+            digests.into_iter().zip(summaries).map(|(d, s)| s.map(|s| (d, s))).collect::<Result<_>>()?;
+        let mut html = format!("<h1>{}</h1>", escape(name.as_str()));
         html.push_str(
             "<table><tr><th>Tag</th><th>Digest</th><th>Type</th><th>Platforms</th><th>Size</th><th>Pushed</th></tr>",
         );
-        for ((tag, record), summary) in shown.iter().zip(summaries) {
-            let digest = &record.digest;
-            let Ok(d) = Digest::parse(digest) else { continue };
-            let summary = summary?;
-            let pushed_at = pushed.get(digest).map_or_else(|| "—".to_owned(), |ms| when(*ms));
+        for (tag, record, pushed_ms) in shown {
+            let (Ok(d), Some(summary)) = (Digest::parse(&record.digest), summaries.get(record.digest.as_str())) else {
+                continue;
+            };
             let _ = write!(
                 html,
                 "<tr><td><b>{tag}</b><code class=\"cmd\">docker pull {host}/{name}:{tag}</code></td><td><a href=\"{url}\"><code>{short}</code></a></td>\
@@ -313,10 +327,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 kind = summary.kind,
                 platforms = escape(&summary.platforms.join(", ")),
                 size = size(summary.size),
+                pushed_at = when(*pushed_ms),
             );
         }
         html.push_str("</table>");
-        if let Some((last, _)) = shown.last().filter(|_| rest.len() > TAGS_PAGE) {
+        if tags.is_empty() {
+            html.push_str("<p class=\"muted\">No tags.</p>");
+        }
+        if let Some((last, _, _)) = shown.last().filter(|_| tags.len() > TAGS_PAGE || listed.cursor.is_some()) {
             let _ =
                 write!(html, "<p><a href=\"{}?after={}\">Next tags →</a></p>", repo_url(name), escape(last.as_str()));
         }
@@ -364,13 +382,28 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<Response<O::Body>> {
         let (manifest, bytes) =
             self.read_manifest(name, digest).await?.ok_or_else(|| RegistryError::new(ErrorCode::ManifestUnknown))?;
-        let tags: Vec<String> = self
-            .all_tags(name)
-            .await?
-            .into_iter()
-            .filter(|(_, r)| r.digest == digest.to_string())
-            .map(|(t, _)| t.to_string())
-            .collect();
+        // The tags naming it, among the first listings of the repository's tags: a page costs
+        // what a page costs, however many tags the repository has.
+        let prefix = keys::tag_objects_prefix(name);
+        let target = digest.to_string();
+        let mut tags: Vec<String> = Vec::new();
+        let mut cursor = None;
+        for _ in 0..SCAN_PAGES {
+            let from = cursor.as_deref().map_or(ListFrom::Beginning, ListFrom::Cursor);
+            let listed = self.objects.list(&prefix, from, 1000).await?;
+            for o in &listed.objects {
+                if TagRecord::from_metadata(&o.custom).is_some_and(|r| r.digest == target) {
+                    tags.extend(keys::tag_of(&o.key, &prefix).map(|t| t.to_string()));
+                }
+            }
+            cursor = listed.cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        if cursor.is_some() {
+            tags.push("…".to_owned());
+        }
         let mut html = format!(
             "<h1>{}@{}</h1><table><tr><th>Media type</th><td><code>{}</code></td></tr><tr><th>Digest</th><td><code>{digest}</code></td></tr>\
              <tr><th>Size</th><td>{}</td></tr><tr><th>Tags</th><td>{}</td></tr></table>",
