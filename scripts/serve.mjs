@@ -73,14 +73,15 @@ const options = parse(process.argv.slice(2));
 const { workerOptions, main } = unstable_getMiniflareWorkerOptions(resolve(ROOT, "wrangler.toml"), options.env);
 const level = LEVELS[options.logLevel];
 const log = new Log(level);
-// At level info or more detailed, one line per request, from the Worker itself: WHARF_LOG_LEVEL
-// `info` (unless --var sets it), a JSON line per request through console.log, which workerd
-// writes to its stdout and Miniflare copies to ours. Not Miniflare's own request log
-// (`logRequests`): for each request that one sends its line from workerd back to this process
-// over HTTP, after the response is sent, so nothing waits for it. Under load, while this
-// process is busy (printing to a terminal, say), those log requests pile up, and workerd opens a
-// connection for each one waiting: thousands of sockets, until workerd runs out of file
-// descriptors ("Too many open files") and requests fail. A line on stdout needs no connection.
+// At level info or more detailed, one line per request, written by the Worker itself:
+// WHARF_LOG_LEVEL `info` (unless --var sets it) logs a JSON line per request with console.log,
+// which workerd writes to its stdout and Miniflare copies to ours.
+// Not Miniflare's own request log (`logRequests`): that one sends each request's line from
+// workerd back to this process as an HTTP request to Miniflare's loopback server, after the
+// response, so that nothing waits for it. Under load, while this process is busy (printing to a
+// terminal, say), those requests pile up, and workerd opens a connection for each one waiting:
+// thousands of sockets, until workerd runs out of file descriptors ("Too many open files") and
+// requests fail. A line on stdout needs no connection.
 const requestLog = level >= LogLevel.INFO ? { WHARF_LOG_LEVEL: "info" } : {};
 const mf = new Miniflare({
   host: options.ip,
