@@ -24,6 +24,11 @@
 //            resident memory of the workerd process above its idle level (median), and the
 //            Worker's wasm memory high-water mark (the most of any round). BENCH_VERBOSE=1
 //            prints every round's figure too.
+//   cpu      CPU per request of each kind (manifests, listings, blobs, a monolithic upload, a
+//            5 MiB and a 16 MiB chunk, a UI page): the workerd process's CPU time over
+//            BENCH_REQUESTS (200) requests of a kind, one after another, per request, and above
+//            GET /v2/ (the HTTP stack alone). Includes the local R2 and KV simulators: an upper
+//            bound of the Worker's own.
 //   startup  the release bundle's cost at start: BENCH_ROUNDS cold starts of the local server
 //            (scripts/serve.mjs, build skipped) to the first answered GET /v2/, and the wasm's compile and
 //            instantiation times in this Node's V8 (workerd's engine) with its bindings loaded
@@ -525,11 +530,105 @@ async function startup() {
   console.log(`| ${kib(gzip)} KiB | ${median(starts).toFixed(0)} ms | ${median(compiles).toFixed(1)} ms | ${median(eager).toFixed(1)} ms | ${median(inits).toFixed(1)} ms |`);
 }
 
+/** CPU time (user + system) of the processes, in milliseconds. */
+function cpuMs(pids) {
+  const tick = 1000 / 100; // USER_HZ
+  let total = 0;
+  for (const p of pids) {
+    const fields = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1].split(" ");
+    total += (Number(fields[11]) + Number(fields[12])) * tick;
+  }
+  return total;
+}
+
+/**
+ * CPU per request of each kind: the workerd process's CPU time (user + system) over a run of
+ * one kind of request, sent one after another, divided by their number, less the same figure
+ * for GET /v2/ (which touches no storage: the HTTP stack's own cost). It includes the local R2
+ * and KV simulators, which run in workerd too, so it is an upper bound of what the Worker
+ * spends; Cloudflare bills the Worker's own CPU only.
+ */
+async function cpu() {
+  const count = Number(process.env.BENCH_REQUESTS ?? 200);
+  const wharf = await startWharf({ vars: { WHARF_UI: "true", WHARF_DELETE_ENABLED: "true" } });
+  const pids = workerdPids(wharf.pid);
+  const req = (method, path, opts) => request(wharf.base, method, path, opts);
+  const expect = async (what, promise, status) => {
+    const r = await promise;
+    if (r.status !== status) throw new Error(`${what}: ${r.status} ${r.body}`);
+    return r;
+  };
+  try {
+    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] } }));
+    const image = await seed(wharf.base, "bench/app", config, randomBytes(MiB));
+    const oci = { headers: { Accept: OCI_MANIFEST } };
+    const mib = randomBytes(MiB);
+    let n = 0;
+    const session = async () => (await expect("POST", req("POST", "/v2/bench/up/blobs/uploads/"), 202)).headers.get("location");
+    const patching = (size) => {
+      const chunk = randomBytes(size * MiB);
+      let location;
+      let offset = 0;
+      return {
+        count: Math.max(4, Math.floor(count / (4 * size))),
+        async before() {
+          location = await session();
+          offset = 0;
+        },
+        async send() {
+          const range = `${offset}-${offset + chunk.length - 1}`;
+          const r = await expect("PATCH", req("PATCH", location, { headers: { "Content-Range": range }, body: chunk }), 202);
+          location = r.headers.get("location");
+          offset += chunk.length;
+        },
+      };
+    };
+    const kinds = [
+      ["GET /v2/", { send: () => expect("/v2/", req("GET", "/v2/"), 200) }],
+      ["HEAD manifest by tag", { send: () => expect("HEAD", req("HEAD", "/v2/bench/app/manifests/v1", oci), 200) }],
+      ["GET manifest by tag", { send: () => expect("GET", req("GET", "/v2/bench/app/manifests/v1", oci), 200) }],
+      ["GET manifest by digest", { send: () => expect("GET", req("GET", `/v2/bench/app/manifests/${image.digest}`, oci), 200) }],
+      ["PUT manifest (a new tag each)", {
+        send: () => expect("PUT", req("PUT", `/v2/bench/app/manifests/t${n++}`, { headers: { "Content-Type": OCI_MANIFEST }, body: image.manifest }), 201),
+      }],
+      ["GET tags/list", { send: () => expect("tags", req("GET", "/v2/bench/app/tags/list?n=100"), 200) }],
+      ["GET _catalog", { send: () => expect("catalog", req("GET", "/v2/_catalog"), 200) }],
+      ["GET 1 MiB blob", { send: () => expect("blob", req("GET", `/v2/bench/app/blobs/${image.layer}`), 200) }],
+      ["POST 1 MiB blob, monolithic", {
+        send: () => {
+          const body = Buffer.concat([mib.subarray(0, MiB - 8), Buffer.from((n++).toString().padStart(8, "0"))]);
+          return expect("POST", req("POST", `/v2/bench/up/blobs/uploads/?digest=${sha256(body)}`, { body }), 201);
+        },
+      }],
+      ["PATCH 5 MiB chunk", patching(5)],
+      ["PATCH 16 MiB chunk", patching(16)],
+      ["UI repository page", { send: () => expect("ui", req("GET", "/ui/repo/bench/app"), 200) }],
+    ];
+    const rows = [];
+    for (const [name, kind] of kinds) {
+      const times = kind.count ?? count;
+      await kind.before?.();
+      await kind.send(); // warm
+      const start = cpuMs(pids);
+      for (let i = 0; i < times; i++) await kind.send();
+      rows.push({ name, times, ms: (cpuMs(pids) - start) / times });
+      console.error(`${name}: done`);
+    }
+    const base = rows[0].ms;
+    console.log(`\nCPU per request on the local server, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}`);
+    console.log("| request | requests | workerd CPU per request | above GET /v2/ |");
+    console.log("|---|---|---|---|");
+    for (const r of rows) console.log(`| ${r.name} | ${r.times} | ${r.ms.toFixed(2)} ms | ${(r.ms - base).toFixed(2)} ms |`);
+  } finally {
+    await wharf.stop();
+  }
+}
+
 if (!existsSync(new URL("../build/index.js", import.meta.url))) {
   console.error("build/index.js missing: npm run bench builds it first");
   process.exit(1);
 }
-const modes = { pulls, load, uploads, startup };
+const modes = { pulls, load, uploads, startup, cpu };
 if (!modes[mode]) {
   console.error(`unknown mode ${mode}; known: ${Object.keys(modes).join(", ")}`);
   process.exit(2);
