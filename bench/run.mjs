@@ -8,10 +8,12 @@
 //            p50, p99, errors and the ratios; the manifest PUT against its floor (the self-test
 //            build's one R2 put, then one KV put, of the same body); plus the wasm size and
 //            the local server's start-up.
-//   load     64 concurrent clients on loopback for 60 s (BENCH_SECONDS), each pushing images
+//   load     64 concurrent clients on loopback for 60 s (BENCH_SECONDS), against `npm start`'s
+//            default settings (a log line per request), each pushing images
 //            under new tags or pulling acknowledged ones, every pulled manifest and blob
 //            checked against its digest; at the end every acknowledged tag must resolve to
-//            what was pushed. Fails on any 5xx or mismatch. With BENCH_GC=1, garbage
+//            what was pushed; reports errors and workerd's peak open file descriptors. Fails
+//            on any 5xx or mismatch. With BENCH_GC=1, garbage
 //            collection is on (grace period 5 s) and runs every 2 s through the admin endpoint
 //            while clients also delete images and push new ones reusing the deleted images'
 //            layers without uploading them again (the race the collector's protocol handles);
@@ -344,11 +346,25 @@ async function load() {
   const clients = 64;
   const collecting = process.env.BENCH_GC === "1";
   const token = randomBytes(24).toString("hex");
+  // `npm start`'s own settings (its log level included: a line per request), so that what
+  // holds here holds for the embedded default.
   const wharf = await startWharf({
+    logLevel: "log",
     vars: collecting
       ? { WHARF_GC: "on", WHARF_GC_GRACE_SECONDS: "5", WHARF_ADMIN_TOKEN: token, WHARF_DELETE_ENABLED: "true" }
       : {},
   });
+  // The most file descriptors workerd held, sampled every 250 ms: a request that leaves a
+  // socket behind shows here long before workerd runs out of them.
+  const pids = workerdPids(wharf.pid);
+  let peakDescriptors = 0;
+  const sampler = setInterval(() => {
+    let open = 0;
+    for (const p of pids) {
+      try { open += readdirSync(`/proc/${p}/fd`).length; } catch {}
+    }
+    peakDescriptors = Math.max(peakDescriptors, open);
+  }, 250);
   const acknowledged = new Map(); // "repo:tag" -> manifest digest
   const deleted = []; // { repo, layer } of deleted images, whose layers pushes reuse
   const counts = { pushes: 0, pulls: 0, status5xx: 0, mismatches: 0, otherErrors: 0, deletes: 0, reused: 0, refused: 0, collections: 0, linksCollected: 0, blobsCollected: 0 };
@@ -476,15 +492,16 @@ async function load() {
     latencies.sort((a, b) => a - b);
     const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))].toFixed(1);
     console.log(`\nLoad through the local server (scripts/serve.mjs), ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}: ${clients} clients, ${seconds} s`);
-    console.log("| pushes | pulls (verified) | requests/s | p50 ms | p99 ms | 5xx | digest mismatches | other errors | acknowledged tags lost |");
-    console.log("|---|---|---|---|---|---|---|---|---|");
-    console.log(`| ${counts.pushes} | ${counts.pulls} | ${(latencies.length / seconds).toFixed(0)} | ${pct(50)} | ${pct(99)} | ${counts.status5xx} | ${counts.mismatches} | ${counts.otherErrors} | ${lost} |`);
+    console.log("| pushes | pulls (verified) | requests/s | p50 ms | p99 ms | 5xx | digest mismatches | other errors | acknowledged tags lost | workerd's peak descriptors |");
+    console.log("|---|---|---|---|---|---|---|---|---|---|");
+    console.log(`| ${counts.pushes} | ${counts.pulls} | ${(latencies.length / seconds).toFixed(0)} | ${pct(50)} | ${pct(99)} | ${counts.status5xx} | ${counts.mismatches} | ${counts.otherErrors} | ${lost} | ${peakDescriptors} |`);
     if (collecting) {
       console.log(`\nWith garbage collection every 2 s: ${counts.collections} collections removing ${counts.linksCollected} blob links and ${counts.blobsCollected} blobs, ${counts.deletes} images deleted, ${counts.reused} pushes reusing a deleted image's layer, ${counts.refused} of them refused once (layer collected in between) and pushed again`);
     }
     for (const [what, n] of otherKinds) console.log(`other error, ${n}x: ${what}`);
     if (counts.status5xx || counts.mismatches || lost) process.exitCode = 1;
   } finally {
+    clearInterval(sampler);
     await wharf.stop();
   }
 }
