@@ -1,6 +1,6 @@
-//! What a push and a pull cost in storage, counted by the in-memory stores: R2 reads (Class B)
-//! and writes (Class A), KV reads and writes, and the sequential round trips the client waits
-//! for. On Cloudflare every operation is billed and every round trip adds to the request's
+//! What a push and a pull cost in storage, counted by the in-memory stores on the platform
+//! model: R2 reads (Class B) and writes (Class A), KV reads and writes, and the sequential round
+//! trips the client waits for. On Cloudflare every operation is billed and every round trip adds to the request's
 //! latency, so a pull reads what the isolate does not hold, and a push writes only what is new.
 //! A tag lives in R2 (the source of truth) and in KV (the fast path of pulls): R2's copy is
 //! written only when it changes, KV's always, since KV is eventually consistent and a write
@@ -32,8 +32,15 @@ fn image(t: &TestRegistry, repo: &str, layers: usize, seed: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Pushes `body` to `reference` and returns what it cost.
+/// A registry on the platform model (Paid plan budgets), deletes allowed.
+fn on_platform(config: Config) -> TestRegistry {
+    TestRegistry::on_platform(Config { delete_enabled: true, ..config }, 10_000)
+}
+
+/// Pushes `body` to `reference`, a second after whatever came before (R2 and KV take one write
+/// per second per key), and returns what it cost.
 fn push(t: &TestRegistry, repo: &str, reference: &str, body: &[u8]) -> Counts {
+    t.wait(1);
     t.operations.take();
     let r = t.put_manifest(repo, reference, OCI_MANIFEST, body);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -47,7 +54,7 @@ fn other_isolate(t: &TestRegistry) -> TestRegistry {
 
 #[test]
 fn a_new_manifest_in_a_new_repository_writes_its_bytes_the_catalog_entry_and_the_tag() {
-    let t = TestRegistry::new();
+    let t = on_platform(Config::default());
     let body = image(&t, "r", 2, "a");
     // Reads side by side: is the manifest stored, what R2 holds of the tag (the blobs were
     // uploaded through this isolate, which remembers their links). Then the bytes. Then, the
@@ -59,7 +66,7 @@ fn a_new_manifest_in_a_new_repository_writes_its_bytes_the_catalog_entry_and_the
 
 #[test]
 fn a_stored_manifest_under_a_new_tag_or_again_under_its_tag_writes_only_the_tag() {
-    let t = TestRegistry::new();
+    let t = on_platform(Config::default());
     let body = image(&t, "r", 2, "a");
     push(&t, "r", "v1", &body);
     let mut stored = t.objects.snapshot();
@@ -75,7 +82,7 @@ fn a_stored_manifest_under_a_new_tag_or_again_under_its_tag_writes_only_the_tag(
 
 #[test]
 fn a_manifest_in_a_known_repository_is_two_r2_writes_and_one_kv_write() {
-    let t = TestRegistry::new();
+    let t = on_platform(Config::default());
     push(&t, "r", "v1", &image(&t, "r", 1, "a"));
     assert_eq!(push(&t, "r", "v2", &image(&t, "r", 1, "b")), counts(3, 2, 1, 4));
 }
@@ -83,7 +90,7 @@ fn a_manifest_in_a_known_repository_is_two_r2_writes_and_one_kv_write() {
 #[test]
 fn references_are_read_from_storage_once_per_isolate_and_side_by_side() {
     for layers in [1, 5, 20] {
-        let t = TestRegistry::new();
+        let t = on_platform(Config::default());
         let body = image(&t, "r", layers, "a");
         push(&t, "r", "v0", &image(&t, "r", 1, "other"));
         // An isolate that did not see the uploads reads each link (config and layers) beside the
@@ -97,7 +104,7 @@ fn references_are_read_from_storage_once_per_isolate_and_side_by_side() {
 
 #[test]
 fn a_referrer_entry_is_written_once() {
-    let t = TestRegistry::new();
+    let t = on_platform(Config::default());
     let (_, subject) = t.push_image("r", "v1", OCI_MANIFEST, "subject");
     let config = t.push_blob("r", b"{}");
     let artifact = format!(
@@ -116,7 +123,7 @@ fn a_referrer_entry_is_written_once() {
 
 #[test]
 fn with_garbage_collection_on_the_references_are_checked_again_in_storage_after_the_write() {
-    let t = TestRegistry::with_config(Config { gc: GcMode::On, delete_enabled: true, ..Config::default() });
+    let t = on_platform(Config { gc: GcMode::On, ..Config::default() });
     let body = image(&t, "r", 2, "a");
     // Before the tag: the three links and the manifest are read again from storage, whatever
     // the isolate remembers, so that a collection that swept one in between is seen. After
@@ -135,7 +142,7 @@ fn pull(t: &TestRegistry, path: &str, head: bool) -> Counts {
 
 #[test]
 fn a_pull_by_tag_is_one_kv_read_and_at_most_one_r2_read() {
-    let t = TestRegistry::new();
+    let t = on_platform(Config::default());
     let body = image(&t, "r", 1, "a");
     let digest = Digest::sha256_of(&body);
     push(&t, "r", "v1", &body);
@@ -160,7 +167,7 @@ fn a_pull_by_tag_is_one_kv_read_and_at_most_one_r2_read() {
 
 #[test]
 fn a_blob_the_registry_holds_already_leaves_its_registry_wide_entry_as_it_is() {
-    let t = TestRegistry::new();
+    let t = on_platform(Config::default());
     let bytes = b"a base layer every repository shares";
     let d = t.push_blob("one", bytes);
     let index = format!("digests/sha256/{}", d.hex());
@@ -175,7 +182,7 @@ fn a_blob_the_registry_holds_already_leaves_its_registry_wide_entry_as_it_is() {
 
 #[test]
 fn a_digest_named_by_several_descriptors_is_looked_up_once() {
-    let t = TestRegistry::new();
+    let t = on_platform(Config::default());
     push(&t, "r", "v0", &image(&t, "r", 1, "other"));
     let layer = t.push_blob("r", b"one layer, named three times");
     let config = t.push_blob("r", b"{}");
@@ -191,7 +198,7 @@ fn a_digest_named_by_several_descriptors_is_looked_up_once() {
 
 #[test]
 fn a_manifest_of_more_descriptors_than_the_limit_is_refused_before_any_lookup() {
-    let t = TestRegistry::new();
+    let t = on_platform(Config::default());
     let layers: Vec<String> = (0..=wharf::oci::manifests::format::MAX_REFERENCES)
         .map(|i| {
             let d = Digest::sha256_of(format!("layer {i}").as_bytes());

@@ -3,8 +3,10 @@
 //! run the storage must be consistent, an acknowledged request's effect must be there, and the
 //! same request retried must succeed.
 //!
-//! Consistent means: every object under a digest holds bytes of that digest; every tag points
-//! at a manifest that exists; every blob link leads to bytes that can be pulled.
+//! Consistent means: every object under a digest holds bytes of that digest; every tag, in R2
+//! and in KV, points at a manifest that exists; every blob link leads to bytes that can be
+//! pulled. The registries run on the platform model (`wharf::storage::memory::Platform`): a
+//! retry writing a key again within the second is refused once, as on Cloudflare, and retried.
 
 mod common;
 
@@ -43,6 +45,14 @@ fn assert_consistent(t: &TestRegistry, context: &str) {
             assert_eq!(Digest::sha256_of(&r.body).to_string(), d, "{context}: {key}");
         }
     }
+    // Tags in R2, the source of truth, and their copies in KV, point at manifests that exist.
+    for key in objects.keys().filter(|k| k.contains("/_tags/")) {
+        let record = wharf::storage::keys::TagRecord::from_metadata(&t.objects.metadata(key).expect("listed").custom);
+        let (repo, _) = key.strip_prefix("repositories/").and_then(|k| k.split_once("/_tags/")).expect("tag key");
+        let hex = record.expect("a tag record").digest.strip_prefix("sha256:").expect("sha256 tag").to_owned();
+        let manifest = format!("repositories/{repo}/_manifests/sha256/{hex}");
+        assert!(objects.contains_key(&manifest), "{context}: tag {key} points at a missing manifest");
+    }
     for (key, digest) in t.kv.snapshot() {
         let (repo, _) = key.strip_prefix("tags/").and_then(|k| k.rsplit_once(':')).expect("tag key");
         let hex = digest.strip_prefix("sha256:").expect("sha256 tag");
@@ -62,7 +72,7 @@ fn for_every_fault(
 ) {
     let count = {
         let faults = Faults::new();
-        let t = TestRegistry::with_faults(config(), &faults);
+        let t = TestRegistry::on_platform_with_faults(config(), 10_000, &faults);
         setup(&t);
         faults.clear();
         assert!(scenario(&t), "{name} fails without faults");
@@ -73,7 +83,7 @@ fn for_every_fault(
         for fault in [Fault::Error, Fault::Crash] {
             let context = format!("{name}, {fault:?} at operation {n} of {count}");
             let faults = Faults::new();
-            let t = TestRegistry::with_faults(config(), &faults);
+            let t = TestRegistry::on_platform_with_faults(config(), 10_000, &faults);
             setup(&t);
             faults.fail_at(n, fault);
             let acknowledged = scenario(&t);

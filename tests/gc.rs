@@ -16,6 +16,9 @@ use wharf::ops::gc::GcReport;
 use wharf::storage::memory::{Fault, Faults, Pause};
 
 const HOUR_MS: u64 = 3600 * 1000;
+/// Every registry runs on the platform model (`wharf::storage::memory::Platform`) with the Paid
+/// plan's default subrequests: a collection runs in one invocation.
+const PAID: usize = 10_000;
 /// When the fixtures are written; collections run hours later, past the grace period.
 const PUSHED_MS: u64 = 1_800_000_000_000;
 
@@ -74,7 +77,7 @@ fn manifest_of(config: &Digest, config_size: usize, layers: &[(&Digest, usize)])
 
 #[test]
 fn unreferenced_blobs_go_after_the_grace_period_and_a_dry_run_changes_nothing() {
-    let t = TestRegistry::with_config(config());
+    let t = TestRegistry::on_platform(config(), PAID);
     at(&t, PUSHED_MS);
     t.push_image("app", "v1", OCI_MANIFEST, "one");
     let orphan = t.push_blob("app", b"uploaded, never referenced");
@@ -109,7 +112,7 @@ fn unreferenced_blobs_go_after_the_grace_period_and_a_dry_run_changes_nothing() 
 
 #[test]
 fn a_deleted_image_frees_what_nothing_else_uses() {
-    let t = TestRegistry::with_config(config());
+    let t = TestRegistry::on_platform(config(), PAID);
     at(&t, PUSHED_MS);
     let (body, digest) = t.push_image("a", "v1", OCI_MANIFEST, "a");
     let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -141,7 +144,7 @@ fn a_deleted_image_frees_what_nothing_else_uses() {
 #[test]
 fn untagged_manifests_go_only_when_asked_and_what_tags_reach_stays() {
     let build = |config: Config| {
-        let t = TestRegistry::with_config(config);
+        let t = TestRegistry::on_platform(config, PAID);
         at(&t, PUSHED_MS);
         let (_, tagged) = t.push_image("u", "v1", OCI_MANIFEST, "tagged");
         let (_, untagged) = t.push_image("u", "placeholder", OCI_MANIFEST, "untagged");
@@ -198,7 +201,7 @@ fn untagged_manifests_go_only_when_asked_and_what_tags_reach_stays() {
 
 #[test]
 fn a_blob_a_client_deleted_stays_deleted_but_its_bytes_stay_while_referenced() {
-    let t = TestRegistry::with_config(config());
+    let t = TestRegistry::on_platform(config(), PAID);
     at(&t, PUSHED_MS);
     let (body, _) = t.push_image("r", "v1", OCI_MANIFEST, "x");
     let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -266,10 +269,10 @@ fn the_admin_endpoint_needs_its_token_and_deletes_only_when_collection_is_on() {
         t.send(Method::Post, path, &headers, MemoryBody::empty())
     };
 
-    let without = TestRegistry::with_config(config());
+    let without = TestRegistry::on_platform(config(), PAID);
     assert_eq!(post(&without, "/_wharf/gc", Some(&bearer)).status, 404, "no token configured, no endpoint");
 
-    let off = TestRegistry::with_config(Config { gc: GcMode::Off, admin_token: Some(token.clone()), ..config() });
+    let off = TestRegistry::on_platform(Config { gc: GcMode::Off, admin_token: Some(token.clone()), ..config() }, PAID);
     at(&off, PUSHED_MS);
     let orphan = off.push_blob("r", b"orphan");
     at(&off, PUSHED_MS + 2 * HOUR_MS);
@@ -310,7 +313,7 @@ fn keys_of(t: &TestRegistry) -> (Vec<String>, Vec<String>) {
 
 /// Garbage of every kind: a deleted image, an orphan blob, an untagged manifest, a shared layer.
 fn littered(faults: &Faults) -> TestRegistry {
-    let t = TestRegistry::with_faults(untagged_config(), faults);
+    let t = TestRegistry::on_platform_with_faults(untagged_config(), PAID, faults);
     at(&t, PUSHED_MS);
     t.push_image("a", "keep", OCI_MANIFEST, "keep");
     let (_, gone) = t.push_image("a", "gone", OCI_MANIFEST, "gone");
@@ -432,7 +435,7 @@ fn send_async<'a>(
 
 /// A blob pushed long ago and referenced by nothing: what a collection removes.
 fn old_orphan(faults: &Faults) -> (TestRegistry, Digest) {
-    let t = TestRegistry::with_faults(config(), faults);
+    let t = TestRegistry::on_platform_with_faults(config(), PAID, faults);
     at(&t, PUSHED_MS);
     let d = t.push_blob("src", b"old bytes, about to be used again");
     at(&t, PUSHED_MS + 2 * HOUR_MS);

@@ -30,6 +30,23 @@ pub struct TestRegistry {
     pub platform: Option<Platform>,
 }
 
+/// A registry over these stores on the clock `now` (seconds); on the platform model, with the
+/// model's timer, so that a write refused for load is retried a second later.
+fn registry(
+    objects: &MemoryObjects,
+    kv: &MemoryKv,
+    config: impl Into<Rc<Config>>,
+    now: &Rc<Cell<u64>>,
+    platform: &Option<Platform>,
+) -> Registry<MemoryObjects, MemoryKv> {
+    let clock = now.clone();
+    let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get() * 1000));
+    match platform {
+        Some(_) => registry.with_sleep(model_sleep(now)),
+        None => registry,
+    }
+}
+
 /// The model's timer: a wait moves the clock on, in whole seconds.
 fn model_sleep(now: &Rc<Cell<u64>>) -> wharf::storage::retry::Sleep {
     let now = now.clone();
@@ -83,8 +100,7 @@ impl TestRegistry {
         let objects = objects.with_operations(operations.clone());
         let kv = kv.with_operations(operations.clone());
         let now = Rc::new(Cell::new(1_800_000_000));
-        let clock = now.clone();
-        let registry = Registry::new(objects.clone(), kv.clone(), config, Box::new(move || clock.get() * 1000));
+        let registry = registry(&objects, &kv, config, &now, &None);
         Self { registry, objects, kv, now, operations, platform: None }
     }
 
@@ -97,31 +113,19 @@ impl TestRegistry {
     /// [`TestRegistry::on_platform`], its stores sharing `faults`.
     pub fn on_platform_with_faults(config: Config, subrequests: usize, faults: &Faults) -> Self {
         let t = Self::with_faults(config, faults);
-        let platform = Platform::new(t.now.clone(), subrequests);
-        let objects = t.objects.clone().on_platform(&platform);
-        let kv = t.kv.at_location(&platform);
-        let clock = t.now.clone();
-        let registry =
-            Registry::new(objects.clone(), kv.clone(), t.registry.config.clone(), Box::new(move || clock.get() * 1000))
-                .with_sleep(model_sleep(&t.now));
-        Self { registry, objects, kv, platform: Some(platform), ..t }
+        let platform = Some(Platform::new(t.now.clone(), subrequests));
+        let objects = t.objects.clone().on_platform(platform.as_ref().unwrap());
+        let kv = t.kv.at_location(platform.as_ref().unwrap());
+        let registry = registry(&objects, &kv, t.registry.config.clone(), &t.now, &platform);
+        Self { registry, objects, kv, platform, ..t }
     }
 
     /// Another location of the platform this registry runs on: the same R2 and KV, but a KV
     /// cache and an isolate memory of its own.
     pub fn another_location(&self) -> Self {
-        let platform = self.platform.as_ref().expect("a registry on the platform model");
-        let kv = self.kv.at_location(platform);
-        let clock = self.now.clone();
-        let registry = Registry::new(
-            self.objects.clone(),
-            kv.clone(),
-            self.registry.config.clone(),
-            Box::new(move || clock.get() * 1000),
-        )
-        .with_sleep(model_sleep(&self.now));
+        let kv = self.kv.at_location(self.platform.as_ref().expect("a registry on the platform model"));
         Self {
-            registry,
+            registry: registry(&self.objects, &kv, self.registry.config.clone(), &self.now, &self.platform),
             objects: self.objects.clone(),
             kv,
             now: self.now.clone(),
@@ -159,11 +163,8 @@ impl TestRegistry {
 
     /// Another registry, with its own configuration, over this one's storage and clock.
     pub fn sharing_storage(&self, config: Config) -> Self {
-        let clock = self.now.clone();
-        let registry =
-            Registry::new(self.objects.clone(), self.kv.clone(), config, Box::new(move || clock.get() * 1000));
         Self {
-            registry,
+            registry: registry(&self.objects, &self.kv, config, &self.now, &self.platform),
             objects: self.objects.clone(),
             kv: self.kv.clone(),
             now: self.now.clone(),
@@ -193,14 +194,8 @@ impl TestRegistry {
         mut self,
         finish: impl FnOnce(Registry<MemoryObjects, MemoryKv>) -> Registry<MemoryObjects, MemoryKv>,
     ) -> Self {
-        let clock = self.now.clone();
-        let registry = Registry::new(
-            self.objects.clone(),
-            self.kv.clone(),
-            self.registry.config.clone(),
-            Box::new(move || clock.get() * 1000),
-        );
-        self.registry = finish(registry);
+        let config = self.registry.config.clone();
+        self.registry = finish(registry(&self.objects, &self.kv, config, &self.now, &self.platform));
         self
     }
 
