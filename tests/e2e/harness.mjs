@@ -7,7 +7,9 @@ import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync } from "no
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import http from "node:http";
 import net from "node:net";
+import { Readable } from "node:stream";
 import tls from "node:tls";
 import { createHash } from "node:crypto";
 
@@ -130,9 +132,24 @@ export async function startTlsFront(target) {
   return { host: `127.0.0.1:${port}`, stop: () => server.close() };
 }
 
-/** fetch against wharf returning { status, headers, body (Buffer), json() }. */
+/**
+ * Whether fetch failed because the connection it reused was already closed by the server,
+ * before any answer. workerd closes a connection after 5 s idle. A client whose event loop was
+ * busy past that (a large synchronous hash in a test, a loaded machine delaying node's own
+ * 4 s idle timer) sends its next request on that connection: undici then fails with
+ * UND_ERR_SOCKET ("other side closed"), and fetch with "fetch failed".
+ */
+const closedUnderUs = (e) => e?.cause?.code === "UND_ERR_SOCKET";
+
+/**
+ * fetch against wharf returning { status, headers, body (Buffer), json() }. A request whose
+ * reused connection the server had closed (see `closedUnderUs`) is sent once more, as real
+ * clients do (Go's net/http retries a request that failed on a reused connection): a body
+ * held in memory can be sent again. A streamed body cannot: send it with `streamRequest`.
+ */
 export async function request(base, method, path, { headers = {}, body } = {}) {
-  const r = await fetch(base + path, { method, headers, body, redirect: "manual" });
+  const send = () => fetch(base + path, { method, headers, body, redirect: "manual" });
+  const r = await send().catch((e) => (closedUnderUs(e) ? send() : Promise.reject(e)));
   const buf = Buffer.from(await r.arrayBuffer());
   return {
     status: r.status,
@@ -141,6 +158,28 @@ export async function request(base, method, path, { headers = {}, body } = {}) {
     json: () => JSON.parse(buf.toString("utf8")),
     code: () => { try { return JSON.parse(buf.toString("utf8")).errors[0].code; } catch { return undefined; } },
   };
+}
+
+/**
+ * Sends a streamed body (a web ReadableStream) on a connection of its own, never one reused
+ * from a pool (see `closedUnderUs`): a stream cannot be sent twice. Resolves to
+ * { status, headers (a Headers), body (Buffer) }.
+ */
+export function streamRequest(base, method, path, stream, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(base + path, { method, headers, agent: false }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => {
+        const h = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) h.set(k, Array.isArray(v) ? v.join(", ") : v);
+        resolve({ status: res.statusCode, headers: h, body: Buffer.concat(chunks) });
+      });
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    Readable.fromWeb(stream).pipe(req);
+  });
 }
 
 /**
