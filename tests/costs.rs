@@ -217,3 +217,19 @@ fn a_manifest_of_more_descriptors_than_the_limit_is_refused_before_any_lookup() 
     assert_eq!(t.operations.take(), Counts::default(), "no storage operation");
     assert_eq!(t.snapshot(), before);
 }
+
+#[test]
+fn a_mount_into_a_repository_that_holds_the_blob_writes_nothing() {
+    let t = on_platform(Config::default());
+    let d = t.push_blob("one", b"a layer both repositories hold");
+    t.push_blob("two", b"a layer both repositories hold");
+    let before = t.snapshot();
+    t.wait(1);
+    t.operations.take();
+    let path = format!("/v2/two/blobs/uploads/?mount={d}&from=one");
+    let r = t.send(wharf::base::http::Method::Post, &path, &[], wharf::base::http::MemoryBody::empty());
+    assert_eq!(r.status, 201);
+    let mounted = t.operations.take();
+    assert_eq!((mounted.r2_writes, mounted.kv_writes), (0, 0), "{mounted:?}");
+    assert_eq!(t.snapshot(), before);
+}

@@ -503,11 +503,20 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<Response<O::Body>> {
         if let Some(mount) = params.mount {
             let digest = Digest::parse(mount)?;
-            let source = match params.from {
-                Some(from) => self.blob_link(&RepositoryName::parse(from)?, &digest).await?,
-                None => self.blob_by_digest(&digest).await?,
+            let from = params.from.map(RepositoryName::parse).transpose()?;
+            let source = async {
+                match &from {
+                    Some(from) => self.blob_link(from, &digest).await,
+                    None => self.blob_by_digest(&digest).await,
+                }
             };
-            if let Some(link) = source {
+            // A repository that holds the blob already is left as it is: its link is not
+            // written again.
+            let (source, held) = join(source, self.blob_link(name, &digest)).await;
+            if held?.is_some() {
+                return Ok(created(name, &digest));
+            }
+            if let Some(link) = source? {
                 self.link_blob(name, &digest, &link).await?;
                 if self.config.gc != GcMode::On || self.mount_source_holds(params.from, &digest, &link).await? {
                     return Ok(created(name, &digest));
