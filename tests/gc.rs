@@ -525,3 +525,41 @@ fn an_upload_racing_a_collection_is_kept_except_between_the_last_check_and_the_d
     // sweep's HEAD and its delete is the one window left (see `gc`).
     assert!(acknowledged >= 5 && lost <= 1, "{lost} of {acknowledged} acknowledged uploads lost");
 }
+
+/// Removes a tag's R2 object, leaving its KV copy: a tag pushed before R2 held tags.
+fn kv_only(t: &TestRegistry, repo: &str, tag: &str) {
+    use wharf::storage::ObjectStore;
+    t.wait(1);
+    block_on(t.objects.delete(&format!("repositories/{repo}/_tags/{tag}"))).unwrap();
+}
+
+#[test]
+fn tags_kept_in_kv_alone_are_copied_to_r2_before_untagged_collection_runs() {
+    let t = TestRegistry::on_platform(untagged_config(), PAID);
+    at(&t, PUSHED_MS);
+    let (body, _) = t.push_image("r", "legacy", OCI_MANIFEST, "pushed before R2 held tags");
+    kv_only(&t, "r", "legacy");
+    // Enough KV-only tags that one run does not copy them all.
+    for i in 0..1000 {
+        t.wait(1);
+        assert_eq!(t.put_manifest("r", &format!("t{i:04}"), OCI_MANIFEST, &body).status, 201, "{i}");
+        kv_only(&t, "r", &format!("t{i:04}"));
+    }
+    t.wait(1);
+    t.push_image("r", "gone", OCI_MANIFEST, "untagged for real");
+    assert_eq!(t.delete("/v2/r/manifests/gone").status, 202);
+    at(&t, PUSHED_MS + 4 * HOUR_MS);
+    assert_eq!(t.get("/v2/r/tags/list", &[]).json()["tags"], serde_json::json!([]), "R2 lacks the tag");
+
+    // The first run copies a page of KV keys and removes no manifest as untagged.
+    let first = collect(&t, false);
+    assert!(first.untagged_deferred && first.manifests.is_empty(), "{first:?}");
+    assert_eq!(t.get("/v2/r/tags/list?n=1", &[]).json()["tags"], serde_json::json!(["legacy"]));
+    // The next one finishes the copy, then collects what no tag names, and only that.
+    let second = collect(&t, false);
+    assert!(!second.untagged_deferred, "{second:?}");
+    assert_eq!(second.manifests.len(), 1, "{second:?}");
+    assert_pullable(&t, "r", "legacy");
+    assert_pullable(&t, "r", "t0999");
+    assert_eq!(t.get("/v2/r/tags/list?n=1&last=t0998", &[]).json()["tags"], serde_json::json!(["t0999"]));
+}

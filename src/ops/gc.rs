@@ -89,6 +89,9 @@ pub struct GcReport {
     pub repaired: Vec<String>,
     /// Repositories left alone because one of their manifests could not be read.
     pub skipped: Vec<String>,
+    /// With `WHARF_GC_UNTAGGED`: no manifest was collected as untagged, because tags kept in KV
+    /// alone are still being copied to R2 (see `migrate`).
+    pub untagged_deferred: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,6 +268,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     pub async fn collect_garbage(&self, now_ms: u64, dry_run: bool) -> Result<GcReport> {
         let cutoff = now_ms.saturating_sub(self.config.gc_grace_secs.saturating_mul(1000));
         let mut report = GcReport { dry_run, ..GcReport::default() };
+        // Untagged collection reads the tags from R2: not before every tag is there.
+        if self.config.gc_untagged && !self.tags_in_r2().await? {
+            report.untagged_deferred = !self.copy_kv_tags_to_r2().await?.0;
+        }
         let mut unfinished = self.unfinished_sweeps().await?;
         // Objects named by links that stay: what a dry run works from. A real run lists again.
         let mut named = HashSet::new();
@@ -396,7 +403,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 marked.insert((*d).clone(), Marked { meta, bytes, refs: Refs::of(&manifest) });
             }
         }
-        let live = if self.config.gc_untagged {
+        let live = if self.config.gc_untagged && !report.untagged_deferred {
             live_manifests(&listed.tagged, &marked, cutoff)
         } else {
             marked.keys().cloned().collect()

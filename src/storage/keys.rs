@@ -25,6 +25,9 @@
 //! │                                listed with startAfter for GET /v2/_catalog
 //! ├── digests/<alg>/<hex>          registry-wide record of a blob: empty body, customMetadata
 //! │                                {object, size} as a link; lets a mount without `from` find it
+//! ├── migrations/tags              the copy of tags kept in KV alone (before R2 held tags) into
+//! │                                R2: where it stands, as the KV cursor to go on from, or
+//! │                                `done` (see `ops::migrate`)
 //! ├── gc/sweeps/<name>             garbage collection: the blob links a sweep of <name> is about
 //! │                                to remove, as JSON {digest: link metadata}; deleted once the
 //! │                                sweep's re-check is done, so one left over tells the next run
@@ -201,8 +204,20 @@ pub fn blob_index(d: &Digest) -> String {
 
 /// The KV copy of a tag.
 pub fn tag(name: &RepositoryName, tag: &Tag) -> String {
-    format!("tags/{name}:{tag}")
+    format!("{KV_TAGS_PREFIX}{name}:{tag}")
 }
+
+/// Prefix of every tag's KV copy.
+pub const KV_TAGS_PREFIX: &str = "tags/";
+
+/// The repository and tag of a KV key listed under [`KV_TAGS_PREFIX`]. Names never hold `:`.
+pub fn tag_of_kv_key(key: &str) -> Option<(RepositoryName, Tag)> {
+    let (name, tag) = key.strip_prefix(KV_TAGS_PREFIX)?.split_once(':')?;
+    Some((RepositoryName::parse(name).ok()?, Tag::parse(tag).ok()?))
+}
+
+/// Where the copy of KV-only tags into R2 stands (see `ops::migrate`).
+pub const TAGS_MIGRATION: &str = "migrations/tags";
 
 /// The tag in R2, the source of truth.
 pub fn tag_object(name: &RepositoryName, tag: &Tag) -> String {
@@ -308,6 +323,8 @@ mod tests {
         assert_eq!(manifests_prefix(&name), "repositories/a/b/_manifests/");
         let v1 = Tag::parse("v1").unwrap();
         assert_eq!(tag(&name, &v1), "tags/a/b:v1");
+        assert_eq!(tag_of_kv_key(&tag(&name, &v1)), Some((name.clone(), v1.clone())));
+        assert_eq!(tag_of_kv_key("tags/a/b"), None);
         assert_eq!(tag_object(&name, &v1), "repositories/a/b/_tags/v1");
         assert_eq!(tag_of(&tag_object(&name, &v1), &tag_objects_prefix(&name)), Some(v1.clone()));
         assert_eq!(parse_repository_key(&tag_object(&name, &v1)), Some((name.clone(), RepositoryKey::Tag(v1))));

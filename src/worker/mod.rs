@@ -615,8 +615,9 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> ::worker::Resul
     to_worker(response)
 }
 
-/// The cron trigger of wrangler.toml: abort upload sessions abandoned by their clients, then,
-/// with `WHARF_GC`, collect garbage (a dry run only logs its report).
+/// The cron trigger of wrangler.toml: abort upload sessions abandoned by their clients, copy
+/// tags kept in KV alone into R2 (see `ops::migrate`), then, with `WHARF_GC`, collect garbage
+/// (a dry run only logs its report).
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let Ok(registry) = registry(&env, None) else { return };
@@ -625,6 +626,11 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(0) => {}
         Ok(n) => console_log!("removed {n} abandoned upload sessions"),
         Err(e) => console_error!("upload cleanup failed: {e}"),
+    }
+    match registry.copy_kv_tags_to_r2().await {
+        Ok((_, 0)) => {}
+        Ok((done, n)) => console_log!("copied {n} tags from KV to R2{}", if done { "; all are there" } else { "" }),
+        Err(e) => console_error!("copying tags from KV to R2 failed: {}", e.message()),
     }
     let dry_run = match registry.config.gc {
         GcMode::Off => return,

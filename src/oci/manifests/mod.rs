@@ -258,7 +258,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let collecting = self.config.gc == GcMode::On;
         let copy = collecting.then(|| bytes.clone());
         match existed {
-            false => self.write_manifest(name, &digest, bytes.clone(), &manifest).await?,
+            false => self.write_manifest(name, &digest, bytes, &manifest).await?,
             // Stored: the next pull from this isolate needs no R2 read all the same.
             true => self.remember_manifest(name, &digest, &bytes, &manifest),
         }
