@@ -112,3 +112,39 @@ fn every_request_kind_fits_the_free_plan() {
     let page = format!("/ui/repo/big/app/manifest/{}", digests[2]);
     within_budget("UI manifest", cold(&t, Method::Get, &page, &[], b""), 200);
 }
+
+#[test]
+fn large_images_and_indexes_push_within_the_free_plan() {
+    let t = free_plan();
+    // 100 layers and 40 platforms, pushed through an isolate that saw none of their uploads.
+    let layers: Vec<String> = (0..100)
+        .map(|i| {
+            let bytes = format!("layer {i}");
+            let d = t.push_blob("big/image", bytes.as_bytes());
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{}}}"#, bytes.len())
+        })
+        .collect();
+    let config = t.push_blob("big/image", b"{}");
+    let image = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{}]}}"#,
+        layers.join(",")
+    );
+    t.wait(1);
+    let headers = [("Content-Type", OCI_MANIFEST)];
+    let pushed = cold(&t, Method::Put, "/v2/big/image/manifests/v1", &headers, image.as_bytes());
+    within_budget("PUT a manifest of 100 layers", pushed, 201);
+
+    let children: Vec<(Digest, usize)> = (0..40)
+        .map(|i| {
+            let (body, d) = t.push_image("big/image", &format!("p{i}"), OCI_MANIFEST, &format!("platform {i}"));
+            (d, body.len())
+        })
+        .collect();
+    let entries: Vec<(&Digest, usize, &str, &str)> =
+        children.iter().map(|(d, n)| (d, *n, OCI_MANIFEST, "amd64")).collect();
+    let index = list_body(OCI_INDEX, &entries);
+    t.wait(1);
+    let headers = [("Content-Type", OCI_INDEX)];
+    let pushed = cold(&t, Method::Put, "/v2/big/image/manifests/multi", &headers, &index);
+    within_budget("PUT an index of 40 platforms", pushed, 201);
+}

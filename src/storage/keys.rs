@@ -176,7 +176,12 @@ pub fn edge_cacheable(key: &str) -> bool {
 }
 
 pub fn blob_link(name: &RepositoryName, d: &Digest) -> String {
-    format!("repositories/{name}/_layers/{}", digest_path(d))
+    format!("{}{}", blob_links_prefix(name), digest_path(d))
+}
+
+/// Prefix of every blob link of a repository.
+pub fn blob_links_prefix(name: &RepositoryName) -> String {
+    format!("{REPOSITORIES_PREFIX}{name}/_layers/")
 }
 
 pub fn blob_by_upload(id: &UploadId) -> String {

@@ -10,6 +10,7 @@ use crate::base::names::{Digest, Reference, RepositoryName, Tag};
 use crate::base::router::manifest_url;
 use crate::config::notify::Action;
 use crate::config::{GcMode, MAX_MANIFEST_SIZE};
+use crate::oci::blobs::BlobLink;
 use crate::oci::caching;
 use crate::registry::events::Target;
 use crate::registry::{Registry, Result, read_limited};
@@ -18,6 +19,7 @@ use crate::storage::{KeyValueStore, ListFrom, ObjectMeta, ObjectStore, PutOption
 use format::{Accepted, Descriptor, LayerSource, Manifest, MediaType, default_platform_child};
 use futures_util::future::{join, join_all, join3};
 use serde_json::json;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// A manifest as [`Registry::load_manifest`] found it.
@@ -502,16 +504,51 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 lookups.push(c);
             }
         }
+        // Many lookups in storage are cheaper as listings of the repository's blob links or
+        // manifests, a thousand keys a page, when a few pages hold them all: a push of an image
+        // of a hundred layers then stays within the Free plan's 50 subrequests.
+        let now = self.now_secs();
+        let from_storage =
+            |d: &Digest| lookup == Lookup::Storage || self.memo.link(name.as_str(), &d.to_string(), now).is_none();
+        let blobs = lookups.iter().filter(|c| matches!(c, Check::Blob(d) if from_storage(&d.digest))).count();
+        let children = lookups.iter().filter(|c| matches!(c, Check::Child(_))).count();
+        let read_at = self.memo.generation();
+        let (links, manifests) = join(
+            self.listed_when_many(&keys::blob_links_prefix(name), blobs),
+            self.listed_when_many(&keys::manifests_prefix(name), children),
+        )
+        .await;
+        let (links, manifests) = (links?, manifests?);
         // What each lookup found: `None` nothing, `Some(size)` a blob of that size or a child
         // (whose size is not checked).
-        let results = join_all(lookups.iter().map(|c| async move {
-            let found: Result<Option<u64>> = match (c, lookup) {
-                (Check::Blob(d), Lookup::Memo) => Ok(self.blob_link(name, &d.digest).await?.map(|l| l.size)),
-                (Check::Blob(d), Lookup::Storage) => Ok(self.stored_blob_link(name, &d.digest).await?.map(|l| l.size)),
-                (Check::Child(d), _) => Ok(self.objects.head(&keys::manifest(name, &d.digest)).await?.map(|m| m.size)),
-                _ => Ok(None),
-            };
-            found
+        let results = join_all(lookups.iter().map(|c| {
+            let (links, manifests) = (&links, &manifests);
+            async move {
+                let found: Result<Option<u64>> = match (c, links, manifests) {
+                    (Check::Blob(d), Some(listed), _) if from_storage(&d.digest) => {
+                        let link = listed.get(&keys::blob_link(name, &d.digest));
+                        let link = link.and_then(|meta| BlobLink::from_metadata(&meta.custom));
+                        // Remembered as a read of the link would be (see `stored_blob_link`).
+                        if let Some(l) = &link {
+                            let d = d.digest.to_string();
+                            self.memo.remember_link(name.as_str(), &d, &l.object, l.size, now, Some(read_at));
+                        }
+                        Ok(link.map(|l| l.size))
+                    }
+                    (Check::Blob(d), _, _) => match lookup {
+                        Lookup::Memo => Ok(self.blob_link(name, &d.digest).await?.map(|l| l.size)),
+                        Lookup::Storage => Ok(self.stored_blob_link(name, &d.digest).await?.map(|l| l.size)),
+                    },
+                    (Check::Child(d), _, Some(listed)) => {
+                        Ok(listed.get(&keys::manifest(name, &d.digest)).map(|m| m.size))
+                    }
+                    (Check::Child(d), _, None) => {
+                        Ok(self.objects.head(&keys::manifest(name, &d.digest)).await?.map(|m| m.size))
+                    }
+                    _ => Ok(None),
+                };
+                found
+            }
         }))
         .await;
         let mut looked_up = Vec::with_capacity(lookups.len());
@@ -560,6 +597,27 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// The objects under `prefix`, by key, when `lookups` of them are due and a few listings
+    /// hold them all; `None` when fewer are due (reading each is cheaper) or the listings
+    /// would not end (the repository holds too many: each is read instead).
+    async fn listed_when_many(&self, prefix: &str, lookups: usize) -> Result<Option<HashMap<String, ObjectMeta>>> {
+        if lookups <= LIST_INSTEAD_OF_READING {
+            return Ok(None);
+        }
+        let mut listed = HashMap::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_LOOKUP_LISTINGS {
+            let from = cursor.as_deref().map_or(ListFrom::Beginning, ListFrom::Cursor);
+            let page = self.objects.list(prefix, from, 1000).await?;
+            listed.extend(page.objects.into_iter().map(|o| (o.key.clone(), o)));
+            cursor = page.cursor;
+            if cursor.is_none() {
+                return Ok(Some(listed));
+            }
+        }
+        Ok(None)
     }
 
     /// DELETE by tag untags; by digest removes the manifest and every tag pointing at it.
@@ -636,6 +694,13 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(!page.objects.is_empty())
     }
 }
+
+/// Above this many lookups of one kind, a push lists instead of reading each (see
+/// `listed_when_many`).
+const LIST_INSTEAD_OF_READING: usize = 8;
+
+/// Most listings (of 1,000 keys) a push makes instead of reading each reference.
+const MAX_LOOKUP_LISTINGS: usize = 3;
 
 /// Where [`Registry::verify_references`] looks blob links up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
