@@ -1,0 +1,99 @@
+//! Listings cost what their page costs, at any depth: the storage operations of a first and a
+//! deep page of tags/list (100,000 tags in one repository), _catalog (10,000 repositories),
+//! referrers and the web UI's tag pages, counted by the in-memory stores. The registries are
+//! filled through the storage contract directly (keys as `wharf::storage::keys` writes them),
+//! which takes seconds where 110,000 pushes would take minutes.
+
+mod common;
+
+use common::*;
+use futures_executor::block_on;
+use wharf::Config;
+use wharf::base::names::{Digest, RepositoryName, Tag};
+use wharf::storage::keys::{self, TagRecord};
+use wharf::storage::memory::Counts;
+use wharf::storage::{ObjectStore, PutOptions};
+
+fn put(t: &TestRegistry, key: &str, options: PutOptions) {
+    block_on(t.objects.put(key, Vec::new(), options)).expect("put");
+}
+
+/// What `path` costs in storage (a GET from a cold isolate), and its answer.
+fn cost(t: &TestRegistry, path: &str) -> (Counts, TestResponse) {
+    let cold = t.sharing_storage(t.registry.config.as_ref().clone());
+    t.operations.take();
+    let r = cold.get(path, &[]);
+    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    (t.operations.take(), r)
+}
+
+/// The first and a deep page of a listing cost the same, a single storage operation each.
+fn assert_flat(t: &TestRegistry, first: &str, deep: &str) -> (TestResponse, TestResponse) {
+    let (first_cost, first_page) = cost(t, first);
+    let (deep_cost, deep_page) = cost(t, deep);
+    assert_eq!(first_cost, deep_cost, "{first} against {deep}");
+    assert!(first_cost.r2_reads + first_cost.kv_reads <= 2, "{first}: {first_cost:?}");
+    (first_page, deep_page)
+}
+
+#[test]
+fn tags_list_and_the_ui_s_tag_pages_cost_the_same_at_any_depth_of_100_000_tags() {
+    let t = TestRegistry::with_config(Config { ui: true, ..Config::default() });
+    let (_, digest) = t.push_image("big", "seed", OCI_MANIFEST, "one image");
+    let name = RepositoryName::parse("big").unwrap();
+    let record = TagRecord { digest: digest.to_string(), media_type: OCI_MANIFEST.into(), size: 1, cached_at: None };
+    for i in 0..100_000 {
+        let tag = Tag::parse(&format!("t{i:06}")).unwrap();
+        put(&t, &keys::tag_object(&name, &tag), PutOptions { custom: record.to_metadata(), ..PutOptions::default() });
+    }
+    let (first, deep) = assert_flat(&t, "/v2/big/tags/list?n=100", "/v2/big/tags/list?n=100&last=t099850");
+    assert_eq!(first.json()["tags"][0], "seed");
+    assert_eq!(deep.json()["tags"][0], "t099851");
+    assert_eq!(deep.json()["tags"].as_array().unwrap().len(), 100);
+    assert!(deep.header("Link").unwrap().contains("last=t099950"));
+    // The UI reads each manifest shown once: one here, however deep the page.
+    let (first, deep) = assert_flat_ui(&t, "/ui/repo/big", "/ui/repo/big?after=t099850");
+    assert_eq!(first, deep);
+}
+
+/// The UI's pages cost the same at any depth (not a single operation: the manifests shown).
+fn assert_flat_ui(t: &TestRegistry, first: &str, deep: &str) -> (Counts, Counts) {
+    let (first_cost, _) = cost(t, first);
+    let (deep_cost, page) = cost(t, deep);
+    assert!(String::from_utf8_lossy(&page.body).contains("t099851"), "{deep}");
+    (first_cost, deep_cost)
+}
+
+#[test]
+fn the_catalog_costs_the_same_at_any_depth_of_10_000_repositories() {
+    let t = TestRegistry::new();
+    for i in 0..10_000 {
+        put(&t, &keys::catalog_entry(&RepositoryName::parse(&format!("team/r{i:05}")).unwrap()), PutOptions::default());
+    }
+    let (first, deep) = assert_flat(&t, "/v2/_catalog?n=100", "/v2/_catalog?n=100&last=team/r09850");
+    assert_eq!(first.json()["repositories"][0], "team/r00000");
+    assert_eq!(deep.json()["repositories"][0], "team/r09851");
+    assert_eq!(deep.json()["repositories"].as_array().unwrap().len(), 100);
+}
+
+#[test]
+fn referrers_cost_the_same_on_every_page() {
+    let t = TestRegistry::with_config(Config { max_page: 100, ..Config::default() });
+    let (_, subject) = t.push_image("r", "v1", OCI_MANIFEST, "subject");
+    let name = RepositoryName::parse("r").unwrap();
+    for i in 0..5_000 {
+        let referrer = Digest::sha256_of(format!("referrer {i}").as_bytes());
+        let custom = [("mediaType", OCI_MANIFEST.to_owned()), ("size", "10".to_owned())].into_iter().collect();
+        put(&t, &keys::referrer(&name, &subject, &referrer), PutOptions { custom, ..PutOptions::default() });
+    }
+    let mut path = format!("/v2/r/referrers/{subject}");
+    let (first_cost, mut page) = cost(&t, &path);
+    for _ in 0..40 {
+        let link = page.header("Link").expect("more pages").to_owned();
+        path = link[1..link.find('>').unwrap()].to_owned();
+        let (page_cost, next) = cost(&t, &path);
+        assert_eq!(page_cost, first_cost, "{path}");
+        page = next;
+    }
+    assert_eq!(page.json()["manifests"].as_array().unwrap().len(), 100);
+}
