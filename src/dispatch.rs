@@ -199,8 +199,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         loop {
             let Some(task) = self.background.borrow_mut().pop() else { return };
             let result = match task {
-                Background::Blob { name, digest, length, body } => {
-                    self.store_pulled_blob(&name, &digest, length, body).await.map(drop)
+                Background::Blob { name, digest, length, body, flight } => {
+                    let stored = self.store_pulled_blob(&name, &digest, length, body).await.map(drop);
+                    drop(flight);
+                    stored
                 }
                 Background::Tag { name, tag, record } => self.put_tag(&name, &tag, &record, None).await,
                 Background::Notify { body } => {

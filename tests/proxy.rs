@@ -277,3 +277,21 @@ fn credentials_never_go_to_a_plain_http_realm_of_an_https_upstream() {
     assert_eq!((r.status, r.error_code().as_str()), (502, "UNKNOWN"));
     assert_eq!(upstream.requests(), ["GET /v2/lib/app/manifests/v1"], "nothing but the first request");
 }
+
+#[test]
+fn concurrent_cold_pulls_of_one_blob_fetch_it_upstream_once() {
+    let (upstream, cache, manifest, _) = setup();
+    assert_eq!(get_manifest(&cache, "v1").status, 200);
+    for blob in blobs_of(&manifest) {
+        let path = format!("/v2/lib/app/blobs/{blob}");
+        let pulls =
+            (0..5).map(|_| cache.respond("https://registry.test", Method::Get, &path, &[], MemoryBody::empty()));
+        let answers = futures_executor::block_on(futures_util::future::join_all(pulls));
+        for r in &answers {
+            assert_eq!(r.status, 200, "{blob}");
+            assert_eq!(Digest::sha256_of(&r.body).to_string(), blob);
+        }
+        let fetched = upstream.requests().iter().filter(|r| r.starts_with("GET ") && r.contains(&blob)).count();
+        assert_eq!(fetched, 1, "{blob}: {:?}", upstream.requests());
+    }
+}

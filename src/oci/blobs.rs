@@ -127,7 +127,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     ) -> Result<Response<O::Body>> {
         let link = match (self.blob_link(name, digest).await?, &self.config.upstream) {
             (Some(link), _) => link,
-            (None, Some(up)) => return self.pull_blob(up, name, digest, head).await,
+            (None, Some(up)) => match self.landed_pull(name, digest).await? {
+                Some(link) => link,
+                None => return self.pull_blob(up, name, digest, head).await,
+            },
             (None, None) => return Err(blob_unknown(digest)),
         };
         let validators = |r: Response<O::Body>| {

@@ -30,6 +30,7 @@ use crate::oci::manifests::format::{Manifest, MediaType};
 use crate::registry::host::{Upstream, UpstreamRequest, UpstreamResponse};
 use crate::registry::{Background, Registry, Result};
 use crate::storage::keys::{self, TagRecord};
+use crate::storage::memo::Boarding;
 use crate::storage::{KeyValueStore, ObjectStore, PutOptions};
 use serde::Deserialize;
 use serde_json::json;
@@ -156,6 +157,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         self.publish(name, digest, &BlobLink { object: key.clone(), size: length }).await?;
         Ok(Some(key))
+    }
+
+    /// When another request of this isolate is fetching the blob from the upstream, waits for
+    /// it to be stored and returns its link; `None` when no fetch is in flight, or the one in
+    /// flight stored nothing (this request then fetches it itself).
+    pub(crate) async fn landed_pull(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<BlobLink>> {
+        let Some(flight) = self.memo.flights.in_flight(&flight_key(name, digest)) else { return Ok(None) };
+        flight.landed().await;
+        self.stored_blob_link(name, digest).await
     }
 
     /// Sends a request for `path` to the upstream, authenticating as it asks and following
@@ -363,6 +373,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         digest: &Digest,
         head: bool,
     ) -> Result<Response<O::Body>> {
+        // A GET holds the isolate's fetch of this blob until it is stored (see `Flights`).
+        let flight = match self.memo.flights.board(&flight_key(name, digest)) {
+            Boarding::Fetch(guard) if !head => Some(guard),
+            _ => None,
+        };
         let upstream_name = up.upstream_name(name);
         let path = format!("/v2/{upstream_name}/blobs/{digest}");
         let method = if head { Method::Head } else { Method::Get };
@@ -388,7 +403,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             // one stream buffer what the slower has not taken, at most this much.
             Some(length) if length > 0 && length <= TEE_MAX => {
                 let (to_client, to_store) = client.tee(body, length).map_err(RegistryError::internal)?;
-                self.defer(Background::Blob { name: name.clone(), digest: digest.clone(), length, body: to_store });
+                let (name, digest) = (name.clone(), digest.clone());
+                self.defer(Background::Blob { name, digest, length, body: to_store, flight });
                 to_client
             }
             // Large: stored first (R2 checks the digest as it writes), then served from R2,
@@ -409,6 +425,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         };
         Ok(response.header("Cache-Control", "no-store").body(Body::Stream(body)))
     }
+}
+
+/// A blob's key among the fetches in flight.
+fn flight_key(name: &RepositoryName, digest: &Digest) -> String {
+    format!("{name}@{digest}")
 }
 
 /// The answer to a write in cache mode.

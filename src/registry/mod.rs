@@ -12,7 +12,7 @@ use crate::base::names::{Digest, RepositoryName, Tag};
 use crate::config::Config;
 use crate::config::notify::Action;
 use crate::storage::keys::TagRecord;
-use crate::storage::memo::Memo;
+use crate::storage::memo::{FlightGuard, Memo};
 use crate::storage::retry::{Retrying, Sleep};
 use crate::storage::{KeyValueStore, ObjectStore};
 use events::Target;
@@ -184,8 +184,9 @@ pub async fn read_limited<B: BodyReader>(body: &mut B, limit: usize) -> Result<V
 
 /// Work done after the response is sent (the Worker's `waitUntil`).
 pub(crate) enum Background<U> {
-    /// Store a blob streaming from the upstream, verified against its digest, and link it.
-    Blob { name: RepositoryName, digest: Digest, length: u64, body: U },
+    /// Store a blob streaming from the upstream, verified against its digest, and link it;
+    /// the isolate's fetch of it (`flight`) ends once that is done.
+    Blob { name: RepositoryName, digest: Digest, length: u64, body: U, flight: Option<FlightGuard> },
     /// Point a tag at a manifest the upstream confirmed, noting when.
     Tag { name: RepositoryName, tag: Tag, record: TagRecord },
     /// Send a notification envelope (see `notify`).

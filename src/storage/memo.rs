@@ -24,10 +24,12 @@
 
 use crate::base::media::MediaType;
 use crate::storage::keys::TagRecord;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
 use std::hash::Hash;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 /// How long a manifest by digest or a blob link is kept.
 pub const CONTENT_SECONDS: u64 = 60;
@@ -94,7 +96,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Bounded<K, V> {
 /// has its own).
 pub struct Memo {
     tag_seconds: u64,
-    generation: std::cell::Cell<u64>,
+    generation: Cell<u64>,
     tags: RefCell<Bounded<(String, String), TagRecord>>,
     manifests: RefCell<Bounded<(String, String), MemoManifest>>,
     /// (repository, digest) -> (object holding the bytes, size).
@@ -103,16 +105,19 @@ pub struct Memo {
     credentials: RefCell<Bounded<[u8; 32], ()>>,
     /// The key of those HMACs; `None` (nothing remembered) when no random key could be drawn.
     credential_key: Option<[u8; 32]>,
+    /// Pull-through fetches of blobs in flight (see [`Flights`]).
+    pub flights: Flights,
 }
 
 impl Memo {
     pub fn new(tag_seconds: u64) -> Self {
         Self {
             tag_seconds,
-            generation: std::cell::Cell::new(0),
+            generation: Cell::new(0),
             tags: RefCell::new(Bounded::new(MAX_TAGS, usize::MAX)),
             manifests: RefCell::new(Bounded::new(usize::MAX, MAX_MANIFEST_BYTES)),
             links: RefCell::new(Bounded::new(MAX_LINKS, usize::MAX)),
+            flights: Flights::default(),
             credentials: RefCell::new(Bounded::new(MAX_CREDENTIALS, usize::MAX)),
             credential_key: {
                 let mut key = [0; 32];
@@ -301,5 +306,76 @@ mod tests {
         memo.remember_manifest("r", "d", MediaType::OciManifest, b"{}", 0, None);
         assert_eq!(memo.manifest("r", "d", CONTENT_SECONDS - 1).map(|m| m.bytes.len()), Some(2));
         assert!(memo.manifest("r", "d", CONTENT_SECONDS).is_none());
+    }
+}
+
+/// A pull-through cache's fetches of blobs from its upstream, in flight in this isolate, by
+/// repository and digest. A request for a blob that another request of the isolate is fetching
+/// waits for that fetch to be stored, then serves the stored blob: N clients pulling one cold
+/// blob at once fetch it upstream once. (Each isolate fetches on its own.)
+#[derive(Default)]
+pub struct Flights(Rc<RefCell<HashMap<String, Rc<Flight>>>>);
+
+/// One fetch in flight: done once stored, failed or abandoned.
+#[derive(Default)]
+pub struct Flight {
+    done: Cell<bool>,
+    waiting: RefCell<Vec<Waker>>,
+}
+
+/// What a request does about a blob: fetch it (holding the fetch, which ends when this is
+/// dropped), or wait for the fetch in flight.
+pub enum Boarding {
+    Fetch(FlightGuard),
+    Wait(Rc<Flight>),
+}
+
+/// The fetch a request holds; dropping it (the blob stored, the fetch failed, the request
+/// abandoned) lets the waiting requests go on.
+pub struct FlightGuard {
+    flights: Rc<RefCell<HashMap<String, Rc<Flight>>>>,
+    key: String,
+    flight: Rc<Flight>,
+}
+
+impl Flights {
+    /// Fetches `key` unless a fetch of it is in flight, in which case waits for that one.
+    pub fn board(&self, key: &str) -> Boarding {
+        if let Some(flight) = self.0.borrow().get(key) {
+            return Boarding::Wait(flight.clone());
+        }
+        let flight = Rc::new(Flight::default());
+        self.0.borrow_mut().insert(key.to_owned(), flight.clone());
+        Boarding::Fetch(FlightGuard { flights: self.0.clone(), key: key.to_owned(), flight })
+    }
+
+    /// The fetch of `key` in flight, if any.
+    pub fn in_flight(&self, key: &str) -> Option<Rc<Flight>> {
+        self.0.borrow().get(key).cloned()
+    }
+}
+
+impl Flight {
+    /// Resolves once the fetch is over, whatever its outcome.
+    pub async fn landed(&self) {
+        poll_fn(|cx| match self.done.get() {
+            true => Poll::Ready(()),
+            false => {
+                self.waiting.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.flight.done.set(true);
+        self.flight.waiting.borrow_mut().drain(..).for_each(Waker::wake);
+        let mut flights = self.flights.borrow_mut();
+        if flights.get(&self.key).is_some_and(|f| Rc::ptr_eq(f, &self.flight)) {
+            flights.remove(&self.key);
+        }
     }
 }
