@@ -3,7 +3,9 @@
 // the registry lives in the wasm (src/worker/mod.rs). Instantiation runs its `#[event(start)]`
 // function, which installs the panic hook.
 import wasm from "../build/index_bg.wasm";
-import { initSync, fetch as wharfFetch, scheduled as wharfScheduled, __wbg_reset_state } from "../build/index.js";
+import {
+  initSync, fetch as wharfFetch, scheduled as wharfScheduled, queue as wharfQueue, __wbg_reset_state,
+} from "../build/index.js";
 
 initSync({ module: wasm });
 
@@ -40,6 +42,16 @@ export default {
     fresh();
     try {
       await wharfScheduled(event, env, ctx);
+    } catch (error) {
+      check(error);
+      throw error;
+    }
+  },
+  // The notifications queue's consumer (src/ops/notify.rs).
+  async queue(batch, env, ctx) {
+    fresh();
+    try {
+      await wharfQueue(batch, env, ctx);
     } catch (error) {
       check(error);
       throw error;

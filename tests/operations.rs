@@ -11,7 +11,8 @@ use wharf::Config;
 use wharf::base::http::{MemoryBody, Method};
 use wharf::config::notify::NotifyConfig;
 use wharf::config::tags::ImmutableTags;
-use wharf::registry::host::Notifier;
+use wharf::ops::notify::Outcome;
+use wharf::registry::host::{Delivery, Notifier};
 
 fn immutable(patterns: &str) -> TestRegistry {
     TestRegistry::with_config(Config {
@@ -123,12 +124,15 @@ fn every_request_logs_one_json_line_without_secrets() {
 /// A POST: URL, headers, body.
 type Post = (String, Vec<(&'static str, String)>, Vec<u8>);
 
-/// Records what would be POSTed; each URL fails its first `failures` attempts.
+/// Records what would be POSTed; each URL fails its first `failures` attempts. With a `queue`,
+/// deliveries are queued there (or refused, while `queue_refuses`).
 #[derive(Clone, Default)]
 struct FakeNotifier {
     posts: Rc<RefCell<Vec<Post>>>,
     sleeps: Rc<RefCell<Vec<u64>>>,
     failures: Rc<RefCell<std::collections::HashMap<String, usize>>>,
+    queue: Option<Rc<RefCell<Vec<Delivery>>>>,
+    queue_refuses: Rc<std::cell::Cell<bool>>,
 }
 
 impl Notifier for FakeNotifier {
@@ -152,12 +156,27 @@ impl Notifier for FakeNotifier {
         self.sleeps.borrow_mut().push(ms);
         Box::pin(async {})
     }
+    fn enqueue(&self, deliveries: Vec<Delivery>) -> Option<LocalBoxFuture<'_, Result<(), String>>> {
+        let queue = self.queue.as_ref()?;
+        let result = match self.queue_refuses.get() {
+            true => Err("queue unavailable".to_owned()),
+            false => {
+                queue.borrow_mut().extend(deliveries);
+                Ok(())
+            }
+        };
+        Some(Box::pin(async move { result }))
+    }
 }
 
 const HOOK: &str = "https://hooks.test/registry";
 const FLAKY: &str = "https://flaky.test/registry";
 
 fn notifying(events: &str) -> (TestRegistry, FakeNotifier) {
+    notifying_through(events, FakeNotifier::default())
+}
+
+fn notifying_through(events: &str, notifier: FakeNotifier) -> (TestRegistry, FakeNotifier) {
     let var = |name: &str| match name {
         "WHARF_NOTIFY_URLS" => Some(format!("{HOOK}, {FLAKY}")),
         "WHARF_NOTIFY_SECRET" => Some("s3cret".to_owned()),
@@ -165,7 +184,6 @@ fn notifying(events: &str) -> (TestRegistry, FakeNotifier) {
         _ => None,
     };
     let notify = NotifyConfig::from_vars(&var).unwrap();
-    let notifier = FakeNotifier::default();
     let config = Config { delete_enabled: true, notify, ..Config::default() };
     (TestRegistry::with_notifier(config, Box::new(notifier.clone())), notifier)
 }
@@ -387,4 +405,49 @@ fn the_ui_pages_tags_so_a_page_stays_within_the_free_plans_subrequests() {
     let second = html(&t, "/ui/repo/many?after=t11", &[]);
     assert!(second.contains("<b>t12</b>") && second.contains("<b>t22</b>") && !second.contains("<b>t11</b>"));
     assert!(!second.contains("?after="), "the last page has no next link");
+}
+
+#[test]
+fn with_a_queue_each_endpoint_gets_a_delivery_that_is_retried_until_it_lands() {
+    let queue = Rc::new(RefCell::new(Vec::new()));
+    let (t, n) = notifying_through("push", FakeNotifier { queue: Some(queue.clone()), ..FakeNotifier::default() });
+    t.push_image("team/app", "v1", OCI_MANIFEST, "x");
+    assert!(n.posts.borrow().is_empty(), "nothing is sent from the request itself");
+    let deliveries = queue.borrow().clone();
+    let endpoints: Vec<&str> = deliveries.iter().map(|d| d.endpoint.as_str()).collect();
+    assert_eq!(endpoints, [HOOK, FLAKY]);
+
+    // The consumer: an endpoint down for an hour gets the delivery once it is back.
+    let flaky = &deliveries[1];
+    n.failures.borrow_mut().insert(FLAKY.to_owned(), 9);
+    let mut age = 0;
+    let mut waits = Vec::new();
+    loop {
+        match futures_executor::block_on(t.registry.deliver_queued(flaky, age)) {
+            Outcome::Delivered => break,
+            Outcome::RetryAfter(wait) => {
+                waits.push(wait);
+                age += u64::from(wait);
+            }
+        }
+    }
+    // Each wait as long as the delivery is old, from 30 s up to 15 minutes.
+    assert_eq!(waits, [30, 30, 60, 120, 240, 480, 900, 900, 900]);
+    assert!(age >= 3600, "{age} s");
+    let posts = n.posts.borrow();
+    let (url, headers, body) = posts.last().unwrap();
+    assert_eq!(url, FLAKY);
+    assert_eq!(body, flaky.envelope.as_bytes());
+    let signed = headers.iter().find(|(h, _)| *h == wharf::ops::notify::SIGNATURE_HEADER).map(|(_, v)| v.clone());
+    assert_eq!(signed, Some(wharf::ops::notify::signature("s3cret", body)));
+}
+
+#[test]
+fn a_queue_that_refuses_the_deliveries_leaves_them_to_be_sent_at_once() {
+    let notifier = FakeNotifier { queue: Some(Rc::default()), ..FakeNotifier::default() };
+    notifier.queue_refuses.set(true);
+    let (t, n) = notifying_through("push", notifier);
+    t.push_image("team/app", "v1", OCI_MANIFEST, "x");
+    assert_eq!(delivered(&n, HOOK).len(), 1);
+    assert_eq!(delivered(&n, FLAKY).len(), 1);
 }

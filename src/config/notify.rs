@@ -10,6 +10,9 @@ pub struct NotifyConfig {
     /// `WHARF_NOTIFY_EVENTS`: which actions are sent, from `push`, `delete`, `pull`. Default
     /// push and delete.
     pub actions: Vec<Action>,
+    /// `WHARF_NOTIFY_RETRY_SECONDS`: the first wait before a queued delivery is tried again
+    /// (default 30); each later wait is as long as the delivery is old, up to 15 minutes.
+    pub retry_secs: u32,
 }
 
 impl NotifyConfig {
@@ -36,7 +39,17 @@ impl NotifyConfig {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        Ok(Some(Self { endpoints, secret: var("WHARF_NOTIFY_SECRET").filter(|s| !s.is_empty()), actions }))
+        let retry_secs = match var("WHARF_NOTIFY_RETRY_SECONDS").filter(|v| !v.trim().is_empty()) {
+            None => 30,
+            Some(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| (1..=900).contains(s))
+                .ok_or_else(|| format!("WHARF_NOTIFY_RETRY_SECONDS: expected 1 to 900 seconds, got \"{v}\""))?,
+        };
+        let secret = var("WHARF_NOTIFY_SECRET").filter(|s| !s.is_empty());
+        Ok(Some(Self { endpoints, secret, actions, retry_secs }))
     }
 }
 

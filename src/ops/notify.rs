@@ -1,7 +1,15 @@
 //! Notifications: on push, delete and (optionally) pull, a JSON event in Distribution's envelope
-//! (`{"events":[...]}`, notifications/event.go) POSTed to each configured endpoint after the
-//! response (the Worker's `waitUntil`), signed with an HMAC of the body, retried a bounded number
-//! of times. A failing endpoint never slows or fails the request that caused the event.
+//! (`{"events":[...]}`, notifications/event.go) POSTed to each configured endpoint, signed with
+//! an HMAC of the body. A failing endpoint never slows or fails the request that caused the
+//! event.
+//!
+//! With the queue bound (`NOTIFY` in wrangler.toml), each request hands one delivery per
+//! endpoint to it after the response, and the queue's consumer sends them
+//! ([`Registry::deliver_queued`]): a delivery that fails is tried again later, each wait as long
+//! as the delivery is old (from `WHARF_NOTIFY_RETRY_SECONDS` up to 15 minutes), for as many tries
+//! as the queue allows (`max_retries`: 20, about four hours), then it goes to the dead-letter
+//! queue. So an endpoint that is down for an hour still gets every event. Without the queue,
+//! deliveries are sent after the response (`waitUntil`), tried three times within 2.5 s.
 //!
 //! What is notified: manifests pushed (one event per tag, or one without a tag for a push by
 //! digest), manifests and tags deleted, blobs deleted, and with `pull` manifests pulled (GET, not
@@ -9,7 +17,7 @@
 
 use crate::registry::Registry;
 use crate::registry::events::Target;
-use crate::registry::host::Notifier;
+use crate::registry::host::{Delivery, Notifier};
 use crate::storage::{KeyValueStore, ObjectStore};
 use futures_util::future::join_all;
 use hmac::{KeyInit, Mac};
@@ -21,8 +29,20 @@ pub const EVENTS_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>` keyed by `WHARF_NOTIFY_SECRET`.
 pub const SIGNATURE_HEADER: &str = "X-Wharf-Signature-256";
 
-/// Tries per endpoint and event, and the pause before each retry: bounded well inside the time
-/// `waitUntil` leaves after a response.
+/// What the queue's consumer does with a delivery after one try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered: acknowledge it.
+    Delivered,
+    /// Try again after this many seconds.
+    RetryAfter(u32),
+}
+
+/// The longest wait between two tries of a queued delivery.
+const MAX_RETRY_SECS: u32 = 15 * 60;
+
+/// Without a queue: tries per endpoint and event, and the pause before each retry, bounded well
+/// inside the time `waitUntil` leaves after a response.
 const ATTEMPTS: usize = 3;
 const BACKOFF_MS: [u64; ATTEMPTS - 1] = [500, 2000];
 
@@ -101,15 +121,49 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         serde_json::to_vec(&Envelope { events: events.collect() }).ok()
     }
 
-    /// Sends an envelope to every endpoint, side by side, each with bounded retries; failures
-    /// are logged, never returned.
+    /// Hands an envelope to the queue, one delivery per endpoint; without a queue, or when the
+    /// queue refuses it, sends it to every endpoint, side by side, each with bounded retries.
+    /// Failures are logged, never returned.
     pub(crate) async fn deliver(&self, body: Vec<u8>) {
         let (Some(config), Some(notifier)) = (&self.config.notify, &self.notifier) else { return };
-        let mut headers = vec![("Content-Type", EVENTS_MEDIA_TYPE.to_owned())];
-        if let Some(secret) = &config.secret {
-            headers.push((SIGNATURE_HEADER, signature(secret, &body)));
+        let envelope = String::from_utf8_lossy(&body).into_owned();
+        let deliveries = config.endpoints.iter().map(|e| Delivery { endpoint: e.clone(), envelope: envelope.clone() });
+        if let Some(enqueued) = notifier.enqueue(deliveries.collect()) {
+            match enqueued.await {
+                Ok(()) => return,
+                Err(e) => crate::base::log::error(&format!("notifications: the queue refused them ({e}); sending now")),
+            }
         }
+        let headers = self.notification_headers(&body);
         join_all(config.endpoints.iter().map(|url| send(notifier.as_ref(), url, &headers, &body))).await;
+    }
+
+    /// The queue consumer's one try of a delivery `age_secs` old: delivered, or when to try
+    /// again. The queue itself counts the tries, and moves a delivery that used them all to the
+    /// dead-letter queue.
+    pub async fn deliver_queued(&self, delivery: &Delivery, age_secs: u64) -> Outcome {
+        let (Some(config), Some(notifier)) = (&self.config.notify, &self.notifier) else { return Outcome::Delivered };
+        let body = delivery.envelope.as_bytes().to_vec();
+        let headers = self.notification_headers(&body);
+        let failure = match notifier.post(&delivery.endpoint, headers, body).await {
+            Ok(status) if (200..300).contains(&status) => return Outcome::Delivered,
+            Ok(status) => format!("status {status}"),
+            Err(e) => e,
+        };
+        let wait =
+            u32::try_from(age_secs).unwrap_or(u32::MAX).clamp(config.retry_secs, MAX_RETRY_SECS.max(config.retry_secs));
+        let host = host_of(&delivery.endpoint);
+        crate::base::log::error(&format!("notification to {host} failed ({failure}); tried again in {wait} s"));
+        Outcome::RetryAfter(wait)
+    }
+
+    /// Content type, and the signature when a secret is set.
+    fn notification_headers(&self, body: &[u8]) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("Content-Type", EVENTS_MEDIA_TYPE.to_owned())];
+        if let Some(secret) = self.config.notify.as_ref().and_then(|c| c.secret.as_ref()) {
+            headers.push((SIGNATURE_HEADER, signature(secret, body)));
+        }
+        headers
     }
 }
 

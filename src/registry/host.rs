@@ -48,6 +48,14 @@ pub trait Upstream<O: ObjectStore> {
     fn pass(&self, body: O::Upload) -> O::Body;
 }
 
+/// One notification envelope for one endpoint: a queue message (see `ops::notify`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Delivery {
+    pub endpoint: String,
+    /// The envelope, as sent.
+    pub envelope: String,
+}
+
 /// The host's means of sending notifications.
 pub trait Notifier {
     /// POSTs `body`; the response status, or why nothing came back.
@@ -59,4 +67,9 @@ pub trait Notifier {
     ) -> LocalBoxFuture<'_, Result<u16, String>>;
     /// Waits before a retry.
     fn sleep(&self, ms: u64) -> LocalBoxFuture<'_, ()>;
+    /// Hands deliveries to a durable queue, whose consumer sends them
+    /// (`Registry::deliver_queued`); `None` when the host has no queue, and they are sent at once.
+    fn enqueue(&self, _deliveries: Vec<Delivery>) -> Option<LocalBoxFuture<'_, Result<(), String>>> {
+        None
+    }
 }

@@ -12,7 +12,8 @@ use crate::base::error::RegistryError;
 use crate::base::http::{self, Body, BodyReader, Headers, Method};
 use crate::base::names::{Algorithm, Digest};
 use crate::config::GcMode;
-use crate::registry::host::{Notifier, Upstream, UpstreamRequest, UpstreamResponse};
+use crate::ops::notify::Outcome;
+use crate::registry::host::{Delivery, Notifier, Upstream, UpstreamRequest, UpstreamResponse};
 use crate::storage::keys;
 use crate::storage::memo::Memo;
 use crate::storage::{
@@ -25,9 +26,9 @@ use ::worker::wasm_bindgen_futures::JsFuture;
 use ::worker::web_sys::{self, ReadableStream};
 use ::worker::worker_sys::FixedLengthStream;
 use ::worker::{
-    Bucket, Cache, Conditional, Context, Data, Date, Delay, Env, Fetch, HttpMetadata, Include, KvStore, Object, Range,
-    Request, RequestInit, RequestRedirect, Response, ResponseBody, ScheduleContext, ScheduledEvent, UploadedPart,
-    console_error, console_log, event,
+    Bucket, Cache, Conditional, Context, Data, Date, Delay, Env, Fetch, HttpMetadata, Include, KvStore, MessageBatch,
+    MessageExt, Object, Queue, QueueRetryOptionsBuilder, Range, Request, RequestInit, RequestRedirect, Response,
+    ResponseBody, ScheduleContext, ScheduledEvent, UploadedPart, console_error, console_log, event,
 };
 use ext::{BodyStream, js_error};
 use futures_util::future::LocalBoxFuture;
@@ -444,7 +445,11 @@ async fn send(
 }
 
 /// Sends notifications with the Fetch API.
-struct Poster;
+/// Notifications sent with the Fetch API; handed to the queue bound as `NOTIFY` when there is
+/// one (see `ops::notify`).
+struct Poster {
+    queue: Option<Queue>,
+}
 
 impl Notifier for Poster {
     fn post(
@@ -463,6 +468,37 @@ impl Notifier for Poster {
     fn sleep(&self, ms: u64) -> LocalBoxFuture<'_, ()> {
         Box::pin(Delay::from(Duration::from_millis(ms)))
     }
+
+    fn enqueue(&self, deliveries: Vec<Delivery>) -> Option<LocalBoxFuture<'_, Result<(), String>>> {
+        let queue = self.queue.as_ref()?;
+        Some(Box::pin(async move { queue.send_batch(deliveries).await.map_err(|e| e.to_string()) }))
+    }
+}
+
+/// The consumer of the `NOTIFY` queue: one try of each delivery, acknowledged once delivered,
+/// else retried after the wait `Registry::deliver_queued` says (the queue moves a delivery
+/// that used all its tries to its dead-letter queue).
+#[event(queue)]
+async fn queue(batch: MessageBatch<Delivery>, env: Env, _ctx: Context) -> ::worker::Result<()> {
+    let registry = registry(&env, None).map_err(|e| ::worker::Error::RustError(e.message().to_owned()))?;
+    let now = Date::now().as_millis();
+    for message in batch.iter() {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                console_error!("notifications: a queued delivery that cannot be read, dropped: {e}");
+                continue;
+            }
+        };
+        let age_secs = now.saturating_sub(message.timestamp().as_millis()) / 1000;
+        match registry.deliver_queued(message.body(), age_secs).await {
+            Outcome::Delivered => message.ack(),
+            Outcome::RetryAfter(secs) => {
+                message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(secs).build())
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The upstream of a pull-through cache, reached with the Fetch API.
@@ -562,7 +598,7 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
         registry = registry.with_upstream(Box::new(Fetcher));
     }
     if notifying {
-        registry = registry.with_notifier(Box::new(Poster));
+        registry = registry.with_notifier(Box::new(Poster { queue: env.queue("NOTIFY").ok() }));
     }
     Ok(registry
         .with_sleep(Rc::new(|ms| Box::pin(Delay::from(Duration::from_millis(ms)))))

@@ -46,6 +46,8 @@ before(async () => {
       WHARF_UI: "true",
       WHARF_NOTIFY_URLS: receiver.url,
       WHARF_NOTIFY_SECRET: SECRET,
+      // The queue's first wait before a retry: 30 s by default.
+      WHARF_NOTIFY_RETRY_SECONDS: "1",
       WHARF_IMMUTABLE_TAGS: "v*",
       WHARF_DELETE_ENABLED: "true",
       WHARF_LOG_LEVEL: "info",
