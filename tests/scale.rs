@@ -97,3 +97,28 @@ fn referrers_cost_the_same_on_every_page() {
     }
     assert_eq!(page.json()["manifests"].as_array().unwrap().len(), 100);
 }
+
+#[test]
+fn copying_kv_tags_that_r2_holds_already_costs_listings_not_a_read_each() {
+    use wharf::storage::KeyValueStore;
+    let t = TestRegistry::new();
+    let (_, digest) = t.push_image("big", "seed", OCI_MANIFEST, "one image");
+    let name = RepositoryName::parse("big").unwrap();
+    let record = TagRecord { digest: digest.to_string(), media_type: OCI_MANIFEST.into(), size: 1, cached_at: None };
+    for i in 0..20_000 {
+        let tag = Tag::parse(&format!("t{i:06}")).unwrap();
+        put(&t, &keys::tag_object(&name, &tag), PutOptions { custom: record.to_metadata(), ..PutOptions::default() });
+        block_on(t.kv.put(&keys::tag(&name, &tag), &record.digest, Some(&record.to_json()))).unwrap();
+    }
+    t.operations.take();
+    let (done, copied) = block_on(t.registry.copy_kv_tags_to_r2()).unwrap();
+    let run = t.operations.take();
+    assert_eq!((done, copied), (false, 0));
+    // Ten KV listings of 1,000 keys, about as many R2 listings, where-it-stands read and written.
+    assert_eq!((run.kv_reads, run.r2_writes), (10, 1), "{run:?}");
+    assert!(run.r2_reads <= 12, "{run:?}");
+    // 20,001 keys: two more runs.
+    assert_eq!(block_on(t.registry.copy_kv_tags_to_r2()).unwrap(), (false, 0));
+    assert_eq!(block_on(t.registry.copy_kv_tags_to_r2()).unwrap(), (true, 0));
+    assert!(block_on(t.registry.tags_in_r2()).unwrap());
+}

@@ -1,23 +1,29 @@
 //! Tags pushed before R2 held them live in KV alone. R2 is now their source of truth (see
 //! `oci::tags`): tags/list, DELETE by digest and garbage collection read R2, so such a tag
 //! would be missing from listings, and untagged collection would take its manifest. The cron
-//! trigger therefore copies each tag that KV holds and R2 lacks into R2, a page of KV keys per
-//! run, keeping where it stands in R2 (`keys::TAGS_MIGRATION`). Until the copy is done,
-//! untagged collection removes no manifest.
+//! trigger therefore copies each tag that KV holds and R2 lacks into R2, some thousands per run,
+//! keeping where it stands in R2 (`keys::TAGS_MIGRATION`). Until the copy is done, untagged
+//! collection removes no manifest.
 //!
 //! A tag pushed since is written to R2 first, so the copy never overwrites a newer tag: it
 //! writes only where R2 has none.
 
+use crate::base::names::{RepositoryName, Tag};
 use crate::registry::{Registry, Result};
 use crate::storage::keys::{self, TagRecord};
-use crate::storage::{KeyValueStore, ObjectStore, PutOptions};
+use crate::storage::{KeyValueStore, ListFrom, ObjectStore, PutOptions};
 use futures_util::future::join_all;
+use std::collections::HashSet;
 
 /// What the copy records once every KV key was looked at.
 const DONE: &[u8] = b"done";
 
-/// KV keys looked at per run: one listing. Each may cost an R2 read and write.
-const KEYS_PER_RUN: u32 = 1000;
+/// KV keys in a listing, and listings per run: a run looks at up to 10,000 tags, with a listing
+/// of R2's copies per 1,000 tags of a repository, and writes those R2 lacks, stopping after the
+/// listing in which it wrote its 2,000th: a run stays well inside an invocation's budget.
+const KEYS_PER_PAGE: u32 = 1000;
+const PAGES_PER_RUN: usize = 10;
+const WRITES_PER_RUN: usize = 2000;
 
 /// Most storage requests in flight (a Worker keeps at most six connections).
 const CONCURRENCY: usize = 6;
@@ -28,37 +34,100 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(self.objects.get_bytes(keys::TAGS_MIGRATION).await?.is_some_and(|(_, b)| b == DONE))
     }
 
-    /// Copies the next page of KV-only tags into R2; `true` once none is left. Returns how many
-    /// tags it copied as well.
+    /// Copies the next KV-only tags into R2 (see [`PAGES_PER_RUN`]);
+    /// `true` once none is left. Returns how many tags it copied as well.
     pub async fn copy_kv_tags_to_r2(&self) -> Result<(bool, usize)> {
-        let cursor = match self.objects.get_bytes(keys::TAGS_MIGRATION).await? {
+        let mut cursor = match self.objects.get_bytes(keys::TAGS_MIGRATION).await? {
             Some((_, b)) if b == DONE => return Ok((true, 0)),
             Some((_, b)) => String::from_utf8(b).ok().filter(|c| !c.is_empty()),
             None => None,
         };
-        let page = self.kv.list(keys::KV_TAGS_PREFIX, cursor.as_deref(), KEYS_PER_RUN).await?;
         let mut copied = 0;
-        for batch in page.keys.chunks(CONCURRENCY) {
-            let results = join_all(batch.iter().map(|key| async move {
-                let Some((name, tag)) = keys::tag_of_kv_key(&key.name) else { return Ok(false) };
-                let Some(record) = key.metadata.as_ref().and_then(TagRecord::from_json) else { return Ok(false) };
-                if self.stored_tag(&name, &tag).await?.is_some() {
-                    return Ok(false);
-                }
-                let options = PutOptions { custom: record.to_metadata(), ..PutOptions::default() };
-                self.objects.put(&keys::tag_object(&name, &tag), Vec::new(), options).await?;
-                Ok::<bool, crate::base::error::RegistryError>(true)
-            }))
-            .await;
-            for copied_one in results {
-                copied += usize::from(copied_one?);
+        for _ in 0..PAGES_PER_RUN {
+            let page = self.kv.list(keys::KV_TAGS_PREFIX, cursor.as_deref(), KEYS_PER_PAGE).await?;
+            // KV lists in key order, `tags/<name>:<tag>`: a repository's tags come together, in
+            // the order R2 lists them.
+            let mut tags: Vec<(RepositoryName, Tag, TagRecord)> = page
+                .keys
+                .iter()
+                .filter_map(|k| {
+                    let (name, tag) = keys::tag_of_kv_key(&k.name)?;
+                    Some((name, tag, k.metadata.as_ref().and_then(TagRecord::from_json)?))
+                })
+                .collect();
+            while !tags.is_empty() {
+                let name = tags[0].0.clone();
+                let split = tags.iter().position(|(n, _, _)| *n != name).unwrap_or(tags.len());
+                let rest = tags.split_off(split);
+                copied += self.copy_missing(&name, tags).await?;
+                tags = rest;
+            }
+            cursor = page.cursor;
+            if cursor.is_none() || copied >= WRITES_PER_RUN {
+                break;
             }
         }
-        let (done, progress) = match page.cursor {
+        let (done, progress) = match cursor {
             Some(c) => (false, c.into_bytes()),
             None => (true, DONE.to_vec()),
         };
         self.objects.put(keys::TAGS_MIGRATION, progress, PutOptions::default()).await?;
         Ok((done, copied))
+    }
+
+    /// Writes to R2 those of one repository's `tags` (in tag order) that R2 lacks, found with
+    /// listings of its tags from the first one on rather than a read each.
+    async fn copy_missing(&self, name: &RepositoryName, tags: Vec<(RepositoryName, Tag, TagRecord)>) -> Result<usize> {
+        let (Some(first), Some(last)) = (tags.first(), tags.last()) else { return Ok(0) };
+        let prefix = keys::tag_objects_prefix(name);
+        let mut from = format!("{prefix}{}", just_before(first.1.as_str()));
+        let mut held = HashSet::new();
+        loop {
+            let listed = self.objects.list(&prefix, ListFrom::After(&from), 1000).await?;
+            let Some(end) = listed.objects.last().map(|o| o.key.clone()) else { break };
+            held.extend(listed.objects.into_iter().filter_map(|o| keys::tag_of(&o.key, &prefix)));
+            if listed.cursor.is_none() || keys::tag_of(&end, &prefix).is_some_and(|t| t.as_str() >= last.1.as_str()) {
+                break;
+            }
+            from = end;
+        }
+        let missing: Vec<_> = tags.iter().filter(|(_, tag, _)| !held.contains(tag)).collect();
+        for batch in missing.chunks(CONCURRENCY) {
+            let writes = batch.iter().map(|(_, tag, record)| async move {
+                let options = PutOptions { custom: record.to_metadata(), ..PutOptions::default() };
+                self.objects.put(&keys::tag_object(name, tag), Vec::new(), options).await
+            });
+            for written in join_all(writes).await {
+                written?;
+            }
+        }
+        Ok(missing.len())
+    }
+}
+
+/// A key that sorts just before `tag`, with no tag between them: R2 lists after a key, and the
+/// listing must start at `tag` itself. Tags are `[A-Za-z0-9_][A-Za-z0-9._-]*`, all below `~`.
+fn just_before(tag: &str) -> String {
+    let (head, last) = tag.split_at(tag.len() - 1);
+    match last.as_bytes()[0] {
+        // The smallest tag character: nothing sorts between `head` and `head-`.
+        b'-' => head.to_owned(),
+        c => format!("{head}{}~", char::from(c - 1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn just_before_a_tag_sorts_no_other_tag() {
+        for (tag, lower) in [("t001000", "t000999zzz"), ("v1", "v0_"), ("ab-", "ab"), ("a", "Z")] {
+            let key = just_before(tag);
+            assert!(key.as_str() < tag, "{key} {tag}");
+            // After `key`, exclusive: `lower`, a smaller tag, is left out.
+            assert!(lower <= key.as_str(), "{lower} {key}");
+        }
+        assert_eq!(just_before("ab-"), "ab");
     }
 }
