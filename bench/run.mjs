@@ -31,6 +31,10 @@
 //            BENCH_REQUESTS (200) requests of a kind, one after another, per request; and above
 //            a reference measured in the same run: GET /v2/ (the HTTP stack alone), or for an
 //            upload the self-test build's R2 put of the same size (the simulator's own work).
+//   scale    a registry at scale, written straight into the local R2 and KV: 10,000
+//            repositories of 10 tagged manifests (BENCH_REPOS, BENCH_MANIFESTS) and one of
+//            100,000 tags (BENCH_TAGS); then the first and a deep page of tags/list and _catalog,
+//            a garbage collection over all of it, and the Worker's wasm memory.
 //   startup  the release bundle's cost at start: BENCH_ROUNDS cold starts of the local server
 //            (scripts/serve.mjs, build skipped) to the first answered GET /v2/, and the wasm's compile and
 //            instantiation times in this Node's V8 (workerd's engine) with its bindings loaded
@@ -665,11 +669,174 @@ async function cpu() {
   }
 }
 
+/**
+ * A registry at scale: 10,000 repositories of 10 manifests each (BENCH_REPOS,
+ * BENCH_MANIFESTS), each manifest tagged, and one repository of 100,000 tags (BENCH_TAGS),
+ * written straight into the local R2 and KV under the keys wharf writes (Miniflare's own
+ * bindings, from node): hours of pushes through HTTP otherwise. Then, on the local server: the
+ * first and a deep page of tags/list and of _catalog (median latency of 15 requests each), the
+ * garbage collection over all of it (wall time, its report), and the Worker's wasm memory.
+ */
+async function scale() {
+  const repos = Number(process.env.BENCH_REPOS ?? 10_000);
+  const perRepo = Number(process.env.BENCH_MANIFESTS ?? 10);
+  const tagCount = Number(process.env.BENCH_TAGS ?? 100_000);
+  const state = mkdtempSync(join(tmpdir(), "wharf-scale-"));
+  const started = process.hrtime.bigint();
+  await fillAtScale(state, repos, perRepo, tagCount);
+  const filled = Number(process.hrtime.bigint() - started) / 1e9;
+  console.error(`filled in ${filled.toFixed(0)} s`);
+  const token = randomBytes(24).toString("hex");
+  const wharf = await startWharf({
+    selftest: true,
+    state,
+    vars: { WHARF_GC: "on", WHARF_GC_UNTAGGED: "true", WHARF_ADMIN_TOKEN: token, WHARF_MAX_PAGE_SIZE: "1000" },
+  });
+  try {
+    const latency = async (path) => {
+      const times = [];
+      for (let i = 0; i < 16; i++) {
+        const t = process.hrtime.bigint();
+        const r = await request(wharf.base, "GET", path);
+        if (r.status !== 200) throw new Error(`${path}: ${r.status} ${r.body}`);
+        if (i > 0) times.push(Number(process.hrtime.bigint() - t) / 1e6);
+      }
+      return median(times);
+    };
+    const deepTag = `t${String(tagCount - 150).padStart(6, "0")}`;
+    const lastRepo = `scale/r${String(repos - 150).padStart(5, "0")}`;
+    const pages = [
+      ["tags/list, first page (n=100)", "/v2/scale/tags/tags/list?n=100"],
+      [`tags/list, after tag ${tagCount - 150} (n=100)`, `/v2/scale/tags/tags/list?n=100&last=${deepTag}`],
+      ["_catalog, first page (n=100)", "/v2/_catalog?n=100"],
+      [`_catalog, after repository ${repos - 150} (n=100)`, `/v2/_catalog?n=100&last=${lastRepo}`],
+    ];
+    const rows = [];
+    for (const [what, path] of pages) rows.push([what, await latency(path)]);
+    const gcStarted = process.hrtime.bigint();
+    const gc = await request(wharf.base, "POST", "/_wharf/gc?dry-run=false", { headers: { Authorization: `Bearer ${token}` } });
+    const gcSeconds = Number(process.hrtime.bigint() - gcStarted) / 1e9;
+    const report = gc.status === 200 ? gc.json() : null;
+    const memory = (await request(wharf.base, "GET", "/_wharf/selftest/memory")).json().wasmMemoryBytes;
+    console.log(`\nA registry at scale on the local server, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0].model}: ${repos} repositories of ${perRepo} tagged manifests, and one of ${tagCount} tags (filled in ${filled.toFixed(0)} s)`);
+    console.log("| page | median latency |");
+    console.log("|---|---|");
+    for (const [what, ms] of rows) console.log(`| ${what} | ${ms.toFixed(1)} ms |`);
+    console.log(`\nDeep page against first: tags/list ${(rows[1][1] / rows[0][1]).toFixed(2)}x, _catalog ${(rows[3][1] / rows[2][1]).toFixed(2)}x`);
+    console.log(`Garbage collection (untagged on), one invocation: ${gc.status} in ${gcSeconds.toFixed(1)} s; ${report ? `${report.manifests.length} manifests, ${report.blobLinks.length} links, ${report.blobs.length} blobs removed` : gc.body.toString().slice(0, 200)}`);
+    console.log(`Wasm memory afterwards: ${(memory / MiB).toFixed(1)} MiB`);
+  } finally {
+    await wharf.stop();
+    rmSync(state, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Writes a repository of the registry of `scale` from inside workerd, where the R2 and KV
+ * bindings are local calls (from node, each write would cross Miniflare's proxy). A request
+ * names the repository, its manifests, and its tags: `{repo, manifests, tags: [[tag, manifest
+ * index]...], blobs}`; manifests and their digests are made here.
+ */
+const FILL_WORKER = `
+const OCI = "${OCI_MANIFEST}";
+const hex = async (text) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)))]
+  .map((b) => b.toString(16).padStart(2, "0")).join("");
+async function all(items, width, one) {
+  let next = 0;
+  await Promise.all(Array.from({ length: width }, async () => { while (next < items.length) await one(items[next++]); }));
+}
+export default {
+  async fetch(request, env) {
+    const { repo, manifests, tags, blobs, catalog } = await request.json();
+    const writes = [];
+    if (catalog) {
+      writes.push(() => env.BUCKET.put("catalog/" + repo, ""));
+      for (const b of blobs) {
+        writes.push(() => env.BUCKET.put("repositories/" + repo + "/_layers/sha256/" + b.digest.slice(7), "", { customMetadata: b.link }));
+      }
+    }
+    const stored = [];
+    for (let j = 0; j < manifests; j++) {
+      const text = JSON.stringify({
+        schemaVersion: 2, mediaType: OCI,
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: blobs[0].digest, size: blobs[0].size },
+        layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: blobs[1].digest, size: blobs[1].size }],
+        annotations: { seed: repo + " " + j },
+      });
+      const h = await hex(text);
+      stored.push({ digest: "sha256:" + h, size: new TextEncoder().encode(text).length });
+      writes.push(() => env.BUCKET.put("repositories/" + repo + "/_manifests/sha256/" + h, text, { httpMetadata: { contentType: OCI } }));
+    }
+    for (const [name, index] of tags) {
+      const m = stored[index] ?? stored[0];
+      const record = { digest: m.digest, mediaType: OCI, size: String(m.size) };
+      writes.push(() => env.BUCKET.put("repositories/" + repo + "/_tags/" + name, "", { customMetadata: record }));
+      writes.push(() => env.TAGS.put("tags/" + repo + ":" + name, m.digest, { metadata: { ...record, size: m.size } }));
+    }
+    await all(writes, 32, (w) => w());
+    return new Response(String(writes.length));
+  },
+};`;
+
+/** Writes the registry of `scale` into the local R2 and KV persisted under `state`. */
+async function fillAtScale(state, repos, perRepo, tagCount) {
+  const { Miniflare } = await import("miniflare");
+  const { unstable_getMiniflareWorkerOptions } = await import("wrangler");
+  const { workerOptions } = unstable_getMiniflareWorkerOptions(new URL("../wrangler.toml", import.meta.url).pathname);
+  const mf = new Miniflare({
+    modules: true,
+    script: FILL_WORKER,
+    compatibilityDate: "2026-05-01",
+    r2Buckets: workerOptions.r2Buckets,
+    kvNamespaces: workerOptions.kvNamespaces,
+    defaultPersistRoot: join(state, "v3"),
+  });
+  try {
+    const bucket = await mf.getR2Bucket("BUCKET");
+    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] } }));
+    const layer = randomBytes(1024);
+    const blobs = [];
+    for (const bytes of [config, layer]) {
+      const digest = sha256(bytes);
+      const object = `blobs/by-upload/${randomBytes(16).toString("hex")}`;
+      // Through Miniflare's proxy: plain arrays, not Node Buffers.
+      await bucket.put(object, new Uint8Array(bytes));
+      const link = { object, size: String(bytes.length) };
+      await bucket.put(`digests/sha256/${digest.slice(7)}`, "", { customMetadata: link });
+      blobs.push({ digest, size: bytes.length, link });
+    }
+    const fill = async (job) => {
+      const r = await mf.dispatchFetch("http://fill/", { method: "POST", body: JSON.stringify({ blobs, ...job }) });
+      if (!r.ok) throw new Error(`fill ${job.repo}: ${r.status} ${await r.text()}`);
+      await r.text();
+    };
+    const inParallel = async (count, width, one) => {
+      let next = 0;
+      await Promise.all(Array.from({ length: width }, async () => {
+        while (next < count) await one(next++);
+      }));
+    };
+    // The repository of many tags, 5,000 tags a request.
+    const chunk = 5000;
+    await inParallel(Math.ceil(tagCount / chunk), 2, (c) => {
+      const names = [];
+      for (let i = c * chunk; i < Math.min(tagCount, (c + 1) * chunk); i++) names.push([`t${String(i).padStart(6, "0")}`, 0]);
+      return fill({ repo: "scale/tags", manifests: 1, tags: names, catalog: c === 0 });
+    });
+    await inParallel(repos, 4, (i) => {
+      const tags = Array.from({ length: perRepo }, (_, j) => [`v${j}`, j]);
+      return fill({ repo: `scale/r${String(i).padStart(5, "0")}`, manifests: perRepo, tags, catalog: true });
+    });
+  } finally {
+    await mf.dispose();
+  }
+}
+
 if (!existsSync(new URL("../build/index.js", import.meta.url))) {
   console.error("build/index.js missing: npm run bench builds it first");
   process.exit(1);
 }
-const modes = { pulls, load, uploads, startup, cpu };
+const modes = { pulls, load, uploads, startup, cpu, scale };
 if (!modes[mode]) {
   console.error(`unknown mode ${mode}; known: ${Object.keys(modes).join(", ")}`);
   process.exit(2);
