@@ -87,8 +87,13 @@ fn tag_pagination_edge_cases() {
         ("n=2&last=d", &[], false),
         ("n=2&last=zzz", &[], false),
         ("n=2&last=0", &["a", "b"], true),
+        // Not a tag at all: placed by its bytes, whatever its length.
+        ("n=2&last=a%00", &["b", "c"], true),
+        ("n=2&last=%C3%A9", &[], false),
     ];
-    for (query, tags, link) in cases {
+    let long = format!("n=5&last=a{}", "z".repeat(3000));
+    let cases = [cases, &[(long.as_str(), &["b", "c", "d"][..], false)]].concat();
+    for (query, tags, link) in &cases {
         let r = t.get(&format!("/v2/r/tags/list?{query}"), &[]);
         assert_eq!(r.status, 200, "{query}");
         assert_eq!(tags_of(&r), *tags, "{query}");

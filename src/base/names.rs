@@ -17,6 +17,9 @@ pub struct RepositoryName(String);
 
 pub const MAX_NAME_LEN: usize = 255;
 
+/// Longest tag (distribution-spec: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`).
+pub const MAX_TAG_LEN: usize = 128;
+
 impl RepositoryName {
     pub fn parse(s: &str) -> Result<Self, RegistryError> {
         let invalid =
@@ -72,7 +75,7 @@ impl Tag {
         let b = s.as_bytes();
         let head = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
         let tail = |x: u8| head(x) || x == b'.' || x == b'-';
-        if !b.is_empty() && b.len() <= 128 && head(b[0]) && b[1..].iter().all(|&x| tail(x)) {
+        if !b.is_empty() && b.len() <= MAX_TAG_LEN && head(b[0]) && b[1..].iter().all(|&x| tail(x)) {
             Ok(Self(s.to_owned()))
         } else {
             Err(RegistryError::new(ErrorCode::TagInvalid).with_detail(json!({ "tag": s })))

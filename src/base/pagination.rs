@@ -21,9 +21,33 @@ pub fn next_link(path: &str, params: &[(&str, &str)]) -> String {
     format!("<{path}?{}>; rel=\"next\"", query.join("&"))
 }
 
+/// Where a listing of names at most `longest` bytes long starts, for a client's `last` of any
+/// length: `last` cut to `longest + 1` bytes sorts the same against every such name (a name
+/// shorter than `last` is decided within its own length), and keeps the storage key within
+/// the store's limits (R2 takes keys of 1,024 bytes).
+pub fn listing_start(last: &str, longest: usize) -> &str {
+    let mut end = last.len().min(longest + 1);
+    while !last.is_char_boundary(end) {
+        end -= 1;
+    }
+    &last[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_last_is_cut_where_it_changes_no_order() {
+        let long = format!("v1{}", "z".repeat(3000));
+        let start = listing_start(&long, 128);
+        assert_eq!(start.len(), 129);
+        for tag in ["v1", "v1zzz", "v2", &"v1".repeat(64)] {
+            assert_eq!(tag > long.as_str(), tag > start, "{tag}");
+        }
+        assert_eq!(listing_start("v1", 128), "v1");
+        assert_eq!(listing_start(&"é".repeat(100), 128).len(), 128);
+    }
 
     #[test]
     fn page_sizes_are_numbers_up_to_the_maximum() {

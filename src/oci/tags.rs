@@ -6,8 +6,8 @@
 
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::http::{Response, query_param};
-use crate::base::names::{Digest, RepositoryName, Tag};
-use crate::base::pagination::{next_link, page_size};
+use crate::base::names::{Digest, MAX_NAME_LEN, MAX_TAG_LEN, RepositoryName, Tag};
+use crate::base::pagination::{listing_start, next_link, page_size};
 use crate::registry::{Registry, Result, json_response};
 use crate::storage::keys::{self, TagRecord};
 use crate::storage::{KeyValueStore, ListFrom, Listing, ObjectStore, PutOptions};
@@ -146,7 +146,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut tags: Vec<String> = Vec::new();
         let mut more = false;
         if n > 0 {
-            let after = query_param(query, "last").map(|last| format!("{prefix}{last}"));
+            let after = query_param(query, "last").map(|last| format!("{prefix}{}", listing_start(last, MAX_TAG_LEN)));
             let from = after.as_deref().map_or(ListFrom::Beginning, ListFrom::After);
             let page = self.objects.list(&prefix, from, n as u32).await?;
             tags = page.objects.iter().filter_map(|o| keys::tag_of(&o.key, &prefix)).map(|t| t.to_string()).collect();
@@ -186,7 +186,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let n = page_size(query_param(query, "n"), self.config.max_page)?;
         let mut names = Vec::new();
         let mut more = false;
-        let mut after = query_param(query, "last").map(keys::catalog_key);
+        let mut after = query_param(query, "last").map(|last| keys::catalog_key(listing_start(last, MAX_NAME_LEN)));
         'scan: for _ in 0..if n > 0 { CATALOG_SCAN_PAGES } else { 0 } {
             let from = after.as_deref().map_or(ListFrom::Beginning, ListFrom::After);
             let page = self.objects.list(keys::CATALOG_PREFIX, from, n as u32).await?;

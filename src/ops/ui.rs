@@ -15,7 +15,8 @@ use crate::auth::Identity;
 use crate::auth::access::Actions;
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::http::{Body, Headers, Method, Response, query_param};
-use crate::base::names::{Digest, RepositoryName, Tag};
+use crate::base::names::{Digest, MAX_TAG_LEN, RepositoryName, Tag};
+use crate::base::pagination::listing_start;
 use crate::oci::manifests::format::{Manifest, Platform};
 use crate::registry::{Registry, Result};
 use crate::storage::keys::{self, TagRecord};
@@ -286,7 +287,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         crumbs: &str,
     ) -> Result<Response<O::Body>> {
         let prefix = keys::tag_objects_prefix(name);
-        let start = after.map(|a| format!("{prefix}{a}"));
+        let start = after.map(|a| format!("{prefix}{}", listing_start(a, MAX_TAG_LEN)));
         let from = start.as_deref().map_or(ListFrom::Beginning, ListFrom::After);
         let listed = self.objects.list(&prefix, from, TAGS_PAGE as u32 + 1).await?;
         let tags: Vec<(Tag, TagRecord, u64)> = listed

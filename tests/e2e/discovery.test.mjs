@@ -62,6 +62,11 @@ test("tags/list: lexical order, n, last, Link, n=0, unknown repository", async (
   assert.ok(linkOf(two));
   const end = await req("GET", "/v2/e2e/disc/tags/tags/list?n=2&last=d");
   assert.deepEqual([end.json().tags, linkOf(end)], [["e"], null]);
+  // A `last` that is no tag (too long for an R2 key, a NUL) is placed by its bytes.
+  const long = await req("GET", `/v2/e2e/disc/tags/tags/list?n=3&last=a${"z".repeat(3000)}`);
+  assert.deepEqual([long.status, long.json().tags], [200, ["b", "c", "d"]]);
+  const nul = await req("GET", "/v2/e2e/disc/tags/tags/list?n=2&last=c%00");
+  assert.deepEqual([nul.status, nul.json().tags], [200, ["d", "e"]]);
   const zero = await req("GET", "/v2/e2e/disc/tags/tags/list?n=0");
   assert.deepEqual([zero.json().tags, linkOf(zero)], [[], null]);
   const tooMany = await req("GET", "/v2/e2e/disc/tags/tags/list?n=4");
