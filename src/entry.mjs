@@ -28,33 +28,22 @@ function fresh() {
   }
 }
 
+/** An event handler of the wasm, run on a sound instance, its trap noted for the next event. */
+function guarded(handler) {
+  return async (...args) => {
+    fresh();
+    try {
+      return await handler(...args);
+    } catch (error) {
+      check(error);
+      throw error;
+    }
+  };
+}
+
 export default {
-  async fetch(request, env, ctx) {
-    fresh();
-    try {
-      return await wharfFetch(request, env, ctx);
-    } catch (error) {
-      check(error);
-      throw error;
-    }
-  },
-  async scheduled(event, env, ctx) {
-    fresh();
-    try {
-      await wharfScheduled(event, env, ctx);
-    } catch (error) {
-      check(error);
-      throw error;
-    }
-  },
+  fetch: guarded(wharfFetch),
+  scheduled: guarded(wharfScheduled),
   // The notifications queue's consumer (src/ops/notify.rs).
-  async queue(batch, env, ctx) {
-    fresh();
-    try {
-      await wharfQueue(batch, env, ctx);
-    } catch (error) {
-      check(error);
-      throw error;
-    }
-  },
+  queue: guarded(wharfQueue),
 };
