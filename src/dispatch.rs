@@ -104,10 +104,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         {
             return response;
         }
-        if let (Some(token), ADMIN_GC_PATH) = (&self.config.admin_token, path) {
+        if let Some(token) = &self.config.admin_token
+            && let Some(run) = path.strip_prefix(ADMIN_GC_PATH).filter(|r| r.is_empty() || r.starts_with('/'))
+        {
             // Boxed, as the UI below: the state of these rare requests does not belong in the
             // future of every pull.
-            return Box::pin(self.admin_gc(token, method, query, h)).await;
+            return Box::pin(self.admin_gc(token, method, run.trim_start_matches('/'), query, h)).await;
         }
         if self.config.ui {
             if path == "/" && method == Method::Get {
@@ -321,13 +323,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
-    /// `POST /_wharf/gc?dry-run=`: runs a garbage collection and answers its report. It only
-    /// reports unless `dry-run=false`, which needs `WHARF_GC=on` (then writers check for it,
-    /// see `gc`). Authenticated by `Authorization: Bearer <WHARF_ADMIN_TOKEN>` alone.
+    /// The garbage collection endpoints, authenticated by `Authorization: Bearer
+    /// <WHARF_ADMIN_TOKEN>` alone:
+    /// - `POST /_wharf/gc?dry-run=`: starts a run and answers its state, with its id: 202 while
+    ///   its steps go on in the queue, 200 once done (without a queue the run ends here). It only
+    ///   reports unless `dry-run=false`, which needs `WHARF_GC=on` (then writers check for it,
+    ///   see `gc`). While a run goes on, no other starts: the answer is the running one.
+    /// - `GET /_wharf/gc`, `GET /_wharf/gc/<id>`: the state of the last run (of that run), with
+    ///   its report.
     async fn admin_gc(
         &self,
         token: &str,
         method: Method,
+        run: &str,
         query: &[(String, String)],
         h: &Headers,
     ) -> Result<Response<O::Body>> {
@@ -337,16 +345,39 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 .with_message("the admin token is needed")
                 .with_header("WWW-Authenticate", "Bearer realm=\"wharf admin\""));
         }
-        if method != Method::Post {
-            return Err(RegistryError::new(ErrorCode::Unsupported).with_message("POST runs a garbage collection"));
-        }
-        let dry_run = !matches!(query_param(query, "dry-run"), Some("false" | "0"));
-        if !dry_run && self.config.gc != GcMode::On {
-            return Err(RegistryError::new(ErrorCode::Unsupported)
-                .with_message("garbage collection deletes only with WHARF_GC=on; dry runs are allowed"));
-        }
-        let report = self.collect_garbage(self.now_ms(), dry_run).await?;
-        let body = serde_json::to_vec(&report).map_err(RegistryError::internal)?;
-        Ok(json_response(body, false).header("Cache-Control", "no-store"))
+        let state = match (method, run) {
+            (Method::Post, "") => {
+                let dry_run = !matches!(query_param(query, "dry-run"), Some("false" | "0"));
+                if !dry_run && self.config.gc != GcMode::On {
+                    return Err(RegistryError::new(ErrorCode::Unsupported)
+                        .with_message("garbage collection deletes only with WHARF_GC=on; dry runs are allowed"));
+                }
+                let now = self.now_ms();
+                let (state, new) = self.start_gc(now, dry_run).await?;
+                match new || state.stalled(now) {
+                    true => self.drive_gc(state).await?,
+                    false => state,
+                }
+            }
+            (Method::Get | Method::Head, _) => match self.gc_run().await? {
+                Some(state) if run.is_empty() || state.id == run => state,
+                _ => {
+                    return Err(RegistryError::new(ErrorCode::RouteUnknown)
+                        .with_message("no such garbage collection run")
+                        .with_detail(run.to_owned()));
+                }
+            },
+            _ => {
+                return Err(RegistryError::new(ErrorCode::Unsupported)
+                    .with_message("POST /_wharf/gc starts a garbage collection; GET reads it"));
+            }
+        };
+        let body = serde_json::to_vec(&state).map_err(RegistryError::internal)?;
+        let status = if state.done() { 200 } else { 202 };
+        let mut response = json_response(body, method == Method::Head)
+            .header("Cache-Control", "no-store")
+            .header("Location", format!("{ADMIN_GC_PATH}/{}", state.id));
+        response.status = status;
+        Ok(response)
     }
 }

@@ -1269,7 +1269,11 @@ fn mount_from_a_repository_holding_the_blob_links_it_without_copying_bytes() {
     assert_eq!(t.get(&format!("/v2/dst/blobs/{d}"), &[]).body, b"shared");
     let after = t.objects.snapshot();
     let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
-    assert_eq!(added, [&format!("repositories/dst/_layers/sha256/{}", d.hex())], "only a link is written");
+    // The link, and its holder (which the bytes' garbage collection goes by): no bytes.
+    let link = format!("repositories/dst/_layers/sha256/{}", d.hex());
+    let object = &t.objects.metadata(&link).unwrap().custom["object"];
+    let holder = format!("holders/{}/dst", object.strip_prefix("blobs/by-upload/").unwrap());
+    assert_eq!(added, [&holder, &link], "only a link and its holder are written");
 }
 
 #[test]

@@ -80,6 +80,14 @@ pub fn error(message: &str) {
     }
 }
 
+/// A line of progress at level `info` (a step of garbage collection): `line` serialises to a
+/// JSON object whose first field is `"level":"info"`.
+pub fn info(line: &impl Serialize) {
+    if enabled(Level::Info) {
+        write(&to_line(line));
+    }
+}
+
 /// A line as JSON. The formats logged are structs of strings and integers, which always
 /// serialise.
 fn to_line(line: &impl Serialize) -> String {

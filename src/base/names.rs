@@ -206,8 +206,9 @@ impl fmt::Display for Reference {
     }
 }
 
-/// An upload session id: 32 lowercase hex characters (128 random bits), minted by wharf.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An upload session id: 32 lowercase hex characters (128 random bits), minted by wharf. Ordered
+/// as their keys list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UploadId(String);
 
 impl UploadId {

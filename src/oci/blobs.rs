@@ -11,7 +11,7 @@ use crate::config::notify::Action;
 use crate::oci::caching;
 use crate::registry::events::Target;
 use crate::registry::{Registry, Result};
-use crate::storage::keys;
+use crate::storage::keys::{self, Holder};
 use crate::storage::{ByteRange, KeyValueStore, Metadata, ObjectStore, PutOptions};
 use serde_json::json;
 
@@ -57,6 +57,17 @@ fn parse_range(value: &str, size: u64) -> RangeRequest {
         return RangeRequest::Unsatisfiable;
     }
     RangeRequest::Range(ByteRange { offset: start, length: end - start + 1 })
+}
+
+/// What a repository's holder of blob bytes says (see `keys`, "holders").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Hold<'a> {
+    /// Its link names them.
+    Linked,
+    /// Its link is gone.
+    Unlinked,
+    /// Its link names them, and the dry run of garbage collection with this id would remove it.
+    DoomedIn(&'a str),
 }
 
 fn blob_unknown(digest: &Digest) -> RegistryError {
@@ -106,11 +117,43 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(())
     }
 
-    /// Makes the blob part of the repository.
+    /// Makes the blob part of the repository: its holder first, then its link, so that no link
+    /// names bytes without a holder saying so (garbage collection goes by holders, see `gc`).
     pub(crate) async fn link_blob(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
+        self.hold(name, digest, link, Hold::Linked).await?;
+        self.write_link(name, digest, link).await
+    }
+
+    /// Writes the link alone: its holder must be written already.
+    pub(crate) async fn write_link(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
         let options = PutOptions { custom: link.to_metadata(), ..Default::default() };
         self.objects.put(&keys::blob_link(name, digest), Vec::new(), options).await?;
         self.memo.remember_link(name.as_str(), &digest.to_string(), &link.object, link.size, self.now_secs(), None);
+        Ok(())
+    }
+
+    /// Records whether the repository holds the bytes of the link. An unlinked holder stays,
+    /// with the digest, until the collection decides on the bytes: it tells which index entry
+    /// may name them.
+    pub(crate) async fn hold(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        link: &BlobLink,
+        hold: Hold<'_>,
+    ) -> Result<()> {
+        let Some(upload) = keys::upload_of_object(&link.object) else {
+            return Err(RegistryError::internal(format!("a link names {}, which is no blob object", link.object)));
+        };
+        let mut custom = Metadata::new();
+        custom.insert("digest", digest.to_string());
+        match hold {
+            Hold::Linked => {}
+            Hold::Unlinked => custom.insert("unlinked", "1"),
+            Hold::DoomedIn(run) => custom.insert("doomedIn", run),
+        }
+        let key = keys::holder(&upload, &Holder::Repository(name.clone()));
+        self.objects.put(&key, Vec::new(), PutOptions { custom, ..Default::default() }).await?;
         Ok(())
     }
 
@@ -186,20 +229,23 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 RegistryError::new(ErrorCode::Unsupported).with_message("deletes are disabled on this registry")
             );
         }
-        if self.objects.head(&keys::blob_link(name, digest)).await?.is_none() {
+        let Some(meta) = self.objects.head(&keys::blob_link(name, digest)).await? else {
             return Err(blob_unknown(digest));
-        }
-        self.unlink_blob(name, digest).await?;
+        };
+        let link = BlobLink::from_metadata(&meta.custom)
+            .ok_or_else(|| RegistryError::internal(format!("blob link {} has no object metadata", meta.key)))?;
+        self.unlink_blob(name, digest, &link).await?;
         self.record_event(Action::Delete, Target { digest: Some(digest.to_string()), ..Target::new(name) });
         Ok(Response::new(202).header("Content-Length", "0"))
     }
 
-    /// Removes the blob from the repository (its bytes stay for other repositories).
-    pub(crate) async fn unlink_blob(&self, name: &RepositoryName, digest: &Digest) -> Result<()> {
+    /// Removes the blob `link` from the repository (its bytes stay for other repositories): the
+    /// link, then its holder, so a holder says "linked" as long as the link exists.
+    pub(crate) async fn unlink_blob(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
         self.memo.forget_link(name.as_str(), &digest.to_string());
         self.objects.delete(&keys::blob_link(name, digest)).await?;
         self.memo.forget_link(name.as_str(), &digest.to_string());
-        Ok(())
+        self.hold(name, digest, link, Hold::Unlinked).await
     }
 }
 

@@ -24,7 +24,7 @@ use crate::base::http::{BodyReader, Headers, OCTET_STREAM, Response};
 use crate::base::names::{Algorithm, Digest, RepositoryName, UploadId};
 use crate::base::router::{blob_url, upload_url};
 use crate::config::GcMode;
-use crate::oci::blobs::BlobLink;
+use crate::oci::blobs::{BlobLink, Hold};
 use crate::registry::{Registry, Result};
 use crate::storage::keys;
 use crate::storage::retry::Retrying;
@@ -522,7 +522,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     return Ok(created(name, &digest));
                 }
                 // A garbage collection took the source meanwhile (see `gc`): no mount.
-                self.unlink_blob(name, &digest).await?;
+                self.unlink_blob(name, &digest, &link).await?;
             }
         }
         let id = UploadId::random()?;
@@ -659,13 +659,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// base layer pushed by parallel jobs) would otherwise be rewritten by every upload, and R2
     /// takes one write per second per key.
     pub(crate) async fn publish(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
+        // The holder before the link and the index entry (see `keys`), side by side with the
+        // index lookup.
+        let (held, indexed) = join(self.hold(name, digest, link, Hold::Linked), self.blob_by_digest(digest)).await;
+        held?;
         let index = async {
-            if self.blob_by_digest(digest).await?.is_none() {
+            if indexed?.is_none() {
                 self.index_blob(digest, link).await?;
             }
             Ok(())
         };
-        let (linked, indexed) = join(self.link_blob(name, digest, link), index).await;
+        let (linked, indexed) = join(self.write_link(name, digest, link), index).await;
         linked.and(indexed)
     }
 

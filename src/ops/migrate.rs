@@ -7,11 +7,15 @@
 //!
 //! A tag pushed since is written to R2 first, so the copy never overwrites a newer tag: it
 //! writes only where R2 has none.
+//!
+//! Likewise blob links and index entries written before holders existed (`keys`, "holders")
+//! have none; garbage collection writes them, a step at a time, before it first removes bytes.
 
-use crate::base::names::{RepositoryName, Tag};
+use crate::base::names::{Digest, RepositoryName, Tag};
+use crate::oci::blobs::BlobLink;
 use crate::registry::{Registry, Result};
-use crate::storage::keys::{self, TagRecord};
-use crate::storage::{KeyValueStore, ListFrom, ObjectStore, PutOptions};
+use crate::storage::keys::{self, Holder, RepositoryKey, TagRecord};
+use crate::storage::{KeyValueStore, ListFrom, Metadata, ObjectMeta, ObjectStore, PutOptions};
 use futures_util::future::join_all;
 use std::collections::HashSet;
 
@@ -19,11 +23,15 @@ use std::collections::HashSet;
 const DONE: &[u8] = b"done";
 
 /// KV keys in a listing, and listings per run: a run looks at up to 10,000 tags, with a listing
-/// of R2's copies per 1,000 tags of a repository, and writes those R2 lacks, stopping after the
-/// listing in which it wrote its 2,000th: a run stays well inside an invocation's budget.
-const KEYS_PER_PAGE: u32 = 1000;
-const PAGES_PER_RUN: usize = 10;
-const WRITES_PER_RUN: usize = 2000;
+/// of R2's copies per 500 tags of a repository, and writes those R2 lacks, stopping after the
+/// listing in which it wrote its 400th: a run stays within a step of garbage collection (1,000
+/// operations), which runs it too.
+const KEYS_PER_PAGE: u32 = 500;
+const PAGES_PER_RUN: usize = 20;
+const WRITES_PER_RUN: usize = 400;
+
+/// Holders a step of the holders migration writes at most (from one listing).
+const HOLDERS_PER_STEP: usize = 400;
 
 /// Most storage requests in flight (a Worker keeps at most six connections).
 const CONCURRENCY: usize = 6;
@@ -103,6 +111,69 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         Ok(missing.len())
     }
+}
+
+impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
+    /// Whether every blob link and index entry has its holder (one R2 read).
+    pub async fn holders_written(&self) -> Result<bool> {
+        Ok(self.objects.get_bytes(keys::HOLDERS_MIGRATION).await?.is_some_and(|(_, b)| b == DONE))
+    }
+
+    /// Writes the holders of the next index entries, then blob links, after the key `after`
+    /// (see `keys`): links and entries written before holders existed have none, and garbage
+    /// collection would take their bytes. Returns where the next step starts, `None` once done
+    /// (then recorded, so later collections skip it). Index entries list first (`digests/`
+    /// sorts before `repositories/`).
+    pub async fn write_missing_holders(&self, after: Option<String>) -> Result<Option<String>> {
+        let prefix = match &after {
+            Some(key) if key.starts_with(keys::REPOSITORIES_PREFIX) => keys::REPOSITORIES_PREFIX,
+            _ => keys::BLOB_INDEX_PREFIX,
+        };
+        let from = after.as_deref().filter(|key| key.starts_with(prefix));
+        let page = self.objects.list(prefix, from.map_or(ListFrom::Beginning, ListFrom::After), 1000).await?;
+        // The keys up to the one that calls for the last holder a step writes.
+        let mut holders: Vec<(String, Metadata)> = Vec::new();
+        let mut looked_at = 0;
+        for meta in &page.objects {
+            if holders.len() == HOLDERS_PER_STEP {
+                break;
+            }
+            holders.extend(holder_of(meta));
+            looked_at += 1;
+        }
+        for batch in holders.chunks(CONCURRENCY) {
+            let writes = batch.iter().map(|(key, custom)| {
+                self.objects.put(key, Vec::new(), PutOptions { custom: custom.clone(), ..PutOptions::default() })
+            });
+            for written in join_all(writes).await {
+                written?;
+            }
+        }
+        match (page.objects[..looked_at].last(), page.cursor.is_some() || looked_at < page.objects.len()) {
+            (Some(last), true) => Ok(Some(last.key.clone())),
+            // The index is done: the links next.
+            _ if prefix == keys::BLOB_INDEX_PREFIX => Ok(Some(keys::REPOSITORIES_PREFIX.to_owned())),
+            _ => {
+                self.objects.put(keys::HOLDERS_MIGRATION, DONE.to_vec(), PutOptions::default()).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The holder a listed index entry or blob link calls for, with its metadata.
+fn holder_of(meta: &ObjectMeta) -> Option<(String, Metadata)> {
+    let link = BlobLink::from_metadata(&meta.custom)?;
+    let upload = keys::upload_of_object(&link.object)?;
+    let (digest, who) = match keys::parse_repository_key(&meta.key) {
+        Some((name, RepositoryKey::BlobLink(digest))) => (digest, Holder::Repository(name)),
+        Some(_) => return None,
+        None => {
+            let path = meta.key.strip_prefix(keys::BLOB_INDEX_PREFIX)?;
+            (Digest::parse(&path.replacen('/', ":", 1)).ok()?, Holder::Index)
+        }
+    };
+    Some((keys::holder(&upload, &who), [("digest", digest.to_string())].into_iter().collect()))
 }
 
 /// A key that sorts just before `tag`, with no tag between them: R2 lists after a key, and the

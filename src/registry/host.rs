@@ -73,3 +73,9 @@ pub trait Notifier {
         None
     }
 }
+
+/// The host's queue of garbage collection steps (a Cloudflare Queue, bound as `GC`): a message
+/// names a run, and its consumer runs that run's next step (`Registry::gc_step`).
+pub trait StepQueue {
+    fn send(&self, run: &str) -> LocalBoxFuture<'_, Result<(), String>>;
+}

@@ -16,7 +16,7 @@ use crate::storage::memo::{FlightGuard, Memo};
 use crate::storage::retry::{Retrying, Sleep};
 use crate::storage::{KeyValueStore, ObjectStore};
 use events::Target;
-use host::{Notifier, PasswordDerivation, SignatureCheck, Upstream};
+use host::{Notifier, PasswordDerivation, SignatureCheck, StepQueue, Upstream};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -44,6 +44,9 @@ pub struct Registry<O: ObjectStore, K> {
     pub(crate) memo: Rc<Memo>,
     /// The host's HTTP client for notifications.
     pub notifier: Option<Box<dyn Notifier>>,
+    /// The host's queue of garbage collection steps; without one a run goes on to its end in
+    /// the invocation that started it.
+    pub gc_steps: Option<Box<dyn StepQueue>>,
     /// Events of the request being answered, and who made it (see `notify`).
     pub(crate) events: RefCell<Vec<(Action, Target)>>,
     pub(crate) actor: RefCell<Option<String>>,
@@ -66,6 +69,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             background: RefCell::default(),
             memo,
             notifier: None,
+            gc_steps: None,
             events: RefCell::default(),
             actor: RefCell::default(),
             admitted: Cell::new(false),
@@ -101,6 +105,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 
     pub fn with_password_derivation(mut self, derivation: PasswordDerivation) -> Self {
         self.password_derivation = Some(derivation);
+        self
+    }
+
+    pub fn with_gc_steps(mut self, queue: Box<dyn StepQueue>) -> Self {
+        self.gc_steps = Some(queue);
         self
     }
 

@@ -24,10 +24,25 @@
 //! ├── catalog/<name>                the repository holds at least one manifest (empty body);
 //! │                                listed with startAfter for GET /v2/_catalog
 //! ├── digests/<alg>/<hex>          registry-wide record of a blob: empty body, customMetadata
-//! │                                {object, size} as a link; lets a mount without `from` find it
+//! │                                {object, size} as a link; lets a mount without `from` find it.
+//! │                                Written after a holder of its object (below), so an entry
+//! │                                whose object has no holder left is one no upload is writing
+//! ├── holders/<id>/<holder>        who holds the bytes of `blobs/by-upload/<id>`, so that garbage
+//! │                                collection decides on a page of byte objects from one listing
+//! │                                of their holders (see `gc::bytes`); empty body, customMetadata
+//! │                                {digest[, unlinked][, run]}. <holder> is a repository <name>
+//! │                                whose link names the object, written before the link; when
+//! │                                the link goes, rewritten with `unlinked`. `~pin`: a manifest
+//! │                                references the blob through no link, as the collection run
+//! │                                <run> found it. `~index`: the index entry names the object
+//! │                                (written for entries older than holders)
+//! ├── migrations/holders           the writing of holders for the links and index entries older
+//! │                                than holders: the R2 key to go on after, or `done`
 //! ├── migrations/tags              the copy of tags kept in KV alone (before R2 held tags) into
 //! │                                R2: where it stands, as the KV cursor to go on from, or
 //! │                                `done` (see `ops::migrate`)
+//! ├── gc/run                       garbage collection: the run going on, or the last one, as
+//! │                                JSON (see `gc::RunState`): phase, cursor, report
 //! ├── gc/sweeps/<name>             garbage collection: the blob links a sweep of <name> is about
 //! │                                to remove, as JSON {digest: link metadata}; deleted once the
 //! │                                sweep's re-check is done, so one left over tells the next run
@@ -99,6 +114,13 @@ pub fn parse_repository_key(key: &str) -> Option<(RepositoryName, RepositoryKey)
     Some((RepositoryName::parse(name).ok()?, kind))
 }
 
+/// A listing of `repositories/` from here starts at the repository after `name`: every key of
+/// `name` starts with `repositories/<name>/_` and a lower-case letter, all below `_~`. (A
+/// nested `<name>/<component>` sorts before it or after `_~`: its keys never interleave.)
+pub fn after_repository(name: &RepositoryName) -> String {
+    format!("{REPOSITORIES_PREFIX}{name}/_~")
+}
+
 /// Prefix of the records of garbage collection sweeps in progress.
 pub const GC_SWEEPS_PREFIX: &str = "gc/sweeps/";
 
@@ -110,6 +132,62 @@ pub fn gc_sweep(name: &RepositoryName) -> String {
 pub fn repository_of_sweep(key: &str) -> Option<RepositoryName> {
     RepositoryName::parse(key.strip_prefix(GC_SWEEPS_PREFIX)?).ok()
 }
+
+/// Where the garbage collection run going on, or the last one, is recorded.
+pub const GC_RUN: &str = "gc/run";
+
+/// Prefix of every holder of blob bytes.
+pub const HOLDERS_PREFIX: &str = "holders/";
+
+/// Who holds blob bytes (see the tree above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A repository whose link names the object (or named it, `unlinked`).
+    Repository(RepositoryName),
+    /// A manifest references the blob through no link (its link was deleted).
+    Pin,
+    /// The registry-wide index entry names the object.
+    Index,
+}
+
+/// The upload whose bytes a link names; `None` for a key that is no blob object.
+pub fn upload_of_object(object: &str) -> Option<UploadId> {
+    UploadId::parse(object.strip_prefix(BLOBS_PREFIX)?.strip_prefix("by-upload/")?).ok()
+}
+
+/// The holder key of `who` for the bytes of `upload`.
+pub fn holder(upload: &UploadId, who: &Holder) -> String {
+    match who {
+        Holder::Repository(name) => format!("{}{name}", holders_prefix(upload)),
+        Holder::Pin => format!("{}~pin", holders_prefix(upload)),
+        Holder::Index => format!("{}~index", holders_prefix(upload)),
+    }
+}
+
+/// Prefix of every holder of the bytes of `upload`.
+pub fn holders_prefix(upload: &UploadId) -> String {
+    format!("{HOLDERS_PREFIX}{upload}/")
+}
+
+/// A listing of holders from here starts at the holders of the first upload after `upload`:
+/// `~` sorts after every character of a name and after `~index` and `~pin`.
+pub fn after_holders_of(upload: &UploadId) -> String {
+    format!("{}~~", holders_prefix(upload))
+}
+
+/// The upload and holder of a key listed under [`HOLDERS_PREFIX`].
+pub fn parse_holder(key: &str) -> Option<(UploadId, Holder)> {
+    let (id, who) = key.strip_prefix(HOLDERS_PREFIX)?.split_once('/')?;
+    let who = match who {
+        "~pin" => Holder::Pin,
+        "~index" => Holder::Index,
+        name => Holder::Repository(RepositoryName::parse(name).ok()?),
+    };
+    Some((UploadId::parse(id).ok()?, who))
+}
+
+/// Where the writing of holders for links older than holders stands (see `ops::migrate`).
+pub const HOLDERS_MIGRATION: &str = "migrations/holders";
 
 /// Prefix of the registry-wide blob index.
 pub const BLOB_INDEX_PREFIX: &str = "digests/";
@@ -316,7 +394,7 @@ mod tests {
         assert_eq!(blob_link(&name, &d), format!("repositories/a/b/_layers/sha256/{hex}"));
         assert_eq!(blob_by_upload(&id), format!("blobs/by-upload/{}", "0".repeat(32)));
         assert_eq!(upload_state(&id), format!("uploads/{}/state", "0".repeat(32)));
-        assert_eq!(upload_of_state(&upload_state(&id)), Some(id));
+        assert_eq!(upload_of_state(&upload_state(&id)), Some(id.clone()));
         assert_eq!(upload_of_state("uploads/x/state"), None);
         assert_eq!(blob_index(&d), format!("digests/sha256/{hex}"));
         let r = Digest::sha256_of(b"r");
@@ -347,6 +425,46 @@ mod tests {
         assert_eq!(parse_repository_key("repositories/a/_other/x"), None);
         assert_eq!(repository_of_sweep(&gc_sweep(&name)), Some(name.clone()));
         assert_eq!(parse_repository_key("repositories/a/_layers/sha256/zz"), None);
+        assert_eq!(upload_of_object(&blob_by_upload(&id)), Some(id.clone()));
+        assert_eq!(upload_of_object("blobs/elsewhere/x"), None);
+        for who in [Holder::Repository(name.clone()), Holder::Pin, Holder::Index] {
+            let key = holder(&id, &who);
+            assert_eq!(parse_holder(&key), Some((id.clone(), who)));
+            assert!(key.starts_with(&holders_prefix(&id)) && key < after_holders_of(&id), "{key}");
+        }
+        assert_eq!(holder(&id, &Holder::Repository(name.clone())), format!("holders/{id}/a/b"));
+    }
+
+    #[test]
+    fn after_a_repository_comes_the_next_one_and_nothing_of_its_own() {
+        let a = RepositoryName::parse("a").unwrap();
+        let d = Digest::sha256_of(b"x");
+        let t = Tag::parse("zz").unwrap();
+        let after = after_repository(&a);
+        for own in [manifest(&a, &d), blob_link(&a, &d), tag_object(&a, &t), referrer(&a, &d, &d)] {
+            assert!(own < after, "{own}");
+        }
+        for next in ["a/b", "a0", "b"] {
+            let next = RepositoryName::parse(next).unwrap();
+            assert!(blob_link(&next, &d) > after, "{next}");
+        }
+        // Before `a` in key order, so listed (and collected) before it.
+        for before in ["a-b", "a/0"] {
+            let before = RepositoryName::parse(before).unwrap();
+            assert!(tag_object(&before, &t) < blob_link(&a, &d), "{before}");
+        }
+    }
+
+    #[test]
+    fn holders_list_in_the_order_of_their_objects() {
+        let ids = ["0".repeat(32), format!("{}1", "0".repeat(31)), "f".repeat(32)];
+        let ids: Vec<UploadId> = ids.iter().map(|i| UploadId::parse(i).unwrap()).collect();
+        let deep = RepositoryName::parse("z/z/z").unwrap();
+        for pair in ids.windows(2) {
+            assert!(blob_by_upload(&pair[0]) < blob_by_upload(&pair[1]));
+            assert!(holder(&pair[0], &Holder::Repository(deep.clone())) < holder(&pair[1], &Holder::Index));
+            assert!(after_holders_of(&pair[0]) < holders_prefix(&pair[1]));
+        }
     }
 
     #[test]

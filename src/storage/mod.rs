@@ -276,6 +276,8 @@ pub trait PartSource {
 /// A listing walked key by key, page after page (wharf asks for the largest pages, 1000 keys).
 pub struct Listing {
     prefix: String,
+    /// Where the first page starts: after this key, or at the beginning.
+    start_after: Option<String>,
     cursor: Option<String>,
     page: VecDeque<ObjectMeta>,
     done: bool,
@@ -283,7 +285,12 @@ pub struct Listing {
 
 impl Listing {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into(), cursor: None, page: VecDeque::new(), done: false }
+        Self { prefix: prefix.into(), start_after: None, cursor: None, page: VecDeque::new(), done: false }
+    }
+
+    /// The keys after `key` (exclusive), or all of them for `None`.
+    pub fn after(prefix: impl Into<String>, key: Option<String>) -> Self {
+        Self { start_after: key, ..Self::new(prefix) }
     }
 
     pub async fn next<O: ObjectStore>(&mut self, objects: &O) -> Result<Option<ObjectMeta>> {
@@ -294,7 +301,11 @@ impl Listing {
             if self.done {
                 return Ok(None);
             }
-            let from = self.cursor.as_deref().map_or(ListFrom::Beginning, ListFrom::Cursor);
+            let from = match (&self.cursor, &self.start_after) {
+                (Some(cursor), _) => ListFrom::Cursor(cursor),
+                (None, Some(key)) => ListFrom::After(key),
+                (None, None) => ListFrom::Beginning,
+            };
             let page = objects.list(&self.prefix, from, 1000).await?;
             self.page = page.objects.into();
             self.done = page.cursor.is_none();

@@ -13,6 +13,7 @@
 
 use super::*;
 use futures_util::future::LocalBoxFuture;
+use std::cell::Cell;
 use std::rc::Rc;
 
 /// Waits this many milliseconds: the host's timer (Workers' `setTimeout`; the tests' clock).
@@ -26,17 +27,31 @@ const RETRY_AFTER_MS: [u64; 2] = [1000, 1000];
 pub struct Retrying<S> {
     pub inner: S,
     pub sleep: Option<Sleep>,
+    /// Requests sent to the store, every try counted: what a step of garbage collection
+    /// reports and keeps within its budget (each one is billed, and counts against the
+    /// invocation's subrequests).
+    operations: Cell<u64>,
 }
 
 impl<S> Retrying<S> {
     pub fn new(inner: S) -> Self {
-        Self { inner, sleep: None }
+        Self { inner, sleep: None, operations: Cell::new(0) }
+    }
+
+    /// Requests sent so far.
+    pub fn operations(&self) -> u64 {
+        self.operations.get()
+    }
+
+    fn count(&self) {
+        self.operations.set(self.operations.get() + 1);
     }
 
     /// Runs `attempt` until it is not refused for load, or the retries are spent.
     async fn retried<T, F: Future<Output = Result<T>>>(&self, attempt: impl Fn() -> F) -> Result<T> {
         let mut waits = RETRY_AFTER_MS.iter();
         loop {
+            self.count();
             match attempt().await {
                 Err(e) if e.rate_limited => match (&self.sleep, waits.next()) {
                     (Some(sleep), Some(&ms)) => sleep(ms).await,
@@ -53,15 +68,19 @@ impl<O: ObjectStore> ObjectStore for Retrying<O> {
     type Upload = O::Upload;
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        self.count();
         self.inner.head(key).await
     }
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<(ObjectMeta, Self::Body)>> {
+        self.count();
         self.inner.get(key, range).await
     }
     async fn get_bytes(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
+        self.count();
         self.inner.get_bytes(key).await
     }
     async fn read_range(&self, key: &str, range: ByteRange) -> Result<Option<Vec<u8>>> {
+        self.count();
         self.inner.read_range(key, range).await
     }
     async fn put(&self, key: &str, bytes: Vec<u8>, options: PutOptions) -> Result<Option<ObjectMeta>> {
@@ -76,12 +95,14 @@ impl<O: ObjectStore> ObjectStore for Retrying<O> {
         digest: &Digest,
         options: PutOptions,
     ) -> Result<bool> {
+        self.count();
         self.inner.put_verified(key, body, length, digest, options).await
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.retried(|| self.inner.delete(key)).await
     }
     async fn list(&self, prefix: &str, from: ListFrom<'_>, limit: u32) -> Result<ObjectPage> {
+        self.count();
         self.inner.list(prefix, from, limit).await
     }
     async fn create_multipart(&self, key: &str, options: PutOptions) -> Result<String> {
@@ -99,6 +120,7 @@ impl<O: ObjectStore> ObjectStore for Retrying<O> {
         length: u64,
         source: &mut P,
     ) -> Result<Part> {
+        self.count();
         self.inner.upload_part_streamed(key, upload_id, number, length, source).await
     }
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<ObjectMeta> {
@@ -111,6 +133,7 @@ impl<O: ObjectStore> ObjectStore for Retrying<O> {
 
 impl<K: KeyValueStore> KeyValueStore for Retrying<K> {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>> {
+        self.count();
         self.inner.get(key).await
     }
     async fn put(&self, key: &str, value: &str, metadata: Option<&serde_json::Value>) -> Result<()> {
@@ -120,6 +143,7 @@ impl<K: KeyValueStore> KeyValueStore for Retrying<K> {
         self.retried(|| self.inner.delete(key)).await
     }
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage> {
+        self.count();
         self.inner.list(prefix, cursor, limit).await
     }
 }
@@ -140,8 +164,10 @@ mod tests {
             clock.set(clock.get() + ms.div_ceil(1000));
             Box::pin(async {})
         });
-        let objects = Retrying { inner: MemoryObjects::new().on_platform(&platform), sleep: Some(sleep.clone()) };
-        let kv = Retrying { inner: MemoryKv::new().at_location(&platform), sleep: Some(sleep) };
+        let mut objects = Retrying::new(MemoryObjects::new().on_platform(&platform));
+        objects.sleep = Some(sleep.clone());
+        let mut kv = Retrying::new(MemoryKv::new().at_location(&platform));
+        kv.sleep = Some(sleep);
         (objects, kv, now)
     }
 

@@ -13,7 +13,7 @@ use crate::base::http::{self, Body, BodyReader, Headers, Method};
 use crate::base::names::{Algorithm, Digest};
 use crate::config::GcMode;
 use crate::ops::notify::Outcome;
-use crate::registry::host::{Delivery, Notifier, Upstream, UpstreamRequest, UpstreamResponse};
+use crate::registry::host::{Delivery, Notifier, StepQueue, Upstream, UpstreamRequest, UpstreamResponse};
 use crate::storage::keys;
 use crate::storage::memo::Memo;
 use crate::storage::{
@@ -475,30 +475,77 @@ impl Notifier for Poster {
     }
 }
 
+/// Garbage collection steps sent to the queue bound as `GC` (see `gc`).
+struct GcSteps {
+    queue: Queue,
+}
+
+/// A message of the `GC` queue: run the next step of this run.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GcStep {
+    run: String,
+}
+
+impl StepQueue for GcSteps {
+    fn send(&self, run: &str) -> LocalBoxFuture<'_, Result<(), String>> {
+        let message = GcStep { run: run.to_owned() };
+        Box::pin(async move { self.queue.send(message).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// The consumers of both queues, told apart by the queue's name: `GC` (its name ends in `-gc`)
+/// and `NOTIFY`.
+#[event(queue)]
+async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> ::worker::Result<()> {
+    let registry = registry(&env, None).map_err(|e| ::worker::Error::RustError(e.message().to_owned()))?;
+    match batch.queue().ends_with("-gc") {
+        true => gc_steps(&registry, batch).await,
+        false => deliveries(&registry, batch).await,
+    }
+    Ok(())
+}
+
+/// One step per message, retried a minute later when it fails (a step that fails changed
+/// nothing it cannot do again).
+async fn gc_steps(registry: &Registry<R2, Kv>, batch: MessageBatch<serde_json::Value>) {
+    for message in batch.messages().unwrap_or_default() {
+        let Ok(step) = serde_json::from_value::<GcStep>(message.body().clone()) else {
+            console_error!("gc: a queued step that cannot be read, dropped");
+            message.ack();
+            continue;
+        };
+        match registry.run_queued_gc_step(&step.run).await {
+            Ok(()) => message.ack(),
+            Err(e) => {
+                console_error!("gc step failed: {}", e.message());
+                message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(60).build());
+            }
+        }
+    }
+}
+
 /// The consumer of the `NOTIFY` queue: one try of each delivery, acknowledged once delivered,
 /// else retried after the wait `Registry::deliver_queued` says (the queue moves a delivery
 /// that used all its tries to its dead-letter queue).
-#[event(queue)]
-async fn queue(batch: MessageBatch<Delivery>, env: Env, _ctx: Context) -> ::worker::Result<()> {
-    let registry = registry(&env, None).map_err(|e| ::worker::Error::RustError(e.message().to_owned()))?;
+async fn deliveries(registry: &Registry<R2, Kv>, batch: MessageBatch<serde_json::Value>) {
     let now = Date::now().as_millis();
-    for message in batch.iter() {
-        let message = match message {
-            Ok(m) => m,
+    for message in batch.messages().unwrap_or_default() {
+        let delivery = match serde_json::from_value::<Delivery>(message.body().clone()) {
+            Ok(d) => d,
             Err(e) => {
                 console_error!("notifications: a queued delivery that cannot be read, dropped: {e}");
+                message.ack();
                 continue;
             }
         };
         let age_secs = now.saturating_sub(message.timestamp().as_millis()) / 1000;
-        match registry.deliver_queued(message.body(), age_secs).await {
+        match registry.deliver_queued(&delivery, age_secs).await {
             Outcome::Delivered => message.ack(),
             Outcome::RetryAfter(secs) => {
                 message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(secs).build())
             }
         }
     }
-    Ok(())
 }
 
 /// The upstream of a pull-through cache, reached with the Fetch API.
@@ -597,6 +644,9 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
     if pull_through {
         registry = registry.with_upstream(Box::new(Fetcher));
     }
+    if let Ok(queue) = env.queue("GC") {
+        registry = registry.with_gc_steps(Box::new(GcSteps { queue }));
+    }
     if notifying {
         registry = registry.with_notifier(Box::new(Poster { queue: env.queue("NOTIFY").ok() }));
     }
@@ -673,8 +723,10 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         GcMode::DryRun => true,
         GcMode::On => false,
     };
-    match registry.collect_garbage(now, dry_run).await {
-        Ok(report) => console_log!("gc: {}", report.to_json()),
+    match registry.tick_gc(dry_run).await {
+        Ok(Some(run)) if run.done() => console_log!("gc: {}", run.report.to_json()),
+        Ok(Some(run)) => console_log!("gc: run {} going on in the queue", run.id),
+        Ok(None) => {}
         Err(e) => console_error!("gc failed: {}", e.message()),
     }
 }

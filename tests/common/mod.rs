@@ -80,7 +80,7 @@ impl TestResponse {
 /// Storage as a comparable value, to assert that a refused request changed nothing.
 #[derive(Debug, PartialEq)]
 pub struct Snapshot {
-    objects: std::collections::BTreeMap<String, Vec<u8>>,
+    pub objects: std::collections::BTreeMap<String, Vec<u8>>,
     kv: std::collections::BTreeMap<String, String>,
     open_uploads: usize,
 }
