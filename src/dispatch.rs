@@ -52,6 +52,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             .header("Docker-Distribution-API-Version", "registry/2.0")
             .header("X-Request-Id", request_id.clone())
             .without_content_coding(method == Method::Head);
+        // The benchmark's count of storage operations per request (self-test builds only).
+        #[cfg(feature = "selftest")]
+        let response = match self.config.selftest {
+            true => {
+                response.header("X-Wharf-Operations", (self.objects.operations() + self.kv.operations()).to_string())
+            }
+            false => response,
+        };
         let actor = self.actor.take();
         if self.config.notify.is_some() {
             let record = RequestRecord {

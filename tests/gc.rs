@@ -12,7 +12,7 @@ use wharf::Config;
 use wharf::base::http::{MemoryBody, Method};
 use wharf::base::names::Digest;
 use wharf::config::GcMode;
-use wharf::ops::gc::{GcReport, LEASE_MS};
+use wharf::ops::gc::{GcReport, LEASE_MS, STEP_BUDGET};
 use wharf::storage::keys::parse_holder;
 use wharf::storage::memory::{Fault, Faults, Pause};
 
@@ -610,4 +610,111 @@ fn tags_kept_in_kv_alone_are_copied_to_r2_before_untagged_collection_runs() {
     assert_pullable(&t, "r", "legacy");
     assert_pullable(&t, "r", "t4999");
     assert_eq!(t.get("/v2/r/tags/list?n=1&last=t4998", &[]).json()["tags"], serde_json::json!(["t4999"]));
+}
+
+/// Runs the steps of a run up to and including the `n`th; `None` when the run ended before.
+fn steps_up_to(t: &TestRegistry, n: usize) -> Option<String> {
+    let (state, _) = block_on(t.registry.start_gc(t.now.get() * 1000, false)).expect("start");
+    let mut state = state;
+    for _ in 0..n {
+        if state.done() {
+            return None;
+        }
+        state = block_on(t.registry.gc_step(&state.id)).expect("step").expect("the run is free");
+    }
+    (!state.done()).then_some(state.id)
+}
+
+#[test]
+fn a_push_between_any_two_steps_keeps_every_image_whole() {
+    let old = Digest::sha256_of(b"old bytes, about to be used again");
+    let mut boundaries = 0;
+    for n in 1.. {
+        let faults = Faults::new();
+        let (t, _) = old_orphan(&faults);
+        t.push_image("keep", "v1", OCI_MANIFEST, "kept all along");
+        let Some(run) = steps_up_to(&t, n) else { break };
+        boundaries += 1;
+        // Between step n and n + 1, another isolate: a manifest over the old blob, a mount of it
+        // from its repository, and one from the registry-wide index.
+        let other = t.sharing_storage(config());
+        let config_bytes = b"{\"config\":\"new\"}";
+        let c = other.push_blob("src", config_bytes);
+        let body = manifest_of(&c, config_bytes.len(), &[(&old, 33)]);
+        let put = other.put_manifest("src", "v1", OCI_MANIFEST, &body);
+        let mount =
+            other.send(Method::Post, &format!("/v2/dst/blobs/uploads/?mount={old}&from=src"), &[], MemoryBody::empty());
+        let indexed =
+            other.send(Method::Post, &format!("/v2/any/blobs/uploads/?mount={old}"), &[], MemoryBody::empty());
+        // The run goes on to its end, then another runs.
+        while let Some(state) = block_on(t.registry.gc_step(&run)).expect("step") {
+            if state.done() {
+                break;
+            }
+        }
+        collect(&t, false);
+        assert_pullable(&t, "keep", "v1");
+        if put.status == 201 {
+            assert_pullable(&t, "src", "v1");
+        } else {
+            assert_eq!(put.error_code(), "MANIFEST_BLOB_UNKNOWN", "after step {n}");
+        }
+        for (mount, repo) in [(&mount, "dst"), (&indexed, "any")] {
+            match mount.status {
+                201 => assert_eq!(Digest::sha256_of(&t.get(&format!("/v2/{repo}/blobs/{old}"), &[]).body), old),
+                status => assert_eq!((status, blob_status(&t, repo, &old)), (202, 404), "{repo}, after step {n}"),
+            }
+        }
+    }
+    assert!(boundaries >= 4, "{boundaries} step boundaries");
+}
+
+#[test]
+fn a_run_goes_in_steps_each_within_its_budget() {
+    let t = TestRegistry::on_platform(untagged_config(), PAID);
+    at(&t, PUSHED_MS);
+    for i in 0..120 {
+        let repo = format!("r{i:03}");
+        t.push_image(&repo, "v1", OCI_MANIFEST, &format!("image {i}"));
+        t.push_image(&repo, "v2", OCI_MANIFEST, &format!("untagged {i}"));
+        assert_eq!(t.delete(&format!("/v2/{repo}/manifests/v2")).status, 202);
+    }
+    for i in 0..1100 {
+        t.push_blob("orphans", format!("orphan {i}").as_bytes());
+    }
+    at(&t, PUSHED_MS + 2 * HOUR_MS);
+    let before: u64 =
+        t.snapshot().objects.iter().filter(|(k, _)| k.starts_with("blobs/")).map(|(_, v)| v.len() as u64).sum();
+    let platform = t.platform.clone().unwrap();
+    let (mut state, new) = block_on(t.registry.start_gc(t.now.get() * 1000, false)).unwrap();
+    assert!(new);
+    let mut phases = Vec::new();
+    while !state.done() {
+        // Each step is an invocation of its own.
+        platform.begin_request();
+        state = block_on(t.registry.gc_step(&state.id)).unwrap().expect("the run is free");
+        let used = platform.used();
+        assert!(
+            used.subrequests as u64 <= STEP_BUDGET && used.kv_operations <= 1000,
+            "{used:?} {phases:?} {:?}",
+            state.phase
+        );
+        phases.push(state.phase.name());
+    }
+    assert!(state.max_step_operations <= STEP_BUDGET, "{}", state.max_step_operations);
+    let count = |name| phases.iter().filter(|p| **p == name).count();
+    assert!(count("repositories") >= 2 && count("bytes") >= 2, "{phases:?}");
+    // Each untagged image: its manifest, its three links, their bytes and index entries; and
+    // every orphan. Lists stop at 1,000 items, the rest counted.
+    let r = &state.report;
+    assert_eq!(r.manifests.len(), 120);
+    assert_eq!(r.blob_links.len() + r.blobs.len() + r.index_entries.len() + r.more as usize, 3 * (360 + 1100));
+    let bytes_held = |t: &TestRegistry| -> u64 {
+        t.snapshot().objects.iter().filter(|(k, _)| k.starts_with("blobs/")).map(|(_, v)| v.len() as u64).sum()
+    };
+    assert_eq!(r.bytes_freed, before - bytes_held(&t));
+    for i in 0..120 {
+        assert_pullable(&t, &format!("r{i:03}"), "v1");
+    }
+    assert!(!t.objects.snapshot().keys().any(|k| k.starts_with("repositories/orphans/")), "every orphan link went");
 }

@@ -1,5 +1,6 @@
 // Garbage collection on workerd: the admin endpoint (token, dry run, real run) and the cron
-// trigger, after skopeo pushes; what is referenced still pulls byte for byte afterwards.
+// trigger, after skopeo pushes; what is referenced still pulls byte for byte afterwards. A run
+// goes in steps, each a message of the local GC queue, as on Cloudflare.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -18,7 +19,11 @@ const tmp = mkdtempSync(join(tmpdir(), "wharf-gc-"));
 before(async () => {
   // Grace period 0: whatever nothing references goes at once (the default is a day).
   wharf = await startWharf({
-    vars: { WHARF_GC: "on", WHARF_GC_GRACE_SECONDS: "0", WHARF_ADMIN_TOKEN: TOKEN, WHARF_DELETE_ENABLED: "true" },
+    vars: {
+      WHARF_GC: "on", WHARF_GC_GRACE_SECONDS: "0", WHARF_ADMIN_TOKEN: TOKEN, WHARF_DELETE_ENABLED: "true",
+      WHARF_LOG_LEVEL: "info",
+    },
+    logLevel: "info",
   });
   front = await startTlsFront(wharf.host);
   layout = new Layout(join(tmp, "layout"));
@@ -38,6 +43,29 @@ after(() => {
 });
 
 const gc = (query = "", headers = admin) => request(wharf.base, "POST", `/_wharf/gc${query}`, { headers });
+
+/** The run at `path` once done: its steps go on in the queue meanwhile (202). */
+async function finished(path) {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const r = await request(wharf.base, "GET", path, { headers: admin });
+    assert.ok([200, 202].includes(r.status), `${path}: ${r.status} ${r.body}`);
+    if (r.status === 200) return r.json();
+    assert.ok(Date.now() < deadline, `${path}: not done in 60 s: ${r.body}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Starts a run and waits for it to end: its final state, with the report. */
+async function collect(query = "") {
+  const r = await gc(query);
+  assert.equal(r.status, 202, `the run goes on in the queue: ${r.body}`);
+  const { id } = r.json();
+  assert.equal(r.headers.get("location"), `/_wharf/gc/${id}`);
+  const run = await finished(`/_wharf/gc/${id}`);
+  assert.equal(run.id, id);
+  return run;
+}
 const blobStatus = async (d) => (await request(wharf.base, "HEAD", `/v2/e2e/gc/blobs/${d}`)).status;
 const blobsOf = (image) => {
   const m = JSON.parse(layout.blobs.get(image.digest));
@@ -58,7 +86,20 @@ test("the admin endpoint needs the token", async () => {
   for (const headers of [{}, { Authorization: "Bearer wrong" }, { Authorization: TOKEN }]) {
     const r = await gc("", headers);
     assert.deepEqual([r.status, r.code()], [401, "UNAUTHORIZED"]);
+    const get = await request(wharf.base, "GET", "/_wharf/gc", { headers });
+    assert.deepEqual([get.status, get.code()], [401, "UNAUTHORIZED"]);
   }
+});
+
+test("while a run goes on, another is not started: the answer names the running one", async () => {
+  // The steps wait for the queue's batches (a second each here), so the first is still going.
+  const first = await gc();
+  const second = await gc("?dry-run=false");
+  assert.deepEqual([first.status, second.status], [202, 202]);
+  assert.equal(second.json().id, first.json().id);
+  assert.equal(second.json().dryRun, true, "the running dry run, not a real one");
+  const run = await finished(`/_wharf/gc/${first.json().id}`);
+  assert.equal(run.phase.name, "done");
 });
 
 test("a dry run reports an unreferenced blob, a real run removes it, images still pull", async () => {
@@ -70,18 +111,26 @@ test("a dry run reports an unreferenced blob, a real run removes it, images stil
   // between I/O, and the local R2 stamps objects with its own.
   await new Promise((r) => setTimeout(r, 1100));
 
-  const dry = await gc();
-  assert.equal(dry.status, 200);
-  const report = dry.json();
+  const dry = await collect();
+  const report = dry.report;
   assert.equal(report.dryRun, true);
   assert.deepEqual(report.blobLinks, [`e2e/gc@${d}`]);
+  assert.deepEqual(report.blobs.map((b) => b.size), [orphan.length]);
   assert.equal(report.bytesFreed, orphan.length);
   assert.equal(await blobStatus(d), 200, "a dry run removes nothing");
 
-  const real = await gc("?dry-run=false");
-  assert.equal(real.status, 200);
-  assert.deepEqual(real.json().blobLinks, [`e2e/gc@${d}`]);
+  const real = await collect("?dry-run=false");
+  assert.deepEqual(real.report.blobLinks, [`e2e/gc@${d}`]);
+  assert.equal(real.report.bytesFreed, orphan.length);
   assert.equal(await blobStatus(d), 404);
+  // One JSON line per step, with its operations, within the step's budget.
+  const steps = wharf.log().split("\n").filter((l) => l.includes('"gc step"') && l.includes(real.id))
+    .map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+  assert.equal(steps.length, real.steps, wharf.log());
+  assert.deepEqual(steps.map((s) => s.phase), ["start", "repositories", "sweeps", "bytes"]);
+  assert.ok(steps.every((s) => s.level === "info" && s.operations > 0 && s.operations <= 1000), JSON.stringify(steps));
+  assert.equal(Math.max(...steps.map((s) => s.operations)), real.maxStepOperations);
+  assert.equal(steps.at(-1).done, true);
   await assertPulls("kept", kept);
   await assertPulls("dropped", dropped);
 });
@@ -91,11 +140,15 @@ test("the cron trigger collects what a deleted image leaves", async () => {
   assert.equal(del.status, 202);
   for (const d of blobsOf(dropped)) assert.equal(await blobStatus(d), 200, "deleting a manifest keeps its blobs");
   await new Promise((r) => setTimeout(r, 10));
+  const last = (await finished("/_wharf/gc")).id;
   const cron = await request(wharf.base, "GET", "/cdn-cgi/handler/scheduled?cron=17+*+*+*+*");
   assert.equal(cron.status, 200);
+  const run = await finished("/_wharf/gc");
+  assert.notEqual(run.id, last, "the cron started a run");
+  assert.equal(run.dryRun, false);
   for (const d of blobsOf(dropped)) assert.equal(await blobStatus(d), 404, `${d} collected`);
-  const after = await gc();
-  assert.deepEqual([after.json().blobLinks, after.json().blobs], [[], []], "nothing left to collect");
+  const after = (await collect()).report;
+  assert.deepEqual([after.blobLinks, after.blobs], [[], []], "nothing left to collect");
   const head = await request(wharf.base, "HEAD", "/v2/e2e/gc/manifests/kept", { headers: { Accept: ACCEPT_ALL } });
   assert.equal(head.status, 200);
   await assertPulls("kept", kept);

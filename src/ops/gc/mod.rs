@@ -89,9 +89,10 @@ use std::collections::BTreeMap;
 /// Storage operations a step may use (R2 and KV together).
 pub const STEP_BUDGET: u64 = 1000;
 /// A step takes no new repository once it has used this many: the largest piece of work
-/// (one repository) then still fits within [`STEP_BUDGET`], unless that repository alone holds
-/// several hundred manifests (see docs/garbage-collection.md).
-const STEP_TARGET: u64 = 500;
+/// (one repository, whose sweep is cut at 150 removals a step) then still fits within
+/// [`STEP_BUDGET`], unless that repository alone holds several hundred manifests, which its mark
+/// reads in one step (see docs/garbage-collection.md).
+const STEP_TARGET: u64 = 400;
 /// How long a step may hold the run: past it, another may take over (a queue consumer's
 /// invocation ends within 15 minutes).
 pub const LEASE_MS: u64 = 15 * 60 * 1000;
@@ -173,7 +174,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Phase::Start => "start",
             Phase::Holders { .. } => "holders",

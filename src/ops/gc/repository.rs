@@ -13,6 +13,10 @@ use crate::storage::{KeyValueStore, Listing, Metadata, ObjectMeta, ObjectStore, 
 use futures_util::future::join_all;
 use std::collections::HashSet;
 
+/// Manifests and links a step removes from one repository at most (each costs about three
+/// operations); a repository with more is swept again by the next step.
+const SWEEP_PER_STEP: usize = 150;
+
 /// One repository's manifests, blob links and the digests its tags name, as listed.
 struct Listed {
     name: RepositoryName,
@@ -124,35 +128,46 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             .iter()
             .filter_map(|o| keys::repository_of_sweep(&o.key))
             .collect();
+        // Where a step that ends here lets the next one start: after the last repository done.
+        let mut resume_at = after.clone().unwrap_or_else(|| keys::REPOSITORIES_PREFIX.to_owned());
         let mut listing = Listing::after(keys::REPOSITORIES_PREFIX, after);
         let mut current: Option<Listed> = None;
         // A repository's keys all start with `repositories/<name>/_`, so they come together.
         loop {
-            let Some(meta) = listing.next(&self.objects).await? else {
-                if let Some(done) = current.take() {
-                    let stopped = stopped.contains(&done.name);
-                    self.collect_repository(done, run, stopped, report).await?;
-                }
-                return Ok(None);
-            };
-            let Some((name, kind)) = keys::parse_repository_key(&meta.key) else { continue };
-            if let Some(done) = current.take_if(|c| c.name != name) {
+            let meta = listing.next(&self.objects).await?;
+            let parsed = meta.as_ref().and_then(|m| keys::parse_repository_key(&m.key));
+            if meta.is_some() && parsed.is_none() {
+                continue;
+            }
+            if let Some(done) = current.take_if(|c| parsed.as_ref().is_none_or(|(name, _)| c.name != *name)) {
                 let done_name = done.name.clone();
-                self.collect_repository(done, run, stopped.contains(&done_name), report).await?;
-                // The next step lists this key again.
-                if self.objects.operations() - start >= STEP_TARGET {
-                    return Ok(Some(keys::after_repository(&done_name)));
+                if !self.collect_repository(done, run, stopped.contains(&done_name), report).await? {
+                    // More to sweep than a step takes: the next step takes this repository again.
+                    return Ok(Some(resume_at));
+                }
+                resume_at = keys::after_repository(&done_name);
+                // The next step lists the key just read again.
+                if meta.is_some() && self.objects.operations() - start >= STEP_TARGET {
+                    return Ok(Some(resume_at));
                 }
             }
+            let (Some(meta), Some((name, kind))) = (meta, parsed) else { return Ok(None) };
             current.get_or_insert_with(|| Listed::new(name)).add(kind, meta);
         }
     }
 
     /// Mark, sweep and re-check one repository; `stopped`: a stopped run left a sweep record
-    /// for it.
-    async fn collect_repository(&self, listed: Listed, run: &Run, stopped: bool, report: &mut GcReport) -> Result<()> {
+    /// for it. `false` when it had more to sweep than [`SWEEP_PER_STEP`]: the rest is for the
+    /// next step, which takes the repository again.
+    async fn collect_repository(
+        &self,
+        listed: Listed,
+        run: &Run,
+        stopped: bool,
+        report: &mut GcReport,
+    ) -> Result<bool> {
         let name = &listed.name;
-        let Some(mark) = self.mark(&listed, run, report).await? else { return Ok(()) };
+        let Some(mark) = self.mark(&listed, run, report).await? else { return Ok(true) };
         let stopped = match stopped {
             true => self.sweep_record(name).await?,
             false => None,
@@ -160,13 +175,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         self.repair(&listed, &mark, stopped.as_ref(), run, report).await?;
 
         let at = |d: &Digest| format!("{name}@{d}");
-        let doomed_manifests: Vec<Digest> = mark.marked.keys().filter(|d| !mark.live.contains(d)).cloned().collect();
-        let doomed_links: Vec<(Digest, ObjectMeta, BlobLink)> = listed
+        let mut doomed_manifests: Vec<Digest> =
+            mark.marked.keys().filter(|d| !mark.live.contains(d)).cloned().collect();
+        let mut doomed_links: Vec<(Digest, ObjectMeta, BlobLink)> = listed
             .links
             .iter()
             .filter(|(d, meta)| !mark.referenced.contains(d) && meta.uploaded_ms < run.cutoff)
             .filter_map(|(d, meta)| Some((d.clone(), meta.clone(), BlobLink::from_metadata(&meta.custom)?)))
             .collect();
+        let finished = doomed_manifests.len() + doomed_links.len() <= SWEEP_PER_STEP;
+        doomed_manifests.truncate(SWEEP_PER_STEP);
+        doomed_links.truncate(SWEEP_PER_STEP - doomed_manifests.len());
         if run.dry_run {
             doomed_manifests.iter().for_each(|d| add(&mut report.manifests, at(d), &mut report.more));
             for (d, _, link) in &doomed_links {
@@ -174,7 +193,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 self.hold(name, d, link, Hold::DoomedIn(&run.id)).await?;
                 add(&mut report.blob_links, at(d), &mut report.more);
             }
-            return Ok(());
+            // A dry run removes nothing: taking the repository again would find the same.
+            return Ok(true);
         }
         // Which links this sweep may take, written down first: if it stops before its re-check,
         // the next run knows what it may have to put back.
@@ -189,7 +209,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if !record.is_empty() || stopped.is_some() {
             self.objects.delete(&keys::gc_sweep(name)).await?;
         }
-        Ok(())
+        Ok(finished)
     }
 
     /// Step 1, mark: reads every manifest listed; the live ones are all of them, or with
