@@ -122,3 +122,38 @@ fn copying_kv_tags_that_r2_holds_already_costs_listings_not_a_read_each() {
     assert_eq!(block_on(t.registry.copy_kv_tags_to_r2()).unwrap(), (true, 0));
     assert!(block_on(t.registry.tags_in_r2()).unwrap());
 }
+
+#[test]
+fn referrers_whose_annotations_are_in_their_manifests_are_paged_by_the_reads_they_cost() {
+    use wharf::oci::referrers::MANIFEST_READS_PER_PAGE;
+    let t = TestRegistry::new();
+    let (_, subject) = t.push_image("r", "v1", OCI_MANIFEST, "subject");
+    let config = t.push_blob("r", b"{}");
+    // Signatures with 2 KiB of annotations each: too large to be kept beside the listing.
+    let mut pushed = Vec::new();
+    for i in 0..50 {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":1}},"annotations":{{"n":"{i}","pad":"{}"}}}}"#,
+            "x".repeat(2048)
+        );
+        assert_eq!(t.put_manifest("r", &Digest::sha256_of(body.as_bytes()).to_string(), OCI_MANIFEST, body.as_bytes()).status, 201);
+        pushed.push(Digest::sha256_of(body.as_bytes()).to_string());
+    }
+    pushed.sort();
+    let mut path = format!("/v2/r/referrers/{subject}");
+    let mut seen = Vec::new();
+    loop {
+        let (page_cost, page) = cost(&t, &path);
+        let manifests = page.json()["manifests"].as_array().unwrap().clone();
+        assert!(manifests.len() <= MANIFEST_READS_PER_PAGE, "{}", manifests.len());
+        // One listing, and a read of each manifest shown.
+        assert_eq!(page_cost.r2_reads as usize, 1 + manifests.len(), "{path}: {page_cost:?}");
+        for m in &manifests {
+            assert_eq!(m["annotations"]["pad"].as_str().map(str::len), Some(2048));
+            seen.push(m["digest"].as_str().unwrap().to_owned());
+        }
+        let Some(link) = page.header("Link") else { break };
+        path = link[1..link.find('>').unwrap()].to_owned();
+    }
+    assert_eq!(seen, pushed, "every referrer once, in order");
+}

@@ -24,6 +24,9 @@ use serde::Serialize;
 const MAX_INLINE_ANNOTATIONS: usize = 1024;
 const ANNOTATIONS_IN_MANIFEST: &str = "manifest";
 
+/// Manifests a page of referrers reads at most, for annotations kept in the manifest alone.
+pub const MANIFEST_READS_PER_PAGE: usize = 20;
+
 /// The referrers of a subject, an OCI image index (distribution-spec "Listing Referrers").
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -87,7 +90,9 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     }
 
     /// GET: 200 with an index, never 404 (spec MUST); an unknown subject has no referrers.
-    /// `artifactType=` filters (answered with `OCI-Filters-Applied`); `Link` to the next page.
+    /// `artifactType=` filters (answered with `OCI-Filters-Applied`); `Link` to the next page
+    /// (spec: a registry MAY page the referrers). A page is one listing and at most
+    /// [`MANIFEST_READS_PER_PAGE`] manifest reads: within the Free plan's 50 subrequests.
     pub(crate) async fn list_referrers(
         &self,
         name: &RepositoryName,
@@ -95,16 +100,31 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         query: &[(String, String)],
     ) -> Result<Response<O::Body>> {
         let filter = query_param(query, "artifactType");
-        let cursor = query_param(query, "cursor");
         let prefix = keys::referrers_prefix(name, subject);
-        let from = cursor.map_or(ListFrom::Beginning, ListFrom::Cursor);
+        // Where this page starts: a listing's cursor, or after the referrer a page cut short
+        // ended with (see below).
+        let after = query_param(query, "after").map(|d| Digest::parse(d).map(|d| keys::referrer(name, subject, &d)));
+        let from = match (&after, query_param(query, "cursor")) {
+            (Some(after), _) => ListFrom::After(after.as_ref().map_err(Clone::clone)?),
+            (None, Some(cursor)) => ListFrom::Cursor(cursor),
+            (None, None) => ListFrom::Beginning,
+        };
         let page = self.objects.list(&prefix, from, self.config.max_page as u32).await?;
-        let listed: Vec<_> = page
+        let mut listed: Vec<_> = page
             .objects
             .iter()
             .filter_map(|o| Some((keys::referrer_of(&o.key, &prefix)?, &o.custom)))
             .filter(|(_, meta)| filter.is_none_or(|f| meta.get("artifactType").map(String::as_str) == Some(f)))
             .collect();
+        // A page reads at most MANIFEST_READS_PER_PAGE manifests, for annotations that were too
+        // large to keep inline: past it the page ends, and the next one starts after it.
+        let reads = listed.iter().scan(0, |reads, (_, meta)| {
+            *reads += usize::from(meta.get("annotations").map(String::as_str) == Some(ANNOTATIONS_IN_MANIFEST));
+            Some(*reads)
+        });
+        let cut = reads.take_while(|&reads| reads <= MANIFEST_READS_PER_PAGE).count();
+        let cut_after = (cut < listed.len()).then(|| listed[cut - 1].0.to_string());
+        listed.truncate(cut);
         // Annotations too large to be inline are read from the manifests, side by side.
         let annotations = join_all(listed.iter().map(|(digest, meta)| async move {
             match meta.get("annotations").map(String::as_str) {
@@ -134,9 +154,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         if filter.is_some() {
             response = response.header("OCI-Filters-Applied", "artifactType");
         }
-        if let Some(next) = &page.cursor {
+        let next = match (&cut_after, &page.cursor) {
+            (Some(last), _) => Some(("after", last.as_str())),
+            (None, Some(cursor)) => Some(("cursor", cursor.as_str())),
+            (None, None) => None,
+        };
+        if let Some(next) = next {
             let path = format!("/v2/{name}/referrers/{subject}");
-            let mut params = vec![("cursor", next.as_str())];
+            let mut params = vec![next];
             if let Some(f) = filter {
                 params.push(("artifactType", f));
             }
