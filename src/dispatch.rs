@@ -214,7 +214,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     drop(flight);
                     stored
                 }
-                Background::Tag { name, tag, record } => self.put_tag(&name, &tag, &record, None).await,
+                Background::Tag { name, tag, record } => self.cache_tag(&name, &tag, &record).await,
                 Background::Notify { body } => {
                     self.deliver(body).await;
                     Ok(())

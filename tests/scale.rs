@@ -136,7 +136,10 @@ fn referrers_whose_annotations_are_in_their_manifests_are_paged_by_the_reads_the
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":1}},"annotations":{{"n":"{i}","pad":"{}"}}}}"#,
             "x".repeat(2048)
         );
-        assert_eq!(t.put_manifest("r", &Digest::sha256_of(body.as_bytes()).to_string(), OCI_MANIFEST, body.as_bytes()).status, 201);
+        assert_eq!(
+            t.put_manifest("r", &Digest::sha256_of(body.as_bytes()).to_string(), OCI_MANIFEST, body.as_bytes()).status,
+            201
+        );
         pushed.push(Digest::sha256_of(body.as_bytes()).to_string());
     }
     pushed.sort();
@@ -147,7 +150,7 @@ fn referrers_whose_annotations_are_in_their_manifests_are_paged_by_the_reads_the
         let manifests = page.json()["manifests"].as_array().unwrap().clone();
         assert!(manifests.len() <= MANIFEST_READS_PER_PAGE, "{}", manifests.len());
         // One listing, and a read of each manifest shown.
-        assert_eq!(page_cost.r2_reads as usize, 1 + manifests.len(), "{path}: {page_cost:?}");
+        assert_eq!(page_cost.r2_reads, 1 + manifests.len(), "{path}: {page_cost:?}");
         for m in &manifests {
             assert_eq!(m["annotations"]["pad"].as_str().map(str::len), Some(2048));
             seen.push(m["digest"].as_str().unwrap().to_owned());
@@ -156,4 +159,79 @@ fn referrers_whose_annotations_are_in_their_manifests_are_paged_by_the_reads_the
         path = link[1..link.find('>').unwrap()].to_owned();
     }
     assert_eq!(seen, pushed, "every referrer once, in order");
+}
+
+/// Pushes an image to `big` under `tags`, and returns its digest.
+fn image_with_tags(t: &TestRegistry, seed: &str, tags: &[&str]) -> Digest {
+    let body = t.image_manifest("big", OCI_MANIFEST, seed);
+    for tag in tags {
+        assert_eq!(t.put_manifest("big", tag, OCI_MANIFEST, &body).status, 201);
+    }
+    Digest::sha256_of(&body)
+}
+
+#[test]
+fn a_delete_by_digest_costs_what_the_manifest_s_own_tags_cost_among_100_000() {
+    let t = TestRegistry::with_config(Config { delete_enabled: true, ..Config::default() });
+    let many = image_with_tags(&t, "tagged 100,000 times", &["seed"]);
+    let few = image_with_tags(&t, "tagged three times", &["x1", "x2", "x3"]);
+    let name = RepositoryName::parse("big").unwrap();
+    let record = TagRecord { digest: many.to_string(), media_type: OCI_MANIFEST.into(), size: 1, cached_at: None };
+    for i in 0..100_000 {
+        let tag = Tag::parse(&format!("t{i:06}")).unwrap();
+        put(&t, &keys::tag_object(&name, &tag), PutOptions { custom: record.to_metadata(), ..PutOptions::default() });
+        put(&t, &keys::tagged(&name, &many, &tag), PutOptions::default());
+    }
+    // x2 moved to the other manifest since: its entry under `few` is left over.
+    assert_eq!(
+        t.put_manifest(
+            "big",
+            "x2",
+            OCI_MANIFEST,
+            &t.get(&format!("/v2/big/manifests/{many}"), &[("Accept", OCI_MANIFEST)]).body
+        )
+        .status,
+        201
+    );
+    put(&t, &keys::tagged(&name, &few, &Tag::parse("x2").unwrap()), PutOptions::default());
+    block_on(t.objects.put(keys::INDEXES_MIGRATION, b"done".to_vec(), PutOptions::default())).unwrap();
+
+    let cold = t.sharing_storage(t.registry.config.as_ref().clone());
+    t.operations.take();
+    assert_eq!(cold.delete(&format!("/v2/big/manifests/{few}")).status, 202);
+    let cost = t.operations.take();
+    // The manifest; whether the index is complete; one listing of its tags and a read of each
+    // (three); the tags (KV, R2, index entry) and the left-over entry; the manifest, and
+    // whether the repository still has one.
+    let (reads, writes) = (cost.r2_reads + cost.kv_reads, cost.r2_writes + cost.kv_writes);
+    assert_eq!((reads, writes), (1 + 1 + 1 + 3 + 1, 2 * 3 + 1 + 1), "{cost:?}");
+    for tag in ["x1", "x3"] {
+        assert_eq!(cold.get(&format!("/v2/big/manifests/{tag}"), &[("Accept", OCI_MANIFEST)]).status, 404, "{tag}");
+    }
+    assert_eq!(cold.get("/v2/big/manifests/x2", &[("Accept", OCI_MANIFEST)]).status, 200, "x2 names the other one");
+    assert!(!t.objects.snapshot().keys().any(|k| k.contains(&format!("_tagged/sha256/{}", few.hex()))));
+    assert_eq!(t.get("/v2/big/tags/list?n=1&last=t099998", &[]).json()["tags"], serde_json::json!(["t099999"]));
+}
+
+#[test]
+fn tags_older_than_their_index_are_found_by_a_delete_until_the_collection_indexes_them() {
+    let config = Config { delete_enabled: true, gc: wharf::config::GcMode::On, ..Config::default() };
+    let t = TestRegistry::with_config(config);
+    let old = image_with_tags(&t, "pushed before the index", &["a", "b"]);
+    let older = image_with_tags(&t, "also before", &["c"]);
+    // As a registry that predates the index holds them: the tags, without entries.
+    let legacy: Vec<String> = t.objects.snapshot().into_keys().filter(|k| k.contains("/_tagged/")).collect();
+    for key in &legacy {
+        block_on(t.objects.delete(key)).unwrap();
+    }
+    assert_eq!(t.delete(&format!("/v2/big/manifests/{old}")).status, 202);
+    for tag in ["a", "b"] {
+        assert_eq!(t.get(&format!("/v2/big/manifests/{tag}"), &[]).status, 404, "{tag}: read from every tag");
+    }
+    block_on(t.registry.collect_garbage(t.now.get() * 1000, false)).unwrap();
+    assert!(t.objects.snapshot().contains_key(&format!("repositories/big/_tagged/sha256/{}/c", older.hex())));
+    t.operations.take();
+    assert_eq!(t.delete(&format!("/v2/big/manifests/{older}")).status, 202);
+    assert_eq!(t.get("/v2/big/manifests/c", &[]).status, 404);
+    assert!(!t.objects.snapshot().keys().any(|k| k.contains("/_tags/")), "no tag left");
 }

@@ -11,8 +11,12 @@ use crate::base::pagination::{listing_start, next_link, page_size};
 use crate::registry::{Registry, Result, json_response};
 use crate::storage::keys::{self, TagRecord};
 use crate::storage::{KeyValueStore, ListFrom, Listing, ObjectStore, PutOptions};
+use futures_util::future::{join, join_all};
 use serde::Serialize;
 use serde_json::json;
+
+/// Most tag reads a DELETE by digest has in flight (a Worker keeps at most six connections).
+const CONCURRENCY: usize = 6;
 
 /// 403 DENIED: not a malformed manifest (MANIFEST_INVALID) but a refused change.
 fn immutable(tag: &Tag, what: &str) -> RegistryError {
@@ -87,10 +91,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(Some(record))
     }
 
-    /// Points a tag at a manifest: R2 first, the source of truth, then KV's copy for pulls.
-    /// `stored` is what R2 held before, when the caller read it: the same record is not
-    /// written again. KV's copy is always written: a location cannot tell from its own,
-    /// possibly stale, KV reads whether KV holds it.
+    /// Points a tag at a manifest: R2 first, the source of truth, then KV's copy for pulls, and
+    /// the entry of a manifest it moved from in the index of tags by manifest goes. The caller
+    /// entered it in that index first ([`Registry::index_tag`]). `stored` is what R2 held
+    /// before, when the caller read it: the same record is not written again. KV's copy is
+    /// always written: a location cannot tell from its own, possibly stale, KV reads whether KV
+    /// holds it.
     pub(crate) async fn put_tag(
         &self,
         name: &RepositoryName,
@@ -98,23 +104,89 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         record: &TagRecord,
         stored: Option<&TagRecord>,
     ) -> Result<()> {
+        let moved_from = stored.filter(|s| s.digest != record.digest).map(TagRecord::digest).transpose()?;
         if stored != Some(record) {
             let options = PutOptions { custom: record.to_metadata(), ..PutOptions::default() };
             self.objects.put(&keys::tag_object(name, tag), Vec::new(), options).await?;
         }
-        self.kv.put(&keys::tag(name, tag), &record.digest, Some(&record.to_json())).await?;
+        let (kv_key, kv_metadata) = (keys::tag(name, tag), record.to_json());
+        let copy = self.kv.put(&kv_key, &record.digest, Some(&kv_metadata));
+        let unindex = async {
+            match &moved_from {
+                Some(old) => self.objects.delete(&keys::tagged(name, old, tag)).await,
+                None => Ok(()),
+            }
+        };
+        let (copied, unindexed) = join(copy, unindex).await;
+        copied?;
+        unindexed?;
         self.memo.remember_tag(name.as_str(), tag.as_str(), record, self.now_secs(), None);
         Ok(())
     }
 
-    /// Removes a tag: KV's copy first, then R2's, so that a delete stopped half-way leaves a
-    /// tag that still exists (R2) and a retry that finds it.
-    pub(crate) async fn delete_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<()> {
+    /// Enters a tag about to name manifest `digest` (R2 held `stored`) in the index of tags by
+    /// manifest, unless it names it already: before [`Registry::put_tag`] writes the tag, so that
+    /// a DELETE by digest finds it from then on.
+    pub(crate) async fn index_tag(
+        &self,
+        name: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+        stored: Option<&TagRecord>,
+    ) -> Result<()> {
+        if stored.is_none_or(|s| s.digest != digest.to_string()) {
+            self.objects.put(&keys::tagged(name, digest, tag), Vec::new(), PutOptions::default()).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a tag as the upstream of a pull-through cache has it, without reading what R2
+    /// holds (an entry of the manifest it named before stays until a DELETE by digest meets it).
+    pub(crate) async fn cache_tag(&self, name: &RepositoryName, tag: &Tag, record: &TagRecord) -> Result<()> {
+        self.index_tag(name, tag, &record.digest()?, None).await?;
+        self.put_tag(name, tag, record, None).await
+    }
+
+    /// Removes a tag that names manifest `digest`: KV's copy first, then R2's, so that a delete
+    /// stopped half-way leaves a tag that still exists (R2) and a retry that finds it; then its
+    /// entry in the index of tags by manifest.
+    pub(crate) async fn delete_tag(&self, name: &RepositoryName, tag: &Tag, digest: &Digest) -> Result<()> {
         self.memo.forget_tag(name.as_str(), tag.as_str());
         self.kv.delete(&keys::tag(name, tag)).await?;
         self.objects.delete(&keys::tag_object(name, tag)).await?;
         self.memo.forget_tag(name.as_str(), tag.as_str());
+        self.objects.delete(&keys::tagged(name, digest, tag)).await?;
         Ok(())
+    }
+
+    /// The tags that name manifest `digest`. Once the index of tags by manifest is complete
+    /// (see `migrate`), from one listing of it, each entry checked against its tag (an entry
+    /// outlives a tag that moved while its push stopped half-way): what the manifest's tags
+    /// cost, however many the repository has. Before, from every tag of the repository.
+    pub(crate) async fn tags_of(&self, name: &RepositoryName, digest: &Digest) -> Result<Vec<Tag>> {
+        let target = digest.to_string();
+        if !self.indexes_written().await? {
+            let all = self.all_tags(name).await?.into_iter();
+            return Ok(all.filter(|(_, r)| r.digest == target).map(|(t, _)| t).collect());
+        }
+        let prefix = keys::tagged_prefix(name, digest);
+        let mut listing = Listing::new(prefix.as_str());
+        let mut indexed = Vec::new();
+        while let Some(meta) = listing.next(&self.objects).await? {
+            indexed.extend(keys::tag_of(&meta.key, &prefix));
+        }
+        let mut tags = Vec::with_capacity(indexed.len());
+        for batch in indexed.chunks(CONCURRENCY) {
+            let records = join_all(batch.iter().map(|t| self.stored_tag(name, t))).await;
+            for (tag, record) in batch.iter().zip(records) {
+                match record? {
+                    Some(r) if r.digest == target => tags.push(tag.clone()),
+                    // Moved or gone: the entry is left over.
+                    _ => self.objects.delete(&keys::tagged(name, digest, tag)).await?,
+                }
+            }
+        }
+        Ok(tags)
     }
 
     /// Every tag of a repository with its record, in lexical order, from R2.

@@ -9,7 +9,9 @@
 //! writes only where R2 has none.
 //!
 //! Likewise blob links and index entries written before holders existed (`keys`, "holders")
-//! have none; garbage collection writes them, a step at a time, before it first removes bytes.
+//! have none, and tags written before the index of tags by manifest (`_tagged`) have no entry
+//! there. Garbage collection writes them, a step at a time, before it first removes bytes; until
+//! then DELETE by digest reads every tag of the repository.
 
 use crate::base::names::{Digest, RepositoryName, Tag};
 use crate::oci::blobs::BlobLink;
@@ -30,7 +32,7 @@ const KEYS_PER_PAGE: u32 = 500;
 const PAGES_PER_RUN: usize = 20;
 const WRITES_PER_RUN: usize = 400;
 
-/// Holders a step of the holders migration writes at most (from one listing).
+/// Entries a step of the indexes migration writes at most (from one listing).
 const HOLDERS_PER_STEP: usize = 400;
 
 /// Most storage requests in flight (a Worker keeps at most six connections).
@@ -114,17 +116,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
 }
 
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
-    /// Whether every blob link and index entry has its holder (one R2 read).
-    pub async fn holders_written(&self) -> Result<bool> {
-        Ok(self.objects.get_bytes(keys::HOLDERS_MIGRATION).await?.is_some_and(|(_, b)| b == DONE))
+    /// Whether every blob link and index entry has its holder, and every tag its `_tagged`
+    /// entry (one R2 read).
+    pub async fn indexes_written(&self) -> Result<bool> {
+        Ok(self.objects.get_bytes(keys::INDEXES_MIGRATION).await?.is_some_and(|(_, b)| b == DONE))
     }
 
-    /// Writes the holders of the next index entries, then blob links, after the key `after`
-    /// (see `keys`): links and entries written before holders existed have none, and garbage
-    /// collection would take their bytes. Returns where the next step starts, `None` once done
-    /// (then recorded, so later collections skip it). Index entries list first (`digests/`
-    /// sorts before `repositories/`).
-    pub async fn write_missing_holders(&self, after: Option<String>) -> Result<Option<String>> {
+    /// Writes the holders of the next index entries, then blob links, and the `_tagged` entries
+    /// of tags, after the key `after` (see `keys`): what was written before them has none, and
+    /// garbage collection would take bytes still linked. Returns where the next step starts,
+    /// `None` once done (then recorded, so later collections skip it). Index entries list first
+    /// (`digests/` sorts before `repositories/`).
+    pub async fn write_missing_indexes(&self, after: Option<String>) -> Result<Option<String>> {
         let prefix = match &after {
             Some(key) if key.starts_with(keys::REPOSITORIES_PREFIX) => keys::REPOSITORIES_PREFIX,
             _ => keys::BLOB_INDEX_PREFIX,
@@ -138,7 +141,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             if holders.len() == HOLDERS_PER_STEP {
                 break;
             }
-            holders.extend(holder_of(meta));
+            holders.extend(index_entry_of(meta));
             looked_at += 1;
         }
         for batch in holders.chunks(CONCURRENCY) {
@@ -154,15 +157,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             // The index is done: the links next.
             _ if prefix == keys::BLOB_INDEX_PREFIX => Ok(Some(keys::REPOSITORIES_PREFIX.to_owned())),
             _ => {
-                self.objects.put(keys::HOLDERS_MIGRATION, DONE.to_vec(), PutOptions::default()).await?;
+                self.objects.put(keys::INDEXES_MIGRATION, DONE.to_vec(), PutOptions::default()).await?;
                 Ok(None)
             }
         }
     }
 }
 
-/// The holder a listed index entry or blob link calls for, with its metadata.
-fn holder_of(meta: &ObjectMeta) -> Option<(String, Metadata)> {
+/// The entry a listed index entry, blob link (their holder) or tag calls for, with its metadata.
+fn index_entry_of(meta: &ObjectMeta) -> Option<(String, Metadata)> {
+    if let Some((name, RepositoryKey::Tag(tag))) = keys::parse_repository_key(&meta.key) {
+        let digest = TagRecord::from_metadata(&meta.custom)?.digest().ok()?;
+        return Some((keys::tagged(&name, &digest, &tag), Metadata::new()));
+    }
     let link = BlobLink::from_metadata(&meta.custom)?;
     let upload = keys::upload_of_object(&link.object)?;
     let (digest, who) = match keys::parse_repository_key(&meta.key) {

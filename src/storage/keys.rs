@@ -11,6 +11,10 @@
 //! │   ├── _tags/<tag>              the tag: empty body; customMetadata the tag record. The
 //! │   │                            source of truth for tags (R2 is strongly consistent); KV's
 //! │   │                            copy is the fast path of pulls (see `oci::tags`)
+//! │   ├── _tagged/<alg>/<hex>/<tag> the tag may name this manifest: written before the tag
+//! │   │                            object, removed after it moves or goes, so one listing finds
+//! │   │                            the tags a DELETE by digest removes (each checked against
+//! │   │                            its tag object)
 //! │   └── _referrers/<subject alg>/<subject hex>/<alg>/<hex>
 //! │                                a manifest of this repository whose `subject` is the first
 //! │                                digest: empty body, its descriptor in customMetadata, so one
@@ -36,8 +40,8 @@
 //! │                                references the blob through no link, as the collection run
 //! │                                <run> found it. `~index`: the index entry names the object
 //! │                                (written for entries older than holders)
-//! ├── migrations/holders           the writing of holders for the links and index entries older
-//! │                                than holders: the R2 key to go on after, or `done`
+//! ├── migrations/indexes           the writing of holders and `_tagged` entries for the links,
+//! │                                index entries and tags older than them: `done` once written
 //! ├── migrations/tags              the copy of tags kept in KV alone (before R2 held tags) into
 //! │                                R2: where it stands, as the KV cursor to go on from, or
 //! │                                `done` (see `ops::migrate`)
@@ -90,6 +94,8 @@ pub enum RepositoryKey {
     BlobLink(Digest),
     Referrer,
     Tag(Tag),
+    /// An entry of the index of tags by manifest.
+    Tagged,
 }
 
 /// Reads a key under [`REPOSITORIES_PREFIX`]. The name ends at the first `/_`: no name
@@ -108,6 +114,8 @@ pub fn parse_repository_key(key: &str) -> Option<(RepositoryName, RepositoryKey)
         RepositoryKey::Referrer
     } else if let Some(tag) = rest.strip_prefix("tags/") {
         RepositoryKey::Tag(Tag::parse(tag).ok()?)
+    } else if rest.starts_with("tagged/") {
+        RepositoryKey::Tagged
     } else {
         return None;
     };
@@ -186,8 +194,9 @@ pub fn parse_holder(key: &str) -> Option<(UploadId, Holder)> {
     Some((UploadId::parse(id).ok()?, who))
 }
 
-/// Where the writing of holders for links older than holders stands (see `ops::migrate`).
-pub const HOLDERS_MIGRATION: &str = "migrations/holders";
+/// Whether holders and `_tagged` entries were written for what is older than them (see
+/// `ops::migrate`).
+pub const INDEXES_MIGRATION: &str = "migrations/indexes";
 
 /// Prefix of the registry-wide blob index.
 pub const BLOB_INDEX_PREFIX: &str = "digests/";
@@ -312,6 +321,16 @@ pub fn tag_objects_prefix(name: &RepositoryName) -> String {
     format!("{REPOSITORIES_PREFIX}{name}/_tags/")
 }
 
+/// The entry saying `tag` may name manifest `d`.
+pub fn tagged(name: &RepositoryName, d: &Digest, tag: &Tag) -> String {
+    format!("{}{tag}", tagged_prefix(name, d))
+}
+
+/// Prefix of the entries of the tags that may name manifest `d`.
+pub fn tagged_prefix(name: &RepositoryName, d: &Digest) -> String {
+    format!("{REPOSITORIES_PREFIX}{name}/_tagged/{}/", digest_path(d))
+}
+
 /// The tag of a key listed under [`tag_objects_prefix`].
 pub fn tag_of(key: &str, prefix: &str) -> Option<Tag> {
     Tag::parse(key.strip_prefix(prefix)?).ok()
@@ -420,6 +439,10 @@ mod tests {
             Some((name.clone(), RepositoryKey::BlobLink(d.clone())))
         );
         assert_eq!(parse_repository_key(&key), Some((name.clone(), RepositoryKey::Referrer)));
+        let v2 = Tag::parse("v2").unwrap();
+        assert_eq!(tagged(&name, &d, &v2), format!("repositories/a/b/_tagged/sha256/{hex}/v2"));
+        assert_eq!(tag_of(&tagged(&name, &d, &v2), &tagged_prefix(&name, &d)), Some(v2.clone()));
+        assert_eq!(parse_repository_key(&tagged(&name, &d, &v2)), Some((name.clone(), RepositoryKey::Tagged)));
         let nested = RepositoryName::parse("a_b/c__d").unwrap();
         assert_eq!(parse_repository_key(&blob_link(&nested, &d)), Some((nested, RepositoryKey::BlobLink(d.clone()))));
         assert_eq!(parse_repository_key("repositories/a/_other/x"), None);
@@ -441,7 +464,7 @@ mod tests {
         let d = Digest::sha256_of(b"x");
         let t = Tag::parse("zz").unwrap();
         let after = after_repository(&a);
-        for own in [manifest(&a, &d), blob_link(&a, &d), tag_object(&a, &t), referrer(&a, &d, &d)] {
+        for own in [manifest(&a, &d), blob_link(&a, &d), tag_object(&a, &t), referrer(&a, &d, &d), tagged(&a, &d, &t)] {
             assert!(own < after, "{own}");
         }
         for next in ["a/b", "a0", "b"] {

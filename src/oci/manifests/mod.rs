@@ -259,16 +259,24 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let size = bytes.len() as u64;
         let collecting = self.config.gc == GcMode::On;
         let copy = collecting.then(|| bytes.clone());
-        match existed {
-            false => self.write_manifest(name, &digest, bytes, &manifest).await?,
+        // The index of tags by manifest beside the bytes: an entry ahead of its tag is harmless
+        // (see `tags_of`), a tag without its entry would outlive a DELETE by digest.
+        let tagged: Vec<(&Tag, Option<&TagRecord>)> =
+            tags.iter().copied().zip(stored_tags.iter().map(Option::as_ref)).collect();
+        let indexing = join_all(tagged.iter().map(|(tag, stored)| self.index_tag(name, tag, &digest, *stored)));
+        let (written, indexed) = match existed {
+            false => join(self.write_manifest(name, &digest, bytes, &manifest), indexing).await,
             // Stored: the next pull from this isolate needs no R2 read all the same.
-            true => self.remember_manifest(name, &digest, &bytes, &manifest),
-        }
+            true => {
+                self.remember_manifest(name, &digest, &bytes, &manifest);
+                (Ok(()), indexing.await)
+            }
+        };
+        written?;
+        indexed.into_iter().collect::<Result<Vec<()>>>()?;
         if let Some(bytes) = &copy {
             self.recheck_after_write(name, &digest, &manifest, existed, bytes.clone()).await?;
         }
-        let tagged: Vec<(&Tag, Option<&TagRecord>)> =
-            tags.iter().copied().zip(stored_tags.iter().map(Option::as_ref)).collect();
         self.index_manifest(name, &digest, &manifest, size, &tagged, referred).await?;
         if let Some(bytes) = copy {
             self.recheck_after_tagging(name, &digest, &manifest, bytes).await?;
@@ -355,8 +363,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         tags: &[&Tag],
     ) -> Result<()> {
         let size = bytes.len() as u64;
-        self.write_manifest(name, digest, bytes, manifest).await?;
         let tagged: Vec<(&Tag, Option<&TagRecord>)> = tags.iter().map(|t| (*t, None)).collect();
+        let indexing = join_all(tagged.iter().map(|(tag, _)| self.index_tag(name, tag, digest, None)));
+        let (written, indexed) = join(self.write_manifest(name, digest, bytes, manifest), indexing).await;
+        written?;
+        indexed.into_iter().collect::<Result<Vec<()>>>()?;
         self.index_manifest(name, digest, manifest, size, &tagged, false).await
     }
 
@@ -631,11 +642,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         }
         match reference {
             Reference::Tag(tag) => {
-                if self.tag_record(name, tag).await?.is_none() {
+                let Some(record) = self.tag_record(name, tag).await? else {
                     return Err(manifest_unknown().with_detail(json!({ "tag": tag.as_str() })));
-                }
+                };
                 self.check_tag_delete(name, tag)?;
-                self.delete_tag(name, tag).await?;
+                self.delete_tag(name, tag, &record.digest()?).await?;
                 self.record_event(Action::Delete, Target { tag: Some(tag.to_string()), ..Target::new(name) });
             }
             Reference::Digest(digest) => {
@@ -650,17 +661,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     return Err(manifest_unknown());
                 };
                 let target = digest.to_string();
-                let tags: Vec<Tag> = self
-                    .all_tags(name)
-                    .await?
-                    .into_iter()
-                    .filter(|(_, r)| r.digest == target)
-                    .map(|(t, _)| t)
-                    .collect();
+                let tags = self.tags_of(name, digest).await?;
                 // Deleting the manifest would delete its tags: not if one is immutable.
                 tags.iter().try_for_each(|t| self.check_tag_delete(name, t))?;
                 for tag in &tags {
-                    self.delete_tag(name, tag).await?;
+                    self.delete_tag(name, tag, digest).await?;
                 }
                 if let Some(subject) = format::subject_of(&bytes) {
                     self.forget_referrer(name, &subject, digest).await?;

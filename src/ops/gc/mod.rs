@@ -17,8 +17,8 @@
 //! The phases, in order:
 //! - **start**: with `WHARF_GC_UNTAGGED`, untagged collection waits until every tag kept in KV
 //!   alone is in R2 (see `migrate`); one batch of them is copied.
-//! - **holders**, once per registry: the holders of blob links and index entries written before
-//!   holders existed (see `migrate`).
+//! - **holders**, once per registry: the holders of blob links and index entries, and the
+//!   `_tagged` entries of tags, written before these existed (see `migrate`).
 //! - **repositories**: each repository on its own, in three steps (see `repository`):
 //!   1. **Mark.** Read every manifest. The live ones are all of them, or with
 //!      `WHARF_GC_UNTAGGED` the tagged ones, the ones younger than the grace period, and what
@@ -476,12 +476,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 if self.config.gc_untagged && !self.tags_in_r2().await? {
                     report.untagged_deferred = !self.copy_kv_tags_to_r2().await?.0;
                 }
-                match self.holders_written().await? {
+                match self.indexes_written().await? {
                     true => Phase::Repositories { after: None },
                     false => Phase::Holders { after: None },
                 }
             }
-            Phase::Holders { after } => match self.write_missing_holders(after).await? {
+            Phase::Holders { after } => match self.write_missing_indexes(after).await? {
                 Some(after) => Phase::Holders { after: Some(after) },
                 None => Phase::Repositories { after: None },
             },

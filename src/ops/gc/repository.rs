@@ -37,7 +37,7 @@ impl Listed {
             // The tags in R2, listed with the manifests: strongly consistent, unlike KV's copies,
             // which another location may have written a minute ago unseen here.
             RepositoryKey::Tag(_) => self.tagged.extend(TagRecord::from_metadata(&meta.custom).map(|r| r.digest)),
-            RepositoryKey::Referrer => {}
+            RepositoryKey::Referrer | RepositoryKey::Tagged => {}
         }
     }
 }
