@@ -697,7 +697,8 @@ async function scale() {
   const wharf = await startWharf({
     selftest: true,
     state,
-    vars: { WHARF_GC: "on", WHARF_GC_UNTAGGED: "true", WHARF_ADMIN_TOKEN: token, WHARF_MAX_PAGE_SIZE: "1000" },
+    vars: { WHARF_GC: "on", WHARF_GC_UNTAGGED: "true", WHARF_ADMIN_TOKEN: token, WHARF_MAX_PAGE_SIZE: "1000", WHARF_LOG_LEVEL: "info" },
+    logLevel: "info",
   });
   try {
     // Median latency, and the storage operations the page cost (the self-test build says).
@@ -742,6 +743,17 @@ async function scale() {
     const report = run.report;
     const memory = (await request(wharf.base, "GET", "/_wharf/selftest/memory")).json().wasmMemoryBytes;
     console.log(`Garbage collection (untagged on): ${gcSeconds.toFixed(1)} s in ${run.steps} steps, ${run.operations} storage operations, at most ${run.maxStepOperations} in one step; ${report.manifests.length + report.more} items removed (${report.manifests.length} manifests, ${report.blobLinks.length} links, ${report.blobs.length} blobs listed)`);
+    // The steps' log lines: how many worked in each phase, and the most operations of one.
+    const steps = wharf.log().split("\n").filter((l) => l.includes('"gc step"') && l.includes(run.id))
+      .map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+    const phases = new Map();
+    for (const step of steps) {
+      const p = phases.get(step.phase) ?? { steps: 0, most: 0, ms: 0 };
+      phases.set(step.phase, { steps: p.steps + 1, most: Math.max(p.most, step.operations), ms: p.ms + step.durationMs });
+    }
+    console.log("| phase | steps | most operations in a step | time in steps |");
+    console.log("|---|---|---|---|");
+    for (const [phase, p] of phases) console.log(`| ${phase} | ${p.steps} | ${p.most} | ${(p.ms / 1000).toFixed(1)} s |`);
     console.log(`Wasm memory afterwards: ${(memory / MiB).toFixed(1)} MiB`);
   } finally {
     await wharf.stop();

@@ -32,8 +32,9 @@ const KEYS_PER_PAGE: u32 = 500;
 const PAGES_PER_RUN: usize = 20;
 const WRITES_PER_RUN: usize = 400;
 
-/// Entries a step of the indexes migration writes at most (from one listing).
+/// Entries a step of the indexes migration writes at most, and listings it reads at most.
 const HOLDERS_PER_STEP: usize = 400;
+const LISTINGS_PER_STEP: usize = 20;
 
 /// Most storage requests in flight (a Worker keeps at most six connections).
 const CONCURRENCY: usize = 6;
@@ -128,23 +129,39 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// `None` once done (then recorded, so later collections skip it). Index entries list first
     /// (`digests/` sorts before `repositories/`).
     pub async fn write_missing_indexes(&self, after: Option<String>) -> Result<Option<String>> {
-        let prefix = match &after {
-            Some(key) if key.starts_with(keys::REPOSITORIES_PREFIX) => keys::REPOSITORIES_PREFIX,
-            _ => keys::BLOB_INDEX_PREFIX,
-        };
-        let from = after.as_deref().filter(|key| key.starts_with(prefix));
-        let page = self.objects.list(prefix, from.map_or(ListFrom::Beginning, ListFrom::After), 1000).await?;
-        // The keys up to the one that calls for the last holder a step writes.
-        let mut holders: Vec<(String, Metadata)> = Vec::new();
-        let mut looked_at = 0;
-        for meta in &page.objects {
-            if holders.len() == HOLDERS_PER_STEP {
+        let mut after = after;
+        // The entries to write, up to HOLDERS_PER_STEP, from listings of up to 1,000 keys (R2
+        // may answer fewer when it includes metadata).
+        let mut entries: Vec<(String, Metadata)> = Vec::new();
+        let mut next = None;
+        for _ in 0..LISTINGS_PER_STEP {
+            let prefix = match &after {
+                Some(key) if key.starts_with(keys::REPOSITORIES_PREFIX) => keys::REPOSITORIES_PREFIX,
+                _ => keys::BLOB_INDEX_PREFIX,
+            };
+            let from = after.as_deref().filter(|key| key.starts_with(prefix));
+            let page = self.objects.list(prefix, from.map_or(ListFrom::Beginning, ListFrom::After), 1000).await?;
+            let mut looked_at = 0;
+            for meta in &page.objects {
+                if entries.len() == HOLDERS_PER_STEP {
+                    break;
+                }
+                entries.extend(index_entry_of(meta));
+                looked_at += 1;
+            }
+            let more = page.cursor.is_some() || looked_at < page.objects.len();
+            after = match (page.objects[..looked_at].last(), more) {
+                (Some(last), true) => Some(last.key.clone()),
+                // The index is done: the links and tags next.
+                _ if prefix == keys::BLOB_INDEX_PREFIX => Some(keys::REPOSITORIES_PREFIX.to_owned()),
+                _ => None,
+            };
+            next = after.clone();
+            if next.is_none() || entries.len() == HOLDERS_PER_STEP {
                 break;
             }
-            holders.extend(index_entry_of(meta));
-            looked_at += 1;
         }
-        for batch in holders.chunks(CONCURRENCY) {
+        for batch in entries.chunks(CONCURRENCY) {
             let writes = batch.iter().map(|(key, custom)| {
                 self.objects.put(key, Vec::new(), PutOptions { custom: custom.clone(), ..PutOptions::default() })
             });
@@ -152,15 +169,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 written?;
             }
         }
-        match (page.objects[..looked_at].last(), page.cursor.is_some() || looked_at < page.objects.len()) {
-            (Some(last), true) => Ok(Some(last.key.clone())),
-            // The index is done: the links next.
-            _ if prefix == keys::BLOB_INDEX_PREFIX => Ok(Some(keys::REPOSITORIES_PREFIX.to_owned())),
-            _ => {
-                self.objects.put(keys::INDEXES_MIGRATION, DONE.to_vec(), PutOptions::default()).await?;
-                Ok(None)
-            }
+        if next.is_none() {
+            self.objects.put(keys::INDEXES_MIGRATION, DONE.to_vec(), PutOptions::default()).await?;
         }
+        Ok(next)
     }
 }
 
