@@ -705,7 +705,7 @@ async function scale() {
     const latency = async (path) => {
       const times = [];
       let operations;
-      for (let i = 0; i < 16; i++) {
+      for (let i = 0; i < 41; i++) {
         const t = process.hrtime.bigint();
         const r = await request(wharf.base, "GET", path);
         if (r.status !== 200) throw new Error(`${path}: ${r.status} ${r.body}`);
