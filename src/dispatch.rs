@@ -4,6 +4,7 @@
 
 use crate::auth::access::Actions;
 use crate::auth::{AuthConfig, Identity};
+use crate::base::cors::{self, CorsOrigins};
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
 use crate::base::names::{RepositoryName, Tag};
@@ -30,7 +31,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let request_id = request_id(&headers);
         self.admitted.set(self.config.auth.is_none());
         let mut error = None;
-        let response = match self.dispatch(method, &path, &query, &headers, &origin, &mut body).await {
+        let cors = self.config.cors_origins.allowed(&headers);
+        let dispatched = match (method, cors) {
+            (Method::Options, Some(origin)) if cors::preflight_path(&path) => Ok(CorsOrigins::preflight(origin)),
+            _ => self.dispatch(method, &path, &query, &headers, &origin, &mut body).await,
+        };
+        let response = match dispatched {
             Ok(r) => r,
             Err(e) => {
                 // Not for strangers: a client that access control has not admitted (refused by
@@ -52,6 +58,10 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             .header("Docker-Distribution-API-Version", "registry/2.0")
             .header("X-Request-Id", request_id.clone())
             .without_content_coding(method == Method::Head);
+        let response = match cors {
+            Some(origin) => CorsOrigins::decorate(response, origin),
+            None => response,
+        };
         // The benchmark's count of storage operations per request (self-test builds only).
         #[cfg(feature = "selftest")]
         let response = match self.config.selftest {

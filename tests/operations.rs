@@ -451,3 +451,111 @@ fn a_queue_that_refuses_the_deliveries_leaves_them_to_be_sent_at_once() {
     assert_eq!(delivered(&n, HOOK).len(), 1);
     assert_eq!(delivered(&n, FLAKY).len(), 1);
 }
+
+/// A registry that collects garbage with `rules` as `WHARF_RETENTION` (untagged collection off,
+/// an hour of grace), immutable `ci/*:pr-1`, notifying tag deletes to HOOK.
+fn retaining(rules: &str) -> (TestRegistry, FakeNotifier) {
+    let var = |name: &str| match name {
+        "WHARF_NOTIFY_URLS" => Some(HOOK.to_owned()),
+        "WHARF_NOTIFY_EVENTS" => Some("delete".to_owned()),
+        _ => None,
+    };
+    let config = Config {
+        delete_enabled: true,
+        gc: wharf::config::GcMode::On,
+        gc_grace_secs: 3600,
+        retention: wharf::config::retention::Retention::parse(rules).unwrap(),
+        immutable_tags: ImmutableTags::parse("ci/*:pr-1").unwrap(),
+        notify: NotifyConfig::from_vars(&var).unwrap(),
+        ..Config::default()
+    };
+    let notifier = FakeNotifier::default();
+    (TestRegistry::with_notifier(config, Box::new(notifier.clone())), notifier)
+}
+
+/// Moves both clocks (the registry's and the stores' write times) to `ms`.
+fn at(t: &TestRegistry, ms: u64) {
+    t.now.set(ms / 1000);
+    t.objects.set_now_ms(ms);
+}
+
+const PUSHED_MS: u64 = 1_800_000_000_000;
+const MINUTE_MS: u64 = 60_000;
+const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
+
+fn status_of(t: &TestRegistry, repo: &str, tag: &str) -> u16 {
+    t.get(&format!("/v2/{repo}/manifests/{tag}"), &[("Accept", OCI_MANIFEST)]).status
+}
+
+#[test]
+fn retention_keeps_the_newest_matching_tags_and_collects_what_the_others_held_in_the_same_run() {
+    let (t, notifier) = retaining(r#"[{"repositories": "ci/*", "tags": "pr-*", "keepLast": 2}]"#);
+    let mut digests = Vec::new();
+    for (i, tag) in ["pr-1", "pr-2", "pr-3", "pr-4", "pr-5", "main"].iter().enumerate() {
+        at(&t, PUSHED_MS + i as u64 * MINUTE_MS);
+        digests.push(t.push_image("ci/app", tag, OCI_MANIFEST, &format!("build {tag}")).1);
+    }
+    // Another repository, and a second tag on pr-3's manifest that no rule matches.
+    t.push_image("prod/app", "pr-2", OCI_MANIFEST, "elsewhere");
+    assert_eq!(
+        t.put_manifest(
+            "ci/app",
+            "keep-3",
+            OCI_MANIFEST,
+            &t.get("/v2/ci/app/manifests/pr-3", &[("Accept", OCI_MANIFEST)]).body
+        )
+        .status,
+        201
+    );
+    at(&t, PUSHED_MS + 2 * 60 * MINUTE_MS);
+
+    let dry = block_on_gc(&t, true);
+    assert_eq!(dry.untagged, ["ci/app:pr-2", "ci/app:pr-3"], "pr-1 is immutable; pr-4 and pr-5 are the newest two");
+    assert_eq!(dry.manifests, [format!("ci/app@{}", digests[1])], "pr-3's manifest is still tagged keep-3");
+    assert_eq!(status_of(&t, "ci/app", "pr-2"), 200, "a dry run removes nothing");
+    assert!(delivered(&notifier, HOOK).is_empty());
+
+    let report = block_on_gc(&t, false);
+    assert_eq!((report.untagged, report.manifests), (dry.untagged, dry.manifests));
+    // The freed manifest's config and layers go with it, in the same run.
+    assert_eq!(report.blob_links.len(), 3, "{:?}", report.blob_links);
+    let fresh = t.sharing_storage(t.registry.config.as_ref().clone());
+    for (repo, tag, status) in [
+        ("ci/app", "pr-1", 200),
+        ("ci/app", "pr-2", 404),
+        ("ci/app", "pr-3", 404),
+        ("ci/app", "pr-4", 200),
+        ("ci/app", "pr-5", 200),
+        ("ci/app", "main", 200),
+        ("ci/app", "keep-3", 200),
+        ("prod/app", "pr-2", 200),
+    ] {
+        assert_eq!(status_of(&fresh, repo, tag), status, "{repo}:{tag}");
+    }
+    let events = delivered(&notifier, HOOK);
+    let untagged: Vec<_> =
+        events.iter().map(|e| (e["action"].as_str().unwrap(), e["target"]["tag"].as_str().unwrap())).collect();
+    assert_eq!(untagged, [("delete", "pr-2"), ("delete", "pr-3")]);
+    assert_eq!(events[0]["target"]["repository"], "ci/app");
+    // Nothing more to untag.
+    assert!(block_on_gc(&t, false).untagged.is_empty());
+}
+
+#[test]
+fn retention_by_age_keeps_what_was_pushed_within_its_days() {
+    let (t, _) = retaining(r#"[{"repositories": "*", "tags": "nightly-*", "keepDays": 7}]"#);
+    at(&t, PUSHED_MS);
+    t.push_image("app", "nightly-old", OCI_MANIFEST, "old");
+    at(&t, PUSHED_MS + 5 * DAY_MS);
+    t.push_image("app", "nightly-new", OCI_MANIFEST, "new");
+    t.push_image("app", "release", OCI_MANIFEST, "released");
+    at(&t, PUSHED_MS + 9 * DAY_MS);
+    assert_eq!(block_on_gc(&t, false).untagged, ["app:nightly-old"]);
+    for (tag, status) in [("nightly-old", 404), ("nightly-new", 200), ("release", 200)] {
+        assert_eq!(status_of(&t.sharing_storage(t.registry.config.as_ref().clone()), "app", tag), status, "{tag}");
+    }
+}
+
+fn block_on_gc(t: &TestRegistry, dry_run: bool) -> wharf::ops::gc::GcReport {
+    futures_executor::block_on(t.registry.collect_garbage(t.now.get() * 1000, dry_run)).expect("collection")
+}

@@ -15,6 +15,8 @@ pub enum Method {
     Put,
     Patch,
     Delete,
+    /// A CORS preflight (see `cors`).
+    Options,
     Other,
 }
 
@@ -27,6 +29,7 @@ impl Method {
             "PUT" => Method::Put,
             "PATCH" => Method::Patch,
             "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
             _ => Method::Other,
         }
     }
@@ -38,6 +41,7 @@ impl Method {
             Method::Put => "PUT",
             Method::Patch => "PATCH",
             Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
             Method::Other => "OTHER",
         }
     }

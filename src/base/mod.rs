@@ -1,6 +1,7 @@
 //! The bottom layer: what every other module builds on, depending on nothing of wharf's above
 //! it.
 
+pub mod cors;
 pub mod de;
 pub mod error;
 pub mod hashing;

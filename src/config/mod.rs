@@ -3,6 +3,7 @@
 
 pub mod manifests;
 pub mod notify;
+pub mod retention;
 pub mod tags;
 pub mod upstream;
 
@@ -45,6 +46,11 @@ pub struct Config {
     /// `WHARF_TAG_MEMO_SECONDS`: how long an isolate keeps what a tag points at in memory
     /// (see `memo`). Default 2; 0 turns it off.
     pub tag_memo_secs: u64,
+    /// `WHARF_RETENTION`: which tags garbage collection untags (see `retention`). Default none.
+    pub retention: retention::Retention,
+    /// `WHARF_CORS_ORIGINS`: the browser origins whose pages may call the registry (see
+    /// `cors`). Default none.
+    pub cors_origins: crate::base::cors::CorsOrigins,
     /// `WHARF_UPSTREAM` and friends: pull-through cache mode (see `proxy`). Default off.
     pub upstream: Option<upstream::UpstreamConfig>,
     /// `WHARF_GC`: what the cron trigger's garbage collection does (see `gc`). Default off.
@@ -99,6 +105,8 @@ impl Default for Config {
             tag_max_age_secs: 0,
             tag_memo_secs: 2,
             upstream: None,
+            cors_origins: Default::default(),
+            retention: Default::default(),
             gc: GcMode::Off,
             gc_untagged: false,
             gc_grace_secs: 24 * 60 * 60,
@@ -180,6 +188,8 @@ impl Config {
             tag_max_age_secs: number("WHARF_TAG_MAX_AGE_SECONDS", defaults.tag_max_age_secs)?,
             tag_memo_secs: number("WHARF_TAG_MEMO_SECONDS", defaults.tag_memo_secs)?,
             upstream: upstream::UpstreamConfig::from_vars(var)?,
+            retention: retention::Retention::parse(&var("WHARF_RETENTION").unwrap_or_default())?,
+            cors_origins: crate::base::cors::CorsOrigins::parse(&var("WHARF_CORS_ORIGINS").unwrap_or_default())?,
             gc,
             gc_untagged: flag("WHARF_GC_UNTAGGED", false)?,
             gc_grace_secs: number("WHARF_GC_GRACE_SECONDS", defaults.gc_grace_secs)?,

@@ -15,11 +15,13 @@
 //! the run.
 //!
 //! The phases, in order:
-//! - **start**: with `WHARF_GC_UNTAGGED`, untagged collection waits until every tag kept in KV
-//!   alone is in R2 (see `migrate`); one batch of them is copied.
+//! - **start**: with `WHARF_GC_UNTAGGED` or `WHARF_RETENTION`, untagged collection and
+//!   retention wait until every tag kept in KV alone is in R2 (see `migrate`); one batch of them
+//!   is copied.
 //! - **holders**, once per registry: the holders of blob links and index entries, and the
 //!   `_tagged` entries of tags, written before these existed (see `migrate`).
-//! - **repositories**: each repository on its own, in three steps (see `repository`):
+//! - **repositories**: each repository on its own (see `repository`): retention first
+//!   (`WHARF_RETENTION`: the tags its rules do not keep are removed), then three steps:
 //!   1. **Mark.** Read every manifest. The live ones are all of them, or with
 //!      `WHARF_GC_UNTAGGED` the tagged ones, the ones younger than the grace period, and what
 //!      they reach (index children; referrers whose subject is live). Their configs and layers
@@ -80,6 +82,7 @@ mod repository;
 use crate::base::de::Members;
 use crate::base::error::RegistryError;
 use crate::base::names::{Digest, UploadId};
+use crate::ops::notify::RequestRecord;
 use crate::registry::{Registry, Result};
 use crate::storage::keys;
 use crate::storage::{KeyValueStore, Metadata, ObjectMeta, ObjectStore, PutOptions};
@@ -120,10 +123,12 @@ pub struct GcReport {
     pub restored: Vec<String>,
     /// Links a stopped collection took from a manifest that needs them, put back.
     pub repaired: Vec<String>,
+    /// Tags retention (`WHARF_RETENTION`) removed, as `repository:tag`.
+    pub untagged: Vec<String>,
     /// Repositories left alone because one of their manifests could not be read.
     pub skipped: Vec<String>,
-    /// With `WHARF_GC_UNTAGGED`: no manifest was collected as untagged, because tags kept in KV
-    /// alone are still being copied to R2 (see `migrate`).
+    /// With `WHARF_GC_UNTAGGED` or retention rules: no manifest was collected as untagged and no
+    /// tag removed, because tags kept in KV alone are still being copied to R2 (see `migrate`).
     pub untagged_deferred: bool,
     /// Items left out of the lists above, past [`REPORT_ITEMS`] of a kind.
     pub more: u64,
@@ -234,10 +239,13 @@ impl RunState {
 struct Run {
     id: String,
     dry_run: bool,
+    started_ms: u64,
     /// Objects written before this are past the grace period.
     cutoff: u64,
     /// Whether manifests no tag reaches are collected in this run.
     untagged: bool,
+    /// Whether retention rules are applied in this run: there are some, and every tag is in R2.
+    retention: bool,
 }
 
 /// One step's line in the log.
@@ -427,6 +435,16 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 return Err(e);
             }
         };
+        // Tags retention removed are notified as deletes, as a client's would be.
+        let record = RequestRecord {
+            id: state.id.clone(),
+            host: String::new(),
+            method: "DELETE".into(),
+            useragent: "wharf-gc".into(),
+        };
+        if let Some(body) = self.take_events(&record, Some("wharf-gc")) {
+            self.deliver(body).await;
+        }
         let ended = self.now_ms();
         state.lease_until_ms = None;
         state.phase = next;
@@ -466,14 +484,18 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let run = Run {
             id: state.id.clone(),
             dry_run: state.dry_run,
+            started_ms: state.started_ms,
             cutoff: state.started_ms.saturating_sub(grace_ms),
             untagged: self.config.gc_untagged && !state.report.untagged_deferred,
+            retention: !self.config.retention.is_empty() && !state.report.untagged_deferred,
         };
         let report = &mut state.report;
         Ok(match phase {
             Phase::Start => {
-                // Untagged collection reads the tags from R2: not before every tag is there.
-                if self.config.gc_untagged && !self.tags_in_r2().await? {
+                // Untagged collection and retention read the tags from R2: not before every tag
+                // is there.
+                let reads_tags = self.config.gc_untagged || !self.config.retention.is_empty();
+                if reads_tags && !self.tags_in_r2().await? {
                     report.untagged_deferred = !self.copy_kv_tags_to_r2().await?.0;
                 }
                 match self.indexes_written().await? {

@@ -4,9 +4,12 @@
 use super::{
     CONCURRENCY, DigestMap, DigestSet, GcReport, Run, STEP_TARGET, Sweep, add, sweep_from_json, sweep_to_json,
 };
-use crate::base::names::{Digest, RepositoryName};
+use crate::base::names::{Digest, RepositoryName, Tag};
+use crate::config::notify::Action;
+use crate::config::retention::Pushed;
 use crate::oci::blobs::{BlobLink, Hold};
 use crate::oci::manifests::format::Manifest;
+use crate::registry::events::Target;
 use crate::registry::{Registry, Result};
 use crate::storage::keys::{self, Holder, RepositoryKey, TagRecord};
 use crate::storage::{KeyValueStore, Listing, Metadata, ObjectMeta, ObjectStore, PutOptions};
@@ -23,11 +26,15 @@ struct Listed {
     manifests: DigestMap<ObjectMeta>,
     links: DigestMap<ObjectMeta>,
     tagged: HashSet<String>,
+    /// With retention rules for the repository: each tag with its record and listing, for the
+    /// rules to weigh (`None` otherwise: a repository of 100,000 tags keeps only their digests).
+    tags: Option<Vec<(Tag, TagRecord, ObjectMeta)>>,
 }
 
 impl Listed {
-    fn new(name: RepositoryName) -> Self {
-        Self { name, manifests: DigestMap::new(), links: DigestMap::new(), tagged: HashSet::new() }
+    fn new(name: RepositoryName, weigh_tags: bool) -> Self {
+        let tags = weigh_tags.then(Vec::new);
+        Self { name, manifests: DigestMap::new(), links: DigestMap::new(), tagged: HashSet::new(), tags }
     }
 
     fn add(&mut self, kind: RepositoryKey, meta: ObjectMeta) {
@@ -36,7 +43,13 @@ impl Listed {
             RepositoryKey::BlobLink(d) => self.links.insert(d, meta),
             // The tags in R2, listed with the manifests: strongly consistent, unlike KV's copies,
             // which another location may have written a minute ago unseen here.
-            RepositoryKey::Tag(_) => self.tagged.extend(TagRecord::from_metadata(&meta.custom).map(|r| r.digest)),
+            RepositoryKey::Tag(tag) => {
+                let Some(record) = TagRecord::from_metadata(&meta.custom) else { return };
+                self.tagged.insert(record.digest.clone());
+                if let Some(tags) = &mut self.tags {
+                    tags.push((tag, record, meta));
+                }
+            }
             RepositoryKey::Referrer | RepositoryKey::Tagged => {}
         }
     }
@@ -83,14 +96,11 @@ fn parse_stored(meta: &ObjectMeta, bytes: &[u8]) -> std::result::Result<Manifest
     Manifest::parse(meta.content_type.as_deref(), bytes)
 }
 
-/// The manifests a collection with `WHARF_GC_UNTAGGED` keeps: those `tagged` names, those
-/// younger than `cutoff`, and what those reach (index children, referrers of a kept subject).
-fn live_manifests(tagged: &HashSet<String>, marked: &DigestMap<Marked>, cutoff: u64) -> DigestSet {
-    let mut live: DigestSet = marked
-        .iter()
-        .filter(|(d, m)| m.meta.uploaded_ms >= cutoff || tagged.contains(&d.to_string()))
-        .map(|(d, _)| d.clone())
-        .collect();
+/// The manifests a collection keeps: the `root`s (tagged, younger than the grace period, or
+/// with untagged collection off, any not untagged by retention), and what those reach (index
+/// children, referrers of a kept subject).
+fn live_manifests(root: impl Fn(&Digest, &Marked) -> bool, marked: &DigestMap<Marked>) -> DigestSet {
+    let mut live: DigestSet = marked.iter().filter(|(d, m)| root(d, m)).map(|(d, _)| d.clone()).collect();
     loop {
         let before = live.len();
         for (d, m) in marked.iter() {
@@ -152,7 +162,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 }
             }
             let (Some(meta), Some((name, kind))) = (meta, parsed) else { return Ok(None) };
-            current.get_or_insert_with(|| Listed::new(name)).add(kind, meta);
+            let weigh_tags = !self.config.retention.is_empty() && self.config.retention.covers(&name);
+            current.get_or_insert_with(|| Listed::new(name, weigh_tags)).add(kind, meta);
         }
     }
 
@@ -161,13 +172,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// next step, which takes the repository again.
     async fn collect_repository(
         &self,
-        listed: Listed,
+        mut listed: Listed,
         run: &Run,
         stopped: bool,
         report: &mut GcReport,
     ) -> Result<bool> {
+        let (untagged, retention_done) = self.apply_retention(&mut listed, run, report).await?;
         let name = &listed.name;
-        let Some(mark) = self.mark(&listed, run, report).await? else { return Ok(true) };
+        let Some(mark) = self.mark(&listed, &untagged, run, report).await? else { return Ok(true) };
         let stopped = match stopped {
             true => self.sweep_record(name).await?,
             false => None,
@@ -183,7 +195,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             .filter(|(d, meta)| !mark.referenced.contains(d) && meta.uploaded_ms < run.cutoff)
             .filter_map(|(d, meta)| Some((d.clone(), meta.clone(), BlobLink::from_metadata(&meta.custom)?)))
             .collect();
-        let finished = doomed_manifests.len() + doomed_links.len() <= SWEEP_PER_STEP;
+        let finished = retention_done && doomed_manifests.len() + doomed_links.len() <= SWEEP_PER_STEP;
         doomed_manifests.truncate(SWEEP_PER_STEP);
         doomed_links.truncate(SWEEP_PER_STEP - doomed_manifests.len());
         if run.dry_run {
@@ -212,11 +224,58 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(finished)
     }
 
+    /// Retention (`WHARF_RETENTION`), before the mark: untags what the rules do not keep (a
+    /// dry run only reports it), each tag only if still the one listed. Returns the manifests
+    /// that lost their last tag this way, and whether every untagging fitted in this step.
+    async fn apply_retention(
+        &self,
+        listed: &mut Listed,
+        run: &Run,
+        report: &mut GcReport,
+    ) -> Result<(DigestSet, bool)> {
+        let name = listed.name.clone();
+        let Some(tags) = listed.tags.as_ref().filter(|_| run.retention) else { return Ok((DigestSet::new(), true)) };
+        let weighed: Vec<Pushed> = tags
+            .iter()
+            .filter(|(tag, _, _)| !self.config.immutable_tags.protects(&name, tag))
+            .map(|(tag, _, meta)| Pushed { tag: tag.clone(), at_ms: meta.uploaded_ms })
+            .collect();
+        let mut expired = self.config.retention.expired(&name, &weighed, run.started_ms);
+        let done = expired.len() <= SWEEP_PER_STEP;
+        expired.truncate(SWEEP_PER_STEP);
+        let mut removed = HashSet::new();
+        for tag in &expired {
+            let Some((_, record, meta)) = tags.iter().find(|(t, _, _)| t == tag) else { continue };
+            if !run.dry_run {
+                if !self.unchanged(meta).await? {
+                    continue;
+                }
+                self.delete_tag(&name, tag, &record.digest()?).await?;
+                self.record_event(Action::Delete, Target { tag: Some(tag.to_string()), ..Target::new(&name) });
+            }
+            add(&mut report.untagged, format!("{name}:{tag}"), &mut report.more);
+            removed.insert(tag.clone());
+        }
+        // What the tags left name; the manifests that only removed tags named are freed.
+        let (gone, left): (Vec<_>, Vec<_>) =
+            tags.iter().map(|(t, r, _)| (t.clone(), r.digest.clone())).partition(|(t, _)| removed.contains(t));
+        listed.tagged = left.into_iter().map(|(_, d)| d).collect();
+        let freed = gone.iter().filter(|(_, d)| !listed.tagged.contains(d)).filter_map(|(_, d)| Digest::parse(d).ok());
+        Ok((freed.collect(), done))
+    }
+
     /// Step 1, mark: reads every manifest listed; the live ones are all of them, or with
-    /// `WHARF_GC_UNTAGGED` those tags and the grace period keep and what they reach. `None`
-    /// when a manifest cannot be read: without its references nothing can be judged
-    /// unreferenced, and the repository is left alone.
-    async fn mark(&self, listed: &Listed, run: &Run, report: &mut GcReport) -> Result<Option<Mark>> {
+    /// `WHARF_GC_UNTAGGED` those tags and the grace period keep and what they reach. Manifests
+    /// retention `untagged` are collected likewise even without it. `None` when a manifest
+    /// cannot be read: without its references nothing can be judged unreferenced, and the
+    /// repository is left alone.
+    async fn mark(
+        &self,
+        listed: &Listed,
+        untagged: &DigestSet,
+        run: &Run,
+        report: &mut GcReport,
+    ) -> Result<Option<Mark>> {
         let mut marked = DigestMap::new();
         let entries: Vec<(&Digest, &ObjectMeta)> = listed.manifests.iter().collect();
         for batch in entries.chunks(CONCURRENCY) {
@@ -233,10 +292,14 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 marked.insert((*d).clone(), Marked { meta, bytes, refs: Refs::of(&manifest) });
             }
         }
-        let live = match run.untagged {
-            true => live_manifests(&listed.tagged, &marked, run.cutoff),
-            false => marked.keys().cloned().collect(),
+        // The roots: what tags (or the grace period) keep; with untagged collection off, every
+        // manifest but those retention just untagged.
+        let root = |d: &Digest, m: &Marked| {
+            m.meta.uploaded_ms >= run.cutoff
+                || listed.tagged.contains(&d.to_string())
+                || (!run.untagged && !untagged.contains(d))
         };
+        let live = live_manifests(root, &marked);
         let referenced = live.keys().filter_map(|d| marked.get(d)).flat_map(|m| m.refs.blobs.iter().cloned()).collect();
         Ok(Some(Mark { marked, live, referenced }))
     }
