@@ -454,3 +454,155 @@ fn the_body_of_a_request_refused_before_authentication_is_not_read() {
     let wrong = format!("/v2/team/app/blobs/uploads/?digest={}", Digest::sha256_of(b"other"));
     assert_eq!(body_read(&t, Method::Post, &wrong, &as_alice), (400, true));
 }
+
+/// An OIDC issuer reached over HTTP: its discovery document and its keys, which a test may
+/// rotate; it counts what it was asked.
+#[derive(Clone, Default)]
+struct FakeIssuer {
+    keys: Rc<RefCell<Vec<serde_json::Value>>>,
+    requests: Rc<RefCell<Vec<String>>>,
+}
+
+const CI: &str = "https://ci.example";
+
+impl wharf::registry::host::Upstream<wharf::storage::memory::MemoryObjects> for FakeIssuer {
+    fn fetch(
+        &self,
+        request: wharf::registry::host::UpstreamRequest,
+    ) -> futures_util::future::LocalBoxFuture<'_, Result<wharf::registry::host::UpstreamResponse<MemoryBody>, String>>
+    {
+        Box::pin(async move {
+            self.requests.borrow_mut().push(request.url.clone());
+            let body = match request.url.strip_prefix(CI) {
+                Some("/.well-known/openid-configuration") => {
+                    serde_json::json!({"issuer": CI, "jwks_uri": format!("{CI}/keys")})
+                }
+                Some("/keys") => serde_json::json!({"keys": *self.keys.borrow()}),
+                _ => return Err(format!("unknown: {}", request.url)),
+            };
+            Ok(wharf::registry::host::UpstreamResponse {
+                status: 200,
+                headers: wharf::base::http::Headers::new(),
+                body: Some(MemoryBody::from_bytes(body.to_string().into_bytes())),
+            })
+        })
+    }
+    fn read(
+        &self,
+        body: MemoryBody,
+        _limit: usize,
+    ) -> futures_util::future::LocalBoxFuture<'_, Result<Vec<u8>, String>> {
+        Box::pin(async move { Ok(body.into_bytes()) })
+    }
+    fn tee(&self, body: MemoryBody, _length: u64) -> Result<(Vec<u8>, MemoryBody), String> {
+        Ok((body.into_bytes(), MemoryBody::empty()))
+    }
+    fn pass(&self, body: MemoryBody) -> Vec<u8> {
+        body.into_bytes()
+    }
+}
+
+const OIDC_RULES: &str = r#"[
+  {"repositories": "gh/${repository}",
+   "oidc": {"claims": {"iss": "https://ci.example", "repository_owner": "acme"}, "actions": ["pull", "push"]}},
+  {"repositories": "team/*", "users": {"alice": ["pull", "push"]}}
+]"#;
+
+/// A registry accepting CI's tokens (keys from its discovery document), whose "signature" holds
+/// when it reads `good` under a key the issuer publishes (WebCrypto's real check runs end to
+/// end on workerd).
+fn with_oidc(issuer: &FakeIssuer) -> TestRegistry {
+    let vars = [
+        ("WHARF_RULES", OIDC_RULES.to_owned()),
+        ("WHARF_USERS", users()),
+        ("WHARF_TOKEN_SECRET", "s".repeat(40)),
+        ("WHARF_OIDC_ISSUERS", format!(r#"[{{"issuer": "{CI}", "audience": "wharf"}}]"#)),
+    ];
+    let auth = AuthConfig::from_vars(&|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())).unwrap();
+    let t = TestRegistry::with_config(Config { auth, ..Config::default() });
+    let issuer = issuer.clone();
+    t.rebuilt(move |r| {
+        r.with_oidc_discovery(Box::new(issuer)).with_signature_check(Box::new(|alg, jwk, _data, signature| {
+            Box::pin(async move {
+                Ok(matches!(alg.as_str(), "RS256" | "ES256") && jwk["use"] == "sig" && signature == b"good")
+            })
+        }))
+    })
+}
+
+/// A Basic login whose password is CI's token for `repository` of `owner`.
+fn oidc_login(kid: &str, claims: serde_json::Value, signature: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"RS256","kid":"{kid}","typ":"JWT"}}"#));
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    basic("oidc", &format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(signature)))
+}
+
+fn ci_claims(t: &TestRegistry, owner: &str, aud: &str, exp_in: i64) -> serde_json::Value {
+    let now = t.now.get() as i64;
+    serde_json::json!({"iss": CI, "aud": aud, "sub": format!("repo:{owner}/app:ref:refs/heads/main"),
+        "repository": format!("{owner}/app"), "repository_owner": owner, "exp": now + exp_in, "nbf": now - 5})
+}
+
+#[test]
+fn a_ci_token_is_a_basic_password_granted_by_its_claims() {
+    let issuer = FakeIssuer::default();
+    issuer.keys.borrow_mut().push(serde_json::json!({"kty": "RSA", "kid": "k1", "use": "sig"}));
+    let t = with_oidc(&issuer);
+    let login = oidc_login("k1", ci_claims(&t, "acme", "wharf", 300), b"good");
+    assert_eq!(push_as(&t, &login, "gh/acme/app", "v1").status, 201);
+    assert_eq!(t.get("/v2/gh/acme/app/tags/list", &[("Authorization", &login)]).status, 200);
+    // Its claims name gh/acme/app alone: elsewhere it is refused, and a user's rules are not its.
+    assert_eq!(push_as(&t, &login, "gh/acme/other", "v1").error_code(), "DENIED");
+    assert_eq!(t.get("/v2/team/app/tags/list", &[("Authorization", &login)]).status, 403);
+    // The token endpoint grants what the claims are granted.
+    let bearer = token(&t, Some(&login), &["repository:gh/acme/app:pull,push", "repository:team/app:pull"]);
+    let payload = bearer.split('.').nth(1).unwrap();
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let granted = serde_json::json!([{"type": "repository", "name": "gh/acme/app", "actions": ["pull", "push"]}]);
+    assert_eq!(claims["access"], granted);
+    assert_eq!(t.get("/v2/gh/acme/app/tags/list", &[("Authorization", &bearer)]).status, 200);
+    // The issuer was asked once: its document, then its keys.
+    assert_eq!(*issuer.requests.borrow(), [format!("{CI}/.well-known/openid-configuration"), format!("{CI}/keys")]);
+}
+
+#[test]
+fn a_forged_expired_or_foreign_ci_token_is_refused() {
+    let issuer = FakeIssuer::default();
+    issuer.keys.borrow_mut().push(serde_json::json!({"kty": "RSA", "kid": "k1", "use": "sig"}));
+    let t = with_oidc(&issuer);
+    let status = |login: &str| t.get("/v2/gh/acme/app/tags/list", &[("Authorization", login)]).status;
+    assert_eq!(status(&oidc_login("k1", ci_claims(&t, "acme", "wharf", 300), b"forged")), 401);
+    assert_eq!(status(&oidc_login("k1", ci_claims(&t, "acme", "wharf", -1), b"good")), 401, "expired");
+    assert_eq!(status(&oidc_login("k1", ci_claims(&t, "acme", "elsewhere", 300), b"good")), 401, "audience");
+    assert_eq!(status(&oidc_login("k9", ci_claims(&t, "acme", "wharf", 300), b"good")), 401, "unknown key");
+    let mut other = ci_claims(&t, "acme", "wharf", 300);
+    other["iss"] = "https://other.example".into();
+    // Not a configured issuer's: an ordinary password, and a wrong one.
+    assert_eq!(status(&oidc_login("k1", other, b"good")), 401);
+    // Another owner's token is valid but granted nothing here.
+    assert_eq!(status(&oidc_login("k1", ci_claims(&t, "evil", "wharf", 300), b"good")), 403);
+}
+
+#[test]
+fn a_key_the_issuer_rotated_in_is_fetched_at_most_once_a_minute() {
+    let issuer = FakeIssuer::default();
+    issuer.keys.borrow_mut().push(serde_json::json!({"kty": "RSA", "kid": "k1", "use": "sig"}));
+    let t = with_oidc(&issuer);
+    let status = |kid: &str| {
+        let login = oidc_login(kid, ci_claims(&t, "acme", "wharf", 300), b"good");
+        t.get("/v2/gh/acme/app/tags/list", &[("Authorization", &login)]).status
+    };
+    assert_eq!(status("k1"), 404, "authorized; the repository is empty");
+    issuer.keys.borrow_mut().push(serde_json::json!({"kty": "RSA", "kid": "k2", "use": "sig"}));
+    // Within the minute, unknown keys do not make wharf ask again.
+    for _ in 0..5 {
+        assert_eq!(status("k2"), 401);
+    }
+    assert_eq!(issuer.requests.borrow().len(), 2);
+    t.wait(61);
+    assert_eq!(status("k2"), 404, "fetched again, k2 is known");
+    assert_eq!(status("k1"), 404);
+    assert_eq!(issuer.requests.borrow().len(), 4);
+}

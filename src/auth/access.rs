@@ -100,13 +100,31 @@ struct RawRule {
     users: Members<Vec<String>>,
     #[serde(default, deserialize_with = "de::nullable")]
     anonymous: Vec<String>,
+    #[serde(default)]
+    oidc: Option<de::Object<RawOidcGrant>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidcGrant {
+    claims: Members<String>,
+    actions: Vec<String>,
+}
+
+/// What a rule grants tokens of `WHARF_OIDC_ISSUERS` whose claims match every glob of `claims`.
+#[derive(Debug, Clone, PartialEq)]
+struct OidcGrant {
+    claims: Vec<(String, String)>,
+    actions: Actions,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct Rule {
+    /// A glob; for an OIDC grant `${claim}` stands for that claim of the token.
     pattern: String,
     users: Vec<(String, Actions)>,
     anonymous: Actions,
+    oidc: Option<OidcGrant>,
 }
 
 /// The configured rules (`WHARF_RULES`, a JSON array of rules). Rights are the union of every
@@ -129,7 +147,15 @@ impl Rules {
                 .map_err(|e| format!("WHARF_RULES: {e}"))?;
             let anonymous =
                 Actions::parse(r.anonymous.iter().map(String::as_str)).map_err(|e| format!("WHARF_RULES: {e}"))?;
-            rules.push(Rule { pattern: r.repositories, users, anonymous });
+            let oidc = match r.oidc {
+                Some(de::Object(g)) => Some(OidcGrant {
+                    claims: g.claims.0,
+                    actions: Actions::parse(g.actions.iter().map(String::as_str))
+                        .map_err(|e| format!("WHARF_RULES: {e}"))?,
+                }),
+                None => None,
+            };
+            rules.push(Rule { pattern: r.repositories, users, anonymous, oidc });
         }
         Ok(Rules(rules))
     }
@@ -142,6 +168,42 @@ impl Rules {
             acc.union(r.anonymous).union(own)
         })
     }
+}
+
+impl Rules {
+    /// What a token of `WHARF_OIDC_ISSUERS` with `claims` may do to `repository`: the grants
+    /// whose claim globs all match (a claim absent or not a string matches none), with the
+    /// rule's `${claim}`s replaced by the token's; and what anyone may do.
+    pub fn allowed_oidc(&self, claims: &serde_json::Map<String, serde_json::Value>, repository: &str) -> Actions {
+        let claim = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
+        self.0.iter().fold(Actions::NONE, |acc, r| {
+            let anyone = if glob(&r.pattern, repository) { r.anonymous } else { Actions::NONE };
+            let granted = r.oidc.as_ref().filter(|g| {
+                g.claims.iter().all(|(name, pattern)| claim(name).is_some_and(|v| glob(pattern, v)))
+                    && substitute(&r.pattern, &claim).is_some_and(|p| glob(&p, repository))
+            });
+            acc.union(anyone).union(granted.map_or(Actions::NONE, |g| g.actions))
+        })
+    }
+}
+
+/// `pattern` with each `${name}` replaced by that claim; `None` when a claim is absent, not a
+/// valid repository name, or holds a `*` (it would widen the pattern).
+fn substitute<'a>(pattern: &str, claim: &impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = pattern;
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}')?;
+        let value = claim(&rest[start + 2..end])?;
+        if value.contains('*') || crate::base::names::RepositoryName::parse(value).is_err() {
+            return None;
+        }
+        out.push_str(&rest[..start]);
+        out.push_str(value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// `*` matches any run of characters (slashes too); everything else matches itself.
@@ -183,6 +245,35 @@ mod tests {
         assert!(Access::parse_scope("repository::pull").is_none());
         assert!(Access::parse_scope("nonsense").is_none());
         assert_eq!(Access::parse_scope("repository:x:*").unwrap().actions(), Actions::parse(["*"]).unwrap());
+    }
+
+    #[test]
+    fn oidc_grants_match_claims_and_fill_the_repository_from_them() {
+        let rules = Rules::parse(
+            r#"[{"repositories": "gh/${repository}", "oidc": {"claims": {"iss": "https://ci", "repository_owner": "acme"}, "actions": ["pull", "push"]}},
+                {"repositories": "public/*", "anonymous": ["pull"]}]"#,
+        )
+        .unwrap();
+        let claims = |owner: &str, repo: &str| {
+            serde_json::json!({"iss": "https://ci", "repository_owner": owner, "repository": repo})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let rw = Actions::PULL.union(Actions::PUSH);
+        assert_eq!(rules.allowed_oidc(&claims("acme", "acme/app"), "gh/acme/app"), rw);
+        assert_eq!(rules.allowed_oidc(&claims("acme", "acme/app"), "gh/acme/other"), Actions::NONE);
+        assert_eq!(rules.allowed_oidc(&claims("evil", "acme/app"), "gh/acme/app"), Actions::NONE);
+        assert_eq!(rules.allowed_oidc(&claims("acme", "acme/app"), "public/x"), Actions::PULL);
+        // A claim that is no repository name, or that would widen the pattern, grants nothing.
+        for bad in ["acme/*", "Acme/App", "acme//app", ""] {
+            assert_eq!(rules.allowed_oidc(&claims("acme", bad), "gh/acme/app"), Actions::NONE, "{bad}");
+        }
+        let mut missing = claims("acme", "acme/app");
+        missing.remove("repository");
+        assert_eq!(rules.allowed_oidc(&missing, "gh/acme/app"), Actions::NONE);
+        // Users' rules and OIDC grants are separate: an OIDC grant gives a user nothing.
+        assert_eq!(rules.allowed(Some("acme"), "gh/acme/app"), Actions::NONE);
     }
 
     #[test]

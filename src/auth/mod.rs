@@ -8,6 +8,7 @@
 //! right get 403 DENIED.
 
 pub mod access;
+pub mod oidc;
 pub mod secret;
 pub mod token;
 
@@ -40,6 +41,9 @@ pub struct AuthConfig {
     /// `WHARF_TOKEN_ISSUER` + `WHARF_TOKEN_JWKS`: an external issuer whose ES256/RS256 tokens
     /// are accepted besides wharf's own.
     pub issuer: Option<token::Issuer>,
+    /// `WHARF_OIDC_ISSUERS`: issuers whose ID tokens are accepted as Basic passwords (see
+    /// `oidc`).
+    pub oidc: oidc::OidcIssuers,
 }
 
 impl AuthConfig {
@@ -82,6 +86,7 @@ impl AuthConfig {
                 (Some(name), Some(jwks)) => Some(token::Issuer::parse(name, &jwks)?),
                 (Some(_), None) => return Err("WHARF_TOKEN_ISSUER needs WHARF_TOKEN_JWKS".into()),
             },
+            oidc: oidc::OidcIssuers::parse(&var("WHARF_OIDC_ISSUERS").unwrap_or_default())?,
         }))
     }
 }
@@ -94,6 +99,9 @@ pub enum Identified {
     Ready(Identity),
     Password(PasswordCheck),
     External(token::ExternalCheck),
+    /// An ID token of `WHARF_OIDC_ISSUERS` given as a Basic password: its issuer's keys and
+    /// the host's check of its signature come first (see [`AuthConfig::finish_oidc`]).
+    Oidc(oidc::OidcToken),
 }
 
 /// Basic credentials to check: the password is to be derived with `hash`'s salt and
@@ -129,6 +137,8 @@ pub enum Identity {
     User(String),
     /// A valid token.
     Token(Claims),
+    /// A verified ID token of `WHARF_OIDC_ISSUERS`: its claims.
+    Oidc(serde_json::Map<String, serde_json::Value>),
 }
 
 impl Identity {
@@ -138,6 +148,8 @@ impl Identity {
             Identity::Anonymous => None,
             Identity::User(u) => Some(u),
             Identity::Token(c) => Some(c.sub.as_str()).filter(|s| !s.is_empty()),
+            // The rules' users are wharf's own: a workload is none of them.
+            Identity::Oidc(_) => None,
         }
     }
 }
@@ -163,6 +175,10 @@ impl AuthConfig {
         if scheme.eq_ignore_ascii_case("basic") {
             let (user, password) =
                 basic_credentials(rest.trim()).ok_or_else(|| unauthorized("malformed credentials"))?;
+            // Any user name: `docker login -u oidc --password-stdin` with the workload's token.
+            if let Some(token) = oidc::read_token(&password, &self.oidc) {
+                return Ok(Identified::Oidc(token));
+            }
             let known = self.users.iter().find(|(name, _)| *name == user).map(|(_, hash)| hash.clone());
             return Ok(Identified::Password(PasswordCheck {
                 known: known.is_some(),
@@ -193,6 +209,18 @@ impl AuthConfig {
         check.finish(signature_holds, issuer, &self.service, now).map(Identity::Token).map_err(refused)
     }
 
+    /// The identity of an OIDC token once the host has checked its signature with its issuer's
+    /// key.
+    pub fn finish_oidc(
+        &self,
+        token: oidc::OidcToken,
+        signature_holds: bool,
+        now: u64,
+    ) -> Result<Identity, RegistryError> {
+        let issuer = self.oidc.of(&token).ok_or_else(|| refused(token::Invalid::Audience))?.clone();
+        token.finish(signature_holds, &issuer, now).map(Identity::Oidc).map_err(refused)
+    }
+
     /// The identity of Basic credentials once the host has derived the password (`derived`:
     /// PBKDF2 with the check's salt and iterations). The answer is the same for an unknown user
     /// and a wrong password.
@@ -214,6 +242,7 @@ impl AuthConfig {
                 .iter()
                 .filter(|a| a.repository_class().is_some() && a.name == repository)
                 .fold(Actions::NONE, |acc, a| acc.union(a.actions())),
+            Identity::Oidc(claims) => self.rules.allowed_oidc(claims, repository),
             other => self.rules.allowed(other.user(), repository),
         }
     }
@@ -234,6 +263,8 @@ impl AuthConfig {
         // Anonymous callers (with or without an anonymous token) may still sign in; an external
         // issuer decides its own grants, so its tokens lacking a scope are sent back for one.
         let could = match (identity, identity.user()) {
+            // A verified workload gets what its claims are granted, no more.
+            (Identity::Oidc(_), _) => false,
             (_, None) => true,
             (Identity::Token(c), _) if c.iss != token::ISSUER => true,
             (Identity::Token(_), Some(user)) => self.rules.allowed(Some(user), repository).contains(needed),
@@ -266,7 +297,11 @@ impl AuthConfig {
             .filter_map(Access::parse_scope)
             .filter(|a| a.repository_class().is_some())
             .filter_map(|mut a| {
-                let granted = a.actions().intersect(self.rules.allowed(identity.user(), &a.name));
+                let allowed = match identity {
+                    Identity::Oidc(claims) => self.rules.allowed_oidc(claims, &a.name),
+                    other => self.rules.allowed(other.user(), &a.name),
+                };
+                let granted = a.actions().intersect(allowed);
                 a.actions = granted.names();
                 (!granted.is_empty()).then_some(a)
             })

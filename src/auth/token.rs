@@ -283,30 +283,39 @@ struct JwkSet {
 
 impl Issuer {
     pub fn parse(name: String, jwks: &str) -> Result<Self, String> {
-        let set: JwkSet = de::from_object(jwks.as_bytes())
-            .map_err(|e| format!("WHARF_TOKEN_JWKS: expected a JWK set, {{\"keys\": [...]}}: {e}"))?;
-        if set.keys.is_empty() {
+        let keys = parse_jwks(jwks.as_bytes(), "WHARF_TOKEN_JWKS")?;
+        if keys.is_empty() {
             return Err("WHARF_TOKEN_JWKS: no keys".into());
         }
-        let keys = set.keys.into_iter().map(|k| serde_json::Value::Object(k.0.into_iter().collect())).collect();
         Ok(Self { name, keys })
     }
 
-    /// The key for a token's `alg` and `kid`: the matching `kid`, or the only key of the right
-    /// type when the token names none.
     fn key(&self, alg: &str, kid: Option<&str>) -> Option<&serde_json::Value> {
-        let kty = match alg {
-            "ES256" => "EC",
-            "RS256" => "RSA",
-            _ => return None,
-        };
-        let mut fitting = self.keys.iter().filter(|k| k["kty"] == kty);
-        match kid {
-            Some(kid) => fitting.find(|k| k["kid"] == kid),
-            None => {
-                let first = fitting.next();
-                if fitting.next().is_some() { None } else { first }
-            }
+        pick_key(&self.keys, alg, kid)
+    }
+}
+
+/// Reads a JWK set (`{"keys": [...]}`); `what` names it in errors.
+pub fn parse_jwks(json: &[u8], what: &str) -> Result<Vec<serde_json::Value>, String> {
+    let set: JwkSet =
+        de::from_object(json).map_err(|e| format!("{what}: expected a JWK set, {{\"keys\": [...]}}: {e}"))?;
+    Ok(set.keys.into_iter().map(|k| serde_json::Value::Object(k.0.into_iter().collect())).collect())
+}
+
+/// The key for a token's `alg` (ES256 or RS256) and `kid` among `keys`: the matching `kid`, or
+/// the only key of the right type when the token names none.
+pub fn pick_key<'a>(keys: &'a [serde_json::Value], alg: &str, kid: Option<&str>) -> Option<&'a serde_json::Value> {
+    let kty = match alg {
+        "ES256" => "EC",
+        "RS256" => "RSA",
+        _ => return None,
+    };
+    let mut fitting = keys.iter().filter(|k| k["kty"] == kty);
+    match kid {
+        Some(kid) => fitting.find(|k| k["kid"] == kid),
+        None => {
+            let first = fitting.next();
+            if fitting.next().is_some() { None } else { first }
         }
     }
 }

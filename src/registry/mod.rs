@@ -5,9 +5,11 @@
 pub mod events;
 pub mod host;
 
+use crate::auth::oidc::{Discovery, OidcIssuer};
+use crate::auth::token::{parse_jwks, pick_key};
 use crate::auth::{AuthConfig, Identified, Identity, PasswordCheck};
 use crate::base::error::{ErrorCode, RegistryError, body_error};
-use crate::base::http::{Body, BodyReader, Headers, Response};
+use crate::base::http::{Body, BodyReader, Headers, Method, Response};
 use crate::base::names::{Digest, RepositoryName, Tag};
 use crate::config::Config;
 use crate::config::notify::Action;
@@ -16,7 +18,7 @@ use crate::storage::memo::{FlightGuard, Memo};
 use crate::storage::retry::{Retrying, Sleep};
 use crate::storage::{KeyValueStore, ObjectStore};
 use events::Target;
-use host::{Notifier, PasswordDerivation, SignatureCheck, StepQueue, Upstream};
+use host::{Notifier, PasswordDerivation, SignatureCheck, StepQueue, Upstream, UpstreamRequest};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -38,6 +40,8 @@ pub struct Registry<O: ObjectStore, K> {
     pub password_derivation: Option<PasswordDerivation>,
     /// The host's HTTP client for the upstream of a pull-through cache.
     pub upstream: Option<Box<dyn Upstream<O>>>,
+    /// The host's HTTP client for OIDC discovery (see [`Registry::with_oidc_discovery`]).
+    pub oidc_discovery: Option<Box<dyn Upstream<O>>>,
     /// Work for after the response ([`Registry::run_background`]).
     pub(crate) background: RefCell<Vec<Background<O::Upload>>>,
     /// The isolate's memory of hot tags and manifests (see `memo`).
@@ -66,6 +70,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             signature_check: None,
             password_derivation: None,
             upstream: None,
+            oidc_discovery: None,
             background: RefCell::default(),
             memo,
             notifier: None,
@@ -123,6 +128,66 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         self
     }
 
+    /// The host's HTTP client for OIDC issuers' discovery documents and keys.
+    pub fn with_oidc_discovery(mut self, http: Box<dyn Upstream<O>>) -> Self {
+        self.oidc_discovery = Some(http);
+        self
+    }
+
+    /// The key of an OIDC issuer for a token's `alg` and `kid`: from its configuration, else from
+    /// its discovery document, kept by the isolate and fetched again for a `kid` it lacks, at
+    /// most once a minute (tokens naming unknown keys cannot make wharf fetch more often).
+    async fn oidc_key(&self, issuer: &OidcIssuer, alg: &str, kid: Option<&str>, now: u64) -> Option<serde_json::Value> {
+        if let Some(keys) = &issuer.keys {
+            return pick_key(keys, alg, kid).cloned();
+        }
+        let cached = self.memo.oidc_keys(&issuer.issuer);
+        if let Some((keys, _)) = &cached
+            && let Some(key) = pick_key(keys, alg, kid)
+        {
+            return Some(key.clone());
+        }
+        if cached.is_some_and(|(_, fetched)| now < fetched + OIDC_REFETCH_SECS) {
+            return None;
+        }
+        match self.discover_keys(&issuer.issuer).await {
+            Ok(keys) => {
+                let key = pick_key(&keys, alg, kid).cloned();
+                self.memo.remember_oidc_keys(&issuer.issuer, keys, now);
+                key
+            }
+            Err(e) => {
+                crate::base::log::error(&format!("oidc: the keys of {} could not be read: {e}", issuer.issuer));
+                None
+            }
+        }
+    }
+
+    /// An issuer's keys: its discovery document (OpenID Connect Discovery 1.0 §4), then the
+    /// JWK set at its `jwks_uri`.
+    async fn discover_keys(&self, issuer: &str) -> std::result::Result<Vec<serde_json::Value>, String> {
+        let http = self.oidc_discovery.as_ref().ok_or("no HTTP client")?;
+        let get = async |url: String| {
+            let request = UpstreamRequest {
+                method: Method::Get,
+                url: url.clone(),
+                headers: vec![("Accept", "application/json".into())],
+            };
+            let response = http.fetch(request).await?;
+            let body = response.body.ok_or_else(|| format!("{url}: no body"))?;
+            let bytes = http.read(body, OIDC_DOCUMENT_LIMIT).await?;
+            match response.status {
+                200 => Ok(bytes),
+                status => Err(format!("{url}: {status}")),
+            }
+        };
+        let discovery = get(format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))).await?;
+        let discovery: Discovery =
+            serde_json::from_slice(&discovery).map_err(|e| format!("discovery document: {e}"))?;
+        let jwks = get(discovery.jwks_uri).await?;
+        parse_jwks(&jwks, "jwks_uri")
+    }
+
     /// Who is asking, with an external token's signature checked by the host.
     pub(crate) async fn identify(&self, auth: &AuthConfig, h: &Headers) -> Result<Identity> {
         let now = self.now_secs();
@@ -142,21 +207,36 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 Ok(identity)
             }
             Identified::External(check) => {
-                let holds = match &self.signature_check {
-                    Some(verify) => {
-                        let (alg, jwk) = (check.alg.clone(), check.jwk.clone());
-                        verify(alg, jwk, check.signing_input.clone(), check.signature.clone()).await.unwrap_or_else(
-                            |e| {
-                                crate::base::log::error(&format!("signature check failed: {e}"));
-                                false
-                            },
-                        )
+                let (alg, jwk) = (check.alg.clone(), check.jwk.clone());
+                let holds = self.signature_holds(alg, jwk, check.signing_input.clone(), check.signature.clone()).await;
+                auth.finish_external(check, holds, now)
+            }
+            Identified::Oidc(token) => {
+                let issuer = auth.oidc.of(&token).cloned();
+                let key = match issuer {
+                    Some(issuer) => self.oidc_key(&issuer, &token.alg, token.kid.as_deref(), now).await,
+                    None => None,
+                };
+                let holds = match key {
+                    Some(jwk) => {
+                        let (alg, input, signature) =
+                            (token.alg.clone(), token.signing_input.clone(), token.signature.clone());
+                        self.signature_holds(alg, jwk, input, signature).await
                     }
                     None => false,
                 };
-                auth.finish_external(check, holds, now)
+                auth.finish_oidc(token, holds, now)
             }
         }
+    }
+
+    /// The host's check of a signature; `false` without one, or when it fails.
+    async fn signature_holds(&self, alg: String, jwk: serde_json::Value, input: Vec<u8>, signature: Vec<u8>) -> bool {
+        let Some(verify) = &self.signature_check else { return false };
+        verify(alg, jwk, input, signature).await.unwrap_or_else(|e| {
+            crate::base::log::error(&format!("signature check failed: {e}"));
+            false
+        })
     }
 
     /// PBKDF2 of a password check's password with its hash's salt and iterations: the host's
@@ -171,6 +251,12 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         crate::auth::secret::derive(password, salt, iterations).to_vec()
     }
 }
+
+/// How long an OIDC issuer's keys are kept before a token naming an unknown key may have them
+/// fetched again.
+const OIDC_REFETCH_SECS: u64 = 60;
+/// Largest discovery document or JWK set read.
+const OIDC_DOCUMENT_LIMIT: usize = 256 * 1024;
 
 /// A 200 JSON response; for HEAD the length without the body.
 pub fn json_response<S>(body: Vec<u8>, head: bool) -> Response<S> {

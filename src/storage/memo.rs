@@ -52,6 +52,9 @@ pub struct MemoManifest {
     pub bytes: Rc<Vec<u8>>,
 }
 
+/// An OIDC issuer's JWKs as fetched, and when (seconds since the epoch).
+pub type FetchedKeys = (Rc<Vec<serde_json::Value>>, u64);
+
 /// A map bounded in entries and in total weight, forgetting the oldest entries first, whose
 /// entries expire.
 struct Bounded<K, V> {
@@ -107,6 +110,8 @@ pub struct Memo {
     credential_key: Option<[u8; 32]>,
     /// Pull-through fetches of blobs in flight (see [`Flights`]).
     pub flights: Flights,
+    /// OIDC issuer -> its keys from its discovery document, and when they were fetched (s).
+    oidc_keys: RefCell<HashMap<String, FetchedKeys>>,
 }
 
 impl Memo {
@@ -118,12 +123,22 @@ impl Memo {
             manifests: RefCell::new(Bounded::new(usize::MAX, MAX_MANIFEST_BYTES)),
             links: RefCell::new(Bounded::new(MAX_LINKS, usize::MAX)),
             flights: Flights::default(),
+            oidc_keys: RefCell::default(),
             credentials: RefCell::new(Bounded::new(MAX_CREDENTIALS, usize::MAX)),
             credential_key: {
                 let mut key = [0; 32];
                 getrandom::fill(&mut key).ok().map(|()| key)
             },
         }
+    }
+
+    /// An OIDC issuer's keys as last fetched, and when (seconds).
+    pub fn oidc_keys(&self, issuer: &str) -> Option<FetchedKeys> {
+        self.oidc_keys.borrow().get(issuer).cloned()
+    }
+
+    pub fn remember_oidc_keys(&self, issuer: &str, keys: Vec<serde_json::Value>, now: u64) {
+        self.oidc_keys.borrow_mut().insert(issuer.to_owned(), (Rc::new(keys), now));
     }
 
     /// The generation to pass to a `remember_*` call for a value about to be read from storage.

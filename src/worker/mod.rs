@@ -638,11 +638,15 @@ fn registry(env: &Env, cache: Option<EdgeCache>) -> Result<Registry<R2, Kv>, Reg
     let bucket = env.bucket("BUCKET").map_err(|e| RegistryError::internal(format!("binding BUCKET: {e}")))?;
     let kv = env.kv("TAGS").map_err(|e| RegistryError::internal(format!("binding TAGS: {e}")))?;
     let pull_through = config.upstream.is_some();
+    let discovering = config.auth.as_ref().is_some_and(|a| a.oidc.0.iter().any(|i| i.keys.is_none()));
     let notifying = config.notify.is_some();
     let memo = MEMO.with(|m| m.get_or_init(|| Rc::new(Memo::new(config.tag_memo_secs))).clone());
     let mut registry = Registry::new(R2 { bucket, cache }, Kv(kv), config, Box::new(now_ms)).with_memo(memo);
     if pull_through {
         registry = registry.with_upstream(Box::new(Fetcher));
+    }
+    if discovering {
+        registry = registry.with_oidc_discovery(Box::new(Fetcher));
     }
     if let Ok(queue) = env.queue("GC") {
         registry = registry.with_gc_steps(Box::new(GcSteps { queue }));

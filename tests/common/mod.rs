@@ -190,7 +190,7 @@ impl TestRegistry {
 
     /// The registry made again over the same storage, clock and configuration, then `finish`ed
     /// (host hooks are set when a registry is built).
-    fn rebuilt(
+    pub fn rebuilt(
         mut self,
         finish: impl FnOnce(Registry<MemoryObjects, MemoryKv>) -> Registry<MemoryObjects, MemoryKv>,
     ) -> Self {

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { startWharf, startTlsFront, request, run, sha256, ACCEPT_ALL } from "./harness.mjs";
+import { startWharf, startTlsFront, request, run, sha256, ACCEPT_ALL, OCI_MANIFEST } from "./harness.mjs";
 import { Layout } from "./layout.mjs";
 
 const TOKEN = randomBytes(24).toString("hex");
@@ -22,6 +22,7 @@ before(async () => {
     vars: {
       WHARF_GC: "on", WHARF_GC_GRACE_SECONDS: "0", WHARF_ADMIN_TOKEN: TOKEN, WHARF_DELETE_ENABLED: "true",
       WHARF_LOG_LEVEL: "info",
+      WHARF_RETENTION: JSON.stringify([{ repositories: "e2e/retained", tags: "pr-*", keepLast: 1 }]),
     },
     logLevel: "info",
   });
@@ -152,4 +153,44 @@ test("the cron trigger collects what a deleted image leaves", async () => {
   const head = await request(wharf.base, "HEAD", "/v2/e2e/gc/manifests/kept", { headers: { Accept: ACCEPT_ALL } });
   assert.equal(head.status, 200);
   await assertPulls("kept", kept);
+});
+
+/** Pushes a one-layer image to e2e/retained under `tag`; its digest. */
+async function pushRetained(tag) {
+  const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", tag }));
+  const layer = randomBytes(512);
+  for (const blob of [config, layer]) {
+    const r = await request(wharf.base, "POST", `/v2/e2e/retained/blobs/uploads/?digest=${sha256(blob)}`, { body: blob });
+    assert.equal(r.status, 201);
+  }
+  const manifest = JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha256(config), size: config.length },
+    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: sha256(layer), size: layer.length }],
+  });
+  const put = await request(wharf.base, "PUT", `/v2/e2e/retained/manifests/${tag}`, {
+    headers: { "Content-Type": OCI_MANIFEST }, body: manifest,
+  });
+  assert.equal(put.status, 201);
+  return sha256(Buffer.from(manifest));
+}
+
+test("retention untags all but the newest pr- tag, and the run collects what that frees", async () => {
+  const old = await pushRetained("pr-1");
+  await new Promise((r) => setTimeout(r, 50));
+  await pushRetained("pr-2");
+  await pushRetained("main");
+  await new Promise((r) => setTimeout(r, 1100));
+  const status = async (ref) =>
+    (await request(wharf.base, "HEAD", `/v2/e2e/retained/manifests/${ref}`, { headers: { Accept: OCI_MANIFEST } })).status;
+
+  const dry = (await collect()).report;
+  assert.deepEqual(dry.untagged, ["e2e/retained:pr-1"]);
+  assert.deepEqual(dry.manifests, [`e2e/retained@${old}`]);
+  assert.equal(await status("pr-1"), 200, "a dry run removes nothing");
+
+  const real = (await collect("?dry-run=false")).report;
+  assert.deepEqual([real.untagged, real.manifests], [dry.untagged, dry.manifests]);
+  assert.equal(real.blobLinks.length, 2, "its config and layer");
+  assert.deepEqual([await status("pr-1"), await status(old), await status("pr-2"), await status("main")], [404, 404, 200, 200]);
 });
