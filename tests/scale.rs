@@ -195,6 +195,8 @@ fn a_delete_by_digest_costs_what_the_manifest_s_own_tags_cost_among_100_000() {
     );
     put(&t, &keys::tagged(&name, &few, &Tag::parse("x2").unwrap()), PutOptions::default());
     block_on(t.objects.put(keys::INDEXES_MIGRATION, b"done".to_vec(), PutOptions::default())).unwrap();
+    // Past the time in which a push writes an entry and then its tag.
+    t.wait(11 * 60);
 
     let cold = t.sharing_storage(t.registry.config.as_ref().clone());
     t.operations.take();

@@ -18,6 +18,10 @@ use serde_json::json;
 /// Most tag reads a DELETE by digest has in flight (a Worker keeps at most six connections).
 const CONCURRENCY: usize = 6;
 
+/// An entry of the index of tags by manifest whose tag names another manifest is taken for a
+/// left-over once this old: a push writes the entry and then its tag within a request.
+const LEFT_OVER_AFTER_MS: u64 = 10 * 60 * 1000;
+
 /// 403 DENIED: not a malformed manifest (MANIFEST_INVALID) but a refused change.
 fn immutable(tag: &Tag, what: &str) -> RegistryError {
     RegistryError::new(ErrorCode::Denied)
@@ -173,16 +177,21 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut listing = Listing::new(prefix.as_str());
         let mut indexed = Vec::new();
         while let Some(meta) = listing.next(&self.objects).await? {
-            indexed.extend(keys::tag_of(&meta.key, &prefix));
+            indexed.extend(keys::tag_of(&meta.key, &prefix).map(|t| (t, meta.uploaded_ms)));
         }
+        let now = self.now_ms();
         let mut tags = Vec::with_capacity(indexed.len());
         for batch in indexed.chunks(CONCURRENCY) {
-            let records = join_all(batch.iter().map(|t| self.stored_tag(name, t))).await;
-            for (tag, record) in batch.iter().zip(records) {
+            let records = join_all(batch.iter().map(|(t, _)| self.stored_tag(name, t))).await;
+            for ((tag, written), record) in batch.iter().zip(records) {
                 match record? {
                     Some(r) if r.digest == target => tags.push(tag.clone()),
-                    // Moved or gone: the entry is left over.
-                    _ => self.objects.delete(&keys::tagged(name, digest, tag)).await?,
+                    // Moved or gone: the entry is left over, unless a push is about to write
+                    // its tag (entries go first); then it stays for the next delete to look at.
+                    _ if written + LEFT_OVER_AFTER_MS < now => {
+                        self.objects.delete(&keys::tagged(name, digest, tag)).await?
+                    }
+                    _ => {}
                 }
             }
         }
