@@ -33,7 +33,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut error = None;
         let cors = self.config.cors_origins.allowed(&headers);
         let dispatched = match (method, cors) {
-            (Method::Options, Some(origin)) if cors::preflight_path(&path) => Ok(CorsOrigins::preflight(origin)),
+            (Method::Options, Some(_)) if cors::preflight_path(&path) => Ok(CorsOrigins::preflight()),
             _ => self.dispatch(method, &path, &query, &headers, &origin, &mut body).await,
         };
         let response = match dispatched {

@@ -48,9 +48,10 @@ impl CorsOrigins {
         self.0.iter().any(|o| o == origin).then_some(origin)
     }
 
-    /// The answer to a preflight from `origin`, a listed one.
-    pub fn preflight<S>(origin: &str) -> Response<S> {
-        Self::decorate(Response::new(204), origin)
+    /// The answer to a preflight from a listed origin, before [`CorsOrigins::decorate`] (as
+    /// every answer to it).
+    pub fn preflight<S>() -> Response<S> {
+        Response::new(204)
             .header("Access-Control-Allow-Methods", ALLOW_METHODS)
             .header("Access-Control-Allow-Headers", ALLOW_HEADERS)
             .header("Access-Control-Max-Age", MAX_AGE)

@@ -53,6 +53,9 @@ function idToken({ alg = "RS256", pair = rsa, kid = "rsa-1", repository = "acme/
 
 before(async () => {
   issuer = await startIssuer();
+  // skopeo talks HTTPS to the TLS front, so the challenge's realm points there: the front
+  // listens first, and learns its target once wharf is up.
+  front = await startTlsFront(() => wharf.host);
   wharf = await startWharf({
     vars: {
       WHARF_RULES: JSON.stringify([{
@@ -61,9 +64,9 @@ before(async () => {
       }]),
       WHARF_TOKEN_SECRET: "an e2e token secret of forty characters!",
       WHARF_OIDC_ISSUERS: JSON.stringify([{ issuer: issuer.url, audience: "wharf" }]),
+      WHARF_REALM: `https://${front.host}/token`,
     },
   });
-  front = await startTlsFront(wharf.host);
   layout = new Layout(join(tmp, "layout"));
   layout.tag("image", layout.image("amd64", [2048]));
 });
