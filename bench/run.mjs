@@ -846,8 +846,10 @@ async function fillAtScale(state, repos, perRepo, tagCount) {
       blobs.push({ digest, size: bytes.length, link });
     }
     // Written as this version writes a registry: holders and the index of tags by manifest
-    // included, so the collection has no one-time indexes phase to run first.
+    // included, so the collection has no one-time phase to run first.
     await bucket.put("migrations/indexes", "done");
+    // Every tag is in R2 (the fill writes both copies): untagged collection need not wait.
+    await bucket.put("migrations/tags", "done");
     const fill = async (job) => {
       const r = await mf.dispatchFetch("http://fill/", { method: "POST", body: JSON.stringify({ blobs, ...job }) });
       if (!r.ok) throw new Error(`fill ${job.repo}: ${r.status} ${await r.text()}`);
