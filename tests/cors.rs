@@ -49,7 +49,11 @@ fn a_listed_origin_s_preflight_is_answered_on_the_api_and_the_token_endpoint() {
         let r = t.send(Method::Options, path, &headers, MemoryBody::empty());
         assert_eq!(r.status, 204, "{path}");
         let once = |name: &str| r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count() == 1;
-        assert!(["Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Vary"].iter().all(|h| once(h)), "{path}: {:?}", r.headers);
+        assert!(
+            ["Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Vary"].iter().all(|h| once(h)),
+            "{path}: {:?}",
+            r.headers
+        );
         assert_eq!(r.header("Access-Control-Allow-Origin"), Some(UI), "{path}");
         assert_eq!(r.header("Access-Control-Allow-Credentials"), Some("true"));
         assert_eq!(r.header("Vary"), Some("Origin"));
