@@ -8,16 +8,13 @@ use crate::base::cors::{self, CorsOrigins};
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::http::{Body, BodyReader, Headers, Method, Request, Response, query_param};
 use crate::base::names::{RepositoryName, Tag};
-use crate::base::router::Route;
+use crate::base::router::{Route, TOKEN_PATH};
 use crate::config::GcMode;
 use crate::oci::uploads::StartUpload;
 use crate::ops::notify::RequestRecord;
 use crate::registry::{Background, Registry, Result, json_response};
 use crate::storage::{KeyValueStore, ObjectStore};
 use serde_json::json;
-
-/// Path of the token endpoint (the realm of challenges), outside `/v2/`.
-pub const TOKEN_PATH: &str = "/token";
 
 /// The admin endpoint that runs a garbage collection (with `WHARF_ADMIN_TOKEN`).
 pub const ADMIN_GC_PATH: &str = "/_wharf/gc";

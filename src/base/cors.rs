@@ -71,7 +71,7 @@ impl CorsOrigins {
 
 /// Whether `path` is one whose preflights are answered: the registry API and the token endpoint.
 pub fn preflight_path(path: &str) -> bool {
-    path == "/v2" || path.starts_with("/v2/") || path == crate::dispatch::TOKEN_PATH
+    path == "/v2" || path.starts_with("/v2/") || path == crate::base::router::TOKEN_PATH
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@ use crate::base::http::percent_decode;
 use crate::base::names::{Digest, Reference, RepositoryName, UploadId};
 use serde_json::json;
 
+/// Path of the token endpoint (the realm of challenges), outside `/v2/`.
+pub const TOKEN_PATH: &str = "/token";
+
 #[derive(Debug, PartialEq)]
 pub enum Route {
     /// `/v2/`
