@@ -12,7 +12,7 @@ use wharf::Config;
 use wharf::base::http::{MemoryBody, Method};
 use wharf::base::names::Digest;
 use wharf::config::GcMode;
-use wharf::ops::gc::{GcReport, LEASE_MS, STEP_BUDGET};
+use wharf::ops::gc::{GcReport, LEASE_MS, Phase, STEP_BUDGET};
 use wharf::storage::keys::parse_holder;
 use wharf::storage::memory::{Fault, Faults, Pause};
 
@@ -597,14 +597,17 @@ fn tags_kept_in_kv_alone_are_copied_to_r2_before_untagged_collection_runs() {
     let mut runs = 1;
     let last = loop {
         runs += 1;
+        // Each run an invocation of its own, as the cron's are.
+        t.platform.as_ref().unwrap().begin_request();
         let report = collect(&t, false);
         if !report.untagged_deferred {
             break report;
         }
         assert!(report.manifests.is_empty(), "{report:?}");
     };
-    // 5,002 KV keys, 500 a run.
-    assert_eq!(runs, 11);
+    // 5,002 KV keys, 200 a run (each two writes: the tag and its entry in the index of tags by
+    // manifest).
+    assert_eq!(runs, 26);
     // Then it collects what no tag names, and only that.
     assert_eq!(last.manifests.len(), 1, "{last:?}");
     assert_pullable(&t, "r", "legacy");
@@ -717,4 +720,126 @@ fn a_run_goes_in_steps_each_within_its_budget() {
         assert_pullable(&t, &format!("r{i:03}"), "v1");
     }
     assert!(!t.objects.snapshot().keys().any(|k| k.starts_with("repositories/orphans/")), "every orphan link went");
+}
+
+/// Steps a run to its end, each an invocation of its own within the step budget; between two
+/// steps, `between` gets the state just written. Returns the last state.
+fn steps_within_budget(
+    t: &TestRegistry,
+    mut between: impl FnMut(&wharf::ops::gc::RunState),
+) -> wharf::ops::gc::RunState {
+    let platform = t.platform.clone().unwrap();
+    let (mut state, new) = block_on(t.registry.start_gc(t.now.get() * 1000, false)).unwrap();
+    assert!(new);
+    while !state.done() {
+        platform.begin_request();
+        state = block_on(t.registry.gc_step(&state.id)).unwrap().expect("the run is free");
+        let used = platform.used();
+        assert!(used.subrequests as u64 <= STEP_BUDGET && used.kv_operations <= 1000, "{used:?} {:?}", state.phase);
+        between(&state);
+    }
+    state
+}
+
+/// Whether the run's next step goes on within repository `name`.
+fn within(state: &wharf::ops::gc::RunState, name: &str) -> bool {
+    matches!(&state.phase, Phase::Repositories { within: Some(n), .. } if n == name)
+}
+
+#[test]
+fn a_repository_too_large_for_a_step_is_collected_over_several_each_within_its_budget() {
+    let t = TestRegistry::on_platform(untagged_config(), PAID);
+    at(&t, PUSHED_MS);
+    // 1,000 images, every other one untagged: 500 manifests and 1,500 links to sweep, past
+    // what one step reads and removes; and 3,000 more tags on the first image, past what one
+    // step lists.
+    let mut first = Vec::new();
+    for i in 0..1000 {
+        let (body, _) = t.push_image("big", &format!("t{i:04}"), OCI_MANIFEST, &format!("big {i}"));
+        if i == 0 {
+            first = body;
+        }
+        if i % 2 == 1 {
+            assert_eq!(t.delete(&format!("/v2/big/manifests/t{i:04}")).status, 202);
+        }
+    }
+    for j in 0..3000 {
+        assert_eq!(t.put_manifest("big", &format!("x{j:04}"), OCI_MANIFEST, &first).status, 201);
+    }
+    t.push_image("small", "v1", OCI_MANIFEST, "small");
+    t.push_image("small", "v2", OCI_MANIFEST, "small, untagged");
+    assert_eq!(t.delete("/v2/small/manifests/v2").status, 202);
+    at(&t, PUSHED_MS + 2 * HOUR_MS);
+
+    let mut steps_within = 0;
+    let state = steps_within_budget(&t, |state| steps_within += within(state, "big") as usize);
+    assert!(steps_within >= 3, "{steps_within} steps went on within the large repository");
+    assert!(state.max_step_operations <= STEP_BUDGET, "{}", state.max_step_operations);
+    let r = &state.report;
+    assert_eq!(r.manifests.len(), 501, "{:?}", r.manifests.len());
+    assert!(r.manifests.iter().all(|m| m.starts_with("big@") || m.starts_with("small@")));
+    assert!(r.restored.is_empty() && r.skipped.is_empty(), "{r:?}");
+    for i in (0..1000).step_by(2) {
+        assert_pullable(&t, "big", &format!("t{i:04}"));
+    }
+    assert_pullable(&t, "small", "v1");
+    let tags = t.objects.snapshot().keys().filter(|k| k.starts_with("repositories/big/_tags/")).count();
+    assert_eq!(tags, 500 + 3000);
+    // What the run saved of the large repository went with it.
+    assert!(!t.objects.snapshot().contains_key("gc/repository"));
+    // Nothing is left to collect.
+    let again = collect(&t, false);
+    assert!(again.manifests.is_empty() && again.blob_links.is_empty() && again.blobs.is_empty(), "{again:?}");
+}
+
+#[test]
+fn pushes_between_the_steps_of_a_large_repository_keep_every_image_whole() {
+    let t = TestRegistry::on_platform(untagged_config(), PAID);
+    at(&t, PUSHED_MS);
+    let mut untagged = Vec::new();
+    for i in 0..600 {
+        let (body, _) = t.push_image("big", &format!("t{i:04}"), OCI_MANIFEST, &format!("big {i}"));
+        if i % 2 == 1 {
+            assert_eq!(t.delete(&format!("/v2/big/manifests/t{i:04}")).status, 202);
+            untagged.push(body);
+        }
+    }
+    at(&t, PUSHED_MS + 2 * HOUR_MS);
+    // Between every two steps, another isolate tags an untagged image again, or pushes a new
+    // manifest over an untagged image's blobs: whatever the step before took of them.
+    let other = t.sharing_storage(untagged_config());
+    let mut pushed = Vec::new();
+    let mut steps_within = 0;
+    let state = steps_within_budget(&t, |state| {
+        steps_within += within(state, "big") as usize;
+        let n = pushed.len();
+        let Some(body) = untagged.get(n * 7) else { return };
+        let tag = format!("again{n}");
+        let put = match n % 2 {
+            0 => other.put_manifest("big", &tag, OCI_MANIFEST, body),
+            _ => {
+                let fresh = String::from_utf8(body.clone())
+                    .unwrap()
+                    .replace("\"schemaVersion\":2", "\"schemaVersion\":2,\"annotations\":{\"n\":\"x\"}");
+                other.put_manifest("big", &tag, OCI_MANIFEST, fresh.as_bytes())
+            }
+        };
+        let code = if put.status == 201 { String::new() } else { put.error_code() };
+        pushed.push((tag, put.status, code));
+    });
+    assert!(steps_within >= 2, "{steps_within} steps went on within the large repository");
+    assert!(pushed.len() >= 3, "{pushed:?}");
+    // Another run, then each push that was acknowledged pulls whole; the others were refused.
+    collect(&t, false);
+    for (tag, status, code) in &pushed {
+        match status {
+            201 => assert_pullable(&t, "big", tag),
+            _ => assert_eq!(code, "MANIFEST_BLOB_UNKNOWN", "{tag}"),
+        }
+    }
+    assert!(pushed.iter().any(|(_, status, _)| *status == 201), "{pushed:?}");
+    for i in (0..600).step_by(2) {
+        assert_pullable(&t, "big", &format!("t{i:04}"));
+    }
+    assert!(!state.report.manifests.is_empty());
 }

@@ -3,6 +3,7 @@
 //! crate in the wasm).
 
 use crate::base::error::{ErrorCode, RegistryError};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::fmt;
 
@@ -12,7 +13,8 @@ use std::fmt;
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`,
 /// and at most 255 characters (the spec keeps host + name under 256; Distribution rejects
 /// longer names with NAME_INVALID).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct RepositoryName(String);
 
 pub const MAX_NAME_LEN: usize = 255;
@@ -67,7 +69,8 @@ fn valid_component(c: &str) -> bool {
 }
 
 /// A tag: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Tag(String);
 
 impl Tag {
@@ -111,7 +114,8 @@ impl Algorithm {
 
 /// A content digest `algorithm:hex` with a supported algorithm and a lowercase hex encoding of
 /// the right length (OCI image-spec "Digests"; go-digest rejects upper case too).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Digest {
     algorithm: Algorithm,
     hex: String,
@@ -183,6 +187,24 @@ impl fmt::Display for Tag {
         f.write_str(&self.0)
     }
 }
+
+// Stored as their text (the collector's saved progress), and read back only through `parse`.
+macro_rules! as_text {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = RegistryError;
+            fn try_from(s: String) -> Result<Self, RegistryError> {
+                Self::parse(&s)
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.to_string()
+            }
+        }
+    )*};
+}
+as_text!(RepositoryName, Tag, Digest);
 
 /// The `<reference>` of a manifest URL: a digest if it contains `:` (tags cannot), else a tag.
 #[derive(Debug, Clone, PartialEq, Eq)]

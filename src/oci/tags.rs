@@ -168,11 +168,17 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// outlives a tag that moved while its push stopped half-way): what the manifest's tags
     /// cost, however many the repository has. Before, from every tag of the repository.
     pub(crate) async fn tags_of(&self, name: &RepositoryName, digest: &Digest) -> Result<Vec<Tag>> {
-        let target = digest.to_string();
         if !self.indexes_written().await? {
+            let target = digest.to_string();
             let all = self.all_tags(name).await?.into_iter();
             return Ok(all.filter(|(_, r)| r.digest == target).map(|(t, _)| t).collect());
         }
+        self.indexed_tags_of(name, digest).await
+    }
+
+    /// [`Registry::tags_of`] once the index of tags by manifest is complete.
+    pub(crate) async fn indexed_tags_of(&self, name: &RepositoryName, digest: &Digest) -> Result<Vec<Tag>> {
+        let target = digest.to_string();
         let prefix = keys::tagged_prefix(name, digest);
         let mut listing = Listing::new(prefix.as_str());
         let mut indexed = Vec::new();

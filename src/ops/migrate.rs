@@ -24,11 +24,11 @@ use std::collections::HashSet;
 /// What the copy records once every KV key was looked at.
 const DONE: &[u8] = b"done";
 
-/// KV keys in a listing, and listings per run: a run looks at up to 10,000 tags, with a listing
-/// of R2's copies per 500 tags of a repository, and writes those R2 lacks, stopping after the
-/// listing in which it wrote its 400th: a run stays within a step of garbage collection (1,000
-/// operations), which runs it too.
-const KEYS_PER_PAGE: u32 = 500;
+/// KV keys in a listing, and listings per run: a run looks at up to 4,000 tags, with a listing
+/// of R2's copies per 200 tags of a repository, and writes those R2 lacks (two writes each: the
+/// tag and its `_tagged` entry), stopping after the listing in which it reached 400 writes: a
+/// run stays within a step of garbage collection (1,000 operations), which runs it too.
+const KEYS_PER_PAGE: u32 = 200;
 const PAGES_PER_RUN: usize = 20;
 const WRITES_PER_RUN: usize = 400;
 
@@ -74,7 +74,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                 tags = rest;
             }
             cursor = page.cursor;
-            if cursor.is_none() || copied >= WRITES_PER_RUN {
+            if cursor.is_none() || 2 * copied >= WRITES_PER_RUN {
                 break;
             }
         }
@@ -105,8 +105,11 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let missing: Vec<_> = tags.iter().filter(|(_, tag, _)| !held.contains(tag)).collect();
         for batch in missing.chunks(CONCURRENCY) {
             let writes = batch.iter().map(|(_, tag, record)| async move {
+                // Its entry in the index of tags by manifest first, as a push writes them.
+                self.index_tag(name, tag, &record.digest()?, None).await?;
                 let options = PutOptions { custom: record.to_metadata(), ..PutOptions::default() };
-                self.objects.put(&keys::tag_object(name, tag), Vec::new(), options).await
+                self.objects.put(&keys::tag_object(name, tag), Vec::new(), options).await?;
+                Ok::<_, crate::base::error::RegistryError>(())
             });
             for written in join_all(writes).await {
                 written?;

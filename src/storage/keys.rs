@@ -45,6 +45,8 @@
 //! ├── migrations/tags              the copy of tags kept in KV alone (before R2 held tags) into
 //! │                                R2: where it stands, as the KV cursor to go on from, or
 //! │                                `done` (see `ops::migrate`)
+//! ├── gc/repository                garbage collection: a repository whose collection spans
+//! │                                steps, as JSON: what its listing and mark found so far
 //! ├── gc/run                       garbage collection: the run going on, or the last one, as
 //! │                                JSON (see `gc::RunState`): phase, cursor, report
 //! ├── gc/sweeps/<name>             garbage collection: the blob links a sweep of <name> is about
@@ -129,6 +131,19 @@ pub fn after_repository(name: &RepositoryName) -> String {
     format!("{REPOSITORIES_PREFIX}{name}/_~")
 }
 
+/// The key after every key of `name` of the kind of `kind` (`_referrers/`, `_tagged/`, `_tags/`
+/// ...): a listing skips past it to leave them out. Digests and tags hold no `~`.
+pub fn after_kind(name: &RepositoryName, kind: &RepositoryKey) -> String {
+    let folder = match kind {
+        RepositoryKey::Manifest(_) => "manifests",
+        RepositoryKey::BlobLink(_) => "layers",
+        RepositoryKey::Referrer => "referrers",
+        RepositoryKey::Tag(_) => "tags",
+        RepositoryKey::Tagged => "tagged",
+    };
+    format!("{REPOSITORIES_PREFIX}{name}/_{folder}/~")
+}
+
 /// Prefix of the records of garbage collection sweeps in progress.
 pub const GC_SWEEPS_PREFIX: &str = "gc/sweeps/";
 
@@ -143,6 +158,9 @@ pub fn repository_of_sweep(key: &str) -> Option<RepositoryName> {
 
 /// Where the garbage collection run going on, or the last one, is recorded.
 pub const GC_RUN: &str = "gc/run";
+
+/// Garbage collection: how far the collection of a repository too large for one step got.
+pub const GC_REPOSITORY: &str = "gc/repository";
 
 /// Prefix of every holder of blob bytes.
 pub const HOLDERS_PREFIX: &str = "holders/";

@@ -138,14 +138,18 @@ impl std::ops::Index<&str> for Metadata {
     }
 }
 
-/// What an object store knows about an object without reading its body.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// What an object store knows about an object without reading its body. (Serialisable for
+/// the collector, which keeps what it listed from one step to the next.)
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
     /// Changes whenever the object is rewritten; used for conditional puts.
     pub etag: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Metadata::is_empty")]
     pub custom: Metadata,
     /// When the object was written, in milliseconds since the Unix epoch.
     pub uploaded_ms: u64,
@@ -293,6 +297,19 @@ impl Listing {
         Self { start_after: key, ..Self::new(prefix) }
     }
 
+    /// Leaves out every key up to `key`: those of the page in hand, and if that empties it, the
+    /// next page starts after `key` rather than where the last one ended. A listing passes over
+    /// a run of keys it does not need for the price of one page.
+    pub fn skip_past(&mut self, key: &str) {
+        while self.page.front().is_some_and(|m| m.key.as_str() <= key) {
+            self.page.pop_front();
+        }
+        if self.page.is_empty() && !self.done {
+            self.cursor = None;
+            self.start_after = Some(key.to_owned());
+        }
+    }
+
     pub async fn next<O: ObjectStore>(&mut self, objects: &O) -> Result<Option<ObjectMeta>> {
         loop {
             if let Some(meta) = self.page.pop_front() {
@@ -356,4 +373,36 @@ pub trait KeyValueStore {
     async fn put(&self, key: &str, value: &str, metadata: Option<&serde_json::Value>) -> Result<()>;
     async fn delete(&self, key: &str) -> Result<()>;
     async fn list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<KvPage>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryObjects;
+    use super::*;
+    use futures_executor::block_on;
+
+    #[test]
+    fn a_listing_skips_past_keys_in_its_page_or_by_starting_after_them() {
+        let objects = MemoryObjects::new();
+        for i in 0..2500 {
+            block_on(objects.put(&format!("k/{i:04}"), Vec::new(), PutOptions::default())).unwrap();
+        }
+        let start = objects.operations();
+        let mut listing = Listing::new("k/");
+        let mut seen = Vec::new();
+        while let Some(meta) = block_on(listing.next(&objects)).unwrap() {
+            seen.push(meta.key.clone());
+            match meta.key.as_str() {
+                // Within the page in hand: no listing more.
+                "k/0010" => listing.skip_past("k/0500"),
+                // Past the page in hand: the next listing starts after the key.
+                "k/0900" => listing.skip_past("k/2399"),
+                _ => {}
+            }
+        }
+        let expected: Vec<String> = (0..=10).chain(501..=900).chain(2400..2500).map(|i| format!("k/{i:04}")).collect();
+        assert_eq!(seen, expected);
+        // The first page of 1,000 keys, then one from k/2399 on.
+        assert_eq!(objects.operations() - start, 2);
+    }
 }

@@ -91,11 +91,13 @@ use std::collections::BTreeMap;
 
 /// Storage operations a step may use (R2 and KV together).
 pub const STEP_BUDGET: u64 = 1000;
-/// A step takes no new repository once it has used this many: the largest piece of work
-/// (one repository, whose sweep is cut at 150 removals a step) then still fits within
-/// [`STEP_BUDGET`], unless that repository alone holds several hundred manifests, which its mark
-/// reads in one step (see docs/garbage-collection.md).
+/// A step takes no new repository once it has used this many, and goes on within one
+/// repository (listing, untagging, reading manifests, sweeping) until [`STEP_LIMIT`]: the rest
+/// of that repository is for the next step (see `repository`).
 const STEP_TARGET: u64 = 400;
+/// What a step uses at most before it saves where it stands, leaving room for that and the
+/// run's state within [`STEP_BUDGET`] (one piece of work costs at most [`CONCURRENCY`]).
+const STEP_LIMIT: u64 = 950;
 /// How long a step may hold the run: past it, another may take over (a queue consumer's
 /// invocation ends within 15 minutes).
 pub const LEASE_MS: u64 = 15 * 60 * 1000;
@@ -166,9 +168,12 @@ pub enum Phase {
     Holders {
         after: Option<String>,
     },
-    /// Repositories after this key (see `keys::after_repository`).
+    /// Repositories after this key (see `keys::after_repository`), starting with the one
+    /// `within` names when its collection is under way.
     Repositories {
         after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        within: Option<String>,
     },
     Sweeps,
     /// Byte objects after this upload's.
@@ -192,7 +197,8 @@ impl Phase {
 
     fn cursor(&self) -> Option<&str> {
         match self {
-            Phase::Holders { after } | Phase::Repositories { after } | Phase::Bytes { after } => after.as_deref(),
+            Phase::Repositories { within: Some(name), .. } => Some(name),
+            Phase::Holders { after } | Phase::Repositories { after, .. } | Phase::Bytes { after } => after.as_deref(),
             _ => None,
         }
     }
@@ -333,6 +339,19 @@ impl<T> FromIterator<(Digest, T)> for DigestMap<T> {
             map.insert(d, v);
         }
         map
+    }
+}
+
+// Kept as a list of pairs in the progress a step saves (see `repository`).
+impl<T: Serialize> Serialize for DigestMap<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for DigestMap<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        Ok(Vec::<(Digest, T)>::deserialize(deserializer)?.into_iter().collect())
     }
 }
 
@@ -499,16 +518,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     report.untagged_deferred = !self.copy_kv_tags_to_r2().await?.0;
                 }
                 match self.indexes_written().await? {
-                    true => Phase::Repositories { after: None },
+                    true => Phase::Repositories { after: None, within: None },
                     false => Phase::Holders { after: None },
                 }
             }
             Phase::Holders { after } => match self.write_missing_indexes(after).await? {
                 Some(after) => Phase::Holders { after: Some(after) },
-                None => Phase::Repositories { after: None },
+                None => Phase::Repositories { after: None, within: None },
             },
-            Phase::Repositories { after } => match self.collect_repositories(&run, after, report).await? {
-                Some(after) => Phase::Repositories { after: Some(after) },
+            Phase::Repositories { after, within } => match self
+                .collect_repositories(&run, after, within, report)
+                .await?
+            {
+                Some(next) => Phase::Repositories { after: Some(next.after), within: next.within.map(String::from) },
                 None => Phase::Sweeps,
             },
             Phase::Sweeps => {

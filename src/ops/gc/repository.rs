@@ -1,9 +1,20 @@
-//! The repositories phase: each repository marked, swept and re-checked on its own, a step
-//! taking repositories in key order until its budget is spent (see the protocol in `gc`).
+//! The repositories phase: each repository listed, marked, swept and re-checked on its own (see
+//! the protocol in `gc`), a step taking repositories in key order until its budget is spent.
+//!
+//! A repository too large for what is left of a step (a listing of 100,000 tags, a mark of
+//! thousands of manifests, a sweep of thousands of untagged ones) goes on in the next step: the
+//! step saves what it found so far (`keys::GC_REPOSITORY`, a [`Progress`]) and the run's phase
+//! names the repository. Each stage resumes where it stopped: the listing after its last key,
+//! retention with the tags it has not yet removed, the mark with the manifests it has not read,
+//! the sweep with what it has not yet taken. The protocol holds across these boundaries as it
+//! does within a step: the sweep removes only what is unchanged since it was listed, and each
+//! batch's re-check looks at the repository as it is then.
 
 use super::{
-    CONCURRENCY, DigestMap, DigestSet, GcReport, Run, STEP_TARGET, Sweep, add, sweep_from_json, sweep_to_json,
+    CONCURRENCY, DigestMap, DigestSet, GcReport, Run, STEP_LIMIT, STEP_TARGET, Sweep, add, sweep_from_json,
+    sweep_to_json,
 };
+use crate::base::error::RegistryError;
 use crate::base::names::{Digest, RepositoryName, Tag};
 use crate::config::notify::Action;
 use crate::config::retention::Pushed;
@@ -14,27 +25,63 @@ use crate::registry::{Registry, Result};
 use crate::storage::keys::{self, Holder, RepositoryKey, TagRecord};
 use crate::storage::{KeyValueStore, Listing, Metadata, ObjectMeta, ObjectStore, PutOptions};
 use futures_util::future::join_all;
-use std::collections::HashSet;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
-/// Manifests and links a step removes from one repository at most (each costs about three
-/// operations); a repository with more is swept again by the next step.
-const SWEEP_PER_STEP: usize = 150;
+/// Manifests and links one sweep removes at most before its re-check; a step sweeps again
+/// while its budget lasts.
+const SWEEP_PER_BATCH: usize = 150;
+
+/// Operations one removal costs, its share of the re-check included (a manifest: a last read,
+/// its referrer entry, the delete, a listing of the tags that may name it; a link: a last
+/// HEAD, the delete, its holder).
+const REMOVAL_COST: u64 = 4;
+
+/// A tag as listed, for retention to weigh.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedTag {
+    tag: Tag,
+    digest: String,
+    etag: String,
+    uploaded_ms: u64,
+}
+
+impl ListedTag {
+    /// The tag object as listed, to tell whether it is still the same.
+    fn object(&self, name: &RepositoryName) -> ObjectMeta {
+        let key = keys::tag_object(name, &self.tag);
+        ObjectMeta { key, etag: self.etag.clone(), uploaded_ms: self.uploaded_ms, ..ObjectMeta::default() }
+    }
+}
 
 /// One repository's manifests, blob links and the digests its tags name, as listed.
+#[derive(Serialize, Deserialize)]
 struct Listed {
     name: RepositoryName,
     manifests: DigestMap<ObjectMeta>,
     links: DigestMap<ObjectMeta>,
+    /// With untagged collection or retention, the manifests its tags name (its tags are not
+    /// listed otherwise: a repository of 100,000 tags then costs nothing for them).
     tagged: HashSet<String>,
-    /// With retention rules for the repository: each tag with its record and listing, for the
-    /// rules to weigh (`None` otherwise: a repository of 100,000 tags keeps only their digests).
-    tags: Option<Vec<(Tag, TagRecord, ObjectMeta)>>,
+    /// With retention rules for the repository: each tag, for the rules to weigh.
+    tags: Option<Vec<ListedTag>>,
+    /// Manifests that retention untagged and no tag left names: collected even with untagged
+    /// collection off.
+    untagged: DigestSet,
 }
 
 impl Listed {
     fn new(name: RepositoryName, weigh_tags: bool) -> Self {
         let tags = weigh_tags.then(Vec::new);
-        Self { name, manifests: DigestMap::new(), links: DigestMap::new(), tagged: HashSet::new(), tags }
+        Self {
+            name,
+            manifests: DigestMap::new(),
+            links: DigestMap::new(),
+            tagged: HashSet::new(),
+            tags,
+            untagged: DigestSet::new(),
+        }
     }
 
     fn add(&mut self, kind: RepositoryKey, meta: ObjectMeta) {
@@ -45,10 +92,11 @@ impl Listed {
             // which another location may have written a minute ago unseen here.
             RepositoryKey::Tag(tag) => {
                 let Some(record) = TagRecord::from_metadata(&meta.custom) else { return };
-                self.tagged.insert(record.digest.clone());
                 if let Some(tags) = &mut self.tags {
-                    tags.push((tag, record, meta));
+                    let (etag, uploaded_ms) = (meta.etag, meta.uploaded_ms);
+                    tags.push(ListedTag { tag, digest: record.digest.clone(), etag, uploaded_ms });
                 }
+                self.tagged.insert(record.digest);
             }
             RepositoryKey::Referrer | RepositoryKey::Tagged => {}
         }
@@ -56,6 +104,7 @@ impl Listed {
 }
 
 /// What a manifest references.
+#[derive(Serialize, Deserialize)]
 struct Refs {
     blobs: Vec<Digest>,
     children: Vec<Digest>,
@@ -73,26 +122,56 @@ impl Refs {
 }
 
 /// A manifest as the mark read it.
+#[derive(Serialize, Deserialize)]
 struct Marked {
     meta: ObjectMeta,
-    bytes: Vec<u8>,
     refs: Refs,
 }
 
-/// What the mark decided: every manifest read, those that stay, and the blobs those reference.
+/// What the mark decided: the manifests that stay, and the blobs those reference.
 struct Mark {
-    marked: DigestMap<Marked>,
     live: DigestSet,
     referenced: DigestSet,
 }
 
+/// Where the collection of one repository stands.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "camelCase")]
+enum Stage {
+    /// Listing its keys, after this one.
+    Listing { after: String },
+    /// Untagging what the retention rules do not keep.
+    Retention,
+    /// Reading its manifests; those in `marked` are read.
+    Mark { marked: DigestMap<Marked> },
+    /// Removing what the mark found dead, a batch at a time; what is left in `marked` and in
+    /// the listed links is yet to be judged.
+    Sweep { marked: DigestMap<Marked> },
+}
+
+/// A repository whose collection spans steps, as saved from one to the next.
+#[derive(Serialize, Deserialize)]
+struct Progress {
+    run: String,
+    listed: Listed,
+    stage: Stage,
+}
+
+/// Where the next step of the phase starts: after a repository (a key from
+/// [`keys::after_repository`]), and within the one that follows it when that one's collection
+/// is under way (its [`Progress`] saved).
+pub(super) struct Resume {
+    pub after: String,
+    pub within: Option<RepositoryName>,
+}
+
 /// What the sweep took, for the re-check to give back to a push that needs it.
 struct Swept {
-    manifests: DigestMap<Marked>,
+    manifests: DigestMap<(Marked, Vec<u8>)>,
     links: DigestMap<(ObjectMeta, BlobLink)>,
 }
 
-fn parse_stored(meta: &ObjectMeta, bytes: &[u8]) -> std::result::Result<Manifest, crate::base::error::RegistryError> {
+fn parse_stored(meta: &ObjectMeta, bytes: &[u8]) -> std::result::Result<Manifest, RegistryError> {
     Manifest::parse(meta.content_type.as_deref(), bytes)
 }
 
@@ -118,17 +197,48 @@ fn live_manifests(root: impl Fn(&Digest, &Marked) -> bool, marked: &DigestMap<Ma
     }
 }
 
+/// Judges the manifests read: the live ones are all of them, or with `WHARF_GC_UNTAGGED` those
+/// tags and the grace period keep and what they reach. Manifests retention untagged are
+/// collected likewise even without it.
+fn judge(listed: &Listed, marked: &DigestMap<Marked>, run: &Run) -> Mark {
+    let root = |d: &Digest, m: &Marked| {
+        m.meta.uploaded_ms >= run.cutoff
+            || listed.tagged.contains(&d.to_string())
+            || (!run.untagged && !listed.untagged.contains(d))
+    };
+    let live = live_manifests(root, marked);
+    let referenced = live.keys().filter_map(|d| marked.get(d)).flat_map(|m| m.refs.blobs.iter().cloned()).collect();
+    Mark { live, referenced }
+}
+
 impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
-    /// One step of the repositories phase: the repositories after `after` (a key from
-    /// [`keys::after_repository`]), one at a time, until [`STEP_TARGET`] operations are spent.
-    /// Returns where the next step starts; `None` once every repository was collected.
+    /// Storage operations so far (R2 and KV), to measure a step's against its budget.
+    pub(super) fn spent(&self) -> u64 {
+        self.objects.operations() + self.kv.operations()
+    }
+
+    /// Whether the collection of `name` reads its tags.
+    fn reads_tags(&self, run: &Run, name: &RepositoryName) -> bool {
+        run.untagged || self.weighs_tags(run, name)
+    }
+
+    /// Whether retention weighs the tags of `name` in this run.
+    fn weighs_tags(&self, run: &Run, name: &RepositoryName) -> bool {
+        run.retention && self.config.retention.covers(name)
+    }
+
+    /// One step of the repositories phase: the repository under way (`within`), then those
+    /// after `after`, one at a time, until [`STEP_TARGET`] operations are spent, or
+    /// [`STEP_LIMIT`] within one repository. Returns where the next step starts; `None` once
+    /// every repository was collected.
     pub(super) async fn collect_repositories(
         &self,
         run: &Run,
         after: Option<String>,
+        within: Option<String>,
         report: &mut GcReport,
-    ) -> Result<Option<String>> {
-        let start = self.objects.operations();
+    ) -> Result<Option<Resume>> {
+        let start = self.spent();
         // Records of sweeps a stopped run left (rare: one listing finds them all).
         let stopped: HashSet<RepositoryName> = self
             .objects
@@ -142,143 +252,213 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         let mut resume_at = after.clone().unwrap_or_else(|| keys::REPOSITORIES_PREFIX.to_owned());
         let mut listing = Listing::after(keys::REPOSITORIES_PREFIX, after);
         let mut current: Option<Listed> = None;
+        // The last key listed, or skipped past: where a listing cut within a repository goes on.
+        let mut listed_to: Option<String> = None;
+        // Whether the repository under way has its progress saved (to drop once it is done).
+        let mut saved = false;
+        if let Some(progress) = self.saved_progress(run, within.as_deref()).await? {
+            saved = true;
+            match progress.stage {
+                Stage::Listing { after } => {
+                    listing = Listing::after(keys::REPOSITORIES_PREFIX, Some(after.clone()));
+                    listed_to = Some(after);
+                    current = Some(progress.listed);
+                }
+                _ => {
+                    let name = progress.listed.name.clone();
+                    if let Some(progress) = self.advance(progress, run, &stopped, report, start).await? {
+                        return self.pause(progress, resume_at).await;
+                    }
+                    self.objects.delete(keys::GC_REPOSITORY).await?;
+                    saved = false;
+                    resume_at = keys::after_repository(&name);
+                    if self.spent() - start >= STEP_TARGET {
+                        return Ok(Some(Resume { after: resume_at, within: None }));
+                    }
+                    listing = Listing::after(keys::REPOSITORIES_PREFIX, Some(resume_at.clone()));
+                }
+            }
+        }
         // A repository's keys all start with `repositories/<name>/_`, so they come together.
         loop {
+            if current.is_some()
+                && self.spent() - start >= STEP_LIMIT
+                && let (Some(listed), Some(after)) = (current.take(), listed_to.take())
+            {
+                let progress = Progress { run: run.id.clone(), listed, stage: Stage::Listing { after } };
+                return self.pause(progress, resume_at).await;
+            }
             let meta = listing.next(&self.objects).await?;
             let parsed = meta.as_ref().and_then(|m| keys::parse_repository_key(&m.key));
             if meta.is_some() && parsed.is_none() {
                 continue;
             }
             if let Some(done) = current.take_if(|c| parsed.as_ref().is_none_or(|(name, _)| c.name != *name)) {
-                let done_name = done.name.clone();
-                if !self.collect_repository(done, run, stopped.contains(&done_name), report).await? {
-                    // More to sweep than a step takes: the next step takes this repository again.
-                    return Ok(Some(resume_at));
+                let name = done.name.clone();
+                let progress = Progress { run: run.id.clone(), listed: done, stage: Stage::Retention };
+                if let Some(progress) = self.advance(progress, run, &stopped, report, start).await? {
+                    return self.pause(progress, resume_at).await;
                 }
-                resume_at = keys::after_repository(&done_name);
+                if std::mem::take(&mut saved) {
+                    self.objects.delete(keys::GC_REPOSITORY).await?;
+                }
+                resume_at = keys::after_repository(&name);
                 // The next step lists the key just read again.
-                if meta.is_some() && self.objects.operations() - start >= STEP_TARGET {
-                    return Ok(Some(resume_at));
+                if meta.is_some() && self.spent() - start >= STEP_TARGET {
+                    return Ok(Some(Resume { after: resume_at, within: None }));
                 }
             }
             let (Some(meta), Some((name, kind))) = (meta, parsed) else { return Ok(None) };
-            let weigh_tags = !self.config.retention.is_empty() && self.config.retention.covers(&name);
-            current.get_or_insert_with(|| Listed::new(name, weigh_tags)).add(kind, meta);
+            let wanted = match kind {
+                RepositoryKey::Manifest(_) | RepositoryKey::BlobLink(_) => true,
+                RepositoryKey::Tag(_) => self.reads_tags(run, &name),
+                RepositoryKey::Referrer | RepositoryKey::Tagged => false,
+            };
+            let key = match wanted {
+                true => meta.key.clone(),
+                // Keys the collection does not need, however many: passed over a page at once.
+                false => keys::after_kind(&name, &kind),
+            };
+            if !wanted {
+                listing.skip_past(&key);
+            }
+            listed_to = Some(key);
+            let weigh_tags = self.weighs_tags(run, &name);
+            let listed = current.get_or_insert_with(|| Listed::new(name, weigh_tags));
+            if wanted {
+                listed.add(kind, meta);
+            }
         }
     }
 
-    /// Mark, sweep and re-check one repository; `stopped`: a stopped run left a sweep record
-    /// for it. `false` when it had more to sweep than [`SWEEP_PER_STEP`]: the rest is for the
-    /// next step, which takes the repository again.
-    async fn collect_repository(
-        &self,
-        mut listed: Listed,
-        run: &Run,
-        stopped: bool,
-        report: &mut GcReport,
-    ) -> Result<bool> {
-        let (untagged, retention_done) = self.apply_retention(&mut listed, run, report).await?;
-        let name = &listed.name;
-        let Some(mark) = self.mark(&listed, &untagged, run, report).await? else { return Ok(true) };
-        let stopped = match stopped {
-            true => self.sweep_record(name).await?,
-            false => None,
-        };
-        self.repair(&listed, &mark, stopped.as_ref(), run, report).await?;
+    /// Saves the progress of the repository under way; the next step goes on with it.
+    async fn pause(&self, progress: Progress, after: String) -> Result<Option<Resume>> {
+        let bytes = serde_json::to_vec(&progress).map_err(RegistryError::internal)?;
+        self.objects.put(keys::GC_REPOSITORY, bytes, PutOptions::default()).await?;
+        Ok(Some(Resume { after, within: Some(progress.listed.name) }))
+    }
 
-        let at = |d: &Digest| format!("{name}@{d}");
-        let mut doomed_manifests: Vec<Digest> =
-            mark.marked.keys().filter(|d| !mark.live.contains(d)).cloned().collect();
-        let mut doomed_links: Vec<(Digest, ObjectMeta, BlobLink)> = listed
-            .links
-            .iter()
-            .filter(|(d, meta)| !mark.referenced.contains(d) && meta.uploaded_ms < run.cutoff)
-            .filter_map(|(d, meta)| Some((d.clone(), meta.clone(), BlobLink::from_metadata(&meta.custom)?)))
-            .collect();
-        let finished = retention_done && doomed_manifests.len() + doomed_links.len() <= SWEEP_PER_STEP;
-        doomed_manifests.truncate(SWEEP_PER_STEP);
-        doomed_links.truncate(SWEEP_PER_STEP - doomed_manifests.len());
-        if run.dry_run {
-            doomed_manifests.iter().for_each(|d| add(&mut report.manifests, at(d), &mut report.more));
-            for (d, _, link) in &doomed_links {
-                // The holder says what the sweep would do, for this run's bytes phase to report.
-                self.hold(name, d, link, Hold::DoomedIn(&run.id)).await?;
-                add(&mut report.blob_links, at(d), &mut report.more);
+    /// The progress saved of repository `within` in this run. `None` without one (the
+    /// repository is then collected from its start, which is always safe).
+    async fn saved_progress(&self, run: &Run, within: Option<&str>) -> Result<Option<Progress>> {
+        let Some(within) = within else { return Ok(None) };
+        let Some((_, bytes)) = self.objects.get_bytes(keys::GC_REPOSITORY).await? else { return Ok(None) };
+        match serde_json::from_slice::<Progress>(&bytes) {
+            Ok(p) if p.run == run.id && p.listed.name.as_str() == within => Ok(Some(p)),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                crate::base::log::error(&format!("gc: {within}: saved progress unreadable ({e}); starting over"));
+                Ok(None)
             }
-            // A dry run removes nothing: taking the repository again would find the same.
-            return Ok(true);
         }
-        // Which links this sweep may take, written down first: if it stops before its re-check,
-        // the next run knows what it may have to put back.
-        let record: Sweep = doomed_links.iter().map(|(d, meta, _)| (d.clone(), meta.custom.clone())).collect();
-        if !record.is_empty() {
-            self.objects.put(&keys::gc_sweep(name), sweep_to_json(&record), PutOptions::default()).await?;
+    }
+
+    /// Takes one repository's collection as far as the step's budget allows: retention, then
+    /// mark, then sweep and re-check. `None` once it is collected (or left alone, when a
+    /// manifest cannot be read), else the progress for the next step.
+    async fn advance(
+        &self,
+        mut progress: Progress,
+        run: &Run,
+        stopped: &HashSet<RepositoryName>,
+        report: &mut GcReport,
+        start: u64,
+    ) -> Result<Option<Progress>> {
+        loop {
+            progress.stage = match std::mem::replace(&mut progress.stage, Stage::Retention) {
+                // Listings go on in `collect_repositories`.
+                listing @ Stage::Listing { .. } => {
+                    progress.stage = listing;
+                    return Ok(Some(progress));
+                }
+                Stage::Retention => match self.apply_retention(&mut progress.listed, run, report, start).await? {
+                    true => Stage::Mark { marked: DigestMap::new() },
+                    false => return Ok(Some(progress)),
+                },
+                Stage::Mark { mut marked } => match self.mark(&progress.listed, &mut marked, report, start).await? {
+                    None => return Ok(None),
+                    Some(true) => Stage::Sweep { marked },
+                    Some(false) => {
+                        progress.stage = Stage::Mark { marked };
+                        return Ok(Some(progress));
+                    }
+                },
+                Stage::Sweep { mut marked } => {
+                    let stopped = stopped.contains(&progress.listed.name);
+                    match self.sweep(&mut progress.listed, &mut marked, stopped, run, report, start).await? {
+                        true => return Ok(None),
+                        false => {
+                            progress.stage = Stage::Sweep { marked };
+                            return Ok(Some(progress));
+                        }
+                    }
+                }
+            };
         }
-        let swept = self.sweep(name, mark, doomed_manifests, doomed_links, report).await?;
-        self.recheck(&listed, swept, report).await?;
-        // The re-check is done (or nothing was swept): the record, and that of a stopped run,
-        // can go.
-        if !record.is_empty() || stopped.is_some() {
-            self.objects.delete(&keys::gc_sweep(name)).await?;
-        }
-        Ok(finished)
     }
 
     /// Retention (`WHARF_RETENTION`), before the mark: untags what the rules do not keep (a
-    /// dry run only reports it), each tag only if still the one listed. Returns the manifests
-    /// that lost their last tag this way, and whether every untagging fitted in this step.
-    async fn apply_retention(
-        &self,
-        listed: &mut Listed,
-        run: &Run,
-        report: &mut GcReport,
-    ) -> Result<(DigestSet, bool)> {
+    /// dry run only reports it), each tag only if still the one listed, while the budget lasts.
+    /// The manifests that lose their last tag this way join `listed.untagged`. `true` once
+    /// every such tag is handled.
+    async fn apply_retention(&self, listed: &mut Listed, run: &Run, report: &mut GcReport, start: u64) -> Result<bool> {
         let name = listed.name.clone();
-        let Some(tags) = listed.tags.as_ref().filter(|_| run.retention) else { return Ok((DigestSet::new(), true)) };
+        let Some(tags) = listed.tags.as_ref().filter(|_| run.retention) else { return Ok(true) };
         let weighed: Vec<Pushed> = tags
             .iter()
-            .filter(|(tag, _, _)| !self.config.immutable_tags.protects(&name, tag))
-            .map(|(tag, _, meta)| Pushed { tag: tag.clone(), at_ms: meta.uploaded_ms })
+            .filter(|t| !self.config.immutable_tags.protects(&name, &t.tag))
+            .map(|t| Pushed { tag: t.tag.clone(), at_ms: t.uploaded_ms })
             .collect();
-        let mut expired = self.config.retention.expired(&name, &weighed, run.started_ms);
-        let done = expired.len() <= SWEEP_PER_STEP;
-        expired.truncate(SWEEP_PER_STEP);
+        let by_tag: HashMap<&Tag, &ListedTag> = tags.iter().map(|t| (&t.tag, t)).collect();
+        let mut done = true;
         let mut removed = HashSet::new();
-        for tag in &expired {
-            let Some((_, record, meta)) = tags.iter().find(|(t, _, _)| t == tag) else { continue };
+        for tag in self.config.retention.expired(&name, &weighed, run.started_ms) {
+            let Some(listed_tag) = by_tag.get(&tag) else { continue };
             if !run.dry_run {
-                if !self.unchanged(meta).await? {
+                // A last HEAD, then the tag's three copies (KV, R2, its `_tagged` entry).
+                if self.spent() - start + REMOVAL_COST > STEP_LIMIT {
+                    done = false;
+                    break;
+                }
+                if !self.unchanged(&listed_tag.object(&name)).await? {
                     continue;
                 }
-                self.delete_tag(&name, tag, &record.digest()?).await?;
+                self.delete_tag(&name, &tag, &Digest::parse(&listed_tag.digest)?).await?;
                 self.record_event(Action::Delete, Target { tag: Some(tag.to_string()), ..Target::new(&name) });
             }
             add(&mut report.untagged, format!("{name}:{tag}"), &mut report.more);
-            removed.insert(tag.clone());
+            removed.insert(tag);
         }
         // What the tags left name; the manifests that only removed tags named are freed.
-        let (gone, left): (Vec<_>, Vec<_>) =
-            tags.iter().map(|(t, r, _)| (t.clone(), r.digest.clone())).partition(|(t, _)| removed.contains(t));
-        listed.tagged = left.into_iter().map(|(_, d)| d).collect();
-        let freed = gone.iter().filter(|(_, d)| !listed.tagged.contains(d)).filter_map(|(_, d)| Digest::parse(d).ok());
-        Ok((freed.collect(), done))
+        let (gone, kept): (Vec<ListedTag>, Vec<ListedTag>) =
+            listed.tags.take().unwrap_or_default().into_iter().partition(|t| removed.contains(&t.tag));
+        listed.tagged = kept.iter().map(|t| t.digest.clone()).collect();
+        for t in gone.iter().filter(|t| !listed.tagged.contains(&t.digest)) {
+            if let Ok(d) = Digest::parse(&t.digest) {
+                listed.untagged.insert(d, ());
+            }
+        }
+        listed.tags = Some(kept);
+        Ok(done)
     }
 
-    /// Step 1, mark: reads every manifest listed; the live ones are all of them, or with
-    /// `WHARF_GC_UNTAGGED` those tags and the grace period keep and what they reach. Manifests
-    /// retention `untagged` are collected likewise even without it. `None` when a manifest
-    /// cannot be read: without its references nothing can be judged unreferenced, and the
-    /// repository is left alone.
+    /// Step 1, mark: reads the listed manifests `marked` lacks, while the budget lasts.
+    /// `Some(true)` once every one is read, `Some(false)` when the budget ran out first. `None`
+    /// when one cannot be read: without its references nothing can be judged unreferenced, and
+    /// the repository is left alone.
     async fn mark(
         &self,
         listed: &Listed,
-        untagged: &DigestSet,
-        run: &Run,
+        marked: &mut DigestMap<Marked>,
         report: &mut GcReport,
-    ) -> Result<Option<Mark>> {
-        let mut marked = DigestMap::new();
-        let entries: Vec<(&Digest, &ObjectMeta)> = listed.manifests.iter().collect();
-        for batch in entries.chunks(CONCURRENCY) {
+        start: u64,
+    ) -> Result<Option<bool>> {
+        let unread: Vec<(&Digest, &ObjectMeta)> =
+            listed.manifests.iter().filter(|(d, _)| !marked.contains(d)).collect();
+        for batch in unread.chunks(CONCURRENCY) {
+            if self.spent() - start + batch.len() as u64 > STEP_LIMIT {
+                return Ok(Some(false));
+            }
             let reads = join_all(batch.iter().map(|(_, listed)| self.objects.get_bytes(&listed.key))).await;
             for ((d, _), read) in batch.iter().zip(reads) {
                 // Gone since the listing: deleted by a client, nothing to mark.
@@ -289,19 +469,90 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
                     add(&mut report.skipped, name.to_string(), &mut report.more);
                     return Ok(None);
                 };
-                marked.insert((*d).clone(), Marked { meta, bytes, refs: Refs::of(&manifest) });
+                marked.insert((*d).clone(), Marked { meta, refs: Refs::of(&manifest) });
             }
         }
-        // The roots: what tags (or the grace period) keep; with untagged collection off, every
-        // manifest but those retention just untagged.
-        let root = |d: &Digest, m: &Marked| {
-            m.meta.uploaded_ms >= run.cutoff
-                || listed.tagged.contains(&d.to_string())
-                || (!run.untagged && !untagged.contains(d))
+        Ok(Some(true))
+    }
+
+    /// Steps 2 and 3, sweep and re-check, a batch at a time while the budget lasts: the doomed
+    /// manifests (read, not live) and links (referenced by no live manifest, older than the
+    /// grace period). Each one judged leaves `marked` or `listed.links`, swept or not, so a
+    /// step goes on with the rest. `stopped`: a stopped run left a sweep record for the
+    /// repository. `true` once nothing is left to sweep.
+    async fn sweep(
+        &self,
+        listed: &mut Listed,
+        marked: &mut DigestMap<Marked>,
+        stopped: bool,
+        run: &Run,
+        report: &mut GcReport,
+        start: u64,
+    ) -> Result<bool> {
+        let name = listed.name.clone();
+        let mark = judge(listed, marked, run);
+        let mut left_over = match stopped {
+            true => self.sweep_record(&name).await?,
+            false => None,
         };
-        let live = live_manifests(root, &marked);
-        let referenced = live.keys().filter_map(|d| marked.get(d)).flat_map(|m| m.refs.blobs.iter().cloned()).collect();
-        Ok(Some(Mark { marked, live, referenced }))
+        self.repair(listed, &mark, left_over.as_ref(), run, report).await?;
+        let mut doomed_manifests: Vec<Digest> = marked.keys().filter(|d| !mark.live.contains(d)).cloned().collect();
+        let mut doomed_links: Vec<Digest> = listed
+            .links
+            .iter()
+            .filter(|(d, meta)| !mark.referenced.contains(d) && meta.uploaded_ms < run.cutoff)
+            .map(|(d, _)| d.clone())
+            .collect();
+        loop {
+            if doomed_manifests.is_empty() && doomed_links.is_empty() {
+                if left_over.is_some() && !run.dry_run {
+                    self.objects.delete(&keys::gc_sweep(&name)).await?;
+                }
+                return Ok(true);
+            }
+            // Room for a batch, and for its re-check's listing of the manifests.
+            let reserve = listed.manifests.len() as u64 / 1000 + 3;
+            let room = STEP_LIMIT.saturating_sub(self.spent() - start + reserve) / REMOVAL_COST;
+            let take = (room as usize).min(SWEEP_PER_BATCH);
+            if take == 0 {
+                return Ok(false);
+            }
+            let manifests: Vec<Digest> = doomed_manifests.drain(..take.min(doomed_manifests.len())).collect();
+            let links: Vec<(Digest, ObjectMeta, BlobLink)> = doomed_links
+                .drain(..(take - manifests.len()).min(doomed_links.len()))
+                .filter_map(|d| {
+                    let meta = listed.links.remove(&d)?;
+                    let link = BlobLink::from_metadata(&meta.custom)?;
+                    Some((d, meta, link))
+                })
+                .collect();
+            if run.dry_run {
+                for d in &manifests {
+                    marked.remove(d);
+                    add(&mut report.manifests, format!("{name}@{d}"), &mut report.more);
+                }
+                for (d, _, link) in &links {
+                    // The holder says what the sweep would do, for this run's bytes phase to report.
+                    self.hold(&name, d, link, Hold::DoomedIn(&run.id)).await?;
+                    add(&mut report.blob_links, format!("{name}@{d}"), &mut report.more);
+                }
+                continue;
+            }
+            // Which links this batch may take, written down first: if it stops before its
+            // re-check, the next run knows what it may have to put back.
+            let record: Sweep = links.iter().map(|(d, meta, _)| (d.clone(), meta.custom.clone())).collect();
+            if !record.is_empty() {
+                self.objects.put(&keys::gc_sweep(&name), sweep_to_json(&record), PutOptions::default()).await?;
+            }
+            let swept = self.sweep_batch(listed, marked, manifests, links, report).await?;
+            self.recheck(listed, swept, report).await?;
+            // The re-check is done (or nothing was swept): the record, and that of a stopped
+            // run, can go.
+            let had_left_over = left_over.take().is_some();
+            if !record.is_empty() || had_left_over {
+                self.objects.delete(&keys::gc_sweep(&name)).await?;
+            }
+        }
     }
 
     /// A blob a live manifest references and the repository lacks a link for. If a stopped
@@ -352,46 +603,51 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         Ok(())
     }
 
-    /// Step 2, sweep: removes the doomed manifests and links, each only after a last HEAD shows
-    /// it unchanged since the listing (a push rewrote it: it stays). What points at a manifest
-    /// goes before the manifest (see `delete_manifest`).
-    async fn sweep(
+    /// Step 2, sweep: removes one batch of doomed manifests and links, each only after a last
+    /// read shows it unchanged since it was listed (a push rewrote it: it stays). What points
+    /// at a manifest goes before the manifest (see `delete_manifest`).
+    async fn sweep_batch(
         &self,
-        name: &RepositoryName,
-        mut mark: Mark,
+        listed: &mut Listed,
+        marked: &mut DigestMap<Marked>,
         doomed_manifests: Vec<Digest>,
         doomed_links: Vec<(Digest, ObjectMeta, BlobLink)>,
         report: &mut GcReport,
     ) -> Result<Swept> {
+        let name = listed.name.clone();
         let mut swept = Swept { manifests: DigestMap::new(), links: DigestMap::new() };
         for d in doomed_manifests {
-            let Some(m) = mark.marked.remove(&d) else { continue };
-            if !self.unchanged(&m.meta).await? {
+            let Some(m) = marked.remove(&d) else { continue };
+            listed.manifests.remove(&d);
+            // The bytes, kept for the re-check to put back if a push needs them.
+            let Some((now, bytes)) = self.objects.get_bytes(&m.meta.key).await? else { continue };
+            if now.etag != m.meta.etag || now.uploaded_ms != m.meta.uploaded_ms {
                 continue;
             }
             if let Some(subject) = &m.refs.subject {
-                self.forget_referrer(name, subject, &d).await?;
+                self.forget_referrer(&name, subject, &d).await?;
             }
             self.memo.forget_manifest(name.as_str(), &d.to_string());
             self.objects.delete(&m.meta.key).await?;
             self.memo.forget_manifest(name.as_str(), &d.to_string());
             add(&mut report.manifests, format!("{name}@{d}"), &mut report.more);
-            swept.manifests.insert(d, m);
+            swept.manifests.insert(d, (m, bytes));
         }
         for (d, meta, link) in doomed_links {
             if !self.unchanged(&meta).await? {
                 continue;
             }
-            self.unlink_blob(name, &d, &link).await?;
+            self.unlink_blob(&name, &d, &link).await?;
             add(&mut report.blob_links, format!("{name}@{d}"), &mut report.more);
             swept.links.insert(d, (meta, link));
         }
         Ok(swept)
     }
 
-    /// Step 3, re-check: a manifest written since the mark (a push that checked its blobs before the
-    /// sweep) gets back every link and child manifest the sweep took from under it, and a
-    /// manifest taken as untagged that a tag written since names comes back.
+    /// Step 3, re-check: a manifest written since the listing (a push that checked its blobs
+    /// before the sweep) gets back every link and child manifest the sweep took from under it,
+    /// and a manifest taken as untagged that a tag written since names comes back (found in the
+    /// index of tags by manifest, which a push writes before its tag).
     async fn recheck(&self, listed: &Listed, mut swept: Swept, report: &mut GcReport) -> Result<()> {
         if swept.manifests.is_empty() && swept.links.is_empty() {
             return Ok(());
@@ -412,21 +668,19 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             }
         }
         let mut revive = Vec::new();
-        let any_manifest_removed = !swept.manifests.is_empty();
-        if any_manifest_removed {
-            let mut listing = Listing::new(keys::tag_objects_prefix(name));
-            while let Some(meta) = listing.next(&self.objects).await? {
-                let tagged = TagRecord::from_metadata(&meta.custom).and_then(|r| Digest::parse(&r.digest).ok());
-                revive.extend(tagged.filter(|d| swept.manifests.contains(d)));
+        for d in swept.manifests.keys() {
+            if !self.indexed_tags_of(name, d).await?.is_empty() {
+                revive.push(d.clone());
             }
         }
+        let any_manifest_removed = !swept.manifests.is_empty();
         loop {
             while let Some(d) = revive.pop() {
-                let Some(m) = swept.manifests.remove(&d) else { continue };
-                let manifest = parse_stored(&m.meta, &m.bytes)?;
-                let size = m.bytes.len() as u64;
+                let Some((m, bytes)) = swept.manifests.remove(&d) else { continue };
+                let manifest = parse_stored(&m.meta, &bytes)?;
+                let size = bytes.len() as u64;
                 let options = PutOptions { content_type: m.meta.content_type.clone(), ..PutOptions::default() };
-                self.objects.put(&m.meta.key, m.bytes, options).await?;
+                self.objects.put(&m.meta.key, bytes, options).await?;
                 if let Some(subject) = &m.refs.subject {
                     self.record_referrer(name, subject, &d, &manifest, size).await?;
                 }
@@ -451,8 +705,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     /// The sweep record a stopped run left for the repository.
     async fn sweep_record(&self, name: &RepositoryName) -> Result<Option<Sweep>> {
         let Some((_, bytes)) = self.objects.get_bytes(&keys::gc_sweep(name)).await? else { return Ok(None) };
-        let sweep = sweep_from_json(&bytes)
-            .ok_or_else(|| crate::base::error::RegistryError::internal("a malformed gc sweep record"))?;
+        let sweep = sweep_from_json(&bytes).ok_or_else(|| RegistryError::internal("a malformed gc sweep record"))?;
         Ok(Some(sweep))
     }
 
