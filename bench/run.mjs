@@ -700,7 +700,7 @@ async function scale() {
   const wharf = await startWharf({
     selftest: true,
     state,
-    vars: { WHARF_GC: "on", WHARF_GC_UNTAGGED: "true", WHARF_ADMIN_TOKEN: token, WHARF_MAX_PAGE_SIZE: "1000", WHARF_LOG_LEVEL: "info" },
+    vars: { WHARF_GC: "on", WHARF_GC_UNTAGGED: "true", WHARF_GC_GRACE_SECONDS: "0", WHARF_ADMIN_TOKEN: token, WHARF_MAX_PAGE_SIZE: "1000", WHARF_LOG_LEVEL: "info" },
     logLevel: "info",
   });
   try {
