@@ -688,22 +688,8 @@ fn a_run_goes_in_steps_each_within_its_budget() {
     at(&t, PUSHED_MS + 2 * HOUR_MS);
     let before: u64 =
         t.snapshot().objects.iter().filter(|(k, _)| k.starts_with("blobs/")).map(|(_, v)| v.len() as u64).sum();
-    let platform = t.platform.clone().unwrap();
-    let (mut state, new) = block_on(t.registry.start_gc(t.now.get() * 1000, false)).unwrap();
-    assert!(new);
     let mut phases = Vec::new();
-    while !state.done() {
-        // Each step is an invocation of its own.
-        platform.begin_request();
-        state = block_on(t.registry.gc_step(&state.id)).unwrap().expect("the run is free");
-        let used = platform.used();
-        assert!(
-            used.subrequests as u64 <= STEP_BUDGET && used.kv_operations <= 1000,
-            "{used:?} {phases:?} {:?}",
-            state.phase
-        );
-        phases.push(state.phase.name());
-    }
+    let state = steps_within_budget(&t, |state| phases.push(state.phase.name()));
     assert!(state.max_step_operations <= STEP_BUDGET, "{}", state.max_step_operations);
     let count = |name| phases.iter().filter(|p| **p == name).count();
     assert!(count("repositories") >= 2 && count("bytes") >= 2, "{phases:?}");
