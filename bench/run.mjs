@@ -36,13 +36,14 @@
 //            one of 100,000 tags (BENCH_TAGS); then the first and a deep page of tags/list and
 //            _catalog (latency, storage operations), a garbage collection over all of it in
 //            steps (wall time, steps by phase, most operations in one), and the wasm memory.
+//            BENCH_STATE=<dir> keeps the filled registry there; the next run starts from it.
 //   startup  the release bundle's cost at start: BENCH_ROUNDS cold starts of the local server
 //            (scripts/serve.mjs, build skipped) to the first answered GET /v2/, and the wasm's compile and
 //            instantiation times in this Node's V8 (workerd's engine) with its bindings loaded
 //            as the Worker loads them; medians, with the bundle's gzip size.
 
 import { randomBytes, createHash } from "node:crypto";
-import { readFileSync, readdirSync, existsSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, mkdtempSync, writeFileSync, rmSync, cpSync } from "node:fs";
 import { join } from "node:path";
 import { cpus, tmpdir } from "node:os";
 import { gzipSync } from "node:zlib";
@@ -693,7 +694,14 @@ async function scale() {
   const tagCount = Number(process.env.BENCH_TAGS ?? 100_000);
   const state = mkdtempSync(join(tmpdir(), "wharf-scale-"));
   const started = process.hrtime.bigint();
-  await fillAtScale(state, repos, perRepo, tagCount);
+  // BENCH_STATE keeps a copy of the filled registry there, and a later run starts from that
+  // copy instead of filling again (the full size takes minutes to fill).
+  const kept = process.env.BENCH_STATE;
+  if (kept && existsSync(kept)) cpSync(kept, state, { recursive: true });
+  else {
+    await fillAtScale(state, repos, perRepo, tagCount);
+    if (kept) cpSync(state, kept, { recursive: true });
+  }
   const filled = Number(process.hrtime.bigint() - started) / 1e9;
   console.error(`filled in ${filled.toFixed(0)} s`);
   const token = randomBytes(24).toString("hex");
@@ -738,9 +746,18 @@ async function scale() {
     const started = await request(wharf.base, "POST", "/_wharf/gc?dry-run=false", { headers: admin });
     if (started.status !== 202) throw new Error(`gc: ${started.status} ${started.body}`);
     let run = started.json();
+    // A failed step is retried a minute later (at most five times): a run with no step for
+    // ten minutes has stopped, and the benchmark says where, with the steps' errors.
+    let seen = { steps: -1, at: Date.now() };
+    let errors = 0;
     while (run.phase.name !== "done") {
       await new Promise((r) => setTimeout(r, 500));
       run = (await request(wharf.base, "GET", `/_wharf/gc/${run.id}`, { headers: admin })).json();
+      const failures = wharf.log().split("\n").filter((l) => /gc step failed|gc queue|panicked|uncaught|exceeded/i.test(l));
+      for (const line of failures.slice(errors)) console.error(line);
+      errors = failures.length;
+      if (run.steps !== seen.steps) seen = { steps: run.steps, at: Date.now() };
+      else if (Date.now() - seen.at > 10 * 60_000) throw new Error(`gc stopped: ${JSON.stringify({ ...run, report: undefined })}`);
     }
     const gcSeconds = Number(process.hrtime.bigint() - gcStarted) / 1e9;
     const report = run.report;
