@@ -697,13 +697,14 @@ async function scale() {
   // BENCH_STATE keeps a copy of the filled registry there, and a later run starts from that
   // copy instead of filling again (the full size takes minutes to fill).
   const kept = process.env.BENCH_STATE;
-  if (kept && existsSync(kept)) cpSync(kept, state, { recursive: true });
+  const reused = Boolean(kept && existsSync(kept));
+  if (reused) cpSync(kept, state, { recursive: true });
   else {
     await fillAtScale(state, repos, perRepo, tagCount);
     if (kept) cpSync(state, kept, { recursive: true });
   }
   const filled = Number(process.hrtime.bigint() - started) / 1e9;
-  console.error(`filled in ${filled.toFixed(0)} s`);
+  console.error(`${reused ? `copied from ${kept}` : "filled"} in ${filled.toFixed(0)} s`);
   const token = randomBytes(24).toString("hex");
   const wharf = await startWharf({
     selftest: true,
