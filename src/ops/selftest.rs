@@ -1,14 +1,14 @@
 //! Test-only endpoints, compiled in only with the `selftest` feature (never into the release
 //! bundle) and served only when `WHARF_SELFTEST` is set:
-//! the storage contract suite over the real bindings, the benchmark's baseline put, the wasm
-//! memory high-water mark, and a deliberate trap. Outside `/v2/` on purpose.
+//! the storage contract suite over the real bindings, the benchmark's baseline put and listing,
+//! the wasm memory high-water mark, and a deliberate trap. Outside `/v2/` on purpose.
 
 use crate::base::error::{ErrorCode, RegistryError};
 use crate::base::http::{BodyReader, Headers, Method, OCTET_STREAM, Response, query_param};
 use crate::base::names::{Digest, UploadId};
 use crate::registry::{Registry, Result, json_response, read_limited};
 use crate::storage::keys;
-use crate::storage::{KeyValueStore, ObjectStore, PutOptions, suite};
+use crate::storage::{KeyValueStore, ListFrom, ObjectStore, PutOptions, suite};
 use serde::Serialize;
 
 /// `POST`: runs the storage contract suite (see [`crate::storage::suite`]).
@@ -18,6 +18,10 @@ pub const PUT_PATH: &str = "/_wharf/selftest/put";
 /// `PUT`: the body stored with one R2 put and one KV put, the least storage a manifest push to a
 /// tag needs: the floor the benchmark compares manifest pushes with.
 pub const FLOOR_PATH: &str = "/_wharf/selftest/floor";
+/// `GET ?prefix=&after=&n=`: one R2 listing of up to `n` keys under `prefix` after key `after`,
+/// the least storage a page of `tags/list` or `_catalog` needs: the floor the scale benchmark
+/// compares pages with.
+pub const FLOOR_LIST_PATH: &str = "/_wharf/selftest/list";
 /// `GET`: the size of the Worker's wasm memory.
 pub const MEMORY_PATH: &str = "/_wharf/selftest/memory";
 /// `POST`: panics (a trap: the wasm is built with panic=abort), so that the end-to-end tests can
@@ -38,6 +42,12 @@ fn wasm_memory_bytes() -> Option<usize> {
 #[serde(rename_all = "camelCase")]
 struct Memory {
     wasm_memory_bytes: Option<usize>,
+}
+
+/// The answer of [`FLOOR_LIST_PATH`]: `{"keys"}`, how many the page held.
+#[derive(Serialize)]
+struct Listed {
+    keys: usize,
 }
 
 /// The answer of [`SUITE_PATH`]: each store's checks, `{"objects":[...],"kv":[...]}`.
@@ -61,6 +71,7 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
             (Method::Post, SUITE_PATH) => self.run_suite().await,
             (Method::Put, PUT_PATH) => self.baseline_put(query, headers, body).await,
             (Method::Put, FLOOR_PATH) => self.floor_put(body).await,
+            (Method::Get, FLOOR_LIST_PATH) => self.floor_list(query).await,
             (Method::Get, MEMORY_PATH) => {
                 let body = serde_json::to_vec(&Memory { wasm_memory_bytes: wasm_memory_bytes() });
                 body.map(|b| json_response(b, false)).map_err(RegistryError::internal)
@@ -86,6 +97,15 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
         self.objects.put(keys::SELFTEST_FLOOR, bytes, PutOptions::default()).await?;
         self.kv.put(keys::SELFTEST_FLOOR, &digest, None).await?;
         Ok(Response::new(201).header("Docker-Content-Digest", digest).header("Content-Length", "0"))
+    }
+
+    async fn floor_list(&self, query: &[(String, String)]) -> Result<Response<O::Body>> {
+        let prefix = query_param(query, "prefix").unwrap_or_default();
+        let from = query_param(query, "after").map_or(ListFrom::Beginning, ListFrom::After);
+        let n = query_param(query, "n").and_then(|n| n.parse().ok()).unwrap_or(100);
+        let page = self.objects.list(prefix, from, n).await?;
+        let body = serde_json::to_vec(&Listed { keys: page.objects.len() }).map_err(RegistryError::internal)?;
+        Ok(json_response(body, false))
     }
 
     async fn baseline_put<B: BodyReader<Raw = O::Upload>>(
