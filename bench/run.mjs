@@ -37,6 +37,7 @@
 //            _catalog (latency, storage operations), a garbage collection over all of it in
 //            steps (wall time, steps by phase, most operations in one), and the wasm memory.
 //            BENCH_STATE=<dir> keeps the filled registry there; the next run starts from it.
+//            BENCH_POLL_MS (500) is how often the run's state is read while it goes on.
 //   startup  the release bundle's cost at start: BENCH_ROUNDS cold starts of the local server
 //            (scripts/serve.mjs, build skipped) to the first answered GET /v2/, and the wasm's compile and
 //            instantiation times in this Node's V8 (workerd's engine) with its bindings loaded
@@ -765,8 +766,9 @@ async function scale() {
     // ten minutes has stopped, and the benchmark says where, with the steps' errors.
     let seen = { steps: -1, at: Date.now() };
     let errors = 0;
+    const poll = Number(process.env.BENCH_POLL_MS ?? 500);
     while (run.phase.name !== "done") {
-      await new Promise((r) => setTimeout(r, 500));
+      await new Promise((r) => setTimeout(r, poll));
       run = (await request(wharf.base, "GET", `/_wharf/gc/${run.id}`, { headers: admin })).json();
       const failures = wharf.log().split("\n")
         .filter((l) => /gc step failed|gc queue|panicked|uncaught|exceeded|RuntimeError|Dropped message|QUEUE \S+-gc 0\//i.test(l));
