@@ -18,6 +18,7 @@
 // wrangler dev (its `/__scheduled` comes from its proxy). Other wrangler dev flags are accepted
 // and ignored, with a warning.
 import { existsSync } from "node:fs";
+import http from "node:http";
 import { resolve } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
@@ -83,6 +84,16 @@ const log = new Log(level);
 // thousands of sockets, until workerd runs out of file descriptors ("Too many open files") and
 // requests fail. A line on stdout needs no connection.
 const requestLog = level >= LogLevel.INFO ? { WHARF_LOG_LEVEL: "info" } : {};
+// Miniflare's local queues report each batch's outcome with a POST to Miniflare's loopback server
+// in this process, and when that POST fails the queue never delivers again: its broker's flush
+// (miniflare `queues/broker.worker.js`) rejects before it clears the batch it was sending.
+// Node closes a keep-alive connection idle for 5 s (`keepAliveTimeout`), and workerd, busy with
+// the consumer, can take that connection for its next POST in the moment before it reads the
+// close: "Network connection lost". A chain of queue steps of about 5 s each (the collection's)
+// then stops for good within a few hundred steps. So the loopback server, the one HTTP server
+// Miniflare starts (the Worker is served by workerd), keeps a connection until workerd closes it.
+const createServer = http.createServer;
+http.createServer = (...args) => Object.assign(createServer(...args), { keepAliveTimeout: 0 });
 const mf = new Miniflare({
   host: options.ip,
   port: options.port,
@@ -104,6 +115,7 @@ const mf = new Miniflare({
 });
 // Miniflare prints this line only with its own request log.
 log.info(`Ready on ${(await mf.ready).origin}`);
+http.createServer = createServer;
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.once(signal, () => mf.dispose().finally(() => process.exit(0)));
 }
