@@ -767,18 +767,25 @@ async function scale() {
     let seen = { steps: -1, at: Date.now() };
     let errors = 0;
     const poll = Number(process.env.BENCH_POLL_MS ?? 500);
+    // The server's log, kept when the run cannot be followed to its end.
+    const keepLog = () => {
+      const saved = join(tmpdir(), `wharf-scale-${run.id}.log`);
+      writeFileSync(saved, wharf.log());
+      return saved;
+    };
     while (run.phase.name !== "done") {
       await new Promise((r) => setTimeout(r, poll));
-      run = (await request(wharf.base, "GET", `/_wharf/gc/${run.id}`, { headers: admin })).json();
+      const read = await request(wharf.base, "GET", `/_wharf/gc/${run.id}`, { headers: admin }).catch((e) => {
+        throw new Error(`gc: the run's state cannot be read (the server's log is in ${keepLog()})`, { cause: e });
+      });
+      run = read.json();
       const failures = wharf.log().split("\n")
         .filter((l) => /gc step failed|gc queue|panicked|uncaught|exceeded|RuntimeError|Dropped message|QUEUE \S+-gc 0\//i.test(l));
       for (const line of failures.slice(errors)) console.error(line);
       errors = failures.length;
       if (run.steps !== seen.steps) seen = { steps: run.steps, at: Date.now() };
       else if (Date.now() - seen.at > 10 * 60_000) {
-        const saved = join(tmpdir(), `wharf-scale-${run.id}.log`);
-        writeFileSync(saved, wharf.log());
-        throw new Error(`gc stopped (the server's log is in ${saved}): ${JSON.stringify({ ...run, report: undefined })}`);
+        throw new Error(`gc stopped (the server's log is in ${keepLog()}): ${JSON.stringify({ ...run, report: undefined })}`);
       }
     }
     const gcSeconds = Number(process.hrtime.bigint() - gcStarted) / 1e9;
