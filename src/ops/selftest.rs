@@ -102,7 +102,8 @@ impl<O: ObjectStore, K: KeyValueStore> Registry<O, K> {
     async fn floor_list(&self, query: &[(String, String)]) -> Result<Response<O::Body>> {
         let prefix = query_param(query, "prefix").unwrap_or_default();
         let from = query_param(query, "after").map_or(ListFrom::Beginning, ListFrom::After);
-        let n = query_param(query, "n").and_then(|n| n.parse().ok()).unwrap_or(100);
+        // A listing returns at most 1,000 keys (`ObjectStore::list`'s contract, R2's limit).
+        let n = query_param(query, "n").and_then(|n| n.parse::<u32>().ok()).unwrap_or(100).min(1000);
         let page = self.objects.list(prefix, from, n).await?;
         let body = serde_json::to_vec(&Listed { keys: page.objects.len() }).map_err(RegistryError::internal)?;
         Ok(json_response(body, false))
